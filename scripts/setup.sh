@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install and build everything rkt needs on Debian 12, as root. Idempotent:
+# a second run only checks and finishes in seconds.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+DEB_PACKAGES=(
+  ca-certificates tar gzip bzip2 xz-utils coreutils util-linux  # image formats, cp/du, setpriv/unshare/nsenter
+  mount procps                                                   # pod mounts; pgrep in tests
+  gnupg                                                          # signing keys for tests and users
+  busybox-static                                                 # example and test images
+  python3 make g++                                               # native npm addons (sqlite, flock, pty)
+  hyperfine                                                      # benchmarks
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# npm packages, reinstalled only when the lock file changed
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing npm packages" >&2
+  npm ci --no-audit --no-fund >&2
+fi
+
+echo "setup: building" >&2
+npx tsc -p tsconfig.json
+
+# stage1 images, installed where rkt looks for them by default
+stage1_dir=${RKT_STAGE1_IMAGES_DIR:-/usr/lib/rkt/stage1-images}
+mkdir -p build "$stage1_dir"
+node dist/stage1-fly/build.js build/stage1-fly.aci >/dev/null
+install -m 0644 build/stage1-fly.aci "$stage1_dir/stage1-fly.aci"
+echo "setup: done" >&2

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up check, build, unit tests, then integration
+# tests (these run the real CLI as root).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+bash scripts/setup.sh
+npx ava 'dist/test/unit/**/*.test.js'
+if [ "$(id -u)" != 0 ]; then
+  echo "test: integration tests need root; skipped as $(id -un)" >&2
+  exit 1
+fi
+npx ava --serial=false 'dist/test/integration/**/*.test.js'

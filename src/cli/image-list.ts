@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { globalsOf } from './context.js';
+import { nameWithVersion } from '../appc/image-ref.js';
 import { fullTime, humanAgo, humanSize, parseFormat, printJson, printTable } from './output.js';
 
 const FIELDS = ['id', 'name', 'size', 'importtime', 'lastused', 'latest'] as const;
@@ -39,10 +40,7 @@ export function register(image: Command): void {
       } finally {
         store.close();
       }
-      const rows = images.map((img) => {
-        const version = img.labels.find((l) => l.name === 'version')?.value;
-        return { img, name: version ? `${img.name}:${version}` : img.name, size: img.size + img.treeSize };
-      });
+      const rows = images.map((img) => ({ img, name: nameWithVersion(img), size: img.size + img.treeSize }));
       const key = (r: (typeof rows)[number]): string | number =>
         ({ id: r.img.id, name: r.name, size: r.size, importtime: r.img.importTime, lastused: r.img.lastUsed, latest: Number(r.img.latest) })[sortField!];
       rows.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0) * (opts.order === 'desc' ? -1 : 1));

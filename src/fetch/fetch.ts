@@ -6,6 +6,7 @@ import type { GlobalOptions } from '../config/global.js';
 import type { Store } from '../store/store.js';
 import { warn } from '../log.js';
 import { verifyFileSignature } from './verify.js';
+import { classifyImageString, parseImageString } from '../appc/image-ref.js';
 
 export type PullPolicy = 'never' | 'new' | 'update';
 
@@ -13,16 +14,6 @@ export interface FetchOptions {
   /** Detached signature file given with --signature (applies to the first file image). */
   signature?: string;
   pullPolicy?: PullPolicy;
-}
-
-export type ImageArgKind = 'id' | 'file' | 'url' | 'name';
-
-/** Guess what an image argument is, as rkt does: hash, URL, existing file or path, else a name. */
-export function classifyImageArg(arg: string): ImageArgKind {
-  if (/^sha512-[0-9a-f]*$/.test(arg)) return 'id';
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(arg)) return 'url';
-  if (arg.startsWith('/') || arg.startsWith('./') || arg.startsWith('../') || arg.endsWith('.aci') || fs.existsSync(arg)) return 'file';
-  return 'name';
 }
 
 export function parsePullPolicy(value: string | undefined): PullPolicy {
@@ -60,11 +51,11 @@ export async function fetchFile(store: Store, globals: GlobalOptions, file: stri
  * message that says how to get the image in by file.
  */
 export async function fetchImage(store: Store, globals: GlobalOptions, arg: string, opts: FetchOptions = {}): Promise<string> {
-  const kind = classifyImageArg(arg);
+  const kind = classifyImageString(arg, (p) => fs.existsSync(p));
   switch (kind) {
     case 'id':
       return store.resolveIdPrefix(arg);
-    case 'file':
+    case 'path':
       return fetchFile(store, globals, arg, opts.signature);
     case 'url': {
       if (arg.startsWith('file://')) return fetchFile(store, globals, fileURLToPath(arg), opts.signature);
@@ -77,7 +68,6 @@ export async function fetchImage(store: Store, globals: GlobalOptions, arg: stri
 }
 
 async function fetchByName(store: Store, arg: string, policy: PullPolicy): Promise<string> {
-  const { parseImageString } = await import('../appc/image-ref.js');
   const ref = parseImageString(arg);
   if (policy !== 'update') {
     const found = store.findByName(ref.name, ref.labels);

@@ -58,8 +58,10 @@ export class Store {
   private constructor(dataDir: string, readonly readonly: boolean) {
     this.layout = new StoreLayout(dataDir);
     if (!readonly) {
+      // rendered trees keep setuid files and device nodes: only root may reach them
+      fs.mkdirSync(this.layout.cas, { recursive: true, mode: 0o700 });
       for (const d of [this.layout.blobDir, this.layout.tmpDir, this.layout.dbDir, this.layout.treeDir, this.layout.imageLockDir, this.layout.treeLockDir]) {
-        fs.mkdirSync(d, { recursive: true, mode: 0o755 });
+        fs.mkdirSync(d, { recursive: true, mode: 0o700 });
       }
     }
     this.db = new StoreDb(this.layout.dbFile, readonly);

@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import { ImageNotFoundError, RktError } from '../errors.js';
 import type { Dependency, ImageManifest } from '../appc/types.js';
 import { renderLayers } from '../image/render.js';
+import { formatImageString } from '../appc/image-ref.js';
 import { log } from '../log.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock } from '../util/lock.js';
@@ -34,8 +35,8 @@ function resolveDependency(store: Store, dep: Dependency, parent: string): strin
   }
   const found = store.findByName(dep.imageName, dep.labels ?? []);
   if (found.length === 0) {
-    const labels = (dep.labels ?? []).map((l) => `,${l.name}=${l.value}`).join('');
-    throw new ImageNotFoundError(`dependency ${dep.imageName}${labels} of ${parent} is not in the store; fetch it first`);
+    const ref = formatImageString({ name: dep.imageName, labels: dep.labels ?? [] });
+    throw new ImageNotFoundError(`dependency ${ref} of ${parent} is not in the store; fetch it first`);
   }
   return found[found.length - 1]!.id;
 }

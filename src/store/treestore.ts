@@ -74,48 +74,58 @@ async function treeSize(dir: string): Promise<number> {
 /**
  * Render an image with its dependencies into the tree store, once: the
  * result is cached under cas/tree/<treeId> and reused until the image is
- * removed. A tree appears by rename only when complete.
+ * removed. A tree appears by rename only when complete. Pods hold a tree's
+ * lock shared while they use it, so a cached tree is looked up under a
+ * shared lock too; only rendering takes it exclusively.
  */
-export async function renderTree(store: Store, id: string): Promise<RenderedTree> {
+export async function renderTree(store: Store, id: string, opts: { hold?: boolean } = {}): Promise<RenderedTree & { hold?: FileLock }> {
   const layers = dependencyChain(store, id);
   const treeId = treeIdOf(layers);
   const dir = store.layout.tree(treeId);
   const result = { treeId, path: dir, rootfs: path.join(dir, 'rootfs'), layers };
-  const lock = FileLock.acquire(store.layout.treeLock(treeId), 'exclusive', { what: `rendered image ${treeId}` });
-  try {
+  const lockPath = store.layout.treeLock(treeId);
+  const what = `rendered image ${treeId}`;
+  for (;;) {
+    const shared = FileLock.acquire(lockPath, 'shared', { what });
     if (store.db.getTree(treeId) && fs.existsSync(dir)) {
       for (const l of layers) store.touch(l.id);
+      if (opts.hold) return { ...result, hold: shared };
+      shared.release();
       return result;
     }
-    // a crash mid-render leaves no row; start again from nothing
-    fs.rmSync(dir, { recursive: true, force: true });
-    const tmp = path.join(store.layout.tmpDir, `render-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
-    fs.mkdirSync(tmp, { mode: 0o755 });
-    const imageLocks = layers.map((l) => FileLock.acquire(store.layout.imageLock(l.id), 'shared'));
+    shared.release();
+    const lock = FileLock.acquire(lockPath, 'exclusive', { what });
     try {
-      log().debug({ treeId, layers: layers.map((l) => l.id) }, 'rendering image tree');
-      await renderLayers(
-        layers.map((l) => ({ tarPath: store.blobPath(l.id), id: l.id, pathWhitelist: l.manifest.pathWhitelist })),
-        tmp,
-      );
-      const size = await treeSize(tmp);
-      fs.renameSync(tmp, dir);
-      fsyncDir(path.dirname(dir));
-      store.db.upsertTree({ id: treeId, imageId: id, size, renderedTime: Date.now() });
-      for (const l of layers) store.touch(l.id);
-    } catch (err) {
-      fs.rmSync(tmp, { recursive: true, force: true });
-      throw err;
+      // someone else may have rendered it while we waited
+      if (!(store.db.getTree(treeId) && fs.existsSync(dir))) await renderInto(store, id, treeId, layers);
     } finally {
-      for (const l of imageLocks) l.release();
+      lock.release();
     }
-    return result;
-  } finally {
-    lock.release();
   }
 }
 
-/** Hold a rendered tree so that gc and rm leave it alone while a pod uses it. */
-export function holdTree(store: Store, treeId: string): FileLock {
-  return FileLock.acquire(store.layout.treeLock(treeId), 'shared');
+async function renderInto(store: Store, id: string, treeId: string, layers: Layer[]): Promise<void> {
+  const dir = store.layout.tree(treeId);
+  // a crash mid-render leaves no row; start again from nothing
+  fs.rmSync(dir, { recursive: true, force: true });
+  const tmp = path.join(store.layout.tmpDir, `render-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
+  fs.mkdirSync(tmp, { mode: 0o755 });
+  const imageLocks = layers.map((l) => FileLock.acquire(store.layout.imageLock(l.id), 'shared'));
+  try {
+    log().debug({ treeId, layers: layers.map((l) => l.id) }, 'rendering image tree');
+    await renderLayers(
+      layers.map((l) => ({ tarPath: store.blobPath(l.id), id: l.id, pathWhitelist: l.manifest.pathWhitelist })),
+      tmp,
+    );
+    const size = await treeSize(tmp);
+    fs.renameSync(tmp, dir);
+    fsyncDir(path.dirname(dir));
+    store.db.upsertTree({ id: treeId, imageId: id, size, renderedTime: Date.now() });
+    for (const l of layers) store.touch(l.id);
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  } finally {
+    for (const l of imageLocks) l.release();
+  }
 }

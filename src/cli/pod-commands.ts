@@ -1,0 +1,122 @@
+import type { Command } from 'commander';
+import { RktError, UsageError } from '../errors.js';
+import { globalsOf } from './context.js';
+
+async function podsFromArgs(dir: string, uuids: string[], uuidFile?: string) {
+  const { Pod } = await import('../pod/pod.js');
+  const words = [...uuids];
+  if (uuidFile) words.push(Pod.readUuidFile(uuidFile));
+  if (words.length === 0) throw new UsageError('give at least one pod UUID (or --uuid-file)');
+  return words.map((w) => ({ word: w, find: () => Pod.find(dir, w) }));
+}
+
+export function register(program: Command): void {
+  program
+    .command('cat-manifest')
+    .description('inspect and print the pod manifest')
+    .argument('<uuid>', 'pod UUID or unique prefix')
+    .option('--pretty-print', 'apply indent to format the output', true)
+    .option('--no-pretty-print', 'print on one line')
+    .action(async (uuid: string, opts: { prettyPrint: boolean }, cmd: Command) => {
+      const { Pod } = await import('../pod/pod.js');
+      const pod = Pod.find(globalsOf(cmd).dir, uuid);
+      let m;
+      try {
+        m = pod.manifest();
+      } catch {
+        throw new RktError(`pod ${pod.uuid} has no manifest yet (it is ${pod.state()})`);
+      }
+      process.stdout.write((opts.prettyPrint ? JSON.stringify(m, null, '\t') : JSON.stringify(m)) + '\n');
+    });
+
+  program
+    .command('stop')
+    .description('stop one or more running pods')
+    .argument('[uuids...]', 'pod UUIDs or unique prefixes')
+    .option('--force', 'forced stopping', false)
+    .option('--uuid-file <file>', 'read the pod UUID from this file')
+    .action(async (uuids: string[], opts: { force: boolean; uuidFile?: string }, cmd: Command) => {
+      const globals = globalsOf(cmd);
+      const { invokeEntrypoint } = await import('../stage1/invoke.js');
+      let failed = 0;
+      for (const { word, find } of await podsFromArgs(globals.dir, uuids, opts.uuidFile)) {
+        try {
+          const pod = find();
+          const state = pod.state();
+          if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}, not running`);
+          const code = await invokeEntrypoint(pod.paths, 'stop', [...(opts.force ? ['--force'] : []), pod.uuid], { stdio: 'inherit' });
+          if (code !== 0) throw new RktError(`stage1 could not stop pod ${pod.uuid} (status ${code}); try --force`);
+          process.stdout.write(`"${pod.uuid}"\n`);
+        } catch (err) {
+          if (!(err instanceof RktError)) throw err;
+          process.stderr.write(`rkt: error stopping ${word}: ${err.message}\n`);
+          failed++;
+        }
+      }
+      if (failed > 0) process.exitCode = 1;
+    });
+
+  program
+    .command('rm')
+    .description('remove all files and resources associated with exited or prepared pods')
+    .argument('[uuids...]', 'pod UUIDs or unique prefixes')
+    .option('--uuid-file <file>', 'read the pod UUID from this file')
+    .action(async (uuids: string[], opts: { uuidFile?: string }, cmd: Command) => {
+      const globals = globalsOf(cmd);
+      const { destroyPod } = await import('../pod/gc.js');
+      let failed = 0;
+      for (const { word, find } of await podsFromArgs(globals.dir, uuids, opts.uuidFile)) {
+        try {
+          const pod = find();
+          let lock;
+          try {
+            lock = pod.lock('exclusive', false);
+          } catch {
+            throw new RktError(`pod ${pod.uuid} is ${pod.state()}; stop it first ("rkt stop")`);
+          }
+          try {
+            if (pod.stateDir === 'run') pod.moveTo('exited-garbage');
+            else if (pod.stateDir !== 'exited-garbage') pod.moveTo('garbage');
+            await destroyPod(pod, globals.debug);
+          } finally {
+            lock.release();
+          }
+          process.stdout.write(`"${pod.uuid}"\n`);
+        } catch (err) {
+          if (!(err instanceof RktError)) throw err;
+          process.stderr.write(`rkt: error removing ${word}: ${err.message}\n`);
+          failed++;
+        }
+      }
+      if (failed > 0) process.exitCode = 1;
+    });
+
+  program
+    .command('enter')
+    .description('enter the namespaces of an app within a running pod')
+    .argument('<uuid>', 'pod UUID or unique prefix')
+    .argument('[cmd...]', 'command to run (default /bin/sh)')
+    .option('--app <name>', 'name of the app to enter within the specified pod')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(async (uuid: string, words: string[], opts: { app?: string }, cmd: Command) => {
+      const globals = globalsOf(cmd);
+      const { Pod } = await import('../pod/pod.js');
+      const { invokeEntrypoint } = await import('../stage1/invoke.js');
+      const pod = Pod.find(globals.dir, uuid);
+      const state = pod.state();
+      if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be entered`);
+      const apps = pod.appNames();
+      let app = opts.app;
+      if (app === undefined) {
+        if (apps.length !== 1) throw new UsageError(`pod ${pod.uuid} has ${apps.length} apps (${apps.join(', ')}); choose one with --app`);
+        app = apps[0]!;
+      } else if (!apps.includes(app)) {
+        throw new UsageError(`pod ${pod.uuid} has no app "${app}"; its apps are ${apps.join(', ')}`);
+      }
+      const pid = pod.pid();
+      if (pid === undefined) throw new RktError(`pod ${pod.uuid} has not written its pid yet; wait for it to start (rkt status --wait-ready)`);
+      const argv = words.length > 0 ? words : ['/bin/sh'];
+      process.exitCode = await invokeEntrypoint(pod.paths, 'enter', [`--pid=${pid}`, `--appname=${app}`, '--', ...argv], { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
+    });
+}

@@ -1,0 +1,43 @@
+import { nameWithVersion } from '../appc/image-ref.js';
+import { Pod, type PodState } from './pod.js';
+
+/** What list and status report about a pod, read once. */
+export interface PodInfo {
+  uuid: string;
+  state: PodState;
+  apps: { name: string; image: string; imageId: string; exitCode?: number }[];
+  created?: Date;
+  started?: Date;
+  exited?: Date;
+  pid?: number;
+  exitCause?: string;
+}
+
+export function podInfo(pod: Pod): PodInfo {
+  const state = pod.state();
+  let apps: PodInfo['apps'] = [];
+  try {
+    const m = pod.manifest();
+    const codes = pod.appExitStatuses();
+    apps = m.apps.map((a) => ({ name: a.name, image: nameWithVersion({ name: a.image.name ?? '', labels: a.image.labels }), imageId: a.image.id, exitCode: codes[a.name] }));
+  } catch {
+    // an embryo or aborted preparation has no manifest yet
+  }
+  const running = state === 'running';
+  const ran = running || state === 'exited' || state === 'exited garbage' || state === 'deleting';
+  return {
+    uuid: pod.uuid,
+    state,
+    apps,
+    created: pod.createdAt(),
+    started: ran ? pod.startedAt() : undefined,
+    exited: ran && !running ? (pod.exitedAt() ?? pod.startedAt()) : undefined,
+    pid: ran ? pod.pid() : undefined,
+    exitCause: ran && !running ? pod.exitCause() : undefined,
+  };
+}
+
+/** Nanoseconds since the epoch, as rkt's JSON carries times. */
+export function nanos(d: Date | undefined): number | undefined {
+  return d === undefined ? undefined : d.getTime() * 1e6;
+}

@@ -1,0 +1,184 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { PodNotFoundError, UsageError, isErrno } from '../errors.js';
+import { parsePodManifest } from '../appc/pod-manifest.js';
+import type { PodManifest } from '../appc/types.js';
+import { PodPaths } from '../stage1/contract.js';
+import { fsyncDir } from '../util/atomic.js';
+import { FileLock, type LockMode } from '../util/lock.js';
+import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
+
+export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** One pod directory, wherever in its lifecycle it is. */
+export class Pod {
+  readonly paths: PodPaths;
+  constructor(readonly dataDir: string, readonly uuid: string, public stateDir: PodStateDir) {
+    this.paths = new PodPaths(podDir(dataDir, stateDir, uuid));
+  }
+
+  get dir(): string {
+    return this.paths.dir;
+  }
+
+  /** Every pod in the data dir. */
+  static listAll(dataDir: string): Pod[] {
+    const pods: Pod[] = [];
+    const seen = new Set<string>();
+    for (const state of POD_STATE_DIRS) {
+      let names: string[];
+      try {
+        names = fs.readdirSync(path.join(podsDir(dataDir), state));
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) continue;
+        throw err;
+      }
+      for (const uuid of names) {
+        // a pod seen twice was moving while we looked; the later state wins
+        if (!UUID_RE.test(uuid) || seen.has(uuid)) continue;
+        seen.add(uuid);
+        pods.push(new Pod(dataDir, uuid, state));
+      }
+    }
+    return pods;
+  }
+
+  /** A pod by full UUID or any unique prefix of it. */
+  static find(dataDir: string, uuidOrPrefix: string): Pod {
+    const want = uuidOrPrefix.trim().toLowerCase();
+    if (want === '') throw new UsageError('empty pod UUID');
+    if (!/^[0-9a-f-]+$/.test(want)) throw new UsageError(`"${uuidOrPrefix}" is not a pod UUID`);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const matches = Pod.listAll(dataDir).filter((p) => p.uuid.startsWith(want));
+      if (matches.length === 1) return matches[0]!;
+      if (matches.length > 1) throw new UsageError(`UUID prefix ${uuidOrPrefix} is ambiguous (${matches.length} pods match); give more characters`);
+    }
+    throw new PodNotFoundError(`no pod with UUID ${uuidOrPrefix}; see "rkt list"`);
+  }
+
+  /** Read a UUID from a --uuid-file. */
+  static readUuidFile(file: string): string {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      throw new UsageError(`cannot read UUID file ${file}`);
+    }
+    return text.trim();
+  }
+
+  lock(mode: LockMode, wait: boolean): FileLock {
+    return FileLock.acquire(this.dir, mode, { wait, create: false, what: `pod ${this.uuid}` });
+  }
+
+  isLocked(): boolean {
+    return FileLock.isHeld(this.dir);
+  }
+
+  /** The pod's state: its directory plus whether someone holds its lock. */
+  state(): PodState {
+    switch (this.stateDir) {
+      case 'embryo':
+        return 'embryo';
+      case 'prepare':
+        return this.isLocked() ? 'preparing' : 'aborted prepare';
+      case 'prepared':
+        return 'prepared';
+      case 'run':
+        return this.isLocked() ? 'running' : 'exited';
+      case 'exited-garbage':
+        return this.isLocked() ? 'deleting' : 'exited garbage';
+      case 'garbage':
+        return this.isLocked() ? 'deleting' : 'garbage';
+    }
+  }
+
+  /** Move the pod to another state dir; the caller holds its lock. */
+  moveTo(state: PodStateDir): void {
+    const to = podDir(this.dataDir, state, this.uuid);
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.renameSync(this.dir, to);
+    fsyncDir(path.dirname(to));
+    this.stateDir = state;
+    (this as { paths: PodPaths }).paths = new PodPaths(to);
+  }
+
+  manifest(): PodManifest {
+    return parsePodManifest(fs.readFileSync(this.paths.manifest));
+  }
+
+  appNames(): string[] {
+    try {
+      return this.manifest().apps.map((a) => a.name);
+    } catch {
+      return [];
+    }
+  }
+
+  /** Exit statuses written by stage1, by app name. */
+  appExitStatuses(): Record<string, number> {
+    const out: Record<string, number> = {};
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.paths.statusDir);
+    } catch {
+      return out;
+    }
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const v = Number(fs.readFileSync(path.join(this.paths.statusDir, name), 'utf8').trim());
+      if (Number.isInteger(v)) out[name] = v;
+    }
+    return out;
+  }
+
+  pid(): number | undefined {
+    for (const file of [this.paths.pid, this.paths.ppid]) {
+      try {
+        const v = Number(fs.readFileSync(file, 'utf8').trim());
+        if (Number.isInteger(v) && v > 0) return v;
+      } catch {
+        // not written (yet)
+      }
+    }
+    return undefined;
+  }
+
+  private mtime(file: string): Date | undefined {
+    try {
+      return fs.statSync(file).mtime;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** When the pod was created: its manifest is written once, at preparation. */
+  createdAt(): Date | undefined {
+    return this.mtime(this.paths.manifest);
+  }
+
+  /** When stage1 started: it writes the pid file first thing. */
+  startedAt(): Date | undefined {
+    return this.mtime(this.paths.pid) ?? this.mtime(this.paths.ppid);
+  }
+
+  /** When the last app's exit status was written. */
+  exitedAt(): Date | undefined {
+    let last: Date | undefined;
+    for (const name of Object.keys(this.appExitStatuses())) {
+      const t = this.mtime(this.paths.appStatus(name));
+      if (t && (!last || t > last)) last = t;
+    }
+    return last ?? this.mtime(this.paths.exitCause);
+  }
+
+  exitCause(): string | undefined {
+    try {
+      return fs.readFileSync(this.paths.exitCause, 'utf8').trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,130 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { RktError, UsageError } from '../errors.js';
+import type { GlobalOptions } from '../config/global.js';
+import type { RktConfig } from '../config/loader.js';
+import { parsePodManifest, serializePodManifest } from '../appc/pod-manifest.js';
+import type { PodManifest } from '../appc/types.js';
+import { fetchImage, parsePullPolicy } from '../fetch/fetch.js';
+import { log } from '../log.js';
+import { PodPaths, type RunOptions } from '../stage1/contract.js';
+import { selectStage1 } from '../stage1/select.js';
+import { entrypointPath, interfaceVersion, stage1Manifest } from '../stage1/invoke.js';
+import type { Store } from '../store/store.js';
+import { renderTree, type RenderedTree } from '../store/treestore.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { copyTree } from '../util/copy.js';
+import type { FileLock } from '../util/lock.js';
+import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
+import { Pod } from './pod.js';
+import { podDir } from './layout.js';
+import { removePodDir } from './remove.js';
+import type { RunArgs } from './run-args.js';
+
+export interface PreparedPod {
+  pod: Pod;
+  lock: FileLock;
+  /** Shared locks on the rendered trees the pod uses, so no gc removes them under it. */
+  treeLocks: FileLock[];
+}
+
+function readPodManifestFile(file: string): PodManifest {
+  let data: Buffer;
+  try {
+    data = fs.readFileSync(file);
+  } catch {
+    throw new UsageError(`cannot read --pod-manifest ${file}`);
+  }
+  return parsePodManifest(data);
+}
+
+async function resolveApps(store: Store, globals: GlobalOptions, args: RunArgs): Promise<ResolvedApp[]> {
+  const pullPolicy = parsePullPolicy(args.pod.pullPolicy);
+  const out: ResolvedApp[] = [];
+  for (const app of args.apps) {
+    const imageId = await fetchImage(store, globals, app.image, { signature: app.signature, pullPolicy });
+    out.push({ args: app, imageId, manifest: store.manifest(imageId) });
+  }
+  return out;
+}
+
+/**
+ * Create a pod directory and fill it for stage1: embryo, then prepare,
+ * then prepared. On any failure the half-made pod is removed, so bad input
+ * leaves nothing behind. The returned lock is held exclusively.
+ */
+export async function preparePod(store: Store, globals: GlobalOptions, config: RktConfig, args: RunArgs): Promise<PreparedPod> {
+  if (args.pod.podManifest && args.apps.length > 0) throw new UsageError('--pod-manifest cannot be combined with images on the command line');
+  const uuid = crypto.randomUUID();
+  const embryo = podDir(globals.dir, 'embryo', uuid);
+  // pods hold app rootfs with setuid files: the pods dir is root's alone
+  fs.mkdirSync(path.join(globals.dir, 'pods'), { recursive: true, mode: 0o700 });
+  fs.mkdirSync(embryo, { recursive: true, mode: 0o750 });
+  const pod = new Pod(globals.dir, uuid, 'embryo');
+  const lock = pod.lock('exclusive', false);
+  const treeLocks: FileLock[] = [];
+  try {
+    pod.moveTo('prepare');
+    const stage1Id = await selectStage1(store, globals, config, args.pod);
+    let manifest: PodManifest;
+    if (args.pod.podManifest) {
+      manifest = readPodManifestFile(args.pod.podManifest);
+      for (const app of manifest.apps) store.resolveIdPrefix(app.image.id);
+    } else {
+      manifest = generatePodManifest(await resolveApps(store, globals, args), args.pod);
+    }
+    const paths = pod.paths;
+    const stage1Tree = await renderTree(store, stage1Id, { hold: true });
+    treeLocks.push(stage1Tree.hold!);
+    await copyTree(stage1Tree.path, paths.stage1);
+    fs.writeFileSync(paths.stage1TreeStoreId, stage1Tree.treeId);
+    // a stage1 that cannot run pods is refused now, before the pod exists
+    const s1 = stage1Manifest(paths);
+    interfaceVersion(s1);
+    entrypointPath(paths, s1, 'run');
+    // an image used by several apps is rendered and held once: a second
+    // flock on the same tree from this process would wait on our own lock
+    const trees = new Map<string, RenderedTree>();
+    for (const app of manifest.apps) {
+      let tree = trees.get(app.image.id);
+      if (!tree) {
+        const held = await renderTree(store, app.image.id, { hold: true });
+        trees.set(app.image.id, held);
+        treeLocks.push(held.hold!);
+        tree = held;
+      }
+      fs.mkdirSync(paths.appInfo(app.name), { recursive: true });
+      fs.copyFileSync(path.join(tree.path, 'manifest'), paths.appImageManifest(app.name));
+      fs.writeFileSync(paths.appTreeStoreId(app.name), tree.treeId);
+      fs.writeFileSync(paths.appTreeRootfs(app.name), path.resolve(tree.rootfs));
+      fs.mkdirSync(paths.appRootfs(app.name), { recursive: true });
+    }
+    await checkAppUsers(paths, manifest);
+    writeFileAtomic(paths.manifest, serializePodManifest(manifest));
+    pod.moveTo('prepared');
+    log().debug({ uuid }, 'pod prepared');
+    return { pod, lock, treeLocks };
+  } catch (err) {
+    for (const l of treeLocks) l.release();
+    removePodDir(pod.dir);
+    lock.release();
+    throw err;
+  }
+}
+
+/** A user or group the image does not have is an error now, not when the pod starts. */
+async function checkAppUsers(paths: PodPaths, manifest: PodManifest): Promise<void> {
+  const { resolveAppSpecs } = await import('../stage1/app-spec.js');
+  try {
+    resolveAppSpecs(paths, manifest);
+  } catch (err) {
+    if (err instanceof RktError) throw err;
+    throw new RktError(`cannot prepare the pod's apps: ${(err as Error).message}`);
+  }
+}
+
+/** Options stage1 entrypoints read back (enter, stop and gc run without stage0's flags). */
+export function writeRunOptions(pod: Pod, opts: RunOptions): void {
+  writeFileAtomic(pod.paths.runOptions, JSON.stringify(opts));
+}

@@ -1,0 +1,36 @@
+import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { RktError } from '../errors.js';
+
+/** Mount points at or below dir, deepest first, from this process's mount table. */
+export function mountsUnder(dir: string): string[] {
+  const table = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  const out: string[] = [];
+  for (const line of table.split('\n')) {
+    const target = line.split(' ')[4];
+    if (!target) continue;
+    const decoded = target.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (decoded === dir || decoded.startsWith(dir + '/')) out.push(decoded);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+/**
+ * Remove a pod directory. Anything still mounted below it (a crashed
+ * stage1 outside its private namespace) is unmounted first, and rm never
+ * crosses into another file system: a leftover volume bind mount must never
+ * let the removal reach host files.
+ */
+export function removePodDir(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  for (const m of mountsUnder(dir)) {
+    try {
+      execFileSync('umount', ['--lazy', m], { stdio: 'ignore' });
+    } catch {
+      // already gone
+    }
+  }
+  const left = mountsUnder(dir);
+  if (left.length > 0) throw new RktError(`cannot remove pod directory ${dir}: ${left[0]} is still mounted; unmount it and run "rkt gc" again`);
+  execFileSync('rm', ['-rf', '--one-file-system', '--', dir], { stdio: 'ignore' });
+}

@@ -1,0 +1,49 @@
+import fs from 'node:fs';
+import { RktError } from '../errors.js';
+import type { GlobalOptions } from '../config/global.js';
+import { invokeEntrypoint } from '../stage1/invoke.js';
+import type { FileLock } from '../util/lock.js';
+import { writeRunOptions } from './prepare.js';
+import type { Pod } from './pod.js';
+
+export interface StartOptions {
+  net: string[];
+  interactive: boolean;
+  hostname?: string;
+  mdsToken?: string;
+}
+
+/**
+ * Move a prepared pod to run/ and hand it to its stage1's run entrypoint,
+ * which inherits the pod lock. Resolves to the entrypoint's exit status:
+ * for a one-app pod, the app's.
+ */
+export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions, opts: StartOptions): Promise<number> {
+  if (pod.stateDir !== 'prepared') throw new RktError(`pod ${pod.uuid} is not prepared (it is ${pod.state()}); only prepared pods can run`);
+  pod.moveTo('run');
+  const insecure = Object.entries(globals.insecureOptions)
+    .filter(([, on]) => on)
+    .map(([k]) => k);
+  const net = opts.net.length > 0 ? opts.net : ['default'];
+  writeRunOptions(pod, {
+    uuid: pod.uuid,
+    net,
+    debug: globals.debug,
+    interactive: opts.interactive,
+    hostname: opts.hostname,
+    dataDir: fs.realpathSync(globals.dir),
+    localConfig: globals.localConfig,
+    insecureOptions: insecure,
+  });
+  const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
+  if (globals.debug) args.push('--debug');
+  if (opts.interactive) args.push('--interactive');
+  if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
+  if (opts.mdsToken) args.push(`--mds-token=${opts.mdsToken}`);
+  args.push(pod.uuid);
+  return invokeEntrypoint(pod.paths, 'run', args, {
+    lockFd: lock.fd,
+    isolateMounts: true,
+    forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+  });
+}

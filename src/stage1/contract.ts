@@ -1,0 +1,112 @@
+import path from 'node:path';
+
+// The stage0/stage1 contract (rkt's stage1 implementor's guide). stage0
+// prepares a pod directory and executes the stage1's entrypoints, found by
+// annotation in the stage1 image manifest, with the pod directory as the
+// working directory. Both sides import the names and paths from here.
+
+export const ANNOTATION = {
+  run: 'coreos.com/rkt/stage1/run',
+  enter: 'coreos.com/rkt/stage1/enter',
+  gc: 'coreos.com/rkt/stage1/gc',
+  stop: 'coreos.com/rkt/stage1/stop',
+  appAdd: 'coreos.com/rkt/stage1/app/add',
+  appStart: 'coreos.com/rkt/stage1/app/start',
+  appStop: 'coreos.com/rkt/stage1/app/stop',
+  appRm: 'coreos.com/rkt/stage1/app/rm',
+  attach: 'coreos.com/rkt/stage1/attach',
+  interfaceVersion: 'coreos.com/rkt/stage1/interface-version',
+} as const;
+
+export type Entrypoint = Exclude<keyof typeof ANNOTATION, 'interfaceVersion'>;
+
+/** Environment variable naming the inherited, locked pod directory descriptor. */
+export const LOCK_FD_ENV = 'RKT_LOCK_FD';
+
+/** Paths inside one pod directory, relative to which every entrypoint runs. */
+export class PodPaths {
+  constructor(readonly dir: string) {}
+  /** The pod manifest. */
+  get manifest(): string {
+    return path.join(this.dir, 'pod');
+  }
+  get stage1(): string {
+    return path.join(this.dir, 'stage1');
+  }
+  get stage1Manifest(): string {
+    return path.join(this.dir, 'stage1', 'manifest');
+  }
+  get stage1Rootfs(): string {
+    return path.join(this.dir, 'stage1', 'rootfs');
+  }
+  get stage1TreeStoreId(): string {
+    return path.join(this.dir, 'stage1TreeStoreID');
+  }
+  /** pid of the process whose namespaces `rkt enter` joins, written by the run entrypoint. */
+  get pid(): string {
+    return path.join(this.dir, 'pid');
+  }
+  get ppid(): string {
+    return path.join(this.dir, 'ppid');
+  }
+  appInfo(app: string): string {
+    return path.join(this.dir, 'appsinfo', app);
+  }
+  appImageManifest(app: string): string {
+    return path.join(this.appInfo(app), 'manifest');
+  }
+  appTreeStoreId(app: string): string {
+    return path.join(this.appInfo(app), 'treeStoreID');
+  }
+  /** Absolute path of the rendered image rootfs in the tree store (this implementation's addition). */
+  appTreeRootfs(app: string): string {
+    return path.join(this.appInfo(app), 'treeRootfs');
+  }
+  /** Where the app's root filesystem is assembled: stage1/rootfs/opt/stage2/<app>/rootfs. */
+  appRootfs(app: string): string {
+    return path.join(this.stage1Rootfs, 'opt', 'stage2', app, 'rootfs');
+  }
+  /** Writable layer of an app's overlay rootfs. */
+  appOverlayUpper(app: string): string {
+    return path.join(this.dir, 'overlay', app, 'upper');
+  }
+  appOverlayWork(app: string): string {
+    return path.join(this.dir, 'overlay', app, 'work');
+  }
+  /** Exit status of each app, written by stage1: stage1/rootfs/rkt/status/<app>. */
+  get statusDir(): string {
+    return path.join(this.stage1Rootfs, 'rkt', 'status');
+  }
+  appStatus(app: string): string {
+    return path.join(this.statusDir, app);
+  }
+  /** Set by stage1 once every app has been started (rkt status --wait-ready). */
+  get ready(): string {
+    return path.join(this.dir, 'ready');
+  }
+  /** Why the pod ended, when not all apps exited by themselves (kvm: "qemu killed", "guest panic"). */
+  get exitCause(): string {
+    return path.join(this.dir, 'exit-cause');
+  }
+  /** Options stage0 used, for entrypoints started later (enter, stop, gc). */
+  get runOptions(): string {
+    return path.join(this.dir, 'run-options.json');
+  }
+  /** Volumes of kind empty live here, one directory each. */
+  emptyVolume(name: string): string {
+    return path.join(this.dir, 'volumes', name);
+  }
+}
+
+/** Options stage0 records in run-options.json for the stage1. */
+export interface RunOptions {
+  uuid: string;
+  net: string[];
+  debug: boolean;
+  interactive: boolean;
+  hostname?: string;
+  /** Absolute data dir, so that stage1 gc and enter can find the store. */
+  dataDir: string;
+  localConfig: string;
+  insecureOptions: string[];
+}

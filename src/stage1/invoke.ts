@@ -1,0 +1,84 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, type StdioOptions } from 'node:child_process';
+import { RktError } from '../errors.js';
+import { parseImageManifest } from '../appc/image-manifest.js';
+import type { ImageManifest } from '../appc/types.js';
+import { log } from '../log.js';
+import { STAGE1_INTERFACE_VERSION } from '../version.js';
+import { ANNOTATION, LOCK_FD_ENV, PodPaths, type Entrypoint } from './contract.js';
+
+export class Stage1Error extends RktError {}
+
+export function stage1Manifest(paths: PodPaths): ImageManifest {
+  return parseImageManifest(fs.readFileSync(paths.stage1Manifest));
+}
+
+/** The stage1's interface version (1 when it does not say), refused if newer than ours. */
+export function interfaceVersion(manifest: ImageManifest): number {
+  const v = manifest.annotations?.find((a) => a.name === ANNOTATION.interfaceVersion)?.value;
+  const n = v === undefined ? 1 : Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Stage1Error(`stage1 image ${manifest.name} has a bad interface version "${v}"`);
+  if (n > STAGE1_INTERFACE_VERSION) {
+    throw new Stage1Error(`stage1 image ${manifest.name} speaks stage1 interface ${n}, newer than this rkt's ${STAGE1_INTERFACE_VERSION}; use a matching stage1`);
+  }
+  return n;
+}
+
+/** Absolute path of an entrypoint inside the pod's stage1 rootfs; a clear error if the image lacks it. */
+export function entrypointPath(paths: PodPaths, manifest: ImageManifest, which: Entrypoint): string {
+  const rel = manifest.annotations?.find((a) => a.name === ANNOTATION[which])?.value;
+  if (!rel) throw new Stage1Error(`stage1 image ${manifest.name} has no ${ANNOTATION[which]} entrypoint, so it cannot ${which} pods; use another stage1`);
+  const abs = path.join(paths.stage1Rootfs, rel);
+  if (!abs.startsWith(paths.stage1Rootfs + path.sep)) throw new Stage1Error(`stage1 image ${manifest.name}: entrypoint ${rel} points outside its rootfs`);
+  return abs;
+}
+
+export interface InvokeOptions {
+  /** Descriptor of the locked pod directory, handed to stage1 as fd 3. */
+  lockFd?: number;
+  stdio?: 'inherit' | 'ignore';
+  /** Forward these signals received by stage0 to the entrypoint. */
+  forwardSignals?: NodeJS.Signals[];
+  /**
+   * Run in a private mount namespace and die with stage0: stage0 cannot
+   * exec() itself away as rkt's Go stage0 does, so the kernel has to tie the
+   * pod's life to ours and drop its mounts when the last process is gone.
+   */
+  isolateMounts?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Execute an entrypoint with the pod dir as working directory; resolves to its exit status. */
+export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: string[], opts: InvokeOptions = {}): Promise<number> {
+  const manifest = stage1Manifest(paths);
+  interfaceVersion(manifest);
+  const entry = entrypointPath(paths, manifest, which);
+  if (!fs.existsSync(entry)) throw new Stage1Error(`stage1 entrypoint ${entry} is missing; the stage1 image is broken`);
+  const base = opts.stdio ?? 'inherit';
+  const stdio: StdioOptions = opts.lockFd !== undefined ? [base, base, base, opts.lockFd] : [base, base, base];
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+  if (opts.lockFd !== undefined) env[LOCK_FD_ENV] = '3';
+  const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', entry, ...args] : [entry, ...args];
+  log().debug({ argv, cwd: paths.dir }, `executing stage1 ${which} entrypoint`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: paths.dir, stdio, env });
+    const forward = (sig: NodeJS.Signals) => child.kill(sig);
+    for (const s of opts.forwardSignals ?? []) process.on(s, forward);
+    const done = () => {
+      for (const s of opts.forwardSignals ?? []) process.off(s, forward);
+    };
+    child.once('error', (err) => {
+      done();
+      reject(new Stage1Error(`cannot execute stage1 ${which} entrypoint ${entry}: ${err.message}`));
+    });
+    child.once('exit', (code, signal) => {
+      done();
+      resolve(code ?? 128 + (signal ? (signalNumber(signal) ?? 1) : 1));
+    });
+  });
+}
+
+function signalNumber(sig: NodeJS.Signals): number | undefined {
+  return (fs.constants as unknown as { signals?: Record<string, number> }).signals?.[sig] ?? { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 }[sig as string];
+}

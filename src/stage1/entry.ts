@@ -1,0 +1,172 @@
+import { RktError, UsageError } from '../errors.js';
+import { setDebug } from '../log.js';
+
+// Argument handling shared by every flavor's entrypoints. stage0 passes
+// flags as `--name=value` (rkt's Go flag style); `--name value` is accepted
+// too so a person debugging a pod by hand is not tripped up. Unknown flags
+// are refused: the stage0/stage1 contract is versioned, and a flag this
+// stage1 does not understand is better reported than silently dropped.
+
+/** rkt's stage1 programs exit 254 when they themselves fail, so failures are told apart from app statuses. */
+export const STAGE1_FAILURE = 254;
+
+let debugging = false;
+
+export function isDebug(): boolean {
+  return debugging;
+}
+
+/** Turn on step-by-step logging (stderr) and stack traces for failures. */
+export function enableDebug(on: boolean): void {
+  debugging = on;
+  setDebug(on);
+}
+
+export interface FlagSpec {
+  /** Flags without a value: --debug, --force. */
+  booleans?: readonly string[];
+  /** Flags that take a value: --net=host, --pid=42. */
+  values?: readonly string[];
+}
+
+export interface ParsedArgs {
+  booleans: Set<string>;
+  values: Map<string, string>;
+  positionals: string[];
+  /** Everything after a bare `--`. */
+  rest: string[];
+}
+
+/** Split argv by a flag spec; throws UsageError on anything unexpected. */
+export function parseFlags(argv: readonly string[], spec: FlagSpec): ParsedArgs {
+  const booleans = new Set(spec.booleans ?? []);
+  const values = new Set(spec.values ?? []);
+  const out: ParsedArgs = { booleans: new Set(), values: new Map(), positionals: [], rest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--') {
+      out.rest = argv.slice(i + 1);
+      break;
+    }
+    if (!arg.startsWith('--') || arg === '-') {
+      out.positionals.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq === -1 ? undefined : eq);
+    if (booleans.has(name)) {
+      const v = eq === -1 ? 'true' : arg.slice(eq + 1);
+      if (v !== 'true' && v !== 'false') throw new UsageError(`--${name} takes no value other than true or false, not "${v}"`);
+      if (v === 'true') out.booleans.add(name);
+      else out.booleans.delete(name);
+    } else if (values.has(name)) {
+      let v: string | undefined = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+      if (v === undefined) throw new UsageError(`--${name} needs a value`);
+      out.values.set(name, v);
+    } else {
+      throw new UsageError(`unknown flag ${arg.slice(0, eq === -1 ? undefined : eq)}`);
+    }
+  }
+  return out;
+}
+
+function oneUuid(positionals: string[], what: string): string {
+  if (positionals.length !== 1) throw new UsageError(`${what} takes exactly one pod UUID, got ${positionals.length === 0 ? 'none' : positionals.join(' ')}`);
+  return positionals[0]!;
+}
+
+export interface RunArgs {
+  uuid: string;
+  debug: boolean;
+  /** Networks asked for, as given: ["host"], ["default"], ["net1", "net2"]... */
+  net: string[];
+  interactive: boolean;
+  hostname?: string;
+  localConfig?: string;
+  mdsToken?: string;
+}
+
+/** The run entrypoint: run [--debug] [--net=...] [--interactive] [--hostname=H] [--local-config=D] [--mds-token=T] UUID */
+export function parseRunArgs(argv: readonly string[]): RunArgs {
+  const p = parseFlags(argv, { booleans: ['debug', 'interactive'], values: ['net', 'hostname', 'local-config', 'mds-token'] });
+  const net = (p.values.get('net') ?? '')
+    .split(',')
+    .map((n) => n.trim())
+    .filter((n) => n !== '');
+  return {
+    uuid: oneUuid(p.positionals, 'run'),
+    debug: p.booleans.has('debug'),
+    net,
+    interactive: p.booleans.has('interactive'),
+    ...(p.values.has('hostname') && { hostname: p.values.get('hostname') }),
+    ...(p.values.has('local-config') && { localConfig: p.values.get('local-config') }),
+    ...(p.values.has('mds-token') && { mdsToken: p.values.get('mds-token') }),
+  };
+}
+
+export interface EnterArgs {
+  pid: number;
+  appName?: string;
+  debug: boolean;
+  /** Command and arguments to run inside the app. */
+  command: string[];
+}
+
+/** The enter entrypoint: enter [--debug] --pid=PID [--appname=NAME] -- CMD [ARGS...] */
+export function parseEnterArgs(argv: readonly string[]): EnterArgs {
+  const p = parseFlags(argv, { booleans: ['debug'], values: ['pid', 'appname'] });
+  const pidText = p.values.get('pid');
+  if (pidText === undefined) throw new UsageError('enter needs --pid=PID of the pod process');
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) throw new UsageError(`--pid=${pidText} is not a process id`);
+  // Without a `--`, rkt's older stage0s put the command straight after the flags.
+  const command = p.rest.length > 0 ? p.rest : p.positionals;
+  if (command.length === 0) throw new UsageError('enter needs a command after "--"');
+  return { pid, debug: p.booleans.has('debug'), command, ...(p.values.has('appname') && { appName: p.values.get('appname') }) };
+}
+
+export interface StopArgs {
+  uuid: string;
+  force: boolean;
+  debug: boolean;
+}
+
+export function parseStopArgs(argv: readonly string[]): StopArgs {
+  const p = parseFlags(argv, { booleans: ['force', 'debug'] });
+  return { uuid: oneUuid(p.positionals, 'stop'), force: p.booleans.has('force'), debug: p.booleans.has('debug') };
+}
+
+export interface GcArgs {
+  uuid: string;
+  debug: boolean;
+}
+
+export function parseGcArgs(argv: readonly string[]): GcArgs {
+  const p = parseFlags(argv, { booleans: ['debug'] });
+  return { uuid: oneUuid(p.positionals, 'gc'), debug: p.booleans.has('debug') };
+}
+
+/** Print `stage1: <message>` on stderr and exit; the stack only with --debug. */
+export function fail(message: string, opts: { exitCode?: number; cause?: unknown } = {}): never {
+  process.stderr.write(`stage1: ${message.split('\n')[0]}\n`);
+  if (debugging && opts.cause instanceof Error && opts.cause.stack) process.stderr.write(`${opts.cause.stack}\n`);
+  process.exit(opts.exitCode ?? STAGE1_FAILURE);
+}
+
+/**
+ * Run an entrypoint's body and exit with the status it resolves to. Any
+ * error ends in fail(): a RktError keeps its message (usage errors keep
+ * their exit code 2), anything else is a bug and says so.
+ */
+export function runEntrypoint(body: (argv: string[]) => Promise<number> | number): void {
+  Promise.resolve()
+    .then(() => body(process.argv.slice(2)))
+    .then(
+      (code) => process.exit(code),
+      (err: unknown) => {
+        if (err instanceof UsageError) fail(err.message, { exitCode: err.exitCode, cause: err });
+        if (err instanceof RktError) fail(err.message, { cause: err });
+        fail(`internal error: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      },
+    );
+}

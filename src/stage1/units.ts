@@ -1,0 +1,261 @@
+import { RktError } from '../errors.js';
+import { oomScoreAdj } from '../appc/isolators.js';
+import type { AppSpec, VolumeMount } from './app-spec.js';
+
+// systemd units for a pod's apps, for the flavors whose pod is booted by a
+// systemd of their own (kvm in a VM, nspawn in a container). What differs
+// between flavors (where output goes, what runs after an app exits, which
+// API file systems an app gets) comes in as options; nothing here knows
+// about qemu or nspawn.
+//
+// Everything taken from a pod manifest is untrusted text that ends up in a
+// unit file. Each kind of value is written in the one syntax systemd reads
+// it with, so that no value can change the meaning of the unit:
+//   - ExecStart= words: systemd expands %-specifiers on the whole line, then
+//     splits it into words (quotes, C escapes), then substitutes $VARIABLES
+//     in each word. So "%" is doubled, "$" is doubled, every word is double
+//     quoted with C escapes, and a quoted ";" is never a separator.
+//   - Environment= assignments: split into words (quotes, C escapes), then
+//     %-specifiers expanded; "$" means nothing there.
+//   - paths (RootDirectory=, WorkingDirectory=, ReadWritePaths=): taken
+//     whole after specifier expansion; quoting would be kept literally, so
+//     only "%" is escaped and characters that cannot be written are refused.
+
+export class UnitError extends RktError {}
+
+/** Suffix of every app unit: <app>.service. */
+export function appUnitName(app: string): string {
+  return `${app}.service`;
+}
+
+/** C-style escapes systemd's unquoting understands, for a double-quoted word. */
+function cEscape(s: string): string {
+  let out = '';
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '\\') out += '\\\\';
+    else if (ch === '"') out += '\\"';
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\t') out += '\\t';
+    else if (ch === '\r') out += '\\r';
+    else if (c === 0) throw new UnitError('a NUL character cannot be passed to a program');
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else out += ch;
+  }
+  return out;
+}
+
+/** One argv word for ExecStart=-style lines: taken literally by systemd, whatever it contains. */
+export function quoteExecWord(word: string): string {
+  return `"${cEscape(word.replace(/%/g, '%%').replace(/\$/g, '$$$$'))}"`;
+}
+
+/**
+ * A command line for Exec*= settings that runs exactly `argv`. The first
+ * word must be an absolute path: systemd reads prefixes such as "-" or "@"
+ * off a first word and searches bare names in its own PATH, not the app's.
+ */
+export function execLine(argv: readonly string[]): string {
+  if (argv.length === 0) throw new UnitError('an empty command cannot be run');
+  if (!argv[0]!.startsWith('/')) throw new UnitError(`command "${argv[0]}" must be an absolute path`);
+  return argv.map(quoteExecWord).join(' ');
+}
+
+/** Names systemd accepts in Environment= (it drops others with a warning). */
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** One Environment= value: a double-quoted NAME=value assignment. */
+export function environmentAssignment(name: string, value: string): string {
+  if (!ENV_NAME.test(name)) {
+    throw new UnitError(`environment variable "${name}" cannot be passed by systemd: names are letters, digits and "_", not starting with a digit`);
+  }
+  return `"${cEscape(`${name}=${value}`.replace(/%/g, '%%'))}"`;
+}
+
+/** A path setting's value: written as is, with specifiers escaped. */
+export function unitPath(p: string, what: string): string {
+  if (!p.startsWith('/')) throw new UnitError(`${what} ${JSON.stringify(p)} must be an absolute path`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\x00-\x1f\x7f\\]/.test(p)) throw new UnitError(`${what} ${JSON.stringify(p)} contains a control character or backslash, which a unit file cannot carry`);
+  // systemd strips whitespace around a value, so it would silently change such a path
+  if (p.trim() !== p) throw new UnitError(`${what} ${JSON.stringify(p)} ends in whitespace, which a unit file cannot carry`);
+  // A leading "-" or "+" would be read as a flag; an absolute path never starts with one.
+  return p.replace(/%/g, '%%');
+}
+
+/** A path for space-separated list settings (ReadWritePaths=): quoted so spaces stay inside. */
+function unitListPath(p: string, what: string): string {
+  const v = unitPath(p, what);
+  if (/["']/.test(v)) throw new UnitError(`${what} ${JSON.stringify(p)} contains a quote, which a unit file list cannot carry`);
+  return /\s/.test(v) ? `"${v}"` : v;
+}
+
+/** Where an app's standard streams go, in systemd's own words (null, tty, journal, file:PATH, ...). */
+export interface StdioSpec {
+  input: string;
+  output: string;
+  error: string;
+  /** For StandardInput=tty: the terminal device, and its size if known. */
+  ttyPath?: string;
+  ttyRows?: number;
+  ttyColumns?: number;
+}
+
+export interface AppUnitOptions {
+  stdio: StdioSpec;
+  /**
+   * Commands (already in Exec*= syntax, see execLine) run after the app has
+   * exited, whatever the reason; systemd sets $EXIT_CODE, $EXIT_STATUS and
+   * $SERVICE_RESULT for them. kvm records the status and powers off.
+   */
+  execStopPost?: string[];
+  /** Commands run once the app has been executed (failures ignored); e.g. a "started" mark. */
+  execStartPost?: string[];
+  /** Run the Exec*Post hooks in the flavor's root, not the app's (RootDirectoryStartOnly=). */
+  hooksInStage1Root?: boolean;
+  /**
+   * Run the hooks with full privileges ("+"): they are the flavor's code, and
+   * must not be held to the app's user, capability bounding set or
+   * namespaces (powering a VM off needs CAP_SYS_BOOT, which no app has).
+   */
+  hooksPrivileged?: boolean;
+  /** Mount /proc, /sys, /dev and /run inside the app's root (MountAPIVFS=). */
+  mountApiVfs?: boolean;
+  /** A minimal private /dev instead of the whole of the pod's (PrivateDevices=). */
+  privateDevices?: boolean;
+  /** Root of the app inside the flavor's root; default /opt/stage2/<app>/rootfs. */
+  rootDirectory?: string;
+  /** Type= of the service: "exec" makes a missing executable a start failure. */
+  type?: 'simple' | 'exec';
+  /**
+   * Variables systemd adds for services with User= or of its own
+   * (USER, SHELL, INVOCATION_ID, ...) that the app must not see; a name the
+   * app's own environment sets is kept.
+   */
+  unsetEnvironment?: readonly string[];
+  /** Further [Service] lines a flavor needs, as [key, value]; written last. */
+  extra?: ReadonlyArray<readonly [string, string]>;
+}
+
+/** What systemd puts in a service's environment besides what the unit sets. */
+export const MANAGER_ENVIRONMENT: readonly string[] = [
+  'USER',
+  'LOGNAME',
+  'HOME',
+  'SHELL',
+  'INVOCATION_ID',
+  'JOURNAL_STREAM',
+  'SYSTEMD_EXEC_PID',
+  'MANAGERPID',
+  'LANG',
+  'NOTIFY_SOCKET',
+  'RUNTIME_DIRECTORY',
+];
+
+/** CPUQuota= from millicores: 1000m is one whole CPU, 100%. */
+export function cpuQuota(millis: number): string {
+  if (!Number.isFinite(millis) || millis <= 0) throw new UnitError(`CPU limit ${millis}m is not positive`);
+  // systemd keeps two decimals of a percentage (permyriad)
+  const pct = Math.max(0.01, Math.round(millis * 10) / 100);
+  return `${pct}%`;
+}
+
+function rwVolumes(mounts: readonly VolumeMount[]): string[] {
+  return mounts.filter((m) => !m.readOnly).map((m) => m.target);
+}
+
+/**
+ * The service unit running one app. `spec.rootfs` is the host's view and is
+ * not used: inside the pod the app's root is `options.rootDirectory`.
+ */
+export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
+  const root = options.rootDirectory ?? `/opt/stage2/${spec.name}/rootfs`;
+  const svc: [string, string][] = [];
+  const add = (k: string, v: string): void => void svc.push([k, v]);
+
+  add('Type', options.type ?? 'exec');
+  add('Restart', 'no');
+  add('RootDirectory', unitPath(root, 'root directory'));
+  if (options.hooksInStage1Root) add('RootDirectoryStartOnly', 'yes');
+  if (options.mountApiVfs) add('MountAPIVFS', 'yes');
+  if (options.privateDevices) add('PrivateDevices', 'yes');
+  add('User', String(spec.uid));
+  add('Group', String(spec.gid));
+  // An empty assignment means "none": the app gets exactly the groups asked for.
+  add('SupplementaryGroups', spec.supplementaryGids.join(' '));
+  add('WorkingDirectory', unitPath(spec.workingDirectory, `working directory of app "${spec.name}"`));
+  for (const e of spec.env) {
+    try {
+      add('Environment', environmentAssignment(e.name, e.value));
+    } catch (err) {
+      throw new UnitError(`app "${spec.name}": ${(err as Error).message}`);
+    }
+  }
+  const own = new Set(spec.env.map((e) => e.name));
+  const unset = (options.unsetEnvironment ?? MANAGER_ENVIRONMENT).filter((n) => !own.has(n));
+  if (unset.length > 0) add('UnsetEnvironment', unset.join(' '));
+
+  let exec: string;
+  try {
+    exec = execLine(spec.exec);
+  } catch (err) {
+    throw new UnitError(`app "${spec.name}": ${(err as Error).message}`);
+  }
+  add('ExecStart', exec);
+  const priv = options.hooksPrivileged ? '+' : '';
+  // "-": a failing start hook must not stop the app it reports on
+  for (const c of options.execStartPost ?? []) add('ExecStartPost', `-${priv}${c}`);
+  for (const c of options.execStopPost ?? []) add('ExecStopPost', `${priv}${c}`);
+
+  add('StandardInput', options.stdio.input);
+  add('StandardOutput', options.stdio.output);
+  add('StandardError', options.stdio.error);
+  if (options.stdio.ttyPath !== undefined) {
+    add('TTYPath', unitPath(options.stdio.ttyPath, 'terminal'));
+    add('TTYReset', 'yes');
+    if (options.stdio.ttyRows) add('TTYRows', String(options.stdio.ttyRows));
+    if (options.stdio.ttyColumns) add('TTYColumns', String(options.stdio.ttyColumns));
+  }
+
+  const iso = spec.isolators;
+  add('CapabilityBoundingSet', iso.capabilities.join(' '));
+  // A non-root app holds no capability unless given it: an explicit retain
+  // set is a grant, as in rkt, so it becomes ambient.
+  if (spec.uid !== 0 && iso.capabilitiesRetain !== undefined && iso.capabilities.length > 0) {
+    add('AmbientCapabilities', iso.capabilities.join(' '));
+  }
+  if (iso.noNewPrivileges) add('NoNewPrivileges', 'yes');
+  if (iso.memoryLimit !== undefined) add('MemoryMax', String(iso.memoryLimit));
+  if (iso.cpuLimitMillis !== undefined) add('CPUQuota', cpuQuota(iso.cpuLimitMillis));
+  const oom = oomScoreAdj(iso.app);
+  if (oom !== undefined) add('OOMScoreAdjust', String(oom));
+  if (spec.readOnlyRootFS) {
+    add('ReadOnlyPaths', '/');
+    // "-": a volume target that vanished must not keep the app from starting
+    const rw = rwVolumes(spec.mounts).map((p) => `-${unitListPath(p, `volume target of app "${spec.name}"`)}`);
+    if (rw.length > 0) add('ReadWritePaths', rw.join(' '));
+  }
+  for (const [k, v] of options.extra ?? []) add(k, v);
+
+  return [
+    '# Generated by rkt from the pod manifest; do not edit.',
+    '[Unit]',
+    `Description=rkt app ${spec.name} (${spec.imageName.replace(/%/g, '%%').replace(/[\n\r]/g, ' ')})`,
+    '',
+    '[Service]',
+    ...svc.map(([k, v]) => `${k}=${v}`),
+    '',
+  ].join('\n');
+}
+
+/** A target that pulls in every app of the pod (Wants=, so one failing app does not stop the others). */
+export function podTarget(apps: readonly string[], description = 'rkt pod'): string {
+  return [
+    '# Generated by rkt from the pod manifest; do not edit.',
+    '[Unit]',
+    `Description=${description.replace(/%/g, '%%')}`,
+    ...apps.map((a) => `Wants=${appUnitName(a)}`),
+    'AllowIsolate=yes',
+    '',
+  ].join('\n');
+}

@@ -11,6 +11,7 @@ const fsExt = require('fs-ext') as { flockSync(fd: number, flags: 'sh' | 'ex' | 
 export type LockMode = 'shared' | 'exclusive';
 
 export class FileLock {
+  private released = false;
   private constructor(readonly path: string, readonly fd: number) {}
 
   /** Open (creating a regular file if needed) and lock. A directory is locked as itself. */
@@ -62,7 +63,10 @@ export class FileLock {
     fsExt.flockSync(this.fd, wait ? flag : (`${flag}nb` as 'shnb' | 'exnb'));
   }
 
+  /** Idempotent: a second release must not close a descriptor that has since been reused. */
   release(): void {
+    if (this.released) return;
+    this.released = true;
     try {
       fs.closeSync(this.fd);
     } catch {

@@ -30,7 +30,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 echo "setup: building" >&2
-npx tsc -p tsconfig.json
+npm run --silent build
 
 # stage1 images, installed where rkt looks for them by default
 stage1_dir=${RKT_STAGE1_IMAGES_DIR:-/usr/lib/rkt/stage1-images}

@@ -33,7 +33,7 @@ function repoRoot(): string {
 function launcher(entry: string): string {
   // fly runs on the host, so the host's node (>= 20, on PATH) runs the bundle;
   // `exec` keeps the pid stage0 started, which is the pod's pid for run.
-  return `#!/bin/sh\n# rkt stage1-fly ${entry} entrypoint. Requires node >= 20 on the host PATH.\nexec node "$(dirname "$0")/fly/${entry}.mjs" "$@"\n`;
+  return `#!/bin/sh\n# rkt stage1-fly ${entry} entrypoint. Requires node >= 20 on the host PATH.\nexec node "\${0%/*}/fly/${entry}.mjs" "$@"\n`;
 }
 
 export function stage1Manifest(): object {

@@ -14,7 +14,6 @@ import { entrypointPath, interfaceVersion, stage1Manifest } from '../stage1/invo
 import type { Store } from '../store/store.js';
 import { renderTree, type RenderedTree } from '../store/treestore.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { copyTree } from '../util/copy.js';
 import type { FileLock } from '../util/lock.js';
 import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
 import { Pod } from './pod.js';
@@ -77,7 +76,8 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     const paths = pod.paths;
     const stage1Tree = await renderTree(store, stage1Id, { hold: true });
     treeLocks.push(stage1Tree.hold!);
-    await copyTree(stage1Tree.path, paths.stage1);
+    // stage1 images are small and root-owned: an in-process copy beats spawning cp
+    fs.cpSync(stage1Tree.path, paths.stage1, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
     fs.writeFileSync(paths.stage1TreeStoreId, stage1Tree.treeId);
     // a stage1 that cannot run pods is refused now, before the pod exists
     const s1 = stage1Manifest(paths);

@@ -10,7 +10,7 @@ DEB_PACKAGES=(
   gnupg                                                          # signing keys for tests and users
   busybox-static                                                 # example and test images
   python3 make g++                                               # native npm addons (sqlite, flock, pty)
-  hyperfine                                                      # benchmarks
+  hyperfine runc                                                 # benchmarks and their peers
 )
 
 missing=()

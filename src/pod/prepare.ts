@@ -100,7 +100,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
       fs.writeFileSync(paths.appTreeRootfs(app.name), path.resolve(tree.rootfs));
       fs.mkdirSync(paths.appRootfs(app.name), { recursive: true });
     }
-    await checkAppUsers(paths, manifest);
+    await checkApps(paths, manifest);
     writeFileAtomic(paths.manifest, serializePodManifest(manifest));
     pod.moveTo('prepared');
     log().debug({ uuid }, 'pod prepared');
@@ -113,14 +113,27 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
   }
 }
 
-/** A user or group the image does not have is an error now, not when the pod starts. */
-async function checkAppUsers(paths: PodPaths, manifest: PodManifest): Promise<void> {
+/**
+ * What would only fail once the pod is up is refused now: a user or group
+ * the image does not have, or an exec the image does not contain.
+ */
+async function checkApps(paths: PodPaths, manifest: PodManifest): Promise<void> {
   const { resolveAppSpecs } = await import('../stage1/app-spec.js');
+  const { resolveInRoot } = await import('../stage1/rootfs.js');
+  let specs;
   try {
-    resolveAppSpecs(paths, manifest);
+    specs = resolveAppSpecs(paths, manifest);
   } catch (err) {
     if (err instanceof RktError) throw err;
     throw new RktError(`cannot prepare the pod's apps: ${(err as Error).message}`);
+  }
+  for (const spec of specs) {
+    const exec = spec.exec[0]!;
+    // a program brought in by a volume is there only at run time
+    const fromVolume = spec.mounts.some((m) => exec === m.target || exec.startsWith(m.target.replace(/\/?$/, '/')));
+    if (!fromVolume && exec.startsWith('/') && !resolveInRoot(spec.treeRootfs, exec).exists) {
+      throw new RktError(`app "${spec.name}": ${exec} does not exist in image ${spec.imageName}; give --exec with a program the image has`);
+    }
   }
 }
 

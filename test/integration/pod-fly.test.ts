@@ -309,3 +309,11 @@ test('a running pod does not keep another pod of the same image from starting', 
   t.not(rm.exitCode, 0);
   await env.run(['stop', '--force', uuid]);
 });
+
+test('an exec the image does not contain is refused before the pod starts', async (t) => {
+  const { env, image } = await setup(t);
+  const r = await env.run([...FLY, image, '--exec=/usr/bin/not-there']);
+  t.not(r.exitCode, 0);
+  t.regex(String(r.stderr), /\/usr\/bin\/not-there does not exist in image example\.com\/busybox/);
+  t.deepEqual(await listPods(env), []);
+});

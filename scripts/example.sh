@@ -27,3 +27,7 @@ gpg --batch --quiet --armor --detach-sign "$work/hello.aci"
 rkt trust --prefix=example.com/hello --skip-fingerprint-review "$work/key.asc"
 rkt fetch "$work/hello.aci"
 rkt image list
+# run it as a pod with the default stage1, then show the pod and clean up
+rkt run --uuid-file-save="$work/uuid" example.com/hello:1.0.0
+rkt status "$(cat "$work/uuid")"
+rkt gc --grace-period=0s >/dev/null

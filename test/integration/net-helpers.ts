@@ -1,0 +1,179 @@
+import type { ExecutionContext } from 'ava';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawn } from 'node:child_process';
+import { execa } from 'execa';
+import { LockBusyError } from '../../src/errors.js';
+import { teardownPodNetwork } from '../../src/net/pod-network.js';
+import { FileLock } from '../../src/util/lock.js';
+
+// Shared by the networking integration tests. They run as root against the
+// real CNI plugins, send traffic only to loopback and to namespaces they
+// created, and compare the host before and after: iptables, namespaces,
+// links and IPAM leases. One test at a time on the host (a lock shared by
+// every test file), so the comparisons see only their own doing.
+
+export const CAN_RUN = process.getuid?.() === 0 && fs.existsSync('/usr/lib/cni/ptp') && fs.existsSync('/usr/lib/cni/portmap');
+export const SKIP_REASON = 'needs root and the CNI plugins in /usr/lib/cni (Debian: containernetworking-plugins)';
+
+const TEST_LOCK = '/run/rkt/net-tests.lock';
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+/** Hold the host for the test; registered first so it is released after every other teardown. */
+export async function exclusiveHost(t: ExecutionContext): Promise<void> {
+  fs.mkdirSync(path.dirname(TEST_LOCK), { recursive: true });
+  let lock: FileLock | undefined;
+  while (!lock) {
+    try {
+      lock = FileLock.acquire(TEST_LOCK, 'exclusive', { wait: false });
+    } catch (err) {
+      if (!(err instanceof LockBusyError)) throw err;
+      await sleep(100);
+    }
+  }
+  const forward = fs.readFileSync(IP_FORWARD, 'utf8').trim();
+  const held = lock;
+  t.teardown(async () => {
+    // the ptp plugin turns on IP forwarding; turn it back off if it was off and no pod is left
+    if (forward === '0' && (await cniVeths()).length === 0) fs.writeFileSync(IP_FORWARD, '0');
+    held.release();
+  });
+}
+
+async function cniVeths(): Promise<string[]> {
+  const r = await execa('ip', ['-o', 'link', 'show', 'type', 'veth'], { reject: false });
+  return String(r.stdout)
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.split(':')[1]!.trim().split('@')[0]!);
+}
+
+export interface HostSnapshot {
+  iptables: string;
+  netns: string[];
+  links: string[];
+  leases: string[];
+}
+
+async function saveRules(cmd: string): Promise<string> {
+  const r = await execa(cmd, [], { reject: false });
+  // drop the timestamps and packet counters, which change by themselves
+  return String(r.stdout)
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/, ''))
+    .join('\n');
+}
+
+function listTree(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs.readdirSync(dir, { recursive: true }).map(String).sort();
+}
+
+export async function snapshot(): Promise<HostSnapshot> {
+  const links = await execa('ip', ['-o', 'link', 'show']);
+  return {
+    iptables: (await saveRules('iptables-save')) + (await saveRules('ip6tables-save')),
+    netns: listTree('/run/netns'),
+    links: String(links.stdout)
+      .split('\n')
+      .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '')
+      .sort(),
+    leases: listTree('/var/lib/cni/networks').filter((f) => !f.endsWith('lock') && !f.includes('last_reserved_ip')),
+  };
+}
+
+export function assertSame(t: ExecutionContext, before: HostSnapshot, after: HostSnapshot, what: string): void {
+  t.deepEqual(after.netns, before.netns, `${what}: network namespaces`);
+  t.deepEqual(after.links, before.links, `${what}: host interfaces`);
+  t.deepEqual(after.leases, before.leases, `${what}: IPAM leases`);
+  t.is(after.iptables, before.iptables, `${what}: iptables-save`);
+}
+
+export interface FakePod {
+  dir: string;
+  uuid: string;
+  localConfig: string;
+}
+
+/** A pod directory and config dirs of our own; its network is torn down however the test ends. */
+export function makePod(t: ExecutionContext): FakePod {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'net-pod-'));
+  const pod: FakePod = { dir: path.join(root, 'pod'), uuid: crypto.randomUUID(), localConfig: path.join(root, 'etc') };
+  fs.mkdirSync(pod.dir);
+  fs.mkdirSync(path.join(pod.localConfig, 'net.d'), { recursive: true });
+  t.teardown(async () => {
+    await teardownPodNetwork(pod.dir).catch((err: Error) => t.log(`teardown: ${err.message}`));
+    fs.rmSync(root, { recursive: true, force: true });
+  });
+  return pod;
+}
+
+export function writeNetConf(pod: FakePod, file: string, body: unknown): string {
+  const p = path.join(pod.localConfig, 'net.d', file);
+  fs.writeFileSync(p, typeof body === 'string' ? body : JSON.stringify(body, null, 2));
+  return p;
+}
+
+/** A network name and subnet used by this test alone. */
+export function uniqueNet(): { name: string; subnet: string; prefix: string } {
+  const b = crypto.randomBytes(2);
+  const prefix = `10.${200 + (b[0]! % 50)}.${b[1]!}`;
+  return { name: `t-${crypto.randomBytes(4).toString('hex')}`, subnet: `${prefix}.0/24`, prefix };
+}
+
+/** A TCP port nothing listens on now. */
+export async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+const SERVER = "require('net').createServer((s) => s.end(process.argv[2] + '\\n')).listen(Number(process.argv[1]), () => console.log('up'))";
+
+/** A TCP server answering `reply` inside a namespace; killed at teardown. */
+export async function startServer(t: ExecutionContext, netnsPath: string, port: number, reply: string): Promise<void> {
+  const child = spawn('nsenter', [`--net=${netnsPath}`, '--', process.execPath, '-e', SERVER, String(port), reply], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    child.kill('SIGKILL');
+  });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`server in ${netnsPath} exited ${code}: ${err}`)));
+  });
+}
+
+/** Connect, read until the server closes; rejects on error or after timeoutMs. */
+export function tcpRead(host: string, port: number, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    let data = '';
+    s.setTimeout(timeoutMs, () => {
+      s.destroy();
+      reject(new Error(`timeout reading ${host}:${port}`));
+    });
+    s.on('data', (d) => (data += d.toString()));
+    s.on('end', () => resolve(data.trim()));
+    s.on('error', reject);
+  });
+}
+
+/** The same from inside a namespace (pod to pod). */
+export async function tcpReadFrom(netnsPath: string, host: string, port: number): Promise<string> {
+  const client = "const s = require('net').connect(Number(process.argv[2]), process.argv[1]); let d = ''; s.setTimeout(5000, () => process.exit(3)); s.on('data', (c) => (d += c)); s.on('end', () => process.stdout.write(d)); s.on('error', (e) => { console.error(e.message); process.exit(1); });";
+  const r = await execa('nsenter', [`--net=${netnsPath}`, '--', process.execPath, '-e', client, host, String(port)]);
+  return String(r.stdout).trim();
+}
+
+export async function inNs(netnsPath: string, argv: string[]): Promise<string> {
+  const r = await execa('nsenter', [`--net=${netnsPath}`, '--', ...argv]);
+  return String(r.stdout);
+}

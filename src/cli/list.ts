@@ -21,7 +21,7 @@ export function register(program: Command): void {
           infos.map((p) => ({
             name: p.uuid,
             state: p.state,
-            networks: [],
+            networks: p.networkList,
             app_names: p.apps.map((a) => a.name),
             apps: p.apps.map((a) => ({ name: a.name, image_id: a.imageId, image_name: a.image, ...(a.exitCode !== undefined ? { exit_code: a.exitCode } : {}) })),
             created_at: nanos(p.created),
@@ -37,7 +37,7 @@ export function register(program: Command): void {
         const apps = p.apps.length > 0 ? p.apps : [{ name: '-', image: '-', imageId: '' }];
         apps.forEach((a, i) => {
           const image = opts.full ? `${a.image}\t${a.imageId}` : a.image;
-          if (i === 0) rows.push([opts.full ? p.uuid : p.uuid.slice(0, 8), a.name, image, p.state, when(p.created), when(p.started), '']);
+          if (i === 0) rows.push([opts.full ? p.uuid : p.uuid.slice(0, 8), a.name, image, p.state, when(p.created), when(p.started), p.networks]);
           else rows.push(['', a.name, image, '', '', '', '']);
         });
       }

@@ -37,6 +37,12 @@ export async function parseRunCommand(words: string[], cmd: Command): Promise<{ 
   return { args, globals };
 }
 
+/** The DNS and hosts flags as stage1 reads them from run-options.json. */
+function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[] } {
+  const p = args.pod;
+  return { dns: { dns: p.dns, dnsSearch: p.dnsSearch, dnsOpt: p.dnsOpt, ...(p.dnsDomain ? { dnsDomain: p.dnsDomain } : {}) }, hostsEntries: p.hostsEntry };
+}
+
 export function register(program: Command): void {
   program
     .command('run')
@@ -61,7 +67,7 @@ export function register(program: Command): void {
         store.close();
       }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
-      const code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname });
+      const code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, ...dnsOptions(args) });
       prepared.lock.release();
       for (const l of prepared.treeLocks) l.release();
       process.exitCode = code;
@@ -94,7 +100,9 @@ export function register(program: Command): void {
           hostname: args.pod.hostname,
           dataDir: fs.realpathSync(globals.dir),
           localConfig: globals.localConfig,
+          systemConfig: globals.systemConfig,
           insecureOptions: [],
+          ...dnsOptions(args),
         });
         if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
         prepared.lock.release();
@@ -120,14 +128,14 @@ export function register(program: Command): void {
       const pod = Pod.find(globals.dir, uuid);
       if (pod.stateDir !== 'prepared') throw new RktError(`pod ${pod.uuid} is ${pod.state()}, not prepared; only prepared pods can run`);
       const lock = pod.lock('exclusive', false);
-      let saved: { net?: string[]; interactive?: boolean; hostname?: string } = {};
+      let saved: { net?: string[]; interactive?: boolean; hostname?: string; dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries?: string[] } = {};
       try {
         saved = JSON.parse(fs.readFileSync(pod.paths.runOptions, 'utf8'));
       } catch {
         // prepared by another rkt: use the flags given now
       }
       const net = typeof opts.net === 'string' ? opts.net.split(',') : opts.net === true ? ['default'] : (saved.net ?? []);
-      const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname });
+      const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries });
       lock.release();
       process.exitCode = code;
     });

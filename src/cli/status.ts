@@ -8,7 +8,7 @@ function printStatus(p: PodInfo): void {
   const lines = [`state=${p.state}`];
   if (p.created) lines.push(`created=${p.created.toISOString()}`);
   if (p.started) lines.push(`started=${p.started.toISOString()}`);
-  lines.push('networks=');
+  lines.push(`networks=${p.networks}`);
   if (p.pid !== undefined && p.state === 'running') lines.push(`pid=${p.pid}`);
   const exited = p.exited !== undefined;
   lines.push(`exited=${exited}`);
@@ -75,7 +75,7 @@ export function register(program: Command): void {
           {
             name: info.uuid,
             state: info.state,
-            networks: [],
+            networks: info.networkList,
             app_names: info.apps.map((a) => a.name),
             apps: info.apps.map((a) => ({ name: a.name, image_id: a.imageId, image_name: a.image, ...(a.exitCode !== undefined ? { exit_code: a.exitCode } : {}) })),
             pid: info.state === 'running' ? info.pid : undefined,

@@ -1,5 +1,6 @@
 import { nameWithVersion } from '../appc/image-ref.js';
 import { Pod, type PodState } from './pod.js';
+import { formatPodNetworks, readPodNetworks } from '../net/pod-network.js';
 
 /** What list and status report about a pod, read once. */
 export interface PodInfo {
@@ -11,6 +12,9 @@ export interface PodInfo {
   exited?: Date;
   pid?: number;
   exitCause?: string;
+  /** "default:ip4=172.16.28.2", as rkt prints networks. */
+  networks: string;
+  networkList: { name: string; ip4?: string }[];
 }
 
 export function podInfo(pod: Pod): PodInfo {
@@ -24,6 +28,7 @@ export function podInfo(pod: Pod): PodInfo {
     // an embryo or aborted preparation has no manifest yet
   }
   const running = state === 'running';
+  const net = state === 'running' || state === 'exited' ? readPodNetworks(pod.dir) : undefined;
   const ran = running || state === 'exited' || state === 'exited garbage' || state === 'deleting';
   return {
     uuid: pod.uuid,
@@ -34,6 +39,8 @@ export function podInfo(pod: Pod): PodInfo {
     exited: ran && !running ? (pod.exitedAt() ?? pod.startedAt()) : undefined,
     pid: ran ? pod.pid() : undefined,
     exitCause: ran && !running ? pod.exitCause() : undefined,
+    networks: formatPodNetworks(net),
+    networkList: (net?.networks ?? []).map((n) => ({ name: n.name, ...(n.ip4 !== undefined ? { ip4: n.ip4 } : {}) })),
   };
 }
 

@@ -8,6 +8,7 @@ import { parseCpuMillis, parseMemoryBytes } from '../appc/quantity.js';
 import type { App, EnvironmentVariable, ImageManifest, Isolator, Mount, PodManifest, RuntimeApp, Volume } from '../appc/types.js';
 import { APPC_VERSION } from '../version.js';
 import type { AppArgs, PodArgs } from './run-args.js';
+import { parsePortFlag, resolvePortMappings } from '../net/ports.js';
 
 export interface ResolvedApp {
   args: AppArgs;
@@ -195,6 +196,12 @@ export function generatePodManifest(apps: ResolvedApp[], pod: PodArgs, hostEnv: 
     if (!used.has(v.name)) throw new UsageError(`volume "${v.name}" is not mounted by any app; add --mount volume=${v.name},target=PATH after the image`);
   }
   const manifest: PodManifest = { acKind: 'PodManifest', acVersion: APPC_VERSION, apps: runtimeApps, volumes };
+  if (pod.ports.length > 0) {
+    if (pod.net.length === 1 && pod.net[0] === 'host') throw new UsageError('--port needs a contained network; it cannot be used with --net=host');
+    manifest.ports = pod.ports.map(parsePortFlag);
+    // every forwarded port must be one an app's image declares
+    resolvePortMappings(manifest.ports, runtimeApps.map((a) => ({ app: a.name, ports: a.app?.ports ?? [] })));
+  }
   try {
     return validatePodManifest(JSON.parse(JSON.stringify(manifest)));
   } catch (err) {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
+import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
 import { writeRunOptions } from './prepare.js';
 import type { Pod } from './pod.js';
@@ -11,6 +12,8 @@ export interface StartOptions {
   interactive: boolean;
   hostname?: string;
   mdsToken?: string;
+  dns?: RunOptions['dns'];
+  hostsEntries?: string[];
 }
 
 /**
@@ -33,7 +36,10 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     hostname: opts.hostname,
     dataDir: fs.realpathSync(globals.dir),
     localConfig: globals.localConfig,
+    systemConfig: globals.systemConfig,
     insecureOptions: insecure,
+    dns: opts.dns,
+    hostsEntries: opts.hostsEntries,
   });
   const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
   if (globals.debug) args.push('--debug');

@@ -108,5 +108,10 @@ export interface RunOptions {
   /** Absolute data dir, so that stage1 gc and enter can find the store. */
   dataDir: string;
   localConfig: string;
+  systemConfig?: string;
   insecureOptions: string[];
+  /** --dns, --dns-search, --dns-opt, --dns-domain as given to stage0. */
+  dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string };
+  /** --hosts-entry values (IP=HOSTNAME, or "host"). */
+  hostsEntries?: string[];
 }

@@ -65,3 +65,15 @@ test('an image mount point is served by the volume of its name', (t) => {
   t.deepEqual(m.apps[0]!.mounts, [{ volume: 'data', path: '/data' }]);
   t.deepEqual(parseVolumeFlag('data,kind=host,source=/srv,readOnly=true'), { name: 'data', kind: 'host', source: '/srv', readOnly: true });
 });
+
+test('--port must name a port the image declares and needs a contained network', (t) => {
+  const img = { imageId: ID, manifest: image('example.com/x', { ports: [{ name: 'http', protocol: 'tcp', port: 80 }] }) };
+  const ok = parseRunArgs(['--port=http:8080', 'x.aci']);
+  const m = generatePodManifest([{ ...img, args: ok.apps[0]! }], ok.pod, {});
+  t.is(m.ports?.[0]?.name, 'http');
+  t.is(m.ports?.[0]?.hostPort, 8080);
+  const unknown = parseRunArgs(['--port=ftp:2121', 'x.aci']);
+  t.throws(() => generatePodManifest([{ ...img, args: unknown.apps[0]! }], unknown.pod, {}), { message: /ftp/ });
+  const host = parseRunArgs(['--net=host', '--port=http:8080', 'x.aci']);
+  t.throws(() => generatePodManifest([{ ...img, args: host.apps[0]! }], host.pod, {}), { message: /contained network/ });
+});

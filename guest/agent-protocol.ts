@@ -1,0 +1,200 @@
+// Framing of the rkt guest agent protocol (guest/agent/PROTOCOL.md), host side.
+// The guest side is C (guest/agent/); the two must agree byte for byte, so
+// every layout decision is written down in PROTOCOL.md and mirrored here.
+//
+// A frame is: type (1 byte) + payload length (u32 big-endian) + payload.
+
+import { RktError } from '../src/errors.js';
+
+export const PROTOCOL_VERSION = 1;
+export const FRAME_HEADER_BYTES = 5;
+/** Largest payload either side accepts; STDIN/STDOUT data is split below it. */
+export const FRAME_MAX_PAYLOAD = 1 << 20;
+/** Chunk size for STDIN frames: big enough to be cheap, small enough to interleave. */
+export const STDIN_CHUNK_BYTES = 64 * 1024;
+
+export const FrameType = {
+  // host -> guest
+  Exec: 0x01,
+  Stdin: 0x02,
+  StdinEof: 0x03,
+  Resize: 0x04,
+  Signal: 0x05,
+  // guest -> host
+  Stdout: 0x81,
+  Stderr: 0x82,
+  Exit: 0x83,
+  Error: 0x84,
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+export type FrameTypeCode = (typeof FrameType)[FrameTypeName];
+
+const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
+
+export interface Frame {
+  type: FrameTypeCode;
+  payload: Buffer;
+}
+
+/** What to run in the guest, and as whom. */
+export interface ExecRequest {
+  /** App name: the command runs chrooted in /opt/stage2/<app>/rootfs. */
+  app: string;
+  /** argv[0] is a path inside the app rootfs, or a name looked up in env's PATH. */
+  argv: string[];
+  /** The complete environment ("NAME=value"); nothing is inherited from the guest. */
+  env?: string[];
+  uid?: number;
+  gid?: number;
+  supplementaryGids?: number[];
+  /** Working directory inside the app rootfs; default "/". */
+  cwd?: string;
+  /** Run on a pseudo-terminal (stdout and stderr merged, as on any terminal). */
+  tty?: boolean;
+  /** Initial terminal size, with tty. */
+  rows?: number;
+  cols?: number;
+}
+
+/** The agent broke the framing rules, or sent something this version does not know. */
+export class AgentProtocolError extends RktError {}
+
+/** The command could not be started in the guest; exitCode is 125 (setup), 126 (not executable) or 127 (not found). */
+export class AgentExecError extends RktError {}
+
+export function encodeFrame(type: FrameTypeCode, payload: Uint8Array = Buffer.alloc(0)): Buffer {
+  if (payload.length > FRAME_MAX_PAYLOAD) throw new RangeError(`frame payload of ${payload.length} bytes exceeds ${FRAME_MAX_PAYLOAD}`);
+  const header = Buffer.alloc(FRAME_HEADER_BYTES);
+  header.writeUInt8(type, 0);
+  header.writeUInt32BE(payload.length, 1);
+  return Buffer.concat([header, payload]);
+}
+
+function u32(n: number, what: string): Buffer {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`${what} must be an integer in 0..2^32-1, not ${n}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+function u16(n: number, what: string): Buffer {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffff) throw new RangeError(`${what} must be an integer in 0..65535, not ${n}`);
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(n, 0);
+  return b;
+}
+
+// Strings travel as u32 length + UTF-8 bytes: the guest hands them to
+// execve(), so a NUL inside one would silently cut it there.
+function str(s: string, what: string): Buffer {
+  const bytes = Buffer.from(s, 'utf8');
+  if (bytes.includes(0)) throw new RangeError(`${what} contains a NUL byte`);
+  return Buffer.concat([u32(bytes.length, `${what} length`), bytes]);
+}
+
+function strList(list: string[], what: string): Buffer {
+  return Buffer.concat([u32(list.length, `${what} count`), ...list.map((s, i) => str(s, `${what}[${i}]`))]);
+}
+
+/** The EXEC payload: version, flags, uid, gid, rows, cols, app, cwd, gids, argv, env (PROTOCOL.md). */
+export function encodeExec(req: ExecRequest): Buffer {
+  if (req.argv.length === 0 || req.argv[0] === '') throw new RangeError('argv must name a command');
+  if (req.app === '' || req.app.includes('/') || req.app.startsWith('.')) throw new RangeError(`invalid app name "${req.app}"`);
+  const gids = req.supplementaryGids ?? [];
+  const payload = Buffer.concat([
+    Buffer.from([PROTOCOL_VERSION, req.tty === true ? 1 : 0]),
+    u32(req.uid ?? 0, 'uid'),
+    u32(req.gid ?? 0, 'gid'),
+    u16(req.rows ?? 0, 'rows'),
+    u16(req.cols ?? 0, 'cols'),
+    str(req.app, 'app'),
+    str(req.cwd ?? '/', 'cwd'),
+    u32(gids.length, 'supplementary gid count'),
+    ...gids.map((g, i) => u32(g, `supplementaryGids[${i}]`)),
+    strList(req.argv, 'argv'),
+    strList(req.env ?? [], 'env'),
+  ]);
+  if (payload.length > FRAME_MAX_PAYLOAD) throw new RangeError(`EXEC request of ${payload.length} bytes is too large (environment too big?)`);
+  return payload;
+}
+
+/** Inverse of encodeExec, as the guest parses it (used by tests and fake agents). */
+export function decodeExec(p: Buffer): ExecRequest {
+  let off = 0;
+  const need = (n: number): void => {
+    if (off + n > p.length) throw new AgentProtocolError(`EXEC payload truncated at byte ${off}`);
+  };
+  const readU32 = (): number => {
+    need(4);
+    off += 4;
+    return p.readUInt32BE(off - 4);
+  };
+  const readStr = (): string => {
+    const n = readU32();
+    need(n);
+    off += n;
+    return p.subarray(off - n, off).toString('utf8');
+  };
+  const readList = (): string[] => Array.from({ length: readU32() }, readStr);
+  need(14);
+  if (p[0] !== PROTOCOL_VERSION) throw new AgentProtocolError(`unsupported protocol version ${p[0]}`);
+  const tty = (p[1] & 1) === 1;
+  const uid = p.readUInt32BE(2);
+  const gid = p.readUInt32BE(6);
+  const rows = p.readUInt16BE(10);
+  const cols = p.readUInt16BE(12);
+  off = 14;
+  const app = readStr();
+  const cwd = readStr();
+  const supplementaryGids = Array.from({ length: readU32() }, readU32);
+  const argv = readList();
+  const env = readList();
+  if (off !== p.length) throw new AgentProtocolError(`${p.length - off} stray bytes after the EXEC payload`);
+  return { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols };
+}
+
+export function encodeResize(rows: number, cols: number): Buffer {
+  return Buffer.concat([u16(rows, 'rows'), u16(cols, 'cols')]);
+}
+
+/** EXIT payload: u32 status (exit code, or 128 + signal number). */
+export function decodeExit(p: Buffer): number {
+  if (p.length !== 4) throw new AgentProtocolError(`EXIT payload of ${p.length} bytes, expected 4`);
+  return p.readUInt32BE(0);
+}
+
+/** ERROR payload: u32 status + UTF-8 message. */
+export function decodeError(p: Buffer): { status: number; message: string } {
+  if (p.length < 4) throw new AgentProtocolError(`ERROR payload of ${p.length} bytes, expected at least 4`);
+  return { status: p.readUInt32BE(0), message: p.subarray(4).toString('utf8') };
+}
+
+/** Splits a byte stream into frames, whatever the chunking of the transport. */
+export class FrameDecoder {
+  private pending: Buffer = Buffer.alloc(0);
+
+  /** Every frame completed by this chunk, in order. Throws AgentProtocolError on a bad header. */
+  push(chunk: Buffer): Frame[] {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    const frames: Frame[] = [];
+    let off = 0;
+    while (this.pending.length - off >= FRAME_HEADER_BYTES) {
+      const type = this.pending.readUInt8(off);
+      const len = this.pending.readUInt32BE(off + 1);
+      if (!KNOWN_TYPES.has(type)) throw new AgentProtocolError(`unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
+      if (len > FRAME_MAX_PAYLOAD) throw new AgentProtocolError(`frame of ${len} bytes exceeds ${FRAME_MAX_PAYLOAD}`);
+      if (this.pending.length - off - FRAME_HEADER_BYTES < len) break;
+      const start = off + FRAME_HEADER_BYTES;
+      // copy: the caller may keep the payload while later chunks arrive
+      frames.push({ type: type as FrameTypeCode, payload: Buffer.from(this.pending.subarray(start, start + len)) });
+      off = start + len;
+    }
+    this.pending = this.pending.subarray(off);
+    return frames;
+  }
+
+  /** Bytes of an incomplete frame still buffered. */
+  get buffered(): number {
+    return this.pending.length;
+  }
+}

@@ -1,0 +1,95 @@
+/* Shared declarations of rkt-agent (see agent.c and PROTOCOL.md). */
+#ifndef RKT_AGENT_H
+#define RKT_AGENT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Frame = type (1 byte) + payload length (u32, big-endian) + payload. */
+#define FRAME_HDR 5
+#define FRAME_MAX (1u << 20)
+#define PROTOCOL_VERSION 1
+
+/* host -> guest */
+#define FRAME_EXEC 0x01
+#define FRAME_STDIN 0x02
+#define FRAME_STDIN_EOF 0x03
+#define FRAME_RESIZE 0x04
+#define FRAME_SIGNAL 0x05
+/* guest -> host */
+#define FRAME_STDOUT 0x81
+#define FRAME_STDERR 0x82
+#define FRAME_EXIT 0x83
+#define FRAME_ERROR 0x84
+
+#define EXEC_FLAG_TTY 0x01
+
+struct buf {
+	uint8_t *data;
+	size_t len, cap;
+};
+
+void buf_append(struct buf *b, const void *data, size_t len);
+void buf_consume(struct buf *b, size_t len);
+
+static inline uint32_t get_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline void put_u32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
+}
+
+/* A parsed EXEC request (request.c). */
+struct request {
+	int tty;
+	uint32_t uid, gid;
+	uint16_t rows, cols;
+	char *app, *cwd;
+	uint32_t ngroups;
+	gid_t *groups;
+	char **argv, **env;
+};
+
+int parse_request(struct request *r, const uint8_t *payload, uint32_t len);
+void free_request(struct request *r);
+
+/* One `rkt enter` session: a child process and its stdio. */
+struct session {
+	pid_t pid;            /* 0: no session; the child may already have exited */
+	int tty;
+	int in, out, err;     /* child's stdin (write end), stdout, stderr (read ends); pty: in == out */
+	struct buf inbuf;     /* STDIN bytes the child has not read yet */
+	int stdin_eof;        /* close stdin once inbuf is empty */
+	int exited;           /* waitpid() has reported the child */
+	int status;           /* exit status for the EXIT frame: code, or 128 + signal */
+	long long drain_until;/* after exit: wait for output EOF until then (ms, monotonic) */
+};
+
+void session_init(struct session *s);
+void session_start(struct session *s, const uint8_t *payload, uint32_t len);
+void session_stdin(struct session *s, const uint8_t *data, uint32_t len);
+void session_stdin_eof(struct session *s);
+void session_write_stdin(struct session *s);
+void session_resize(struct session *s, uint16_t rows, uint16_t cols);
+void session_signal(struct session *s, int sig);
+void session_read_output(struct session *s, int which);
+void session_reap(struct session *s);
+void session_maybe_finish(struct session *s, long long now, int drain_ms);
+void session_abort(struct session *s);
+
+/* io.c */
+int io_start(void);
+int flush_main(void);
+int find_port(const char *name, char *path, size_t size);
+
+/* agent.c */
+void send_frame(uint8_t type, const void *data, uint32_t len);
+void send_error(uint32_t status, const char *msg);
+void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

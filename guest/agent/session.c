@@ -1,0 +1,359 @@
+/*
+ * One `rkt enter` session of rkt-agent: start the command of an EXEC
+ * request inside the app (its namespaces, or a chroot into its rootfs),
+ * move its stdio, report how it ended.
+ */
+#define _GNU_SOURCE
+#include "agent.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define APPS_DIR "/opt/stage2"
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Exit statuses for failures before the command runs, as docker/podman exec use them. */
+#define ST_SETUP 125    /* bad request, no such app, chroot/chdir/setuid failed */
+#define ST_NOEXEC 126   /* found but cannot be executed */
+#define ST_NOTFOUND 127 /* no such command */
+
+static int valid_app_name(const char *s)
+{
+	return s && s[0] && s[0] != '.' && strlen(s) < 256 && !strchr(s, '/');
+}
+
+static const char *getenv_from(char **env, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; env && env[i]; i++)
+		if (strncmp(env[i], name, n) == 0 && env[i][n] == '=') return env[i] + n + 1;
+	return NULL;
+}
+
+/* execve, with a PATH search (from the request's environment) for bare names. */
+static void exec_command(char **argv, char **env)
+{
+	const char *path = getenv_from(env, "PATH");
+	int saw_eacces = 0;
+	if (strchr(argv[0], '/')) {
+		execve(argv[0], argv, env);
+		return;
+	}
+	for (const char *p = path ? path : DEFAULT_PATH; ; ) {
+		const char *end = strchrnul(p, ':');
+		char full[4096];
+		snprintf(full, sizeof full, "%.*s/%s", (int)(end - p), end == p ? "." : p, argv[0]);
+		execve(full, argv, env);
+		if (errno == EACCES) saw_eacces = 1;
+		if (!*end) break;
+		p = end + 1;
+	}
+	errno = saw_eacces ? EACCES : ENOENT;
+}
+
+struct child_error {
+	int step; /* index into steps[] */
+	int err;
+};
+static const char *const steps[] = { "open terminal", "chroot", "chdir", "setgroups", "setgid", "setuid", "exec",
+				     "join the app's namespaces" };
+
+/*
+ * Join the namespaces of a running process of the app, as `rkt enter` does
+ * with nsenter. systemd runs an app unit with RootDirectory= in a mount
+ * namespace of its own, where its rootfs has /proc, /dev and /sys mounted;
+ * a plain chroot from the agent's namespace would see bare directories
+ * there. The app's processes are those whose root is its rootfs directory.
+ * Returns 1 if joined (the root is then the app's), 0 if no app process has
+ * a namespace of its own (fall back to chroot), -1 on error.
+ */
+static int join_app_namespaces(const char *root)
+{
+	static const char *const kinds[] = { "ipc", "uts", "net", "mnt" }; /* mnt last: it changes /proc */
+	struct stat want, self, st;
+	struct dirent *e;
+	DIR *d;
+	int fds[4] = { -1, -1, -1, -1 }, found = 0, rc = 0;
+	char p[300];
+
+	if (stat(root, &want) < 0 || stat("/proc/self/ns/mnt", &self) < 0 || !(d = opendir("/proc"))) return 0;
+	while (!found && (e = readdir(d))) {
+		if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+		snprintf(p, sizeof p, "/proc/%s/root/", e->d_name);
+		if (stat(p, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino) continue;
+		snprintf(p, sizeof p, "/proc/%s/ns/mnt", e->d_name);
+		if (stat(p, &st) < 0 || st.st_ino == self.st_ino) continue; /* chrooted in our namespace */
+		found = 1;
+		for (int i = 0; i < 4; i++) {
+			struct stat mine;
+			snprintf(p, sizeof p, "/proc/%s/ns/%s", e->d_name, kinds[i]);
+			fds[i] = open(p, O_RDONLY | O_CLOEXEC);
+			snprintf(p, sizeof p, "/proc/self/ns/%s", kinds[i]);
+			/* only where it differs: setns() to one's own is harmless but useless */
+			if (fds[i] >= 0 && fstat(fds[i], &st) == 0 && stat(p, &mine) == 0 && st.st_ino == mine.st_ino) {
+				close(fds[i]);
+				fds[i] = -1;
+			}
+		}
+	}
+	closedir(d);
+	for (int i = 0; i < 4; i++) {
+		if (fds[i] < 0) continue;
+		if (rc == 0 && setns(fds[i], 0) < 0) rc = -1;
+		close(fds[i]);
+	}
+	return rc < 0 ? -1 : found;
+}
+
+static void child(const struct request *r, const char *root, const char *pts, int fds[3], int errfd)
+{
+	struct child_error ce = { 0, 0 };
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL); /* the agent blocks signals for its signalfd */
+	signal(SIGPIPE, SIG_DFL);
+	setsid();
+	if (r->tty) {
+		int t = open(pts, O_RDWR);
+		struct winsize ws = { r->rows, r->cols, 0, 0 };
+		if (t < 0 || ioctl(t, TIOCSCTTY, 0) < 0) goto fail;
+		if (r->rows && r->cols) ioctl(t, TIOCSWINSZ, &ws);
+		fds[0] = fds[1] = fds[2] = t;
+	}
+	for (int i = 0; i < 3; i++)
+		if (dup2(fds[i], i) < 0) goto fail;
+	if (r->tty && fds[0] > 2) close(fds[0]);
+	ce.step = 7;
+	switch (join_app_namespaces(root)) {
+	case -1: goto fail;
+	case 0: ce.step = 1; if (chroot(root) < 0) goto fail; break;
+	default: break; /* setns(mnt) made the app's root ours */
+	}
+	ce.step = 2; if (chdir(r->cwd[0] ? r->cwd : "/") < 0) goto fail;
+	ce.step = 3; if (setgroups(r->ngroups, r->groups) < 0) goto fail;
+	ce.step = 4; if (setgid(r->gid) < 0) goto fail;
+	ce.step = 5; if (setuid(r->uid) < 0) goto fail;
+	ce.step = 6; exec_command(r->argv, r->env);
+fail:
+	ce.err = errno;
+	if (write(errfd, &ce, sizeof ce) < 0) { /* the parent sees EOF and a dead child */ }
+	_exit(ST_SETUP);
+}
+
+static void set_nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+void session_init(struct session *s)
+{
+	memset(s, 0, sizeof *s);
+	s->in = s->out = s->err = -1;
+}
+
+static void session_cleanup(struct session *s)
+{
+	if (s->in >= 0 && s->in != s->out) close(s->in);
+	if (s->out >= 0) close(s->out);
+	if (s->err >= 0) close(s->err);
+	free(s->inbuf.data);
+	session_init(s);
+}
+
+void session_start(struct session *s, const uint8_t *payload, uint32_t len)
+{
+	struct request r;
+	struct child_error ce;
+	char root[512], msg[600], *pts = NULL;
+	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 }, perrc[2], fds[3];
+	int master = -1;
+	struct stat st;
+	pid_t pid;
+	ssize_t n;
+
+	if (parse_request(&r, payload, len) < 0) {
+		send_error(ST_SETUP, "malformed EXEC request (protocol version mismatch?)");
+		goto out;
+	}
+	if (!valid_app_name(r.app)) {
+		send_error(ST_SETUP, "invalid app name");
+		goto out;
+	}
+	snprintf(root, sizeof root, APPS_DIR "/%s/rootfs", r.app);
+	if (stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		snprintf(msg, sizeof msg, "no app \"%s\" in this pod (%s missing)", r.app, root);
+		send_error(ST_SETUP, msg);
+		goto out;
+	}
+	if (r.tty) {
+		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || !(pts = ptsname(master))) {
+			snprintf(msg, sizeof msg, "cannot allocate a terminal: %s", strerror(errno));
+			send_error(ST_SETUP, msg);
+			if (master >= 0) close(master);
+			goto out;
+		}
+	} else if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
+		send_error(ST_SETUP, "cannot create pipes");
+		goto close_pipes;
+	}
+	if (pipe2(perrc, O_CLOEXEC) < 0) {
+		send_error(ST_SETUP, "cannot create pipes");
+		goto close_pipes;
+	}
+	fds[0] = pin[0]; fds[1] = pout[1]; fds[2] = perr[1];
+	pid = fork();
+	if (pid == 0) child(&r, root, pts, fds, perrc[1]);
+	close(perrc[1]);
+	if (pid < 0) {
+		close(perrc[0]);
+		send_error(ST_SETUP, "cannot fork");
+		goto close_pipes;
+	}
+	/* EOF means execve() succeeded (close-on-exec); otherwise the child says what failed. */
+	do n = read(perrc[0], &ce, sizeof ce); while (n < 0 && errno == EINTR);
+	close(perrc[0]);
+	if (n == sizeof ce) {
+		uint32_t st_code = ce.step == 6 ? (ce.err == ENOENT || ce.err == ENOTDIR ? ST_NOTFOUND : ST_NOEXEC) : ST_SETUP;
+		if (ce.step < 0 || ce.step > 7) ce.step = 7;
+		snprintf(msg, sizeof msg, "%s %s: %s", steps[ce.step],
+			 ce.step == 1 ? root : ce.step == 2 ? r.cwd : ce.step == 6 ? r.argv[0] : "", strerror(ce.err));
+		send_error(st_code, msg);
+		waitpid(pid, NULL, 0);
+		goto close_pipes;
+	}
+	s->pid = pid;
+	s->tty = r.tty;
+	if (r.tty) {
+		set_nonblock(master);
+		s->in = s->out = master;
+		master = -1;
+	} else {
+		close(pin[0]); close(pout[1]); close(perr[1]);
+		s->in = pin[1]; s->out = pout[0]; s->err = perr[0];
+		set_nonblock(s->in); set_nonblock(s->out); set_nonblock(s->err);
+	}
+	goto out;
+close_pipes:
+	for (int i = 0; i < 2; i++) {
+		if (pin[i] >= 0) close(pin[i]);
+		if (pout[i] >= 0) close(pout[i]);
+		if (perr[i] >= 0) close(perr[i]);
+	}
+	if (master >= 0) close(master);
+out:
+	free_request(&r);
+}
+
+void session_write_stdin(struct session *s)
+{
+	while (s->in >= 0 && s->inbuf.len) {
+		ssize_t n = write(s->in, s->inbuf.data, s->inbuf.len);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR) return;
+			s->inbuf.len = 0; /* EPIPE: the child closed its stdin; drop the rest */
+			break;
+		}
+		buf_consume(&s->inbuf, n);
+	}
+	if (s->stdin_eof && !s->inbuf.len && s->in >= 0) {
+		if (s->tty) {
+			/* A terminal has no half-close: send the EOF character, as a user would. */
+			if (write(s->in, "\x04", 1) < 0) { /* the child is gone */ }
+		} else {
+			close(s->in);
+			s->in = -1;
+		}
+		s->stdin_eof = 0;
+	}
+}
+
+void session_stdin(struct session *s, const uint8_t *data, uint32_t len)
+{
+	if (s->pid <= 0 || s->in < 0) return;
+	buf_append(&s->inbuf, data, len);
+	session_write_stdin(s);
+}
+
+void session_stdin_eof(struct session *s)
+{
+	if (s->pid <= 0 || s->in < 0) return;
+	s->stdin_eof = 1;
+	session_write_stdin(s);
+}
+
+void session_resize(struct session *s, uint16_t rows, uint16_t cols)
+{
+	struct winsize ws = { rows, cols, 0, 0 };
+	if (s->pid > 0 && s->tty && s->out >= 0) ioctl(s->out, TIOCSWINSZ, &ws);
+}
+
+void session_signal(struct session *s, int sig)
+{
+	if (s->pid > 0 && !s->exited && sig > 0 && sig < 65) kill(-s->pid, sig);
+}
+
+void session_read_output(struct session *s, int which)
+{
+	uint8_t tmp[32768];
+	int *fd = which == 1 ? &s->out : &s->err;
+	ssize_t n;
+	if (*fd < 0) return;
+	n = read(*fd, tmp, sizeof tmp);
+	if (n > 0) {
+		send_frame(which == 1 ? FRAME_STDOUT : FRAME_STDERR, tmp, n);
+	} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+		/* EOF, or EIO: a pty master once every slave is closed */
+		if (s->tty) s->in = -1;
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+void session_reap(struct session *s)
+{
+	int st;
+	pid_t pid;
+	/* also reaps children of aborted sessions */
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (pid != s->pid) continue;
+		s->exited = 1;
+		s->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	}
+}
+
+void session_maybe_finish(struct session *s, long long now, int drain_ms)
+{
+	uint8_t st[4];
+	if (s->pid <= 0 || !s->exited) return;
+	if (!s->drain_until) s->drain_until = now + drain_ms;
+	/* Output the child wrote before exiting is in the pipes; a background
+	 * process still holding them does not keep the session open forever. */
+	if ((s->out >= 0 || s->err >= 0) && now < s->drain_until) return;
+	for (int i = 0; i < 64 && s->out >= 0; i++) session_read_output(s, 1);
+	for (int i = 0; i < 64 && s->err >= 0; i++) session_read_output(s, 2);
+	put_u32(st, s->status);
+	send_frame(FRAME_EXIT, st, 4);
+	session_cleanup(s);
+}
+
+void session_abort(struct session *s)
+{
+	if (s->pid > 0 && !s->exited) {
+		kill(-s->pid, SIGKILL);
+		kill(s->pid, SIGKILL);
+	}
+	session_cleanup(s); /* session_reap() collects the zombie later */
+}

@@ -1,0 +1,48 @@
+import fs from 'node:fs';
+import { execa } from 'execa';
+import { log } from '../src/log.js';
+import { PodPaths } from '../src/stage1/contract.js';
+import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
+import { mountsUnder } from '../src/stage1/rootfs.js';
+import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
+
+// rkt gc for kvm, run on a pod no process holds any more: kill a qemu or
+// virtiofsd that somehow survived its run entrypoint (their parent-death
+// signal and the pod guardian should have seen to it), remove the sockets
+// and FIFOs, and make sure nothing is still mounted under the pod directory
+// before stage0 deletes it. App rootfs mounts live in the run entrypoint's
+// private mount namespace and vanished with it; what is found here leaked
+// some other way, and is unmounted.
+
+const RUNTIME_FILES: PodFile[] = ['console', 'qmp', 'qmpCtl', 'agent', 'virtiofsSocket'];
+
+async function gc(argv: string[]): Promise<number> {
+  const args = parseGcArgs(argv);
+  enableDebug(args.debug);
+  const paths = new PodPaths(process.cwd());
+  for (const f of ['qemuPid', 'virtiofsdPid'] as const) {
+    if (killPodHelper(paths.dir, f)) log().warn(`pod ${args.uuid}: killed a leftover ${f === 'qemuPid' ? 'qemu' : 'virtiofsd'}`);
+  }
+  for (const f of RUNTIME_FILES) fs.rmSync(podFile(paths.dir, f), { force: true });
+  for (const f of [POD_FILES.stdout, POD_FILES.stderr]) for (const end of ['in', 'out']) fs.rmSync(`${paths.dir}/${f}.${end}`, { force: true });
+
+  const dir = fs.realpathSync(paths.dir);
+  const points = mountsUnder(dir);
+  if (points.length === 0) log().debug(`pod ${args.uuid}: nothing mounted under ${dir}`);
+  for (const p of points) {
+    log().debug(`unmounting ${p}`);
+    const r = await execa('umount', [p], { reject: false, stdin: 'ignore' });
+    if (r.exitCode === 0) continue;
+    // busy: detach now, the kernel frees it when the last user is gone
+    const lazy = await execa('umount', ['--lazy', p], { reject: false, stdin: 'ignore' });
+    if (lazy.exitCode !== 0) log().warn(`cannot unmount ${p}: ${String(lazy.stderr).trim()}`);
+  }
+  const left = mountsUnder(dir);
+  if (left.length > 0) {
+    log().warn(`pod ${args.uuid}: still mounted: ${left.join(', ')}`);
+    return 1;
+  }
+  return 0;
+}
+
+runEntrypoint(gc);

@@ -1,0 +1,115 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AppSpec } from '../src/stage1/app-spec.js';
+import { appUnit, appUnitName, credentialEntries, execLine, type StdioSpec } from '../src/stage1/units.js';
+
+// What the host writes into the pod's stage1 rootfs (the guest's root
+// filesystem) before booting it: one systemd unit per app, hooked into the
+// guest's rkt-pod.target, the list of apps the guest waits for before it
+// powers off (/rkt/apps), and user and group entries for the apps' ids.
+// The pod's identity (machine ID, hostname) is on the kernel command line.
+// The guest side of this contract (units, rkt-app-exited, the output
+// FIFOs) is guest/README.md.
+
+/** Directories and files inside the guest's root, as the guest sees them. */
+export const GUEST = {
+  units: '/etc/systemd/system',
+  podTarget: 'rkt-pod.target',
+  apps: '/rkt/apps',
+  status: '/rkt/status',
+  /** One empty file per app once systemd has executed it: the host's "ready" signal. */
+  started: '/rkt/started',
+  appExited: '/rkt/bin/rkt-app-exited',
+  busybox: '/rkt/bin/busybox',
+  stdoutFifo: '/run/rkt/stdout',
+  stderrFifo: '/run/rkt/stderr',
+  console: '/dev/ttyS0',
+} as const;
+
+export interface GuestConfigOptions {
+  /** --interactive: the one app gets the serial console as its terminal. */
+  interactive?: { rows?: number; columns?: number };
+}
+
+function stdioFor(opts: GuestConfigOptions): StdioSpec {
+  if (opts.interactive) {
+    return {
+      input: 'tty',
+      output: 'tty',
+      error: 'tty',
+      ttyPath: GUEST.console,
+      ...(opts.interactive.rows !== undefined && { ttyRows: opts.interactive.rows }),
+      ...(opts.interactive.columns !== undefined && { ttyColumns: opts.interactive.columns }),
+    };
+  }
+  return { input: 'null', output: `file:${GUEST.stdoutFifo}`, error: `file:${GUEST.stderrFifo}` };
+}
+
+/** The unit text of one app, as the kvm guest runs it. */
+export function kvmAppUnit(spec: AppSpec, opts: GuestConfigOptions): string {
+  return appUnit(spec, {
+    stdio: stdioFor(opts),
+    // systemd substitutes $EXIT_STATUS: the exit code, or the signal name
+    execStopPost: [`${execLine([GUEST.appExited, spec.name])} $EXIT_STATUS`],
+    execStartPost: [execLine([GUEST.busybox, 'touch', `${GUEST.started}/${spec.name}`])],
+    hooksInStage1Root: true,
+    hooksPrivileged: true,
+    mountApiVfs: true,
+    type: 'exec',
+  });
+}
+
+function inRoot(rootfs: string, p: string): string {
+  return path.join(rootfs, p);
+}
+
+function write(file: string, content: string, mode = 0o644): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.rmSync(file, { force: true });
+  fs.writeFileSync(file, content, { mode });
+}
+
+/** Write the pod's configuration into the guest root `rootfs` (the pod's stage1/rootfs). */
+export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts: GuestConfigOptions): void {
+  const units = inRoot(rootfs, GUEST.units);
+  const wants = path.join(units, `${GUEST.podTarget}.wants`);
+  fs.mkdirSync(wants, { recursive: true });
+  for (const spec of specs) {
+    write(path.join(units, appUnitName(spec.name)), kvmAppUnit(spec, opts));
+    const link = path.join(wants, appUnitName(spec.name));
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(`../${appUnitName(spec.name)}`, link);
+  }
+  write(inRoot(rootfs, GUEST.apps), specs.map((s) => `${s.name}\n`).join(''));
+  for (const d of [GUEST.status, GUEST.started]) {
+    fs.rmSync(inRoot(rootfs, d), { recursive: true, force: true });
+    fs.mkdirSync(inRoot(rootfs, d), { recursive: true, mode: 0o755 });
+  }
+  addCredentials(rootfs, specs);
+}
+
+/** Append what systemd needs to resolve the apps' numeric ids to the guest's /etc/passwd and /etc/group. */
+function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
+  const passwdFile = inRoot(rootfs, '/etc/passwd');
+  const groupFile = inRoot(rootfs, '/etc/group');
+  const read = (f: string): string => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+  const passwd = read(passwdFile);
+  const group = read(groupFile);
+  const add = credentialEntries(specs, passwd, group);
+  const join = (text: string, lines: string[]): string => (text === '' || text.endsWith('\n') ? text : `${text}\n`) + lines.map((l) => `${l}\n`).join('');
+  if (add.passwd.length > 0) write(passwdFile, join(passwd, add.passwd));
+  if (add.group.length > 0) write(groupFile, join(group, add.group));
+}
+
+/** Apps that have been started in the guest, or have already exited. */
+export function startedApps(rootfs: string): Set<string> {
+  const out = new Set<string>();
+  for (const d of [GUEST.started, GUEST.status]) {
+    try {
+      for (const n of fs.readdirSync(inRoot(rootfs, d))) if (!n.startsWith('.')) out.add(n);
+    } catch {
+      // not there yet
+    }
+  }
+  return out;
+}

@@ -1,0 +1,180 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import type { Accel } from './accel.js';
+import { KvmHostError } from './errors.js';
+
+// The guest kernel and its command line.
+//
+// The kernel is the one shipped in the stage1 image (/kernel/bzImage,
+// built by kernel-config/build.sh), unless RKT_STAGE1_KVM_KERNEL names
+// another. Its command line tells it where its root filesystem is (the
+// pod's stage1 rootfs, shared by 9p or virtio-fs), starts systemd with the
+// pod's target, and, under tcg, gives it the host's TSC rate: microvm has
+// no PIT (we turn it off, it costs boot time), HPET or PM timer, so a tcg
+// guest cannot calibrate its TSC by itself and hangs now and then in early
+// boot (kernel-config/README.md). kvm guests get the rate from kvm-clock.
+
+export const KERNEL_ENV = 'RKT_STAGE1_KVM_KERNEL';
+export const EXTRA_PARAMS_ENV = 'RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS';
+export const TSC_ENV = 'RKT_HOST_TSC_KHZ';
+/** Where build.ts puts the kernel inside the stage1 rootfs. */
+export const STAGE1_KERNEL = '/kernel/bzImage';
+/** CONFIG_HZ of the stage1's own kernel (tinyconfig's default; kernel-config/). */
+export const STAGE1_KERNEL_HZ = 250;
+/** The virtio-fs tag / 9p mount tag of the guest's root filesystem. */
+export const ROOT_TAG = 'rktroot';
+
+export type Share = '9p' | 'virtiofs';
+
+/** Whether the kernel to boot is another than the stage1's own. */
+export function customKernel(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Boolean(env[KERNEL_ENV]?.trim());
+}
+
+/** The kernel to boot: the user's choice, else the stage1's own; readable, or a clear error. */
+export function kernelPath(stage1Rootfs: string, env: NodeJS.ProcessEnv = process.env): string {
+  const given = env[KERNEL_ENV]?.trim();
+  const file = given ? path.resolve(given) : path.join(stage1Rootfs, STAGE1_KERNEL);
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) throw new Error('not a regular file');
+    fs.accessSync(file, fs.constants.R_OK);
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(err as Error).message})`;
+    if (given) throw new KvmHostError(`guest kernel ${file} (from ${KERNEL_ENV}) ${why}; point ${KERNEL_ENV} at a bzImage or unset it`);
+    throw new KvmHostError(`the stage1 image has no guest kernel: ${file} ${why}; rebuild the stage1 image (kernel-config/build.sh, then node dist/stage1-kvm/build.js)`);
+  }
+  return file;
+}
+
+const plausibleKhz = (n: number): boolean => Number.isInteger(n) && n >= 100_000 && n <= 20_000_000;
+
+/** "2596.122" MHz -> 2596122 kHz, without floating-point rounding. */
+export function mhzToKhz(mhz: string): number | undefined {
+  const m = /^(\d+)(?:\.(\d+))?$/.exec(mhz.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * 1000 + Number(((m[2] ?? '') + '000').slice(0, 3));
+}
+
+/** The TSC rate in a kernel log: the refined calibration if there is one, else the detected rate. */
+export function tscKhzFromKernelLog(log: string): number | undefined {
+  const refined = [...log.matchAll(/tsc: Refined TSC clocksource calibration: ([\d.]+) MHz/g)].at(-1);
+  const detected = [...log.matchAll(/tsc: Detected ([\d.]+) MHz/g)].at(-1);
+  const mhz = refined?.[1] ?? detected?.[1];
+  return mhz === undefined ? undefined : mhzToKhz(mhz);
+}
+
+export interface TscSources {
+  sysfs: () => string | undefined;
+  kernelLog: () => string | undefined;
+  cpuinfo: () => string | undefined;
+}
+
+function readOr(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+export const hostTscSources: TscSources = {
+  sysfs: () => readOr('/sys/devices/system/cpu/cpu0/tsc_freq_khz'),
+  kernelLog: () => {
+    const r = spawnSync('dmesg', [], { encoding: 'utf8', timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+    return r.status === 0 ? r.stdout : undefined;
+  },
+  cpuinfo: () => readOr('/proc/cpuinfo'),
+};
+
+/**
+ * The host's TSC rate in kHz (what kernel-config/host-tsc-khz.sh computes),
+ * from the most exact source that has it; undefined if none does.
+ */
+export function hostTscKhz(env: NodeJS.ProcessEnv = process.env, src: TscSources = hostTscSources): number | undefined {
+  const forced = env[TSC_ENV]?.trim();
+  if (forced) {
+    const n = Number(forced);
+    if (!plausibleKhz(n)) throw new KvmHostError(`${TSC_ENV}=${forced} is not a TSC rate in kHz (e.g. 2596122)`);
+    return n;
+  }
+  const sys = Number(src.sysfs()?.trim() ?? NaN);
+  if (plausibleKhz(sys)) return sys;
+  const cpuinfo = src.cpuinfo() ?? '';
+  // No TSC, no rate to give (and nothing that would hang on its calibration).
+  if (!/^flags\s*:.*\btsc\b/m.test(cpuinfo)) return undefined;
+  const fromLog = tscKhzFromKernelLog(src.kernelLog() ?? '');
+  if (fromLog !== undefined && plausibleKhz(fromLog)) return fromLog;
+  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
+  const k = mhz === undefined ? undefined : mhzToKhz(mhz);
+  return k !== undefined && plausibleKhz(k) ? k : undefined;
+}
+
+export interface CmdlineOptions {
+  accel: Accel;
+  share: Share;
+  /**
+   * The host may change files in the share while the pod runs (host
+   * volumes): the guest must not cache beyond what is open. Otherwise the
+   * faster caching modes are safe (guest/README.md, "Share caching").
+   */
+  coherent: boolean;
+  /** The pod UUID: systemd's machine ID, as rkt's nspawn flavor does it. */
+  uuid: string;
+  hostname: string;
+  debug: boolean;
+  /** The console is the app's terminal (--interactive): keep the kernel's errors off it. */
+  interactive?: boolean;
+  /** Host TSC rate; tcg only. */
+  tscKhz?: number;
+  /**
+   * The kernel's timer frequency, when known (the stage1's own kernel):
+   * with it, loops-per-jiffy follows from the TSC rate, and secondary
+   * vCPUs skip their delay calibration, slow and erratic under tcg.
+   */
+  kernelHz?: number;
+  /** RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS, appended last so it can override. */
+  extra?: string;
+}
+
+export function rootParams(share: Share, coherent: boolean): string[] {
+  // virtio-fs caching is virtiofsd's choice (its -o cache=)
+  if (share === 'virtiofs') return [`root=${ROOT_TAG}`, 'rootfstype=virtiofs'];
+  // msize: fewer round trips per read; cache=loose keeps what the guest
+  // read, cache=mmap only what mmap needs (the host may change files)
+  return [`root=${ROOT_TAG}`, 'rootfstype=9p', `rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=${coherent ? 'mmap' : 'loose'}`];
+}
+
+/** A hostname that can go on the kernel command line and into the UTS namespace. */
+export function checkHostname(h: string): string {
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(h)) {
+    throw new KvmHostError(`hostname "${h}" is not valid: use up to 63 letters, digits, dots and dashes, starting with a letter or digit`);
+  }
+  return h;
+}
+
+export function kernelCmdline(o: CmdlineOptions): string {
+  const p: string[] = [
+    'console=ttyS0',
+    // microvm has no PCI; saying so saves a probe and a scary message
+    'pci=off',
+    // a panicking guest reboots at once, which -no-reboot turns into qemu's exit
+    'panic=-1',
+    ...rootParams(o.share, o.coherent),
+    'rw',
+    'init=/usr/lib/systemd/systemd',
+    'systemd.unit=rkt-pod.target',
+    `systemd.machine_id=${o.uuid.replace(/-/g, '')}`,
+    `systemd.hostname=${checkHostname(o.hostname)}`,
+  ];
+  if (o.debug) p.push('earlycon=uart8250,io,0x3f8', 'systemd.show_status=1', 'systemd.log_level=info');
+  else p.push('quiet', `loglevel=${o.interactive ? 3 : 4}`, 'systemd.show_status=0');
+  if (o.accel === 'tcg' && o.tscKhz !== undefined) {
+    p.push(`tsc_early_khz=${o.tscKhz}`);
+    if (o.kernelHz !== undefined) p.push(`lpj=${Math.round((o.tscKhz * 1000) / o.kernelHz)}`);
+  }
+  const extra = o.extra?.trim();
+  if (extra) p.push(extra);
+  return p.join(' ');
+}

@@ -1,0 +1,101 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { isErrno } from '../src/errors.js';
+import { writeFileAtomic } from '../src/util/atomic.js';
+
+// What the kvm flavor keeps in a pod directory besides the stage1 contract
+// files, shared by its entrypoints: qemu's sockets (console, QMP for the run
+// entrypoint, QMP for stop and status tools, the guest agent), the app
+// output FIFOs, logs, and the pids of the helper processes so that stop and
+// gc can find them even after the run entrypoint is gone.
+
+export const POD_FILES = {
+  /** Guest serial console (server, nowait): rkt attach, --interactive. */
+  console: 'console.sock',
+  /** Everything the guest printed on its console. */
+  consoleLog: 'console.log',
+  /** QMP socket held by the run entrypoint for the VM's events. */
+  qmp: 'qmp.sock',
+  /** Second QMP socket, for stop (qemu serves one client per socket). */
+  qmpCtl: 'qmp-ctl.sock',
+  /** virtio-serial port rkt.agent (rkt enter). */
+  agent: 'agent.sock',
+  /** Prefix of qemu's pipe chardevs: <name>.in and <name>.out FIFOs. */
+  stdout: 'stdout',
+  stderr: 'stderr',
+  virtiofsSocket: 'virtiofs.sock',
+  qemuPid: 'qemu.pid',
+  virtiofsdPid: 'virtiofsd.pid',
+  qemuLog: 'qemu.log',
+  virtiofsdLog: 'virtiofsd.log',
+} as const;
+
+export type PodFile = keyof typeof POD_FILES;
+
+// sun_path holds 108 bytes including the terminating NUL.
+const SUN_PATH_MAX = 107;
+
+/** Absolute path of a pod file. */
+export function podFile(podDir: string, f: PodFile): string {
+  return path.join(podDir, POD_FILES[f]);
+}
+
+/**
+ * A unix socket's path as qemu and our clients should use it: absolute when
+ * it fits in sun_path, else relative to the pod directory, which is the
+ * working directory of qemu and of every entrypoint.
+ */
+export function socketPath(podDir: string, f: PodFile): string {
+  const abs = podFile(podDir, f);
+  return Buffer.byteLength(abs) <= SUN_PATH_MAX ? abs : POD_FILES[f];
+}
+
+export function writePidFile(podDir: string, f: 'qemuPid' | 'virtiofsdPid', pid: number): void {
+  writeFileAtomic(podFile(podDir, f), `${pid}\n`);
+}
+
+export function readPidFile(podDir: string, f: 'qemuPid' | 'virtiofsdPid'): number | undefined {
+  try {
+    const n = Number(fs.readFileSync(podFile(podDir, f), 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Whether `pid` is still the helper this pod started: alive, and its command
+ * line names this pod's directory. Pids are recycled; a stale pid file must
+ * never make gc or stop kill a stranger.
+ */
+export function isPodHelper(podDir: string, pid: number): boolean {
+  let cmdline: string;
+  try {
+    cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return false;
+  }
+  const real = (() => {
+    try {
+      return fs.realpathSync(podDir);
+    } catch {
+      return podDir;
+    }
+  })();
+  // The pod may have moved (run -> exited-garbage) since the helper started: match on the UUID too.
+  const uuid = path.basename(real);
+  return cmdline.includes(real) || cmdline.includes(podDir) || (/^[0-9a-f-]{36}$/.test(uuid) && cmdline.includes(uuid));
+}
+
+/** SIGKILL a helper recorded in a pid file if it is still this pod's; true if one was killed. */
+export function killPodHelper(podDir: string, f: 'qemuPid' | 'virtiofsdPid'): boolean {
+  const pid = readPidFile(podDir, f);
+  if (pid === undefined || !isPodHelper(podDir, pid)) return false;
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
+}

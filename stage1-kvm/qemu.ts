@@ -1,0 +1,228 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { log } from '../src/log.js';
+import type { Accel } from './accel.js';
+import { KvmHostError } from './errors.js';
+import { ROOT_TAG, type Share } from './kernel.js';
+import { podFile, socketPath, writePidFile } from './pod-files.js';
+
+// qemu and virtiofsd for one pod: their command lines and how they are
+// started. Both run with the pod directory as working directory (relative
+// socket paths resolve there) and under `setpriv --pdeathsig KILL`, so the
+// kernel kills them when the run entrypoint dies, however it dies: a pod
+// never leaves an orphan VM behind. The pod lock (fd 3 of the run
+// entrypoint) is replaced by /dev/null in them: only the run entrypoint may
+// keep the pod "running".
+
+const SEARCH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+export const QEMU_ENV = 'RKT_KVM_QEMU';
+export const VIRTIOFSD_ENV = 'RKT_KVM_VIRTIOFSD';
+
+/** A value inside a qemu option list, where "," separates options and ",," is a literal comma. */
+export function optValue(v: string): string {
+  return v.replace(/,/g, ',,');
+}
+
+function executable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export function which(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter((d) => d.startsWith('/')), ...SEARCH];
+  return dirs.map((d) => path.join(d, name)).find(executable);
+}
+
+export function findQemu(env: NodeJS.ProcessEnv = process.env): string {
+  const given = env[QEMU_ENV]?.trim();
+  if (given) {
+    if (!executable(given)) throw new KvmHostError(`${QEMU_ENV}=${given} is not an executable file`);
+    return given;
+  }
+  const q = which('qemu-system-x86_64');
+  if (!q) throw new KvmHostError('qemu-system-x86_64 is not installed; the kvm stage1 needs it (apt-get install qemu-system-x86)');
+  return q;
+}
+
+/** virtiofsd: a separate package since qemu 8, shipped with qemu before. */
+export function findVirtiofsd(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const given = env[VIRTIOFSD_ENV]?.trim();
+  if (given) return executable(given) ? given : undefined;
+  return which('virtiofsd') ?? ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd'].find(executable);
+}
+
+export function findSetpriv(): string {
+  const s = which('setpriv');
+  if (!s) throw new KvmHostError('setpriv (util-linux) is not installed; the kvm stage1 needs it');
+  return s;
+}
+
+export interface VmConfig {
+  podDir: string;
+  uuid: string;
+  accel: Accel;
+  memoryMiB: number;
+  cpus: number;
+  kernel: string;
+  cmdline: string;
+  share: Share;
+  /** The guest's root filesystem: the pod's stage1 rootfs. */
+  rootfs: string;
+  /** Keep the PIT when the guest cannot be told the TSC rate (tcg without tsc_early_khz). */
+  pit: boolean;
+}
+
+/** qemu's command line for the pod (without the binary). */
+export function qemuArgs(c: VmConfig): string[] {
+  const sock = (f: Parameters<typeof socketPath>[1]): string => optValue(socketPath(c.podDir, f));
+  const file = (f: Parameters<typeof podFile>[1]): string => optValue(podFile(c.podDir, f));
+  const machine = [
+    'microvm',
+    // no firmware option ROMs to load; no legacy PIC; the RTC is the tcg guest's only wall clock
+    'x-option-roms=off',
+    `pit=${c.pit ? 'on' : 'off'}`,
+    'pic=off',
+    'rtc=on',
+    'isa-serial=on',
+    // ACPI describes the virtio-mmio devices and carries the power button
+    'acpi=on',
+  ];
+  const a: string[] = ['-name', `rkt-${c.uuid},process=rkt-${c.uuid}`];
+  const mem: string[] = [];
+  if (c.share === 'virtiofs') {
+    // vhost-user needs guest memory qemu can hand to virtiofsd
+    machine.push('memory-backend=mem');
+    mem.push('-object', `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`);
+  }
+  a.push('-M', machine.join(','), '-accel', c.accel, '-cpu', c.accel === 'kvm' ? 'host' : 'max');
+  a.push('-smp', String(c.cpus), '-m', `${c.memoryMiB}M`, ...mem);
+  a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
+  // virtio 1.0 over MMIO: vhost-user-fs refuses legacy devices
+  a.push('-global', 'virtio-mmio.force-legacy=false');
+  a.push('-kernel', c.kernel, '-append', c.cmdline);
+  // The serial console: a socket for rkt attach and --interactive, and a log of everything.
+  a.push('-chardev', `socket,id=console,path=${sock('console')},server=on,wait=off,logfile=${file('consoleLog')},logappend=on`);
+  a.push('-serial', 'chardev:console');
+  a.push('-device', 'virtio-serial-device');
+  // App output: FIFOs that keep what the guest writes until the run entrypoint reads it.
+  a.push('-chardev', `pipe,id=stdout,path=${file('stdout')}`, '-device', 'virtserialport,chardev=stdout,name=rkt.stdout');
+  a.push('-chardev', `pipe,id=stderr,path=${file('stderr')}`, '-device', 'virtserialport,chardev=stderr,name=rkt.stderr');
+  a.push('-chardev', `socket,id=agent,path=${sock('agent')},server=on,wait=off`, '-device', 'virtserialport,chardev=agent,name=rkt.agent');
+  a.push('-device', 'virtio-rng-device');
+  if (c.share === 'virtiofs') {
+    a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
+  } else {
+    // passthrough: the guest's root creates files with their real owners; remap: the
+    // app rootfs overlays and volumes are other filesystems, keep their inodes apart
+    a.push('-fsdev', `local,id=root,path=${optValue(c.rootfs)},security_model=passthrough,multidevs=remap`);
+    a.push('-device', `virtio-9p-device,fsdev=root,mount_tag=${ROOT_TAG}`);
+  }
+  // Two monitors: qemu serves one client per socket, and the run entrypoint keeps the first.
+  a.push('-qmp', `unix:${sock('qmp')},server=on,wait=off`);
+  a.push('-qmp', `unix:${sock('qmpCtl')},server=on,wait=off`);
+  return a;
+}
+
+/** Create the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out); stale ones are replaced. */
+export function makeOutputFifos(podDir: string, mkfifo: (p: string) => void): void {
+  for (const f of ['stdout', 'stderr'] as const) {
+    for (const end of ['in', 'out']) {
+      const p = `${podFile(podDir, f)}.${end}`;
+      fs.rmSync(p, { force: true });
+      mkfifo(p);
+    }
+  }
+}
+
+export interface Helper {
+  child: ChildProcess;
+  pid: number;
+  /** Resolves with how the helper ended. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function spawnHelper(podDir: string, argv: string[], logFile: string, name: string): Helper {
+  const setpriv = findSetpriv();
+  const out = fs.openSync(logFile, 'a');
+  const devNull = fs.openSync('/dev/null', 'r+');
+  log().debug({ argv }, `starting ${name}`);
+  let child: ChildProcess;
+  try {
+    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio: [devNull, out, out, devNull] });
+  } finally {
+    fs.closeSync(out);
+    fs.closeSync(devNull);
+  }
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('error', (err) => {
+      log().debug(`${name}: ${err.message}`);
+      resolve({ code: 127, signal: null });
+    });
+  });
+  if (child.pid === undefined) return { child, pid: -1, exited };
+  return { child, pid: child.pid, exited };
+}
+
+export function startQemu(qemu: string, c: VmConfig): Helper {
+  const h = spawnHelper(c.podDir, [qemu, ...qemuArgs(c)], podFile(c.podDir, 'qemuLog'), 'qemu');
+  if (h.pid > 0) writePidFile(c.podDir, 'qemuPid', h.pid);
+  return h;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Start virtiofsd serving `rootfs` and wait until its socket exists.
+ * Resolves undefined (after killing it) if it does not come up: the caller
+ * then falls back to 9p.
+ */
+export async function startVirtiofsd(virtiofsd: string, podDir: string, rootfs: string, coherent: boolean, timeoutMs = 5000): Promise<Helper | undefined> {
+  if (rootfs.includes(',')) {
+    // virtiofsd's -o list has no escape for a comma
+    log().debug(`virtiofsd cannot serve ${rootfs}: its path contains a comma`);
+    return undefined;
+  }
+  const sock = socketPath(podDir, 'virtiofsSocket');
+  fs.rmSync(podFile(podDir, 'virtiofsSocket'), { force: true });
+  const argv = [
+    virtiofsd,
+    `--socket-path=${sock}`,
+    '-o',
+    `source=${rootfs}`,
+    // with host volumes the host may change files under the guest: cache
+    // only while they are open; otherwise nobody but the guest writes
+    '-o',
+    `cache=${coherent ? 'auto' : 'always'}`,
+    // the app rootfs overlays and volumes are other filesystems: show them as submounts
+    '-o',
+    'announce_submounts',
+  ];
+  const h = spawnHelper(podDir, argv, podFile(podDir, 'virtiofsdLog'), 'virtiofsd');
+  if (h.pid <= 0) return undefined;
+  writePidFile(podDir, 'virtiofsdPid', h.pid);
+  let dead = false;
+  void h.exited.then(() => (dead = true));
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end && !dead) {
+    if (fs.existsSync(podFile(podDir, 'virtiofsSocket'))) return h;
+    await sleep(5);
+  }
+  h.child.kill('SIGKILL');
+  let why = dead ? 'it exited' : `no socket after ${timeoutMs} ms`;
+  try {
+    const tail = fs.readFileSync(podFile(podDir, 'virtiofsdLog'), 'utf8').trim().split('\n').slice(-3).join(' | ');
+    if (tail) why += `: ${tail}`;
+  } catch {
+    // no log
+  }
+  log().debug(`virtiofsd did not start (${why})`);
+  return undefined;
+}

@@ -1,0 +1,164 @@
+import os from 'node:os';
+import { log } from '../src/log.js';
+import { QmpClient, type QmpCloseReason } from './qmp.js';
+import type { GuestPanickedEventData, ShutdownEventData } from './qmp.js';
+import { KvmBootError } from './errors.js';
+import { lastLines } from './output.js';
+import { podFile, socketPath } from './pod-files.js';
+import { startQemu, type Helper, type VmConfig } from './qemu.js';
+
+// One pod's VM as the run entrypoint sees it: the qemu process, the QMP
+// connection it keeps for the VM's events, and, once qemu is gone, what
+// ended it. Stopping is graceful first (the ACPI power button: systemd in
+// the guest stops the apps, which record their statuses, then powers off)
+// and forceful after a timeout.
+
+export interface VmEnd {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** The last SHUTDOWN event: who asked qemu to stop, if anyone did. */
+  shutdown?: ShutdownEventData;
+  panic?: GuestPanickedEventData;
+}
+
+export const QMP_CONNECT_TIMEOUT_MS = 15_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export class PodVm {
+  private qemu!: Helper;
+  private qmp: QmpClient | undefined;
+  private shutdown: ShutdownEventData | undefined;
+  private panic: GuestPanickedEventData | undefined;
+  private endValue: VmEnd | undefined;
+  private stopping = false;
+  ended!: Promise<VmEnd>;
+
+  constructor(
+    private readonly qemuBinary: string,
+    readonly config: VmConfig,
+  ) {}
+
+  get pid(): number {
+    return this.qemu.pid;
+  }
+
+  get hasEnded(): boolean {
+    return this.endValue !== undefined;
+  }
+
+  /** Start qemu and connect to its monitor; rejects with qemu's own complaint if it exits first. */
+  async start(onSpawn?: (pid: number) => void): Promise<void> {
+    this.qemu = startQemu(this.qemuBinary, this.config);
+    if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
+    this.ended = this.qemu.exited.then((e) => {
+      this.endValue = { ...e, ...(this.shutdown && { shutdown: this.shutdown }), ...(this.panic && { panic: this.panic }) };
+      log().debug({ ...this.endValue }, 'qemu exited');
+      return this.endValue;
+    });
+    const connect = QmpClient.connect(socketPath(this.config.podDir, 'qmp'), { retryUntilMs: QMP_CONNECT_TIMEOUT_MS, timeoutMs: QMP_CONNECT_TIMEOUT_MS });
+    const failed = (e: VmEnd): KvmBootError => new KvmBootError(`qemu failed to start (${describeEnd(e)}): ${qemuComplaint(this.config.podDir)}`);
+    let first: { c: QmpClient } | { e: VmEnd };
+    try {
+      first = await Promise.race([connect.then((c) => ({ c })), this.ended.then((e) => ({ e }))]);
+    } catch (err) {
+      // the monitor went away as qemu died: qemu's own words say why
+      const end = await Promise.race([this.ended, sleep(2000).then(() => undefined)]);
+      if (end !== undefined) throw failed(end);
+      throw err;
+    }
+    if ('e' in first) {
+      void connect.then((c) => c.close(), () => undefined);
+      throw failed(first.e);
+    }
+    const qmp = first.c;
+    this.qmp = qmp;
+    log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.qemu.pid}`);
+    qmp.on('SHUTDOWN', (ev) => {
+      this.shutdown = ev.data;
+      log().debug({ ...ev.data }, 'VM shutdown');
+    });
+    qmp.on('GUEST_PANICKED', (ev) => {
+      this.panic = ev.data;
+      log().debug({ ...ev.data }, 'guest panicked');
+      // with action "pause" qemu would keep the dead VM around
+      if (ev.data.action !== 'poweroff') void this.quit();
+    });
+    qmp.on('close', (r: QmpCloseReason) => log().debug(`QMP connection closed: ${r.message}`));
+  }
+
+  /**
+   * The graceful stop: press the power button, and if the guest has not
+   * powered off after `timeoutMs`, quit qemu (then kill it).
+   */
+  async powerdown(timeoutMs: number): Promise<void> {
+    if (this.stopping || this.hasEnded) return;
+    this.stopping = true;
+    try {
+      await this.qmp?.systemPowerdown({ timeoutMs: 2000 });
+    } catch (err) {
+      log().debug(`system_powerdown: ${(err as Error).message}`);
+    }
+    const done = await Promise.race([this.ended.then(() => true), sleep(timeoutMs).then(() => false)]);
+    if (!done) {
+      log().debug(`the guest did not power off within ${timeoutMs} ms; quitting qemu`);
+      await this.quit();
+    }
+  }
+
+  /** Ask qemu to exit now; kill it if it does not within 5 s. */
+  async quit(): Promise<void> {
+    if (this.hasEnded) return;
+    try {
+      await this.qmp?.quit({ timeoutMs: 5000 });
+    } catch (err) {
+      log().debug(`quit: ${(err as Error).message}`);
+    }
+    const done = await Promise.race([this.ended.then(() => true), sleep(5000).then(() => false)]);
+    if (!done) this.kill();
+  }
+
+  kill(): void {
+    if (!this.hasEnded) this.qemu.child.kill('SIGKILL');
+  }
+
+  async close(): Promise<void> {
+    await this.qmp?.close();
+  }
+}
+
+/** "exit status 1", "signal 9 (SIGKILL)". */
+export function describeEnd(e: { code: number | null; signal: NodeJS.Signals | null }): string {
+  if (e.signal !== null) return `killed by signal ${os.constants.signals[e.signal] ?? '?'} (${e.signal})`;
+  return `exit status ${e.code}`;
+}
+
+/** qemu's last words from its log, for error messages. */
+export function qemuComplaint(podDir: string): string {
+  const lines = lastLines(podFile(podDir, 'qemuLog'), 3).map((l) => l.replace(/^qemu-system-x86_64: /, ''));
+  return lines.length > 0 ? lines.join('; ') : 'qemu said nothing (see the pod directory for qemu.log)';
+}
+
+/** A "Kernel panic" line from the console log, if the guest printed one. */
+export function panicLine(podDir: string): string | undefined {
+  return lastLines(podFile(podDir, 'consoleLog'), 60).find((l) => /Kernel panic/.test(l));
+}
+
+/**
+ * Why the VM ended while some apps had no exit status, in words for
+ * `rkt status` (exit-cause). Undefined when nothing went wrong.
+ */
+export function exitCause(end: VmEnd, podDir: string): string {
+  const panic = panicLine(podDir);
+  if (end.panic !== undefined || panic !== undefined) return `guest panicked${panic ? `: ${panic.replace(/^.*?Kernel panic - /, '')}` : ''}`;
+  if (end.signal !== null) return `qemu ${describeEnd(end)}`;
+  const reason = end.shutdown?.reason;
+  if (reason === 'host-qmp-quit') return 'qemu was told to quit over QMP';
+  if (reason === 'host-signal') return 'qemu was stopped by a signal';
+  if (reason === 'guest-reset') return 'the guest rebooted (qemu runs with -no-reboot)';
+  if (end.code !== 0) return `qemu ended with ${describeEnd(end)}: ${qemuComplaint(podDir)}`;
+  if (reason === 'guest-shutdown') return 'the guest powered off before every app had exited';
+  return `qemu exited (${describeEnd(end)}) before every app had exited`;
+}

@@ -1,0 +1,71 @@
+import test from 'ava';
+import path from 'node:path';
+import pty from 'node-pty';
+import { RKT } from '../helpers/rkt.js';
+import { podStatus, processesWith } from '../helpers/pods.js';
+import { KVM, podDir, runInBackground, setup, waitReady } from './kvm-common.js';
+
+// The serial console as a user meets it, through a pseudo-terminal:
+// `rkt run --interactive` gives the app the terminal, the attach
+// entrypoint connects to a running pod and detaches on Ctrl-].
+
+interface Term {
+  output: () => string;
+  write: (s: string) => void;
+  waitFor: (re: RegExp, ms?: number) => Promise<void>;
+  exited: Promise<number>;
+}
+
+function spawnTerm(file: string, args: string[], cwd: string): Term {
+  const p = pty.spawn(file, args, { name: 'xterm', cols: 100, rows: 30, cwd, env: process.env as Record<string, string> });
+  let out = '';
+  p.onData((d) => (out += d));
+  const exited = new Promise<number>((r) => p.onExit(({ exitCode }) => r(exitCode)));
+  return {
+    output: () => out,
+    write: (s) => p.write(s),
+    waitFor: async (re, ms = 120_000) => {
+      const end = Date.now() + ms;
+      while (!re.test(out)) {
+        if (Date.now() > end) throw new Error(`timed out waiting for ${re} in terminal output:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    exited,
+  };
+}
+
+test.serial('run --interactive: the app gets the terminal, its status is the exit code', async (t) => {
+  const { env, image } = await setup(t);
+  const term = spawnTerm(RKT, [...env.globals(), 'run', ...KVM, '--interactive', image, '--exec=/bin/sh'], env.root);
+  t.teardown(() => term.write('\x03'));
+  // an interactive shell prompts on its terminal (busybox then asks for the cursor position)
+  await term.waitFor(/\/ # /);
+  term.write('tty; echo "hello-$((6 * 7))"\r');
+  await term.waitFor(/hello-42/);
+  t.regex(term.output(), /\/dev\/ttyS0/);
+  term.write('exit 3\r');
+  t.is(await term.exited, 3, term.output());
+});
+
+test.serial('attach connects to the console of a running pod and detaches on Ctrl-] without stopping it', async (t) => {
+  const { env, image } = await setup(t);
+  const { child, uuid } = await runInBackground(t, env, [image, '--exec=/bin/sh', '--', '-c', 'while true; do echo tick > /dev/ttyS0; sleep 0.3; done']);
+  await waitReady(t, env, uuid);
+  const dir = podDir(env, uuid)!;
+  const term = spawnTerm(path.join(dir, 'stage1/rootfs/kvm/attach'), [uuid], dir);
+  await term.waitFor(/Ctrl-\]/);
+  await term.waitFor(/tick/);
+  term.write('\x1d');
+  t.is(await term.exited, 0);
+  t.regex(term.output(), /Detached; the pod keeps running/);
+  t.is((await podStatus(env, uuid)).state, 'running');
+  // a second attach works once the first has let go (qemu serves one client at a time)
+  const again = spawnTerm(path.join(dir, 'stage1/rootfs/kvm/attach'), [uuid], dir);
+  await again.waitFor(/tick/);
+  again.write('\x1d');
+  t.is(await again.exited, 0);
+  await env.run(['stop', '--force', uuid]);
+  await child;
+  t.deepEqual(await processesWith(uuid), []);
+});

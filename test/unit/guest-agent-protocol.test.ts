@@ -1,0 +1,206 @@
+import test from 'ava';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import {
+  AgentConnectionError,
+  AgentExecError,
+  AgentProtocolError,
+  FRAME_MAX_PAYLOAD,
+  FrameDecoder,
+  FrameType,
+  decodeExec,
+  encodeExec,
+  encodeFrame,
+  runInGuest,
+  type ExecRequest,
+  type Frame,
+} from '../../guest/agent-client.js';
+
+test('a frame is type byte, u32 big-endian length, payload', (t) => {
+  t.deepEqual([...encodeFrame(FrameType.Stdin, Buffer.from('hi'))], [0x02, 0, 0, 0, 2, 0x68, 0x69]);
+  t.deepEqual([...encodeFrame(FrameType.StdinEof)], [0x03, 0, 0, 0, 0]);
+  t.throws(() => encodeFrame(FrameType.Stdin, Buffer.alloc(FRAME_MAX_PAYLOAD + 1)), { instanceOf: RangeError });
+});
+
+test('EXEC payload layout matches PROTOCOL.md byte for byte', (t) => {
+  const p = encodeExec({ app: 'a', argv: ['/bin/echo', 'x'], env: ['A=b'], uid: 1000, gid: 100, supplementaryGids: [7], cwd: '/w', tty: true, rows: 24, cols: 80 });
+  const expected = [
+    1, 1, // version, flags (tty)
+    0, 0, 0x03, 0xe8, // uid 1000
+    0, 0, 0, 100, // gid
+    0, 24, 0, 80, // rows, cols
+    0, 0, 0, 1, 0x61, // app "a"
+    0, 0, 0, 2, 0x2f, 0x77, // cwd "/w"
+    0, 0, 0, 1, 0, 0, 0, 7, // 1 supplementary gid: 7
+    0, 0, 0, 2, // argc
+    0, 0, 0, 9, ...Buffer.from('/bin/echo'),
+    0, 0, 0, 1, 0x78,
+    0, 0, 0, 1, // envc
+    0, 0, 0, 3, ...Buffer.from('A=b'),
+  ];
+  t.deepEqual([...p], expected);
+});
+
+test('EXEC defaults: root, /, no tty, empty environment; decodeExec inverts encodeExec', (t) => {
+  const req: ExecRequest = { app: 'web', argv: ['sh', '-c', 'echo é'] };
+  t.deepEqual(decodeExec(encodeExec(req)), {
+    app: 'web', argv: ['sh', '-c', 'echo é'], env: [], uid: 0, gid: 0, supplementaryGids: [], cwd: '/', tty: false, rows: 0, cols: 0,
+  });
+});
+
+test('EXEC requests the guest could not honour are refused before sending', (t) => {
+  t.throws(() => encodeExec({ app: 'a', argv: [] }), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: [''] }), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/x\0y'] }), { instanceOf: RangeError, message: /NUL/ });
+  t.throws(() => encodeExec({ app: '../etc', argv: ['/bin/sh'] }), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], uid: -1 }), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], gid: 2 ** 32 }), { instanceOf: RangeError });
+});
+
+test('decodeExec rejects another protocol version and stray bytes', (t) => {
+  const p = encodeExec({ app: 'a', argv: ['/x'] });
+  const v2 = Buffer.from(p);
+  v2[0] = 2;
+  t.throws(() => decodeExec(v2), { instanceOf: AgentProtocolError, message: /version 2/ });
+  t.throws(() => decodeExec(Buffer.concat([p, Buffer.from([0])])), { instanceOf: AgentProtocolError });
+  t.throws(() => decodeExec(p.subarray(0, p.length - 1)), { instanceOf: AgentProtocolError });
+});
+
+test('FrameDecoder reassembles frames from any chunking', (t) => {
+  const stream = Buffer.concat([
+    encodeFrame(FrameType.Stdout, Buffer.from('out')),
+    encodeFrame(FrameType.Stderr, Buffer.alloc(0)),
+    encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 3])),
+  ]);
+  const whole = new FrameDecoder().push(stream);
+  t.deepEqual(whole.map((f) => f.type), [FrameType.Stdout, FrameType.Stderr, FrameType.Exit]);
+  t.is(whole[0].payload.toString(), 'out');
+
+  const d = new FrameDecoder();
+  const byByte: Frame[] = [];
+  for (const b of stream) byByte.push(...d.push(Buffer.from([b])));
+  t.deepEqual(byByte, whole);
+  t.is(d.buffered, 0);
+});
+
+test('FrameDecoder refuses unknown types and oversized frames', (t) => {
+  t.throws(() => new FrameDecoder().push(Buffer.from([0x7f, 0, 0, 0, 0])), { instanceOf: AgentProtocolError, message: /0x7f/ });
+  const big = Buffer.from([FrameType.Stdout, 0, 0, 0, 0]);
+  big.writeUInt32BE(FRAME_MAX_PAYLOAD + 1, 1);
+  t.throws(() => new FrameDecoder().push(big), { instanceOf: AgentProtocolError });
+});
+
+// --- runInGuest against a fake agent speaking the guest side ----------------------
+
+type Script = (frames: Frame[], sock: net.Socket) => void;
+
+/** A unix socket server that plays the guest agent: `script` sees every frame received so far. */
+async function fakeAgent(script: Script): Promise<{ socketPath: string; received: Frame[]; close: () => Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rkt-agent-test-'));
+  const socketPath = path.join(dir, 'agent.sock');
+  const received: Frame[] = [];
+  const server = net.createServer((sock) => {
+    const d = new FrameDecoder();
+    sock.on('data', (chunk) => {
+      received.push(...d.push(chunk));
+      script(received, sock);
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return {
+    socketPath,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => {
+          fs.rmSync(dir, { recursive: true, force: true });
+          resolve();
+        });
+      }),
+  };
+}
+
+function collect(): { stream: PassThrough; text: () => string } {
+  const stream = new PassThrough();
+  const chunks: Buffer[] = [];
+  stream.on('data', (c: Buffer) => chunks.push(c));
+  return { stream, text: () => Buffer.concat(chunks).toString() };
+}
+
+test('runInGuest sends EXEC and stdin, writes stdout/stderr, resolves with the exit status', async (t) => {
+  let answered = false;
+  const agent = await fakeAgent((frames, sock) => {
+    // answer once the whole of stdin has arrived: uppercase it to stdout
+    if (answered || !frames.some((f) => f.type === FrameType.StdinEof)) return;
+    answered = true;
+    const input = Buffer.concat(frames.filter((f) => f.type === FrameType.Stdin).map((f) => f.payload)).toString();
+    sock.write(encodeFrame(FrameType.Stdout, Buffer.from(input.toUpperCase())));
+    sock.write(encodeFrame(FrameType.Stderr, Buffer.from('warning\n')));
+    sock.write(encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 3])));
+  });
+  const out = collect();
+  const err = collect();
+  const req: ExecRequest = { app: 'hello', argv: ['/bin/cat'], env: ['PATH=/bin'], uid: 5, gid: 6, supplementaryGids: [7, 8], cwd: '/tmp' };
+  const status = await runInGuest(agent.socketPath, req, { stdin: Readable.from([Buffer.from('hello '), Buffer.from('world')]), stdout: out.stream, stderr: err.stream });
+  t.is(status, 3);
+  t.is(out.text(), 'HELLO WORLD');
+  t.is(err.text(), 'warning\n');
+  t.is(agent.received[0].type, FrameType.Exec);
+  t.deepEqual(decodeExec(agent.received[0].payload), { ...req, tty: false, rows: 0, cols: 0 });
+  t.is(agent.received.at(-1)?.type, FrameType.StdinEof);
+  await agent.close();
+});
+
+test('runInGuest with no stdin sends EOF at once', async (t) => {
+  const agent = await fakeAgent((frames, sock) => {
+    if (frames.length === 2) sock.write(encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 0])));
+  });
+  const status = await runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/true'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream });
+  t.is(status, 0);
+  t.deepEqual(agent.received.map((f) => f.type), [FrameType.Exec, FrameType.StdinEof]);
+  await agent.close();
+});
+
+test('an ERROR frame rejects with AgentExecError carrying the status', async (t) => {
+  const agent = await fakeAgent((_frames, sock) => {
+    const p = Buffer.concat([Buffer.from([0, 0, 0, 127]), Buffer.from('exec /bin/nope: No such file or directory')]);
+    sock.write(encodeFrame(FrameType.Error, p));
+  });
+  const err = await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/nope'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), { instanceOf: AgentExecError });
+  t.is(err?.exitCode, 127);
+  t.regex(err?.message ?? '', /No such file/);
+  await agent.close();
+});
+
+test('the agent going away before EXIT rejects with AgentConnectionError', async (t) => {
+  const agent = await fakeAgent((_frames, sock) => {
+    sock.write(encodeFrame(FrameType.Stdout, Buffer.from('partial')));
+    sock.end();
+  });
+  await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/sleep', '9'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), {
+    instanceOf: AgentConnectionError,
+  });
+  await agent.close();
+});
+
+test('garbage from the agent rejects with AgentProtocolError', async (t) => {
+  const agent = await fakeAgent((_frames, sock) => {
+    sock.write(Buffer.from([0x42, 0, 0, 0, 0]));
+  });
+  await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/x'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), {
+    instanceOf: AgentProtocolError,
+  });
+  await agent.close();
+});
+
+test('a missing agent socket says the pod is not running', async (t) => {
+  const err = await t.throwsAsync(
+    runInGuest('/nonexistent/agent.sock', { app: 'a', argv: ['/x'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }),
+    { instanceOf: AgentConnectionError },
+  );
+  t.regex(err?.message ?? '', /is the pod running/);
+});

@@ -1,0 +1,166 @@
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { AppSpec } from '../../src/stage1/app-spec.js';
+import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
+import { startedApps, writeGuestConfig } from '../../stage1-kvm/guest-config.js';
+import { lastLines } from '../../stage1-kvm/output.js';
+import { isPodHelper, socketPath } from '../../stage1-kvm/pod-files.js';
+import { optValue, qemuArgs, type VmConfig } from '../../stage1-kvm/qemu.js';
+import { exitCause } from '../../stage1-kvm/vm.js';
+
+const UUID = '0c7d4f36-9a52-4a53-b1c5-2b8a3f1e0d11';
+
+function tmp(t: { teardown(fn: () => void): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-vm-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function config(over: Partial<VmConfig> = {}): VmConfig {
+  return {
+    podDir: `/var/lib/rkt/pods/run/${UUID}`,
+    uuid: UUID,
+    accel: 'tcg',
+    memoryMiB: 256,
+    cpus: 2,
+    kernel: '/k/bzImage',
+    cmdline: 'console=ttyS0',
+    share: '9p',
+    rootfs: `/var/lib/rkt/pods/run/${UUID}/stage1/rootfs`,
+    pit: false,
+    ...over,
+  };
+}
+
+/** The value following each occurrence of a flag. */
+function opt(args: string[], flag: string): string[] {
+  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+}
+
+test('qemu: microvm, accelerator, size, kernel, no reboot', (t) => {
+  const a = qemuArgs(config());
+  t.deepEqual(opt(a, '-M'), ['microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on']);
+  t.deepEqual(opt(a, '-accel'), ['tcg']);
+  t.deepEqual(opt(a, '-cpu'), ['max']);
+  t.deepEqual(opt(a, '-smp'), ['2']);
+  t.deepEqual(opt(a, '-m'), ['256M']);
+  t.deepEqual(opt(a, '-kernel'), ['/k/bzImage']);
+  t.deepEqual(opt(a, '-append'), ['console=ttyS0']);
+  t.true(a.includes('-no-reboot') && a.includes('-nodefaults'));
+  t.true(opt(a, '-name')[0]!.includes(UUID), 'the UUID is in qemu\'s command line, for pgrep and gc');
+  const kvm = qemuArgs(config({ accel: 'kvm', pit: true }));
+  t.deepEqual(opt(kvm, '-cpu'), ['host']);
+  t.regex(opt(kvm, '-M')[0]!, /pit=on/);
+});
+
+test('qemu: console socket and log, output ports, agent, two QMP sockets', (t) => {
+  const a = qemuArgs(config());
+  const dir = config().podDir;
+  const chardevs = opt(a, '-chardev');
+  t.true(chardevs.includes(`socket,id=console,path=${dir}/console.sock,server=on,wait=off,logfile=${dir}/console.log,logappend=on`));
+  t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/stdout`));
+  t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/stderr`));
+  t.true(chardevs.includes(`socket,id=agent,path=${dir}/agent.sock,server=on,wait=off`));
+  const devices = opt(a, '-device');
+  for (const port of ['rkt.stdout', 'rkt.stderr', 'rkt.agent']) t.true(devices.some((d) => d.startsWith('virtserialport,') && d.endsWith(`name=${port}`)), port);
+  t.deepEqual(opt(a, '-serial'), ['chardev:console']);
+  t.deepEqual(opt(a, '-qmp'), [`unix:${dir}/qmp.sock,server=on,wait=off`, `unix:${dir}/qmp-ctl.sock,server=on,wait=off`]);
+});
+
+test('qemu: 9p shares the stage1 rootfs; virtio-fs adds shared memory and the vhost-user device', (t) => {
+  const p9 = qemuArgs(config());
+  t.deepEqual(opt(p9, '-fsdev'), [`local,id=root,path=${config().rootfs},security_model=passthrough,multidevs=remap`]);
+  t.true(opt(p9, '-device').includes('virtio-9p-device,fsdev=root,mount_tag=rktroot'));
+  const vfs = qemuArgs(config({ share: 'virtiofs', memoryMiB: 384 }));
+  t.regex(opt(vfs, '-M')[0]!, /,memory-backend=mem$/);
+  t.deepEqual(opt(vfs, '-object'), ['memory-backend-memfd,id=mem,size=384M,share=on']);
+  t.true(opt(vfs, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=rktroot'));
+  t.deepEqual(opt(vfs, '-fsdev'), []);
+});
+
+test('qemu: commas in paths are doubled; over-long socket paths become relative', (t) => {
+  t.is(optValue('/a,b'), '/a,,b');
+  const long = `/${'x'.repeat(90)}/${UUID}`;
+  t.is(socketPath(long, 'qmp'), 'qmp.sock');
+  t.is(socketPath('/short', 'qmp'), '/short/qmp.sock');
+  const a = qemuArgs(config({ podDir: long, rootfs: `${long}/stage1/rootfs` }));
+  t.deepEqual(opt(a, '-qmp'), ['unix:qmp.sock,server=on,wait=off', 'unix:qmp-ctl.sock,server=on,wait=off']);
+});
+
+function spec(name: string): AppSpec {
+  return {
+    name,
+    imageName: 'example.com/x',
+    exec: ['/bin/true'],
+    user: '0',
+    group: '0',
+    uid: 0,
+    gid: 0,
+    supplementaryGids: [],
+    env: [{ name: 'PATH', value: '/bin' }],
+    workingDirectory: '/',
+    readOnlyRootFS: false,
+    mounts: [],
+    isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
+    treeRootfs: '/t',
+    rootfs: '/r',
+  };
+}
+
+test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' users and groups', (t) => {
+  const root = tmp(t);
+  fs.mkdirSync(path.join(root, 'rkt/status'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'rkt/status/stale'), '0');
+  fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/rkt/bin/sh');
+  fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+  writeGuestConfig(root, [spec('a'), { ...spec('b'), uid: 1000, gid: 50, supplementaryGids: [65534, 7] }], {});
+  const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');
+  t.regex(unit, /^ExecStopPost=\+"\/rkt\/bin\/rkt-app-exited" "a" \$EXIT_STATUS$/m);
+  t.regex(unit, /^StandardOutput=file:\/run\/rkt\/stdout$/m);
+  t.regex(unit, /^RootDirectoryStartOnly=yes$/m);
+  t.is(fs.readlinkSync(path.join(root, 'etc/systemd/system/rkt-pod.target.wants/b.service')), '../b.service');
+  t.is(fs.readFileSync(path.join(root, 'rkt/apps'), 'utf8'), 'a\nb\n');
+  // systemd resolves numeric User=/Group= through NSS only
+  t.is(fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8'), 'root:x:0:0:root:/root:/rkt/bin/sh\nrkt-u1000:x:1000:50:rkt app user:/:/nonexistent\n');
+  t.is(fs.readFileSync(path.join(root, 'etc/group'), 'utf8'), 'root:x:0:\nnogroup:x:65534:\nrkt-g50:x:50:\nrkt-g7:x:7:\n');
+  t.deepEqual(fs.readdirSync(path.join(root, 'rkt/status')), [], 'statuses of an earlier boot are gone');
+  t.deepEqual([...startedApps(root)], []);
+  fs.writeFileSync(path.join(root, 'rkt/started/a'), '');
+  fs.writeFileSync(path.join(root, 'rkt/status/b'), '0');
+  t.deepEqual([...startedApps(root)].sort(), ['a', 'b']);
+  // rewriting (run-prepared after a failed start) replaces, never duplicates
+  writeGuestConfig(root, [spec('a')], { interactive: { rows: 30, columns: 100 } });
+  const tty = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');
+  t.regex(tty, /^StandardInput=tty$/m);
+  t.regex(tty, /^TTYPath=\/dev\/ttyS0$/m);
+  t.regex(tty, /^TTYRows=30$/m);
+});
+
+test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {
+  const dir = tmp(t);
+  t.is(exitCause({ code: null, signal: 'SIGKILL' }, dir), 'qemu killed by signal 9 (SIGKILL)');
+  t.regex(exitCause({ code: 0, signal: null, shutdown: { guest: false, reason: 'host-qmp-quit' } }, dir), /quit/);
+  t.regex(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } }, dir), /rebooted/);
+  t.regex(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-shutdown' } }, dir), /powered off before every app/);
+  fs.writeFileSync(path.join(dir, 'qemu.log'), 'qemu-system-x86_64: -kernel x: could not load kernel\n');
+  t.regex(exitCause({ code: 1, signal: null }, dir), /exit status 1: -kernel x: could not load kernel/);
+  fs.writeFileSync(path.join(dir, 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
+  t.is(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } }, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
+  t.regex(exitCause({ code: 0, signal: null, panic: { action: 'pause' } }, dir), /^guest panicked/);
+});
+
+test('last console lines: trailing lines, control characters and colours stripped', (t) => {
+  const dir = tmp(t);
+  const f = path.join(dir, 'log');
+  fs.writeFileSync(f, 'one\r\n\x1b[0;32mtwo\x1b[0m\r\n\r\nthree\x07\n');
+  t.deepEqual(lastLines(f, 2), ['two', 'three']);
+  t.deepEqual(lastLines(path.join(dir, 'none'), 2), []);
+});
+
+test('a helper is recognized by the pod directory or UUID in its command line only', (t) => {
+  t.true(isPodHelper(`/nonexistent/${UUID}`, process.pid) === false);
+  t.false(isPodHelper('/x', 999_999_999));
+});

@@ -11,6 +11,10 @@ DEB_PACKAGES=(
   busybox-static                                                 # example and test images
   python3 make g++                                               # native npm addons (sqlite, flock, pty)
   hyperfine runc                                                 # benchmarks and their peers
+  qemu-system-x86 qemu-utils                                     # kvm stage1 (virtiofsd ships in qemu-system-common)
+  linux-source-6.1 bc bison flex libelf-dev gcc libc6-dev lz4 cpio  # the guest kernel build
+  systemd systemd-container                                      # guest and nspawn init; systemd-nspawn
+  containernetworking-plugins iproute2 iptables                 # pod networking (CNI)
 )
 
 missing=()
@@ -32,9 +36,18 @@ fi
 echo "setup: building" >&2
 npm run --silent build
 
+# the guest kernel: built once per machine, cached outside the work tree
+# under /var/cache/rkt-ts/kernel, keyed by its configuration and source
+echo "setup: guest kernel (first build takes several minutes)" >&2
+kernel-config/build.sh >/dev/null
+
 # stage1 images, installed where rkt looks for them by default
 stage1_dir=${RKT_STAGE1_IMAGES_DIR:-/usr/lib/rkt/stage1-images}
 mkdir -p build "$stage1_dir"
 node dist/stage1-fly/build.js build/stage1-fly.aci >/dev/null
+node dist/stage1-nspawn/build.js build/stage1-coreos.aci >/dev/null
+node dist/stage1-kvm/build.js build/stage1-kvm.aci >/dev/null
 install -m 0644 build/stage1-fly.aci "$stage1_dir/stage1-fly.aci"
+install -m 0644 build/stage1-coreos.aci "$stage1_dir/stage1-coreos.aci"
+install -m 0644 build/stage1-kvm.aci "$stage1_dir/stage1-kvm.aci"
 echo "setup: done" >&2

@@ -119,4 +119,18 @@ export function register(program: Command): void {
       const argv = words.length > 0 ? words : ['/bin/sh'];
       process.exitCode = await invokeEntrypoint(pod.paths, 'enter', [`--pid=${pid}`, `--appname=${app}`, '--', ...argv], { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
     });
+
+  program
+    .command('attach')
+    .description("attach your terminal to a running pod's console; detach with Ctrl-]")
+    .argument('<uuid>', 'pod UUID or unique prefix')
+    .action(async (uuid: string, _o: unknown, cmd: Command) => {
+      const globals = globalsOf(cmd);
+      const { Pod } = await import('../pod/pod.js');
+      const { invokeEntrypoint } = await import('../stage1/invoke.js');
+      const pod = Pod.find(globals.dir, uuid);
+      const state = pod.state();
+      if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be attached to`);
+      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', [...(globals.debug ? ['--debug'] : []), pod.uuid]);
+    });
 }

@@ -20,7 +20,7 @@ export const FLAVORS = {
 } as const;
 export type Flavor = keyof typeof FLAVORS;
 
-export const DEFAULT_FLAVOR: Flavor = 'fly';
+export const DEFAULT_FLAVOR: Flavor = 'kvm';
 export const DEFAULT_STAGE1_IMAGES_DIR = '/usr/lib/rkt/stage1-images';
 
 export interface Stage1Flags {

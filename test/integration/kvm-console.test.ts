@@ -1,13 +1,12 @@
 import test from 'ava';
-import path from 'node:path';
 import pty from 'node-pty';
 import { RKT } from '../helpers/rkt.js';
 import { podStatus, processesWith } from '../helpers/pods.js';
-import { KVM, podDir, runInBackground, setup, waitReady } from './kvm-common.js';
+import { KVM, runInBackground, setup, waitReady } from './kvm-common.js';
 
 // The serial console as a user meets it, through a pseudo-terminal:
 // `rkt run --interactive` gives the app the terminal, the attach
-// entrypoint connects to a running pod and detaches on Ctrl-].
+// connects to a running pod's console and detaches on Ctrl-].
 
 interface Term {
   output: () => string;
@@ -52,8 +51,7 @@ test.serial('attach connects to the console of a running pod and detaches on Ctr
   const { env, image } = await setup(t);
   const { child, uuid } = await runInBackground(t, env, [image, '--exec=/bin/sh', '--', '-c', 'while true; do echo tick > /dev/ttyS0; sleep 0.3; done']);
   await waitReady(t, env, uuid);
-  const dir = podDir(env, uuid)!;
-  const term = spawnTerm(path.join(dir, 'stage1/rootfs/kvm/attach'), [uuid], dir);
+  const term = spawnTerm(RKT, [...env.globals(), 'attach', uuid.slice(0, 8)], env.root);
   await term.waitFor(/Ctrl-\]/);
   await term.waitFor(/tick/);
   term.write('\x1d');
@@ -61,7 +59,7 @@ test.serial('attach connects to the console of a running pod and detaches on Ctr
   t.regex(term.output(), /Detached; the pod keeps running/);
   t.is((await podStatus(env, uuid)).state, 'running');
   // a second attach works once the first has let go (qemu serves one client at a time)
-  const again = spawnTerm(path.join(dir, 'stage1/rootfs/kvm/attach'), [uuid], dir);
+  const again = spawnTerm(RKT, [...env.globals(), 'attach', uuid], env.root);
   await again.waitFor(/tick/);
   again.write('\x1d');
   t.is(await again.exited, 0);

@@ -1,0 +1,74 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { log } from '../src/log.js';
+import { PodPaths } from '../src/stage1/contract.js';
+import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
+import { mountsUnder } from '../src/stage1/rootfs.js';
+import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
+import { machineName } from './nspawn-args.js';
+import { alive, runningPodInit } from './pod-process.js';
+import { STAGE1 } from './pod-units.js';
+
+// rkt gc for nspawn, run on a pod no process holds any more. After a crash
+// (the run entrypoint killed, the guardian killed too), what may be left:
+// the container's init (if nothing killed it), the pod's cgroups, mounts
+// that leaked into the host's mount namespace, nspawn's per-machine state,
+// the output FIFOs. Each is removed; the pod directory itself is stage0's.
+
+const NSPAWN_STATE = ['/run/systemd/nspawn/propagate', '/run/systemd/nspawn/unix-export'];
+
+async function killLeftoverInit(paths: PodPaths, uuid: string): Promise<void> {
+  const pid = runningPodInit(paths, uuid);
+  if (pid === undefined) return;
+  log().warn(`pod ${uuid}: its container (init pid ${pid}) outlived the run entrypoint; killing it`);
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 250 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+}
+
+async function removeLeftoverCgroups(podDir: string, uuid: string): Promise<boolean> {
+  const dirs = recordedCgroups(podDir).filter((d) => fs.existsSync(d));
+  if (dirs.length === 0) return true;
+  for (let i = 0; i < 50; i++) {
+    const left = removeCgroups(dirs);
+    if (left.length === 0) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const pids = dirs.flatMap(cgroupPids);
+  log().warn(`pod ${uuid}: cannot remove its cgroups ${dirs.join(', ')}${pids.length > 0 ? `: processes ${pids.join(', ')} are still in them` : ''}`);
+  return false;
+}
+
+async function unmountAll(dir: string, uuid: string): Promise<boolean> {
+  const points = mountsUnder(dir);
+  if (points.length === 0) log().debug(`pod ${uuid}: nothing mounted under ${dir}`);
+  for (const p of points) {
+    log().debug(`unmounting ${p}`);
+    const r = await execa('umount', [p], { reject: false, stdin: 'ignore' });
+    if (r.exitCode === 0) continue;
+    // busy: detach now, the kernel frees it when the last user is gone
+    const lazy = await execa('umount', ['--lazy', p], { reject: false, stdin: 'ignore' });
+    if (lazy.exitCode !== 0) log().warn(`cannot unmount ${p}: ${String(lazy.stderr).trim()}`);
+  }
+  const left = mountsUnder(dir);
+  if (left.length > 0) log().warn(`pod ${uuid}: still mounted: ${left.join(', ')}`);
+  return left.length === 0;
+}
+
+async function gc(argv: string[]): Promise<number> {
+  const args = parseGcArgs(argv);
+  enableDebug(args.debug);
+  const paths = new PodPaths(process.cwd());
+  await killLeftoverInit(paths, args.uuid);
+  const cgroupsGone = await removeLeftoverCgroups(paths.dir, args.uuid);
+  for (const d of NSPAWN_STATE) fs.rmSync(path.join(d, machineName(args.uuid)), { recursive: true, force: true });
+  for (const f of [STAGE1.stdout, STAGE1.stderr, STAGE1.stdin]) fs.rmSync(path.join(paths.stage1Rootfs, f), { force: true });
+  const unmounted = await unmountAll(fs.realpathSync(paths.dir), args.uuid);
+  return cgroupsGone && unmounted ? 0 : 1;
+}
+
+runEntrypoint(gc);

@@ -1,0 +1,125 @@
+import fs from 'node:fs';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { NspawnHostError } from './errors.js';
+
+// The apps' standard streams, between the pod's units and rkt run. Each app
+// unit opens FIFOs in the container's root (StandardOutput=file:/rkt/io/...;
+// systemd opens them before it changes root or user); this process reads
+// them and copies to its own stdout and stderr, so app output never mixes
+// with systemd's or nspawn's messages, and reaches whatever rkt run's
+// output is, a terminal, a pipe or a file.
+//
+// A FIFO reports end of file when its last writer closes, which would end
+// the copy before the first app opened it, or between two apps. So we hold
+// a write end of our own from the start and close it only when the pod is
+// over: then the reader sees end of file as soon as every app's copy of the
+// FIFO is gone, which is at once, the container's processes being dead.
+
+/** Make FIFOs (mode 0600: systemd opens them as root), replacing what was there; node has no mkfifo(). */
+export function mkfifo(...files: string[]): void {
+  for (const f of files) fs.rmSync(f, { force: true });
+  const r = spawnSync('mkfifo', ['-m', '600', ...files], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new NspawnHostError(`mkfifo ${files.join(' ')} failed: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
+}
+
+/** Copies one FIFO to a stream until the pod is over. */
+export class FifoCopy {
+  private readonly reader: net.Socket;
+  private holdFd: number | undefined;
+  readonly done: Promise<void>;
+
+  constructor(file: string, to: Writable) {
+    const rfd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    // opening the write end cannot block: the read end is open
+    this.holdFd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    this.reader = new net.Socket({ fd: rfd, readable: true, writable: false });
+    this.done = new Promise((resolve) => {
+      this.reader.once('end', resolve);
+      this.reader.once('close', resolve);
+      this.reader.once('error', () => resolve());
+    });
+    this.reader.pipe(to, { end: false });
+  }
+
+  /** The pod is over: let the copy end once everything written has been read. */
+  finish(): void {
+    if (this.holdFd === undefined) return;
+    fs.closeSync(this.holdFd);
+    this.holdFd = undefined;
+  }
+
+  destroy(): void {
+    this.finish();
+    this.reader.destroy();
+  }
+}
+
+/**
+ * Feeds a stream (rkt run's stdin) into a FIFO the app reads. O_RDWR never
+ * blocks on a FIFO, and keeps the FIFO from reporting end of file to the app
+ * before we close it. Our end is closed once our input has ended *and* the
+ * app has opened the FIFO (it has been started): closed earlier, the pipe
+ * and what is buffered in it would be gone, and the app's open would wait
+ * for a writer forever.
+ *
+ * After that, systemd still opens the FIFO for the app unit's exit hook (a
+ * unit's Exec* commands all get its StandardInput=), and an open for reading
+ * waits for a writer. So a writer is briefly opened and closed now and then
+ * until the pod ends: a waiting open goes through and reads end of file at
+ * once, and so does a read the app might still make.
+ */
+export class FifoFeed {
+  private readonly writer: net.Socket;
+  private inputEnded = false;
+  private readerOpen = false;
+  private pulse: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly file: string,
+    from: Readable,
+  ) {
+    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    this.writer = new net.Socket({ fd, readable: false, writable: true });
+    this.writer.on('error', () => undefined);
+    from.pipe(this.writer, { end: false });
+    from.once('end', () => {
+      this.inputEnded = true;
+      this.maybeEnd();
+    });
+  }
+
+  /** The app has opened the FIFO: our input's end may now become its end of file. */
+  readerStarted(): void {
+    this.readerOpen = true;
+    this.maybeEnd();
+  }
+
+  private maybeEnd(): void {
+    if (!this.inputEnded || !this.readerOpen || this.pulse !== undefined) return;
+    // destroy once flushed: closing our descriptor is what the app sees as end of file
+    this.writer.end(() => this.writer.destroy());
+    this.pulse = setInterval(() => {
+      try {
+        fs.closeSync(fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: nobody is reading or waiting to
+      }
+    }, 50);
+  }
+
+  destroy(): void {
+    clearInterval(this.pulse);
+    this.writer.destroy();
+  }
+}
+
+/** Resolves when the copies have finished, or after `ms`, whichever is first. */
+export async function drain(copies: readonly FifoCopy[], ms: number): Promise<void> {
+  for (const c of copies) c.finish();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.all(copies.map((c) => c.done)), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+  for (const c of copies) c.destroy();
+}

@@ -1,0 +1,183 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { LINUX_CAPABILITIES } from '../src/appc/capabilities.js';
+import type { AppSpec } from '../src/stage1/app-spec.js';
+import { appUnit, appUnitName, credentialEntries, execLine, podTarget, type StdioSpec } from '../src/stage1/units.js';
+import type { SeccompUnitPlan } from './seccomp.js';
+
+// What the run entrypoint writes into the pod's stage1 rootfs (the
+// container's root) before booting it: one systemd unit per app, made by the
+// shared generator with what differs in this flavor (stdio, hooks, masked
+// paths, seccomp), the pod target that wants them, the list of apps the last
+// exit hook checks, and the pod's identity. The container side of the
+// contract is stage1-nspawn/image/ (rkt-init, rkt-app-exited, units).
+
+/** Paths inside the container's root. */
+export const STAGE1 = {
+  units: '/etc/systemd/system',
+  podTarget: 'rkt-pod.target',
+  apps: '/rkt/apps',
+  status: '/rkt/status',
+  /** One empty file per app once systemd has executed it: the "ready" signal. */
+  started: '/rkt/started',
+  /** One empty file per app the kernel's OOM killer ended. */
+  oom: '/rkt/oom',
+  io: '/rkt/io',
+  stdout: '/rkt/io/stdout',
+  stderr: '/rkt/io/stderr',
+  stdin: '/rkt/io/stdin',
+  appExited: '/rkt/bin/rkt-app-exited',
+  busybox: '/rkt/bin/busybox',
+  init: '/rkt/bin/rkt-init',
+  console: '/dev/console',
+  /** systemd's syscall table, recorded at build time (see seccomp.ts). */
+  syscalls: '/rkt/syscalls.json',
+} as const;
+
+/**
+ * rkt's masked paths: the kernel's knobs read-only, its logs and memory out
+ * of reach. systemd's Protect* settings make /proc/sys, /sys and
+ * /proc/sysrq-trigger read-only or gone, /proc/kcore, /proc/kallsyms and
+ * /proc/kmsg inaccessible, /sys/fs/cgroup read-only, and stay current with
+ * the kernel. (InaccessiblePaths= cannot add more /proc entries here:
+ * systemd 252 resolves them in the app's root before it mounts its /proc,
+ * and skips them.)
+ */
+export const MASKED_PATHS: ReadonlyArray<readonly [string, string]> = [
+  ['ProtectKernelTunables', 'yes'],
+  ['ProtectKernelLogs', 'yes'],
+  ['ProtectControlGroups', 'yes'],
+];
+
+export interface InteractiveIo {
+  /** rkt run's stdin is a terminal: the app gets the container's console, which nspawn ties to it. */
+  tty: boolean;
+  rows?: number;
+  columns?: number;
+}
+
+export interface NspawnUnitOptions {
+  seccomp: SeccompUnitPlan;
+  /** --insecure-options=paths: no masked paths. */
+  insecurePaths?: boolean;
+  interactive?: InteractiveIo;
+}
+
+function stdioFor(interactive: InteractiveIo | undefined): StdioSpec {
+  if (interactive?.tty) {
+    return {
+      input: 'tty',
+      output: 'tty',
+      error: 'tty',
+      ttyPath: STAGE1.console,
+      ...(interactive.rows !== undefined && { ttyRows: interactive.rows }),
+      ...(interactive.columns !== undefined && { ttyColumns: interactive.columns }),
+    };
+  }
+  return { input: interactive ? `file:${STAGE1.stdin}` : 'null', output: `file:${STAGE1.stdout}`, error: `file:${STAGE1.stderr}` };
+}
+
+/** The spec with every capability, for --insecure-options=capabilities. */
+export function withAllCapabilities(spec: AppSpec): AppSpec {
+  const { capabilitiesRetain: _r, capabilitiesRemove: _d, ...rest } = spec.isolators;
+  return { ...spec, isolators: { ...rest, capabilities: [...LINUX_CAPABILITIES] } };
+}
+
+/** The unit text of one app, as the pod's systemd runs it. */
+export function nspawnAppUnit(spec: AppSpec, opts: NspawnUnitOptions): string {
+  const extra: [string, string][] = [];
+  if (!opts.insecurePaths) extra.push(...MASKED_PATHS.map(([k, v]): [string, string] => [k, v]));
+  for (const f of opts.seccomp.filters) extra.push(['SystemCallFilter', f]);
+  if (opts.seccomp.errno !== undefined) extra.push(['SystemCallErrorNumber', opts.seccomp.errno]);
+  return appUnit(spec, {
+    stdio: stdioFor(opts.interactive),
+    // One word, so that an unset variable cannot shift the others; the hook splits it.
+    execStopPost: [`${execLine([STAGE1.appExited, spec.name])} "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`],
+    execStartPost: [execLine([STAGE1.busybox, 'touch', `${STAGE1.started}/${spec.name}`])],
+    hooksInStage1Root: true,
+    hooksPrivileged: true,
+    mountApiVfs: true,
+    type: 'exec',
+    extra,
+  });
+}
+
+export interface PodConfigOptions extends NspawnUnitOptions {
+  uuid: string;
+  hostname: string;
+  /** Per app: its seccomp plan (overrides `seccomp`). */
+  seccompByApp?: ReadonlyMap<string, SeccompUnitPlan>;
+}
+
+function write(file: string, content: string, mode = 0o644): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.rmSync(file, { force: true });
+  fs.writeFileSync(file, content, { mode });
+}
+
+function freshDir(dir: string, mode = 0o755): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true, mode });
+}
+
+function readOr(file: string, dflt: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return dflt;
+  }
+}
+
+/** The pod's systemd must resolve every app's numeric user and groups (see credentialEntries). */
+function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
+  const passwdFile = path.join(rootfs, 'etc/passwd');
+  const groupFile = path.join(rootfs, 'etc/group');
+  const passwd = readOr(passwdFile, '');
+  const group = readOr(groupFile, '');
+  const add = credentialEntries(specs, passwd, group);
+  const joined = (old: string, lines: string[]): string => (old === '' || old.endsWith('\n') ? old : `${old}\n`) + lines.map((l) => `${l}\n`).join('');
+  if (add.passwd.length > 0) write(passwdFile, joined(passwd, add.passwd));
+  if (add.group.length > 0) write(groupFile, joined(group, add.group));
+}
+
+/** Write the pod's configuration into the container root `rootfs` (the pod's stage1/rootfs). */
+export function writePodConfig(rootfs: string, specs: readonly AppSpec[], opts: PodConfigOptions): void {
+  const at = (p: string): string => path.join(rootfs, p);
+  const units = at(STAGE1.units);
+  const wants = path.join(units, `${STAGE1.podTarget}.wants`);
+  freshDir(wants);
+  for (const spec of specs) {
+    const seccomp = opts.seccompByApp?.get(spec.name) ?? opts.seccomp;
+    write(path.join(units, appUnitName(spec.name)), nspawnAppUnit(spec, { ...opts, seccomp }));
+    fs.symlinkSync(`../${appUnitName(spec.name)}`, path.join(wants, appUnitName(spec.name)));
+  }
+  write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));
+  write(at(STAGE1.apps), specs.map((s) => `${s.name}\n`).join(''));
+  addCredentials(rootfs, specs);
+  for (const d of [STAGE1.status, STAGE1.started, STAGE1.oom, STAGE1.io]) freshDir(at(d));
+  // systemd's machine ID, and nspawn's container_uuid, are the pod UUID (as rkt does it).
+  write(at('/etc/machine-id'), `${opts.uuid.replace(/-/g, '')}\n`, 0o444);
+  write(at('/etc/hostname'), `${opts.hostname}\n`);
+}
+
+/** Apps systemd has executed, or that have already exited. */
+export function startedApps(rootfs: string): Set<string> {
+  const out = new Set<string>();
+  for (const d of [STAGE1.started, STAGE1.status]) {
+    try {
+      for (const n of fs.readdirSync(path.join(rootfs, d))) if (!n.startsWith('.')) out.add(n);
+    } catch {
+      // not there yet
+    }
+  }
+  return out;
+}
+
+/** Apps the OOM killer ended, as the exit hook recorded them. */
+export function oomKilledApps(rootfs: string): Set<string> {
+  try {
+    return new Set(fs.readdirSync(path.join(rootfs, STAGE1.oom)).filter((n) => !n.startsWith('.')));
+  } catch {
+    return new Set();
+  }
+}

@@ -1,0 +1,143 @@
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { RKT } from '../helpers/rkt.js';
+import { listPods, podStatus } from '../helpers/pods.js';
+import { assertNoLeftovers, buildStage1, setup } from './nspawn-common.js';
+
+// rkt run with the nspawn stage1, through the real CLI: output, statuses,
+// the app's view of itself, volumes, several apps, stdin, refusals.
+
+let aci = '';
+let buildDir = '';
+test.before(async () => {
+  ({ aci, dir: buildDir } = await buildStage1());
+});
+test.after.always(() => fs.rmSync(buildDir, { recursive: true, force: true }));
+
+test('run prints app output on stdout and stderr, exits with its status, which status reports', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--exec=/bin/sh', '--', '-c', 'echo out; echo err >&2; exit 3']);
+  t.is(r.exitCode, 3, String(r.stderr));
+  t.is(String(r.stdout), 'out', 'stdout has the app output and nothing else');
+  t.regex(String(r.stderr), /^err$/m);
+  t.notRegex(String(r.stderr), /systemd|Spawning|Welcome/, 'no boot messages without --debug');
+  const uuid = ne.uuid();
+  const st = await ne.env.run(['status', uuid]);
+  t.regex(String(st.stdout), /^state=exited$/m);
+  t.regex(String(st.stdout), /^app-busybox=3$/m);
+  t.is((await podStatus(ne.env, uuid)).apps[0]!.exit_code, 3);
+  assertNoLeftovers(t, ne, uuid);
+});
+
+test('--debug shows systemd booting the pod on stderr, never on stdout', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run(['run', '--debug', ...ne.flags, ne.image, '--exec=/bin/echo', '--', 'hello']);
+  t.is(r.exitCode, 0, String(r.stderr));
+  t.is(String(r.stdout), 'hello');
+  t.regex(String(r.stderr), /systemd 252/);
+});
+
+test('the app sees its user, groups, environment, working directory and hostname', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run([
+    'run',
+    ...ne.flags,
+    '--hostname=podhost',
+    '--set-env=FOO=bar',
+    ne.image,
+    '--user=1000',
+    '--group=50',
+    '--supplementary-gids=65534',
+    '--working-dir=/etc',
+    '--environment=BAZ=100% $HOME',
+    '--exec=/bin/sh',
+    '--',
+    '-c',
+    'echo "$(id -u) $(id -g) $(id -G | tr " " ,) $(pwd) $(hostname) $AC_APP_NAME $FOO"; echo "$BAZ"; echo "$(env | grep -c -E "^(INVOCATION_ID|MANAGERPID|NOTIFY_SOCKET)=")"',
+  ]);
+  t.is(r.exitCode, 0, String(r.stderr));
+  const [first, baz, leaked] = String(r.stdout).trim().split('\n');
+  t.is(first, '1000 50 50,65534 /etc podhost busybox bar');
+  t.is(baz, '100% $HOME', 'values reach the app literally');
+  t.is(leaked, '0', "systemd's own variables are not passed on");
+});
+
+test('the default hostname is rkt-UUID', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--exec=/bin/hostname']);
+  t.is(r.exitCode, 0, String(r.stderr));
+  t.is(String(r.stdout).trim(), `rkt-${ne.uuid()}`);
+});
+
+test('volumes are mounted read-write or read-only; a read-only rootfs cannot be written', async (t) => {
+  const ne = await setup(t, aci);
+  const host = ne.env.file('hostdir');
+  fs.mkdirSync(host);
+  fs.writeFileSync(path.join(host, 'in'), 'from host\n');
+  const rw = await ne.env.run(['run', ...ne.flags, `--volume=data,kind=host,source=${host}`, ne.image, '--mount=volume=data,target=/data', '--exec=/bin/sh', '--', '-c', 'cat /data/in && echo written > /data/out']);
+  t.is(rw.exitCode, 0, String(rw.stderr));
+  t.regex(String(rw.stdout), /from host/);
+  t.is(fs.readFileSync(path.join(host, 'out'), 'utf8'), 'written\n');
+  const ro = await ne.env.run([
+    'run',
+    ...ne.flags,
+    `--volume=data,kind=host,source=${host},readOnly=true`,
+    '--volume=scratch,kind=empty',
+    ne.image,
+    '--readonly-rootfs=true',
+    '--mount=volume=data,target=/data',
+    '--mount=volume=scratch,target=/scratch',
+    '--exec=/bin/sh',
+    '--',
+    '-c',
+    'touch /scratch/ok && echo scratch-ok; echo nope > /data/out2 || echo data-ro; touch /newfile || echo rootfs-ro',
+  ]);
+  t.is(ro.exitCode, 0, String(ro.stderr));
+  t.deepEqual(String(ro.stdout).trim().split('\n'), ['scratch-ok', 'data-ro', 'rootfs-ro']);
+  t.false(fs.existsSync(path.join(host, 'out2')));
+  assertNoLeftovers(t, ne, ne.uuid());
+});
+
+test('a multi-app pod runs every app and reports each exit status; run exits with the first failure', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--name=first', '--exec=/bin/sh', '--', '-c', 'echo one', '---', ne.image, '--name=second', '--exec=/bin/sh', '--', '-c', 'sleep 0.3; echo two; exit 4']);
+  t.is(r.exitCode, 4, String(r.stderr));
+  t.regex(String(r.stdout), /one/);
+  t.regex(String(r.stdout), /two/);
+  const st = await podStatus(ne.env, ne.uuid());
+  t.deepEqual(Object.fromEntries(st.apps.map((a) => [a.name, a.exit_code])), { first: 0, second: 4 });
+});
+
+test('--interactive hands the app rkt run stdin', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await execa(RKT, [...ne.env.globals(), 'run', ...ne.flags, '--interactive', ne.image, '--exec=/bin/sh', '--', '-c', 'read line; echo "got $line"; cat'], {
+    reject: false,
+    input: 'hello\nworld\n',
+    timeout: 60_000,
+  });
+  t.is(r.exitCode, 0, String(r.stderr));
+  t.is(String(r.stdout), 'got hello\nworld');
+});
+
+test('pod networks other than the host network are refused with a clear error and no pod left running', async (t) => {
+  const ne = await setup(t, aci);
+  for (const net of ['none', 'mynet']) {
+    const r = await ne.env.run(['run', ...ne.flags, `--net=${net}`, ne.image]);
+    t.not(r.exitCode, 0);
+    t.regex(String(r.stderr), new RegExp(`--net=${net}.*not wired up.*--net=host`));
+    assertNoLeftovers(t, ne, ne.uuid());
+  }
+  t.false((await listPods(ne.env)).some((p) => p.state === 'running'));
+  const host = await ne.env.run(['run', ...ne.flags, '--net=host', ne.image, '--exec=/bin/true']);
+  t.is(host.exitCode, 0, String(host.stderr));
+});
+
+test('a missing executable is a clear error and no pod is left running', async (t) => {
+  const ne = await setup(t, aci);
+  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--exec=/bin/nosuchprogram']);
+  t.not(r.exitCode, 0);
+  t.regex(String(r.stderr), /\/bin\/nosuchprogram does not exist in image example.com\/busybox/);
+  t.false((await listPods(ne.env)).some((p) => p.state === 'running'));
+});

@@ -38,9 +38,14 @@ export async function parseRunCommand(words: string[], cmd: Command): Promise<{ 
 }
 
 /** The DNS and hosts flags as stage1 reads them from run-options.json. */
-function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[] } {
+function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
   const p = args.pod;
-  return { dns: { dns: p.dns, dnsSearch: p.dnsSearch, dnsOpt: p.dnsOpt, ...(p.dnsDomain ? { dnsDomain: p.dnsDomain } : {}) }, hostsEntries: p.hostsEntry };
+  return {
+    dns: { dns: p.dns, dnsSearch: p.dnsSearch, dnsOpt: p.dnsOpt, ...(p.dnsDomain ? { dnsDomain: p.dnsDomain } : {}) },
+    hostsEntries: p.hostsEntry,
+    ...(p.privateUsers !== undefined ? { privateUsers: p.privateUsers } : {}),
+    ...(p.ipc !== undefined ? { ipc: p.ipc } : {}),
+  };
 }
 
 export function register(program: Command): void {
@@ -135,7 +140,7 @@ export function register(program: Command): void {
         // prepared by another rkt: use the flags given now
       }
       const net = typeof opts.net === 'string' ? opts.net.split(',') : opts.net === true ? ['default'] : (saved.net ?? []);
-      const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries });
+      const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries, privateUsers: (saved as { privateUsers?: string }).privateUsers, ipc: (saved as { ipc?: string }).ipc });
       lock.release();
       process.exitCode = code;
     });

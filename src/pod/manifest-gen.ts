@@ -112,6 +112,23 @@ function setIsolator(list: Isolator[], iso: Isolator): Isolator[] {
   return [...list.filter((i) => i.name !== iso.name), iso];
 }
 
+/** --seccomp mode=retain|remove[,errno=ENAME],SYSCALL... as rkt takes it. */
+function setSeccomp(list: Isolator[], text: string): Isolator[] {
+  let mode: string | undefined;
+  let errno: string | undefined;
+  const set: string[] = [];
+  for (const part of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    if (part.startsWith('mode=')) mode = part.slice(5);
+    else if (part.startsWith('errno=')) errno = part.slice(6);
+    else set.push(part);
+  }
+  if (mode !== 'retain' && mode !== 'remove') throw new UsageError(`--seccomp "${text}" needs mode=retain or mode=remove`);
+  if (set.length === 0) throw new UsageError(`--seccomp "${text}" names no syscalls`);
+  const name = mode === 'retain' ? ISOLATOR.seccompRetain : ISOLATOR.seccompRemove;
+  const others = list.filter((i) => i.name !== ISOLATOR.seccompRetain && i.name !== ISOLATOR.seccompRemove);
+  return [...others, { name, value: { set, ...(errno ? { errno } : {}) } }];
+}
+
 function buildApp(r: ResolvedApp, pod: PodArgs, podEnv: EnvironmentVariable[]): { app: App; name: string; mounts: Mount[]; readOnly?: boolean } {
   const image = r.manifest;
   const a = r.args;
@@ -135,6 +152,12 @@ function buildApp(r: ResolvedApp, pod: PodArgs, podEnv: EnvironmentVariable[]): 
   if (a.cpu !== undefined) {
     parseCpuMillis(a.cpu);
     isolators = setIsolator(isolators, { name: ISOLATOR.cpu, value: { limit: a.cpu } });
+  }
+  if (a.seccomp !== undefined) isolators = setSeccomp(isolators, a.seccomp);
+  if (a.oomScoreAdjust !== undefined) {
+    const n = Number(a.oomScoreAdjust);
+    if (!Number.isInteger(n) || n < -1000 || n > 1000) throw new UsageError(`--oom-score-adjust takes an integer from -1000 to 1000, not "${a.oomScoreAdjust}"`);
+    isolators = setIsolator(isolators, { name: ISOLATOR.oomScoreAdj, value: n });
   }
   if (a.capsRetain && a.capsRemove) throw new UsageError('--caps-retain and --caps-remove cannot be given for the same app');
   if (a.capsRetain) isolators = setIsolator(isolators.filter((i) => i.name !== ISOLATOR.capabilitiesRemove), { name: ISOLATOR.capabilitiesRetain, value: { set: capSet(a.capsRetain, '--caps-retain') } });

@@ -18,6 +18,8 @@ export interface AppArgs {
   capsRemove?: string[];
   memory?: string;
   cpu?: string;
+  seccomp?: string;
+  oomScoreAdjust?: string;
   environment: string[];
   mounts: string[];
   userLabels: string[];
@@ -49,6 +51,9 @@ export interface PodArgs {
   ports: string[];
   mdsRegister: boolean;
   noOverlay: boolean;
+  /** --private-users: "" when given bare, or UIDBASE[:COUNT]. */
+  privateUsers?: string;
+  ipc?: string;
 }
 
 /** Global flags may appear among run's own; they are returned for the caller to apply. */
@@ -99,6 +104,8 @@ const POD_FLAGS: Record<string, [Kind, keyof PodArgs]> = {
   port: ['list', 'ports'],
   'mds-register': ['bool', 'mdsRegister'],
   'no-overlay': ['bool', 'noOverlay'],
+  'private-users': ['value', 'privateUsers'],
+  ipc: ['value', 'ipc'],
 };
 
 const APP_FLAGS: Record<string, [Kind, keyof AppArgs]> = {
@@ -113,6 +120,8 @@ const APP_FLAGS: Record<string, [Kind, keyof AppArgs]> = {
   'caps-remove': ['value', 'capsRemove'],
   memory: ['value', 'memory'],
   cpu: ['value', 'cpu'],
+  seccomp: ['value', 'seccomp'],
+  'oom-score-adjust': ['value', 'oomScoreAdjust'],
   environment: ['list', 'environment'],
   mount: ['list', 'mounts'],
   'user-label': ['list', 'userLabels'],
@@ -197,6 +206,7 @@ export function parseRunArgs(argv: string[]): RunArgs {
       else if (def.kind === 'bool') value = 'true';
       // like rkt, a bare --net means the default network; a value needs "="
       else if (name === 'net') value = 'default';
+      else if (name === 'private-users') value = '';
       else {
         if (i >= argv.length) throw new UsageError(`--${name} needs a value`);
         value = argv[i++]!;

@@ -14,6 +14,8 @@ export interface StartOptions {
   mdsToken?: string;
   dns?: RunOptions['dns'];
   hostsEntries?: string[];
+  privateUsers?: string;
+  ipc?: string;
 }
 
 /**
@@ -40,6 +42,8 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     insecureOptions: insecure,
     dns: opts.dns,
     hostsEntries: opts.hostsEntries,
+    ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
+    ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
   });
   const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
   if (globals.debug) args.push('--debug');

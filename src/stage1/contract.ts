@@ -114,4 +114,8 @@ export interface RunOptions {
   dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string };
   /** --hosts-entry values (IP=HOSTNAME, or "host"). */
   hostsEntries?: string[];
+  /** --private-users ("" for an automatic range, or UIDBASE[:COUNT]); flavors without user namespaces ignore it. */
+  privateUsers?: string;
+  /** --ipc: auto, private or parent. */
+  ipc?: string;
 }

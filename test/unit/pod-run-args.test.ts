@@ -77,3 +77,15 @@ test('--port must name a port the image declares and needs a contained network',
   const host = parseRunArgs(['--net=host', '--port=http:8080', 'x.aci']);
   t.throws(() => generatePodManifest([{ ...img, args: host.apps[0]! }], host.pod, {}), { message: /contained network/ });
 });
+
+test('--seccomp and --oom-score-adjust become the app isolators; --private-users and --ipc are pod flags', (t) => {
+  const args = parseRunArgs(['--private-users', '--ipc=private', 'x.aci', '--seccomp=mode=remove,errno=EPERM,chmod,chown', '--oom-score-adjust=-100']);
+  t.is(args.pod.privateUsers, '');
+  t.is(args.pod.ipc, 'private');
+  const m = generatePodManifest([{ args: args.apps[0]!, imageId: ID, manifest: image('example.com/x') }], args.pod, {});
+  const iso = Object.fromEntries(m.apps[0]!.app!.isolators!.map((i) => [i.name, i.value]));
+  t.deepEqual(iso['os/linux/seccomp-remove-set'], { set: ['chmod', 'chown'], errno: 'EPERM' });
+  t.is(iso['os/linux/oom-score-adj'], -100);
+  const bad = parseRunArgs(['x.aci', '--seccomp=chmod']);
+  t.throws(() => generatePodManifest([{ args: bad.apps[0]!, imageId: ID, manifest: image('example.com/x') }], bad.pod, {}), { message: /mode=retain or mode=remove/ });
+});

@@ -101,6 +101,26 @@ async function bundle(root: string, entry: string, outfile: string): Promise<voi
   });
 }
 
+// Native addons cannot be bundled; the entrypoints resolve them next to
+// their bundles (/nspawn/node_modules). fs-ext is flock(2), which the
+// networking library's host lock needs (src/net/hostlock.ts).
+const NATIVE_ADDONS: Record<string, string[]> = {
+  'fs-ext': ['package.json', 'fs-ext.js', 'LICENSE.txt', 'build/Release/fs_ext.node'],
+};
+
+function copyNativeAddons(root: string, dir: string): void {
+  for (const [pkg, files] of Object.entries(NATIVE_ADDONS)) {
+    for (const f of files) {
+      const from = path.join(root, 'node_modules', pkg, f);
+      if (!fs.existsSync(from)) throw new Error(`${from} is missing: run npm install (the nspawn stage1 carries the ${pkg} addon)`);
+      const to = path.join(dir, 'node_modules', pkg, f);
+      fs.mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
+      fs.copyFileSync(from, to);
+      fs.chmodSync(to, f.endsWith('.node') ? 0o755 : 0o644);
+    }
+  }
+}
+
 /** Copy a host file to the same canonical path in the rootfs, dereferencing symlinks (as guest/build-image.sh does). */
 function copyCanonical(rootfs: string, file: string): void {
   const dir = fs.realpathSync(path.dirname(file));
@@ -155,6 +175,7 @@ export async function buildStage1Nspawn(output: string): Promise<string> {
       fs.writeFileSync(path.join(dir, e), launcher(e));
       fs.chmodSync(path.join(dir, e), 0o755);
     }
+    copyNativeAddons(root, dir);
     fs.writeFileSync(path.join(work, 'manifest'), JSON.stringify(stage1Manifest(), null, 2) + '\n');
     fs.chmodSync(path.join(work, 'manifest'), 0o644);
     fs.mkdirSync(path.dirname(output), { recursive: true });

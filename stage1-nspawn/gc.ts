@@ -6,6 +6,7 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
 import { mountsUnder } from '../src/stage1/rootfs.js';
 import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
+import { teardownNetwork } from './network.js';
 import { machineName } from './nspawn-args.js';
 import { alive, runningPodInit } from './pod-process.js';
 import { STAGE1 } from './pod-units.js';
@@ -14,7 +15,7 @@ import { STAGE1 } from './pod-units.js';
 // (the run entrypoint killed, the guardian killed too), what may be left:
 // the container's init (if nothing killed it), the pod's cgroups, mounts
 // that leaked into the host's mount namespace, nspawn's per-machine state,
-// the output FIFOs. Each is removed; the pod directory itself is stage0's.
+// the output FIFOs, the pod's network (namespace, CNI attachments). Each is removed; the pod directory itself is stage0's.
 
 const NSPAWN_STATE = ['/run/systemd/nspawn/propagate', '/run/systemd/nspawn/unix-export'];
 
@@ -65,10 +66,12 @@ async function gc(argv: string[]): Promise<number> {
   const paths = new PodPaths(process.cwd());
   await killLeftoverInit(paths, args.uuid);
   const cgroupsGone = await removeLeftoverCgroups(paths.dir, args.uuid);
+  // after a kill -9 of run: CNI DEL for each network (leases, masquerading, forwarded ports), the namespace
+  const netGone = await teardownNetwork(paths.dir);
   for (const d of NSPAWN_STATE) fs.rmSync(path.join(d, machineName(args.uuid)), { recursive: true, force: true });
   for (const f of [STAGE1.stdout, STAGE1.stderr, STAGE1.stdin]) fs.rmSync(path.join(paths.stage1Rootfs, f), { force: true });
   const unmounted = await unmountAll(fs.realpathSync(paths.dir), args.uuid);
-  return cgroupsGone && unmounted ? 0 : 1;
+  return cgroupsGone && unmounted && netGone ? 0 : 1;
 }
 
 runEntrypoint(gc);

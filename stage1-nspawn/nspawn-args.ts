@@ -66,6 +66,8 @@ export interface NspawnOptions {
   register: boolean;
   /** --insecure-options=seccomp: nspawn's own container-wide filter goes too. */
   insecureSeccomp: boolean;
+  /** The pod's network namespace; absent for the host's network. */
+  netnsPath?: string;
 }
 
 export function machineName(uuid: string): string {
@@ -118,6 +120,10 @@ export function nspawnCommand(o: NspawnOptions): { argv: string[]; env: Record<s
   if (o.insecureSeccomp) env.SYSTEMD_SECCOMP = '0';
   // nspawn's own warnings are noise to a user; errors still show
   if (!o.debug) env.SYSTEMD_LOG_LEVEL = 'err';
+  // nspawn is started inside the pod's namespace rather than told to join it
+  // (--network-namespace-path): nspawn joins that late, after mounting the
+  // container's /sys, whose sysfs would then list the host's interfaces.
+  if (o.netnsPath !== undefined) argv.unshift('nsenter', `--net=${o.netnsPath}`, '--');
   return { argv, env };
 }
 

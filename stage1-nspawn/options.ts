@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
+import { parseNetList } from '../src/net/netlist.js';
 import type { PodPaths, RunOptions } from '../src/stage1/contract.js';
 import type { RunArgs } from '../src/stage1/entry.js';
 import { NspawnConfigError } from './errors.js';
@@ -49,7 +50,8 @@ export interface PodRunOptions {
   ipc: IpcMode;
 }
 
-type StoredOptions = Partial<RunOptions> & { privateUsers?: unknown; ipc?: unknown };
+// older stage0s recorded privateUsers as a boolean: read both fields as untrusted
+type StoredOptions = Omit<Partial<RunOptions>, 'privateUsers' | 'ipc'> & { privateUsers?: unknown; ipc?: unknown };
 
 /** Merge the flags with run-options.json (a pod run by hand may have none). */
 export function podRunOptions(paths: PodPaths, flags: FlavorFlags): PodRunOptions {
@@ -72,18 +74,12 @@ export function insecure(opts: PodRunOptions, what: 'capabilities' | 'paths' | '
 }
 
 /**
- * Until the CNI work lands this flavor has only the host's network: "default"
- * (what stage0 says when the user chose nothing) and "host" both mean it.
+ * Refuse a malformed --net list (bad names, host or none mixed with
+ * others) before anything is mounted; which networks exist is known only
+ * once their configs are loaded (network.ts).
  */
 export function checkNetwork(args: RunArgs): void {
-  const nets = args.net.length === 0 ? ['default'] : args.net;
-  if (nets.length === 1 && (nets[0] === 'host' || nets[0] === 'default')) {
-    if (nets[0] === 'default') log().debug('the nspawn stage1 has no pod networks yet: "default" means the host network here');
-    return;
-  }
-  throw new NspawnConfigError(
-    `the nspawn stage1 does not support --net=${nets.join(',')} yet: pod networking is not wired up in this stage1; use --net=host (or no --net) for the host's network`,
-  );
+  parseNetList(args.net.length === 0 ? ['default'] : args.net);
 }
 
 export function loadSyscallTable(rootfs: string): SyscallTable {

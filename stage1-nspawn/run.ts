@@ -7,7 +7,7 @@ import { log } from '../src/log.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
 import { enableDebug, parseRunArgs, runEntrypoint, STAGE1_FAILURE } from '../src/stage1/entry.js';
-import { ensureDirInRoot, prepareAppRootfs, resolveInRoot } from '../src/stage1/rootfs.js';
+import { ensureDirInRoot, prepareAppRootfs, resolveInRoot, type PrepareOptions } from '../src/stage1/rootfs.js';
 import { markReady, readAppExitStatuses, writePid } from '../src/stage1/status.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { createPodCgroups, ourHierarchies, removeCgroups } from './cgroups.js';
@@ -15,6 +15,7 @@ import { PodContainer } from './container.js';
 import { NspawnBootError, NspawnConfigError, NspawnHostError } from './errors.js';
 import { drain, FifoCopy, FifoFeed, mkfifo } from './io.js';
 import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './nspawn-args.js';
+import { rootfsEtcOptions, setupNetwork, teardownNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, podRunOptions, takeFlavorFlags, type PodRunOptions } from './options.js';
 import { Guardian, RUN_PID_FILE } from './pod-process.js';
 import { oomKilledApps, STAGE1, startedApps, withAllCapabilities, writePodConfig } from './pod-units.js';
@@ -25,9 +26,11 @@ import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 // systemd units into the stage1 rootfs, and boots that rootfs with
 // systemd-nspawn: the pod's systemd runs each app as a unit with its
 // isolators, records each exit status, and exits when the last app has.
-// This process stays for the life of the pod: it copies the apps' output to
-// its own stdout and stderr, turns stop signals into an orderly power-off,
-// and exits with the pod's status.
+// Before any of that it sets up the pod's network namespace and CNI
+// networks (network.ts), which nspawn joins. This process stays for the
+// life of the pod: it copies the apps' output to its own stdout and
+// stderr, turns stop signals into an orderly power-off, tears the network
+// down once the container has ended, and exits with the pod's status.
 //
 // Environment: RKT_NSPAWN_BOOT_TIMEOUT (seconds until every app must have
 // been started, default 30), RKT_STAGE1_NSPAWN (the systemd-nspawn to use
@@ -35,7 +38,6 @@ import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
 const BOOT_TIMEOUT_ENV = 'RKT_NSPAWN_BOOT_TIMEOUT';
 const NSPAWN_ENV = 'RKT_STAGE1_NSPAWN';
-const FALLBACK_HOSTS = '127.0.0.1 localhost localdomain\n::1 localhost ip6-localhost ip6-loopback\n';
 const DRAIN_MS = 3000;
 /** Where nspawn keeps per-machine state; it must be a tmpfs for nspawn to clean it up. */
 const NSPAWN_RUNTIME = '/run/systemd/nspawn';
@@ -76,8 +78,8 @@ const API_DIRS = ['/dev', '/proc', '/sys', '/run'];
  * made read-only: the mount points systemd needs for the app's /dev, /proc
  * and friends, which it cannot create in a read-only root.
  */
-async function prepareRootfs(paths: PodPaths, spec: AppSpec): Promise<void> {
-  const r = await prepareAppRootfs(paths, { ...spec, readOnlyRootFS: false }, { hosts: FALLBACK_HOSTS, resolvConf: '/etc/resolv.conf' });
+async function prepareRootfs(paths: PodPaths, spec: AppSpec, etc: PrepareOptions): Promise<void> {
+  const r = await prepareAppRootfs(paths, { ...spec, readOnlyRootFS: false }, etc);
   log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}`);
   checkExec(spec);
   if (!spec.readOnlyRootFS) return;
@@ -207,7 +209,6 @@ async function run(argv: string[]): Promise<number> {
   const { flags, rest } = takeFlavorFlags(argv);
   const args = parseRunArgs(rest);
   enableDebug(args.debug);
-  checkNetwork(args);
   if (args.mdsToken !== undefined) log().debug('the nspawn stage1 has no metadata service; ignoring --mds-token');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);
   const paths = new PodPaths(process.cwd());
@@ -221,6 +222,7 @@ async function run(argv: string[]): Promise<number> {
   let nspawn: string;
   try {
     nspawn = findNspawn();
+    checkNetwork(args);
     const loaded = loadAppSpecs(paths, { container: 'rkt' });
     if (args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
     planned = plan(paths, loaded, opts);
@@ -237,12 +239,15 @@ async function run(argv: string[]): Promise<number> {
   const copies: FifoCopy[] = [];
   let feed: FifoFeed | undefined;
   const guardian = new Guardian(paths.dir);
+  const hostname = args.hostname ?? `rkt-${args.uuid}`;
   try {
-    for (const spec of specs) await prepareRootfs(paths, spec);
+    const network = await setupNetwork(paths, args, hostname);
+    const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
+    for (const spec of specs) await prepareRootfs(paths, spec, etc);
     const out = process.stdout as NodeJS.WriteStream;
     writePodConfig(paths.stage1Rootfs, specs, {
       uuid: args.uuid,
-      hostname: args.hostname ?? `rkt-${args.uuid}`,
+      hostname,
       seccomp: { filters: [] },
       seccompByApp: seccomp,
       insecurePaths: insecure(opts, 'paths'),
@@ -274,7 +279,7 @@ async function run(argv: string[]): Promise<number> {
     const { argv: nsArgv, env } = nspawnCommand({
       nspawn,
       uuid: args.uuid,
-      hostname: args.hostname ?? `rkt-${args.uuid}`,
+      hostname,
       rootfs: paths.stage1Rootfs,
       debug: args.debug,
       console: tty ? 'interactive' : 'read-only',
@@ -283,6 +288,7 @@ async function run(argv: string[]): Promise<number> {
       ipc: opts.ipc,
       register,
       insecureSeccomp: insecure(opts, 'seccomp'),
+      ...(network.netnsPath !== undefined && { netnsPath: network.netnsPath }),
     });
     container = new PodContainer({ argv: nsArgv, env, cgroupProcs, terminal: tty, showConsole: args.debug });
     const init = await container.start((pid) => guardian.watch(pid));
@@ -314,6 +320,8 @@ async function run(argv: string[]): Promise<number> {
     for (const c of copies) c.destroy();
     feed?.destroy();
     if (cgroupDirs.length > 0) await removePodCgroups(cgroupDirs);
+    // the container has ended (or never started): nothing uses the namespace any more
+    await teardownNetwork(paths.dir);
     await guardian.done();
   }
 }

@@ -12,7 +12,8 @@ import { alive, runningPodInit, runningRunProcess } from './pod-process.js';
 // its status, and systemd exits; nspawn and then the run entrypoint follow.
 // If the pod is still there after RKT_NSPAWN_STOP_TIMEOUT seconds (default
 // 10), or with --force at once, its init gets SIGKILL, which ends its whole
-// PID namespace. It returns once the pod's init is gone. A pod whose
+// PID namespace. It returns once the pod's init is gone and the run
+// entrypoint has released the pod's network (bounded wait). A pod whose
 // container is not up yet is stopped by signalling the run entrypoint.
 
 const STOP_TIMEOUT_ENV = 'RKT_NSPAWN_STOP_TIMEOUT';
@@ -62,16 +63,27 @@ async function stop(argv: string[]): Promise<number> {
     signal(run, args.force ? 'SIGKILL' : 'SIGTERM');
     return 0;
   }
+  const run = runningRunProcess(paths);
   if (args.force) {
     killPod(paths, pid, '--force');
   } else {
     log().debug(`asking the pod's systemd (pid ${pid}) to power off`);
     signal(pid, SIGRTMIN_PLUS_4);
     const timeout = stopTimeoutMs();
-    if (await gone(pid, timeout)) return 0;
+    if (await gone(pid, timeout)) return waitForRun(run);
     killPod(paths, pid, `the pod did not stop within ${timeout / 1000} s`);
   }
   if (!(await gone(pid, KILL_WAIT_MS))) log().warn(`the pod's init (pid ${pid}) is still there after SIGKILL`);
+  return waitForRun(run);
+}
+
+/**
+ * Once the container is gone the run entrypoint tears the pod's network
+ * down and exits; waiting for it means that when rkt stop returns, the
+ * pod's address and forwarded ports are free again.
+ */
+async function waitForRun(run: number | undefined): Promise<number> {
+  if (run !== undefined && !(await gone(run, KILL_WAIT_MS))) log().debug(`the run entrypoint (pid ${run}) is still finishing; rkt gc cleans up after it if it does not`);
   return 0;
 }
 

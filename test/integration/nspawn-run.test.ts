@@ -121,14 +121,12 @@ test('--interactive hands the app rkt run stdin', async (t) => {
   t.is(String(r.stdout), 'got hello\nworld');
 });
 
-test('pod networks other than the host network are refused with a clear error and no pod left running', async (t) => {
+test('an unknown pod network is refused with a clear error and no pod left running', async (t) => {
   const ne = await setup(t, aci);
-  for (const net of ['none', 'mynet']) {
-    const r = await ne.env.run(['run', ...ne.flags, `--net=${net}`, ne.image]);
-    t.not(r.exitCode, 0);
-    t.regex(String(r.stderr), new RegExp(`--net=${net}.*not wired up.*--net=host`));
-    assertNoLeftovers(t, ne, ne.uuid());
-  }
+  const r = await ne.env.run(['run', ...ne.flags, '--net=no-such-net', ne.image]);
+  t.not(r.exitCode, 0);
+  t.regex(String(r.stderr), /no-such-net/);
+  assertNoLeftovers(t, ne, ne.uuid());
   t.false((await listPods(ne.env)).some((p) => p.state === 'running'));
   const host = await ne.env.run(['run', ...ne.flags, '--net=host', ne.image, '--exec=/bin/true']);
   t.is(host.exitCode, 0, String(host.stderr));

@@ -1,0 +1,62 @@
+import fs from 'node:fs';
+import { log } from '../log.js';
+import { parseImageManifest } from '../appc/image-manifest.js';
+import type { ExposedPort } from '../appc/types.js';
+import { resolvePortMappings, type AppPorts } from '../net/ports.js';
+import type { PodNetworkOptions } from '../net/pod-network.js';
+import { loadPodManifest } from './app-spec.js';
+import type { PodPaths, RunOptions } from './contract.js';
+import type { RunArgs } from './entry.js';
+
+// What every flavor hands setupPodNetwork, gathered once from the pod:
+// the --net list (stage0 passes nothing for rkt's default), the forwarded
+// ports matched to the ports the apps declare, and the config dirs, DNS
+// and hosts options stage0 recorded in run-options.json.
+
+/** run-options.json as stage0 wrote it; a pod run by hand may have none. */
+function storedOptions(paths: PodPaths): Partial<RunOptions> {
+  try {
+    return JSON.parse(fs.readFileSync(paths.runOptions, 'utf8')) as Partial<RunOptions>;
+  } catch {
+    log().debug(`${paths.runOptions} is missing or unreadable: no DNS or hosts options`);
+    return {};
+  }
+}
+
+/** The ports each app declares: the pod manifest's copy of the app section, else its image's. */
+function appPorts(paths: PodPaths): { exposed: ExposedPort[]; apps: AppPorts[] } {
+  const pm = loadPodManifest(paths);
+  const apps = pm.apps.map((ra): AppPorts => {
+    if (ra.app?.ports !== undefined) return { app: ra.name, ports: ra.app.ports };
+    try {
+      return { app: ra.name, ports: parseImageManifest(fs.readFileSync(paths.appImageManifest(ra.name))).app?.ports ?? [] };
+    } catch {
+      return { app: ra.name, ports: [] };
+    }
+  });
+  return { exposed: pm.ports ?? [], apps };
+}
+
+export interface PodNetRequest {
+  nets: string[];
+  options: PodNetworkOptions;
+}
+
+/** The arguments of setupPodNetwork for this pod (throws a UsageError for an undeclared --port). */
+export function podNetRequest(paths: PodPaths, args: RunArgs, hostname: string): PodNetRequest {
+  const stored = storedOptions(paths);
+  const { exposed, apps } = appPorts(paths);
+  const localConfig = args.localConfig ?? stored.localConfig;
+  const d = stored.dns;
+  return {
+    nets: args.net.length === 0 ? ['default'] : [...args.net],
+    options: {
+      ...(localConfig !== undefined && { localConfig }),
+      ...(stored.systemConfig !== undefined && { systemConfig: stored.systemConfig }),
+      ports: resolvePortMappings(exposed, apps),
+      ...(d && { dns: { dns: d.dns, dnsSearch: d.dnsSearch, dnsOpt: d.dnsOpt, ...(d.dnsDomain !== undefined && { dnsDomain: d.dnsDomain }) } }),
+      hostsEntries: stored.hostsEntries ?? [],
+      hostname,
+    },
+  };
+}

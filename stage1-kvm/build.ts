@@ -78,6 +78,26 @@ async function bundle(root: string, entry: string, outfile: string): Promise<voi
   });
 }
 
+// Native addons cannot be bundled; the entrypoints resolve them next to
+// their bundles (/kvm/node_modules). fs-ext is flock(2), which the
+// networking library's host lock needs (src/util/lock.ts).
+const NATIVE_ADDONS: Record<string, string[]> = {
+  'fs-ext': ['package.json', 'fs-ext.js', 'LICENSE.txt', 'build/Release/fs_ext.node'],
+};
+
+function copyNativeAddons(root: string, kvm: string): void {
+  for (const [pkg, files] of Object.entries(NATIVE_ADDONS)) {
+    for (const f of files) {
+      const from = path.join(root, 'node_modules', pkg, f);
+      if (!fs.existsSync(from)) throw new Error(`${from} is missing: run npm install (the kvm stage1 carries the ${pkg} addon)`);
+      const to = path.join(kvm, 'node_modules', pkg, f);
+      fs.mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
+      fs.copyFileSync(from, to);
+      fs.chmodSync(to, f.endsWith('.node') ? 0o755 : 0o644);
+    }
+  }
+}
+
 async function kernelImage(root: string): Promise<string> {
   const given = process.env.RKT_STAGE1_KVM_BUILD_KERNEL?.trim();
   if (given) return given;
@@ -109,6 +129,7 @@ export async function buildStage1Kvm(output: string): Promise<string> {
       fs.writeFileSync(path.join(kvm, e), launcher(e));
       fs.chmodSync(path.join(kvm, e), 0o755);
     }
+    copyNativeAddons(root, kvm);
     fs.writeFileSync(path.join(work, 'manifest'), JSON.stringify(stage1Manifest(), null, 2) + '\n');
     fs.chmodSync(path.join(work, 'manifest'), 0o644);
     fs.mkdirSync(path.dirname(output), { recursive: true });

@@ -4,13 +4,15 @@ import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
 import { mountsUnder } from '../src/stage1/rootfs.js';
+import { teardownNetwork } from './network.js';
 import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
 
 // rkt gc for kvm, run on a pod no process holds any more: kill a qemu or
 // virtiofsd that somehow survived its run entrypoint (their parent-death
-// signal and the pod guardian should have seen to it), remove the sockets
-// and FIFOs, and make sure nothing is still mounted under the pod directory
-// before stage0 deletes it. App rootfs mounts live in the run entrypoint's
+// signal and the pod guardian should have seen to it), undo the pod's
+// network if run did not live to (kill -9), remove the sockets and FIFOs,
+// and make sure nothing is still mounted under the pod directory before
+// stage0 deletes it. App rootfs mounts live in the run entrypoint's
 // private mount namespace and vanished with it; what is found here leaked
 // some other way, and is unmounted.
 
@@ -23,6 +25,8 @@ async function gc(argv: string[]): Promise<number> {
   for (const f of ['qemuPid', 'virtiofsdPid'] as const) {
     if (killPodHelper(paths.dir, f)) log().warn(`pod ${args.uuid}: killed a leftover ${f === 'qemuPid' ? 'qemu' : 'virtiofsd'}`);
   }
+  // after a kill -9 of run: CNI DEL for each network (leases, masquerading, forwarded ports), the namespace
+  const netOk = await teardownNetwork(paths.dir);
   for (const f of RUNTIME_FILES) fs.rmSync(podFile(paths.dir, f), { force: true });
   for (const f of [POD_FILES.stdout, POD_FILES.stderr]) for (const end of ['in', 'out']) fs.rmSync(`${paths.dir}/${f}.${end}`, { force: true });
 
@@ -42,7 +46,7 @@ async function gc(argv: string[]): Promise<number> {
     log().warn(`pod ${args.uuid}: still mounted: ${left.join(', ')}`);
     return 1;
   }
-  return 0;
+  return netOk ? 0 : 1;
 }
 
 runEntrypoint(gc);

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { log } from '../src/log.js';
+import { inNetns } from '../src/net/netns.js';
 import type { Accel } from './accel.js';
 import { KvmHostError } from './errors.js';
 import { ROOT_TAG, type Share } from './kernel.js';
@@ -75,6 +76,10 @@ export interface VmConfig {
   rootfs: string;
   /** Keep the PIT when the guest cannot be told the TSC rate (tcg without tsc_early_khz). */
   pit: boolean;
+  /** The pod's network namespace: qemu runs in it, where its taps are. */
+  netns?: string;
+  /** -netdev/-device arguments of the pod's NICs (network.ts). */
+  nics?: string[];
 }
 
 /** qemu's command line for the pod (without the binary). */
@@ -114,6 +119,7 @@ export function qemuArgs(c: VmConfig): string[] {
   a.push('-chardev', `pipe,id=stderr,path=${file('stderr')}`, '-device', 'virtserialport,chardev=stderr,name=rkt.stderr');
   a.push('-chardev', `socket,id=agent,path=${sock('agent')},server=on,wait=off`, '-device', 'virtserialport,chardev=agent,name=rkt.agent');
   a.push('-device', 'virtio-rng-device');
+  a.push(...(c.nics ?? []));
   if (c.share === 'virtiofs') {
     a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
   } else {
@@ -170,7 +176,9 @@ function spawnHelper(podDir: string, argv: string[], logFile: string, name: stri
 }
 
 export function startQemu(qemu: string, c: VmConfig): Helper {
-  const h = spawnHelper(c.podDir, [qemu, ...qemuArgs(c)], podFile(c.podDir, 'qemuLog'), 'qemu');
+  // nsenter execs qemu in place: the pid, and the parent-death signal set by setpriv, stay qemu's
+  const argv = [...(c.netns !== undefined ? inNetns(c.netns, [qemu]) : [qemu]), ...qemuArgs(c)];
+  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu');
   if (h.pid > 0) writePidFile(c.podDir, 'qemuPid', h.pid);
   return h;
 }

@@ -5,29 +5,35 @@ import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
-import { enableDebug, parseRunArgs, runEntrypoint, STAGE1_FAILURE, type RunArgs } from '../src/stage1/entry.js';
+import { enableDebug, parseRunArgs, runEntrypoint, STAGE1_FAILURE } from '../src/stage1/entry.js';
 import { ensureDirInRoot, prepareAppRootfs, resolveInRoot } from '../src/stage1/rootfs.js';
 import { markReady, readAppExitStatuses, writePid } from '../src/stage1/status.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
+import type { PodDnsFiles } from '../src/net/dns.js';
 import { chooseAccel } from './accel.js';
+import { installDnsFiles } from './app-dns.js';
 import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { Guardian } from './guardian.js';
 import { startedApps, writeGuestConfig } from './guest-config.js';
+import { guestNetworkError, writeGuestNetwork } from './guest-net.js';
 import { checkHostname, customKernel, EXTRA_PARAMS_ENV, STAGE1_KERNEL_HZ, hostTscKhz, kernelCmdline, kernelPath, type Share } from './kernel.js';
 import { FileFollower, lastLines, pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
 import { findQemu, findVirtiofsd, makeOutputFifos, startVirtiofsd, type Helper } from './qemu.js';
+import { checkNetRequest, nicArgs, setupNetwork, teardownNetwork } from './network.js';
 import { hostResources, vmSize } from './sizing.js';
 import { exitCause, PodVm, type VmEnd } from './vm.js';
 
-// The kvm run entrypoint: prepares the apps' root filesystems (in the pod's
-// private mount namespace, set up by stage0), writes their systemd units
-// into the stage1 rootfs, and boots that rootfs as the root filesystem of a
-// qemu VM whose systemd runs the apps. It stays for the life of the pod: it
-// copies the apps' output to its own stdout and stderr, turns stop signals
-// into an ACPI power-off, records why the VM ended when the apps could not
-// say it themselves, and exits with the pod's status.
+// The kvm run entrypoint: sets up the pod's networks (network.ts), prepares
+// the apps' root filesystems (in the pod's private mount namespace, set up
+// by stage0), writes their systemd units and the guest's network
+// configuration into the stage1 rootfs, and boots that rootfs as the root
+// filesystem of a qemu VM whose systemd runs the apps. It stays for the
+// life of the pod: it copies the apps' output to its own stdout and stderr,
+// turns stop signals into an ACPI power-off, records why the VM ended when
+// the apps could not say it themselves, tears the network down, and exits
+// with the pod's status.
 //
 // Environment: RKT_KVM_ACCEL=kvm|tcg, RKT_KVM_SHARE=9p|virtiofs,
 // RKT_STAGE1_KVM_KERNEL, RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS,
@@ -36,7 +42,6 @@ import { exitCause, PodVm, type VmEnd } from './vm.js';
 const SHARE_ENV = 'RKT_KVM_SHARE';
 const BOOT_TIMEOUT_ENV = 'RKT_KVM_BOOT_TIMEOUT';
 export const STOP_TIMEOUT_ENV = 'RKT_KVM_STOP_TIMEOUT';
-const FALLBACK_HOSTS = '127.0.0.1 localhost localdomain\n::1 localhost ip6-localhost ip6-loopback\n';
 // Output still in flight when qemu exits is read within this.
 const DRAIN_MS = 3000;
 // The guest powers off right after the last app's exit; this is for when it does not.
@@ -48,15 +53,6 @@ function seconds(env: string, dflt: number): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${env}=${v} is not a number of seconds`);
   return n * 1000;
-}
-
-function checkNetwork(args: RunArgs): void {
-  const nets = args.net.length === 0 ? ['default'] : args.net;
-  if (nets.length === 1 && (nets[0] === 'default' || nets[0] === 'none')) {
-    if (nets[0] === 'default') log().debug('the kvm stage1 gives pods no network yet: "default" means none here');
-    return;
-  }
-  throw new UsageError(`the kvm stage1 does not support --net=${nets.join(',')} yet; use --net=none`);
 }
 
 /** The app's executable must exist in its rootfs: found now, it is a clear error instead of status 203 from the guest. */
@@ -76,9 +72,10 @@ function checkExec(spec: AppSpec): void {
 // a read-only root must have the mount points before it becomes read-only.
 const API_MOUNT_POINTS = ['/proc', '/sys', '/dev', '/run'];
 
-/** The app's rootfs (shared code), with the mount points systemd needs, read-only last if asked. */
-async function prepareApp(paths: PodPaths, spec: AppSpec): Promise<void> {
-  const r = await prepareAppRootfs(paths, { ...spec, readOnlyRootFS: false }, { hosts: FALLBACK_HOSTS });
+/** The app's rootfs (shared code), its resolv.conf and hosts, the mount points systemd needs, read-only last if asked. */
+async function prepareApp(paths: PodPaths, spec: AppSpec, dnsFiles: PodDnsFiles): Promise<void> {
+  const r = await prepareAppRootfs(paths, { ...spec, readOnlyRootFS: false }, { hosts: dnsFiles.hosts.fallback });
+  installDnsFiles(spec, dnsFiles);
   for (const p of API_MOUNT_POINTS) ensureDirInRoot(spec.rootfs, p);
   if (spec.readOnlyRootFS) {
     const m = spawnSync('mount', ['-o', 'remount,bind,ro', spec.rootfs], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
@@ -170,7 +167,6 @@ class StopRequests {
 async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
-  checkNetwork(args);
   if (args.mdsToken !== undefined) log().debug('the kvm stage1 has no metadata service; ignoring --mds-token');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);
   const paths = new PodPaths(process.cwd());
@@ -183,6 +179,7 @@ async function run(argv: string[]): Promise<number> {
   let vm: PodVm | undefined;
   let specs: AppSpec[] = [];
   try {
+    checkNetRequest(args.net);
     specs = loadAppSpecs(paths);
     if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
     const accel = chooseAccel();
@@ -201,11 +198,14 @@ async function run(argv: string[]): Promise<number> {
 
     const hostname = checkHostname(args.hostname ?? `rkt-${args.uuid}`);
 
-    for (const spec of specs) await prepareApp(paths, spec);
+    // last of the checks, first of the work: what it sets up is undone in finally
+    const network = await setupNetwork(paths, args, hostname);
+    for (const spec of specs) await prepareApp(paths, spec, network.dnsFiles);
     const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(paths.stage1Rootfs, specs, {
       ...(args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
+    writeGuestNetwork(paths.stage1Rootfs, specs, network.guest);
     makeOutputFifos(paths.dir, (p) => mkfifos([p]));
     if (stops.pending !== undefined) {
       log().debug(`${stops.pending} before the VM started: not starting it`);
@@ -240,6 +240,7 @@ async function run(argv: string[]): Promise<number> {
       share,
       rootfs: paths.stage1Rootfs,
       pit: accel.accel === 'tcg' && tscKhz === undefined,
+      ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
     });
     await vm.start((pid) => guardian.watch(pid));
     stops.attach(vm);
@@ -274,6 +275,8 @@ async function run(argv: string[]): Promise<number> {
     vm?.kill();
     throw err;
   } finally {
+    // qemu is gone (or going: its tap is removed under it, which it survives)
+    await teardownNetwork(paths.dir);
     await guardian.done();
   }
 }
@@ -292,6 +295,12 @@ async function waitUntilStarted(paths: PodPaths, specs: AppSpec[], vm: PodVm, ti
       markReady(paths);
       log().debug(`all apps started after ${Date.now() - t0} ms`);
       return;
+    }
+    const netError = guestNetworkError(paths.stage1Rootfs);
+    if (netError !== undefined) {
+      vm.kill();
+      await vm.ended;
+      throw new KvmBootError(`the guest could not configure the pod network (${netError})`);
     }
     if (Date.now() >= deadline) {
       vm.kill();

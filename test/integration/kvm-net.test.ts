@@ -1,0 +1,286 @@
+import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { once } from 'node:events';
+import { execa } from 'execa';
+import { buildAci } from '../helpers/aci.js';
+import type { RktEnv } from '../helpers/rkt.js';
+import { podStatus, processesWith, sleep, waitFor } from '../helpers/pods.js';
+import { KVM, KVM_ACI, podDir, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
+import { withNetLock } from '../../src/net/hostlock.js';
+import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, snapshot, tcpRead, uniqueNet, type HostSnapshot } from './net-helpers.js';
+
+// kvm pods on real CNI networks, through the real CLI: a server app in a VM
+// reached from the host by its pod IP and through a forwarded port, DNS
+// files and hostname inside, a second VM talking to it over the default
+// network while on a named one too, --net=none, refusals, and kill -9 then
+// gc. Traffic goes only to loopback and to the pods these tests start.
+// Each test holds the networking tests' host lock (net-helpers.ts); other
+// kvm tests may still create default networks meanwhile, so leaks are
+// judged per pod (its UUID in rules, leases, namespaces; its host veth),
+// and the host-wide comparison allows for what other pods own. Snapshots
+// are taken under the host network lock, which every CNI ADD and DEL
+// holds, so that none is caught half done.
+
+const ok = CAN_RUN && fs.existsSync(KVM_ACI);
+const test = (ok ? anyTest.serial : anyTest.skip) as TestFn;
+if (!ok) console.warn(`kvm-net: skipped, ${SKIP_REASON} and ${KVM_ACI} (node dist/stage1-kvm/build.js)`);
+
+const REPORT = `echo "hostname $(hostname)"
+while IFS= read -r l; do echo "resolv $l"; done < /etc/resolv.conf
+while IFS= read -r l; do echo "hosts $l"; done < /etc/hosts
+ip -o addr show | while IFS= read -r l; do echo "addr $l"; done
+ls /sys/class/net | while IFS= read -r l; do echo "link $l"; done
+`;
+// the host sends bytes, half-closes, and reads how many full 64 KiB blocks arrived
+// (dd, not wc -c: busybox wc counts a byte at a time, which under tcg is the bottleneck)
+const SINK = 'exec dd of=/dev/null bs=65536 iflag=fullblock 2>&1\n';
+const SERVER = 'nc -ll -p 81 -e /bin/sh /sink.sh & exec nc -ll -p 80 -e /bin/sh /report.sh';
+const HTTP = { name: 'http', protocol: 'tcp', port: 80 };
+
+async function serverSetup(t: ExecutionContext): Promise<{ env: RktEnv; image: string }> {
+  const { env } = await setup(t);
+  const image = await buildAci(env.root, { name: 'example.com/netpod', app: { exec: ['/bin/sh', '-c', SERVER], user: '0', group: '0', ports: [HTTP] }, files: { 'report.sh': REPORT, 'sink.sh': SINK } });
+  return { env, image };
+}
+
+interface NetJson {
+  networks?: { name: string; ip4?: string }[];
+}
+
+async function podIPs(env: RktEnv, uuid: string): Promise<Record<string, string>> {
+  let out: Record<string, string> = {};
+  await waitFor('the pod networks in rkt status', async () => {
+    const st = (await podStatus(env, uuid)) as unknown as NetJson;
+    out = Object.fromEntries((st.networks ?? []).filter((n) => n.ip4 !== undefined).map((n) => [n.name, n.ip4!]));
+    return Object.keys(out).length > 0;
+  }, 60_000);
+  return out;
+}
+
+/** The server's report, retried until the guest listens (SYNs to a VM not yet up are dropped or refused). */
+async function report(host: string, port: number, timeoutMs = 120_000): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await tcpRead(host, port, 1500);
+      if (r.includes('hostname ')) return r;
+    } catch (err) {
+      if (Date.now() > end) throw err;
+    }
+    await sleep(100);
+  }
+}
+
+/** Send `bytes` to the pod's sink and read back dd's report; resolves it and the seconds it took. */
+async function pushBytes(host: string, port: number, bytes: number): Promise<{ reply: string; seconds: number }> {
+  const s = net.connect({ host, port, allowHalfOpen: true });
+  await once(s, 'connect');
+  const t0 = performance.now();
+  const chunk = Buffer.alloc(1 << 20, 0x61);
+  let reply = '';
+  s.on('data', (d: Buffer) => (reply += d.toString()));
+  const closed = once(s, 'close');
+  for (let sent = 0; sent < bytes; sent += chunk.length) if (!s.write(chunk)) await once(s, 'drain');
+  s.end();
+  await closed;
+  return { reply, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** What a pod holds on the host, read while it runs: its host veths and the iptables chains its rules use. */
+function hostVeths(env: RktEnv, uuid: string): string[] {
+  const st = JSON.parse(fs.readFileSync(path.join(podDir(env, uuid)!, 'netinfo', 'netinfo.json'), 'utf8')) as { networks: { result?: { interfaces?: { name: string; sandbox?: string }[] } }[] };
+  return st.networks.flatMap((n) => (n.result?.interfaces ?? []).filter((i) => i.sandbox === undefined).map((i) => i.name));
+}
+
+const ID_RE = /id: \\"([0-9a-f-]{36})\\"/;
+
+/** CNI chains that rules tagged with one of `ids` jump to or live in (the shared CNI-HOSTPORT-* excepted). */
+function chainsOf(rules: string, ids: (id: string) => boolean): Set<string> {
+  const out = new Set<string>();
+  for (const l of rules.split('\n')) {
+    const id = ID_RE.exec(l)?.[1];
+    if (id === undefined || !ids(id)) continue;
+    for (const m of l.matchAll(/(?:-A|-j) (CNI-\S+)/g)) if (!m[1]!.startsWith('CNI-HOSTPORT-')) out.add(m[1]!);
+  }
+  return out;
+}
+
+/** New iptables lines that no other pod accounts for: each is a leak of ours. */
+function unexplainedRules(before: HostSnapshot, after: HostSnapshot, mine: readonly string[]): string[] {
+  const old = new Set(before.iptables.split('\n'));
+  const foreign = (id: string): boolean => !mine.includes(id);
+  const theirs = chainsOf(after.iptables, foreign);
+  const forwarding = after.iptables.split('\n').some((l) => l.includes('CNI-HOSTPORT-DNAT') && foreign(ID_RE.exec(l)?.[1] ?? mine[0]!));
+  return after.iptables
+    .split('\n')
+    .filter((l) => !old.has(l))
+    .filter((l) => {
+      const id = ID_RE.exec(l)?.[1];
+      if (id !== undefined) return !foreign(id);
+      const chain = /^(?::|-A )(\S+)/.exec(l)?.[1];
+      if (chain !== undefined && theirs.has(chain)) return false;
+      return !(forwarding && l.includes('CNI-HOSTPORT-'));
+    });
+}
+
+function quietSnapshot(): Promise<HostSnapshot> {
+  return withNetLock(() => snapshot());
+}
+
+function leaseFiles(): string[] {
+  const root = '/var/lib/cni/networks';
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).flatMap((n) => fs.readdirSync(path.join(root, n)).map((f) => path.join(root, n, f)));
+}
+
+/** Nothing of the pods is left on the host: namespace, host veth, lease, rule, chain. */
+async function assertNoTrace(t: ExecutionContext, before: HostSnapshot, uuids: string[], veths: string[], chains: Set<string>): Promise<void> {
+  const after = await quietSnapshot();
+  for (const u of uuids) {
+    t.false(after.netns.some((n) => n.includes(u)), `no network namespace of pod ${u}`);
+    t.deepEqual(leaseFiles().filter((f) => !/lock|last_reserved/.test(f) && fs.readFileSync(f, 'utf8').includes(u)), [], `no IPAM lease of pod ${u}`);
+    t.false(after.iptables.includes(u), `no iptables rule tagged with pod ${u}`);
+  }
+  for (const v of veths) t.false(after.links.includes(v), `host veth ${v} is gone`);
+  for (const c of chains) t.false(after.iptables.includes(c), `chain ${c} is gone`);
+  t.deepEqual(unexplainedRules(before, after, uuids), [], 'no new iptables rule, except what other pods own');
+}
+
+async function rules(): Promise<string> {
+  return String((await execa('iptables-save')).stdout) + String((await execa('ip6tables-save')).stdout);
+}
+
+test('a server in a kvm pod: pod IP, forwarded port, DNS files, hostname, throughput; a second pod on two networks reaches it', async (t) => {
+  await exclusiveHost(t);
+  const before = await quietSnapshot();
+  const { env, image } = await serverSetup(t);
+  const extra = uniqueNet();
+  fs.mkdirSync(path.join(env.localConfig, 'net.d'), { recursive: true });
+  fs.writeFileSync(path.join(env.localConfig, 'net.d', `${extra.name}.conf`), JSON.stringify({ cniVersion: '0.4.0', name: extra.name, type: 'ptp', ipMasq: false, ipam: { type: 'host-local', subnet: extra.subnet } }));
+  const hostPort = await freePort();
+  const t0 = Date.now();
+  const srv = await runInBackground(t, env, ['--dns=1.2.3.4', '--dns-search=example.com', '--hosts-entry=10.9.8.7=db.example.com', '--hostname=websrv', `--port=http:${hostPort}`, image]);
+  const ip = (await podIPs(env, srv.uuid)).default!;
+  t.regex(ip, /^172\.16\.28\.\d+$/);
+  const out = await report(ip, 80);
+  const answered = (Date.now() - t0) / 1000;
+  t.log(`rkt run to the server answering on ${ip}: ${answered.toFixed(2)} s`);
+  t.regex(out, /^hostname websrv$/m);
+  t.regex(out, /^resolv nameserver 1\.2\.3\.4$/m);
+  t.regex(out, /^resolv search example\.com$/m);
+  t.regex(out, /^hosts 10\.9\.8\.7\tdb\.example\.com$/m);
+  t.regex(out, new RegExp(`^hosts ${ip.replace(/\./g, '\\.')}\\twebsrv$`, 'm'));
+  t.regex(out, new RegExp(`^addr \\d+: eth0\\s+inet ${ip.replace(/\./g, '\\.')}/24 `, 'm'));
+  t.deepEqual(out.split('\n').filter((l) => l.startsWith('link ')), ['link eth0', 'link lo']);
+  t.is(await report('127.0.0.1', hostPort, 10_000), out, 'the forwarded port on 127.0.0.1 reaches the same server');
+
+  const veths = hostVeths(env, srv.uuid);
+  t.is(veths.length, 1);
+  const size = 50 * 1024 * 1024;
+  const push = await pushBytes(ip, 81, size);
+  t.regex(push.reply, new RegExp(`^${size / 65536}\\+0 records in$`, 'm'), 'every byte arrived');
+  t.log(`host -> app in the VM over TCP: ${size / 1024 / 1024} MiB in ${push.seconds.toFixed(2)} s = ${(size / 1024 / 1024 / push.seconds).toFixed(1)} MiB/s`);
+
+  // a second VM, on the default network and a named one with a fixed address, asks the first
+  const cuuid = env.file('client-uuid');
+  const client = await env.run(['run', ...KVM, `--uuid-file-save=${cuuid}`, `--net=default,${extra.name}:IP=${extra.prefix}.77`, image, '--exec=/bin/sh', '--', '-c', `ip -o addr show; nc -w 10 ${ip} 80 </dev/null`], { timeout: 240_000 });
+  t.is(client.exitCode, 0, stderrOf(client));
+  const cout = String(client.stdout);
+  t.regex(cout, /^hostname websrv$/m, 'the second pod got the answer over the default network');
+  // networks come in configuration order (named ones, then the default): one NIC each
+  t.regex(cout, new RegExp(`eth\\d\\s+inet ${extra.prefix.replace(/\./g, '\\.')}\\.77/24 `), 'the named network gave the address asked for');
+  t.regex(cout, /eth\d\s+inet 172\.16\.28\.\d+\/24 /);
+  t.is(cout.split('\n').filter((l) => /^\d+: eth\d\s+inet /.test(l)).length, 2);
+  const clientUuid = fs.readFileSync(cuuid, 'utf8').trim();
+  const chains = chainsOf(await rules(), (id) => id === srv.uuid);
+  t.true(chains.size > 0, 'the server pod has masquerading and port forwarding chains while it runs');
+
+  const stop = await env.run(['stop', srv.uuid]);
+  t.is(stop.exitCode, 0, String(stop.stderr));
+  await srv.child;
+  t.is((await podStatus(env, srv.uuid)).state, 'exited');
+  await assertNoTrace(t, before, [srv.uuid, clientUuid], veths, chains);
+});
+
+test('--net=none: loopback only, the image hosts fallback with the hostname', async (t) => {
+  await exclusiveHost(t);
+  const { env, image } = await serverSetup(t);
+  const r = await env.run(['run', ...KVM, '--net=none', image, '--exec=/bin/sh', '--', '-c', 'ls /sys/class/net; ip -o addr show; cat /etc/hosts; hostname']);
+  t.is(r.exitCode, 0, stderrOf(r));
+  const out = String(r.stdout);
+  t.deepEqual(out.split('\n').filter((l) => /^\w+$/.test(l)), ['lo'], out);
+  t.notRegex(out, /eth\d/);
+  t.regex(out, /^127\.0\.0\.1\tlocalhost/m);
+  t.regex(out, /^127\.0\.0\.1\trkt-[0-9a-f-]{36}$/m, 'no pod IP: the hostname resolves to loopback');
+});
+
+test('--net=host and an unknown network are refused, leaving nothing configured', async (t) => {
+  await exclusiveHost(t);
+  const before = await quietSnapshot();
+  const { env, image } = await serverSetup(t);
+  const uuids: string[] = [];
+  for (const [netFlag, message] of [
+    ['--net=host', /^stage1: --net=host cannot be used with the kvm stage1: a VM cannot share the host network namespace; use --net=default/m],
+    ['--net=default,nosuchnet', /^stage1: network not found: nosuchnet/m],
+  ] as const) {
+    const f = env.file(`uuid-${uuids.length}`);
+    const r = await env.run(['run', ...KVM, `--uuid-file-save=${f}`, netFlag, image]);
+    t.not(r.exitCode, 0);
+    t.regex(stderrOf(r), message);
+    t.is(stderrOf(r).split('\n').length, 1, 'one line says it all');
+    const uuid = fs.readFileSync(f, 'utf8').trim();
+    uuids.push(uuid);
+    const st = await podStatus(env, uuid);
+    t.is(st.state, 'exited');
+    t.regex(st.exit_cause ?? '', /stage1 failed/);
+  }
+  await assertNoTrace(t, before, uuids, [], new Set());
+});
+
+test('kill -9 of rkt run, then rkt gc: no namespace, veth, lease or rule is left', async (t) => {
+  await exclusiveHost(t);
+  const before = await quietSnapshot();
+  const { env, image } = await serverSetup(t);
+  const hostPort = await freePort();
+  const { child, uuid } = await runInBackground(t, env, [`--port=http:${hostPort}`, image]);
+  await waitReady(t, env, uuid);
+  const ip = (await podIPs(env, uuid)).default!;
+  t.regex(await report('127.0.0.1', hostPort), /^hostname rkt-/m);
+  const veths = hostVeths(env, uuid);
+  const chains = chainsOf(await rules(), (id) => id === uuid);
+  t.true(chains.size >= 2, 'masquerading and port forwarding chains');
+  child.kill('SIGKILL');
+  await child;
+  await waitFor('no process of the pod', async () => (await processesWith(uuid)).length === 0, 15_000);
+  await waitFor('the pod to read as exited', async () => (await podStatus(env, uuid)).state === 'exited', 10_000);
+  // the VM and the namespace died with rkt run; the host still holds the lease and the rules
+  t.true(leaseFiles().some((f) => f.endsWith(`/${ip}`)), 'the lease outlives rkt run');
+  t.true((await rules()).includes(uuid), 'so do the rules');
+  const gc = await env.run(['gc', '--grace-period=0s']);
+  t.is(gc.exitCode, 0, String(gc.stderr));
+  await assertNoTrace(t, before, [uuid], veths, chains);
+});
+
+test('rkt stop --force, and a killed qemu: rkt run tears the network down as it exits', async (t) => {
+  await exclusiveHost(t);
+  const before = await quietSnapshot();
+  const { env, image } = await serverSetup(t);
+  const forced = await runInBackground(t, env, [`--port=http:${await freePort()}`, image]);
+  const killed = await runInBackground(t, env, [image]);
+  const pods = [forced, killed];
+  for (const p of pods) await waitReady(t, env, p.uuid);
+  const veths = pods.flatMap((p) => hostVeths(env, p.uuid));
+  const chains = chainsOf(await rules(), (id) => pods.some((p) => p.uuid === id));
+  t.is(veths.length, 2);
+  const stop = await env.run(['stop', '--force', forced.uuid]);
+  t.is(stop.exitCode, 0, String(stop.stderr));
+  process.kill(Number(fs.readFileSync(path.join(podDir(env, killed.uuid)!, 'qemu.pid'), 'utf8').trim()), 'SIGKILL');
+  for (const p of pods) {
+    const r = await p.child;
+    t.not(r.exitCode, 0);
+    t.is((await podStatus(env, p.uuid)).state, 'exited');
+  }
+  await assertNoTrace(t, before, pods.map((p) => p.uuid), veths, chains);
+});

@@ -1,11 +1,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 import { execa } from 'execa';
-import { ANNOTATION } from '../src/stage1/contract.js';
-import { APPC_VERSION, RKT_VERSION } from '../src/version.js';
+import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1/image-build.js';
 import { parseSyscallFilterListing } from './seccomp.js';
 
 // Builds stage1-coreos.aci, the nspawn flavor (rkt's historical name for
@@ -25,7 +22,6 @@ import { parseSyscallFilterListing } from './seccomp.js';
 
 const ENTRYPOINTS = ['run', 'enter', 'stop', 'gc'] as const;
 const IMAGE_NAME = 'coreos.com/rkt/stage1-coreos';
-const MTIME = 946684800; // 2000-01-01T00:00:00Z
 
 /** What the kvm guest image has that a container does not need. */
 const KVM_ONLY = [
@@ -37,16 +33,6 @@ const KVM_ONLY = [
 
 /** Host binaries added to the guest image's systemd, with the libraries they link. */
 const EXTRA_BINARIES = ['/usr/bin/systemd-run', '/usr/bin/dbus-daemon'];
-
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!fs.existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the repository root (package.json) above the build script');
-    dir = up;
-  }
-  return dir;
-}
 
 /**
  * systemd and its libraries as the kvm guest has them, by guest/build-image.sh
@@ -72,53 +58,8 @@ function launcher(entry: string): string {
   return `#!/bin/sh\n# rkt stage1-coreos (nspawn) ${entry} entrypoint. Requires node >= 20 on the host PATH.\nexec node "\${0%/*}/${entry}.mjs" "$@"\n`;
 }
 
-export function stage1Manifest(): object {
-  return {
-    acKind: 'ImageManifest',
-    acVersion: APPC_VERSION,
-    name: IMAGE_NAME,
-    labels: [
-      { name: 'version', value: RKT_VERSION },
-      { name: 'os', value: 'linux' },
-      { name: 'arch', value: 'amd64' },
-    ],
-    annotations: [...ENTRYPOINTS.map((e) => ({ name: ANNOTATION[e], value: `/nspawn/${e}` })), { name: ANNOTATION.interfaceVersion, value: '5' }],
-  };
-}
-
-async function bundle(root: string, entry: string, outfile: string): Promise<void> {
-  await build({
-    entryPoints: [path.join(root, 'stage1-nspawn', `${entry}.ts`)],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    legalComments: 'none',
-    logLevel: 'warning',
-    // CommonJS dependencies (pino) call require(); an ESM bundle has none of its own.
-    banner: { js: "import { createRequire as __rktCreateRequire } from 'node:module';\nconst require = __rktCreateRequire(import.meta.url);" },
-  });
-}
-
-// Native addons cannot be bundled; the entrypoints resolve them next to
-// their bundles (/nspawn/node_modules). fs-ext is flock(2), which the
-// networking library's host lock needs (src/net/hostlock.ts).
-const NATIVE_ADDONS: Record<string, string[]> = {
-  'fs-ext': ['package.json', 'fs-ext.js', 'LICENSE.txt', 'build/Release/fs_ext.node'],
-};
-
-function copyNativeAddons(root: string, dir: string): void {
-  for (const [pkg, files] of Object.entries(NATIVE_ADDONS)) {
-    for (const f of files) {
-      const from = path.join(root, 'node_modules', pkg, f);
-      if (!fs.existsSync(from)) throw new Error(`${from} is missing: run npm install (the nspawn stage1 carries the ${pkg} addon)`);
-      const to = path.join(dir, 'node_modules', pkg, f);
-      fs.mkdirSync(path.dirname(to), { recursive: true, mode: 0o755 });
-      fs.copyFileSync(from, to);
-      fs.chmodSync(to, f.endsWith('.node') ? 0o755 : 0o644);
-    }
-  }
+export function nspawnManifest(): object {
+  return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map((e) => [e, `/nspawn/${e}`])));
 }
 
 /** Copy a host file to the same canonical path in the rootfs, dereferencing symlinks (as guest/build-image.sh does). */
@@ -155,7 +96,7 @@ async function syscallTable(): Promise<string> {
 }
 
 export async function buildStage1Nspawn(output: string): Promise<string> {
-  const root = repoRoot();
+  const root = repoRoot(import.meta.url);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'stage1-nspawn-'));
   try {
     const rootfs = path.join(work, 'rootfs');
@@ -170,43 +111,15 @@ export async function buildStage1Nspawn(output: string): Promise<string> {
     const dir = path.join(rootfs, 'nspawn');
     fs.mkdirSync(dir, { mode: 0o755 });
     for (const e of ENTRYPOINTS) {
-      await bundle(root, e, path.join(dir, `${e}.mjs`));
-      fs.chmodSync(path.join(dir, `${e}.mjs`), 0o644);
+      await bundleEntrypoint(path.join(root, 'stage1-nspawn', `${e}.ts`), path.join(dir, `${e}.mjs`));
       fs.writeFileSync(path.join(dir, e), launcher(e));
       fs.chmodSync(path.join(dir, e), 0o755);
     }
     copyNativeAddons(root, dir);
-    fs.writeFileSync(path.join(work, 'manifest'), JSON.stringify(stage1Manifest(), null, 2) + '\n');
-    fs.chmodSync(path.join(work, 'manifest'), 0o644);
-    fs.mkdirSync(path.dirname(output), { recursive: true });
-    const tmp = `${output}.tmp-${process.pid}`;
-    await execa('tar', [
-      '--create',
-      `--file=${tmp}`,
-      '--format=gnu',
-      '--sort=name',
-      `--mtime=@${MTIME}`,
-      '--owner=0',
-      '--group=0',
-      '--numeric-owner',
-      `--directory=${work}`,
-      'manifest',
-      'rootfs',
-    ]);
-    fs.renameSync(tmp, output);
-    return output;
+    return await writeAci(work, nspawnManifest(), output);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
 }
 
-if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const out = process.argv[2] !== undefined ? path.resolve(process.argv[2]) : path.join(repoRoot(), 'build', 'stage1-coreos.aci');
-  buildStage1Nspawn(out).then(
-    (p) => process.stdout.write(p + '\n'),
-    (err: unknown) => {
-      process.stderr.write(`build: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runAsBuildScript(import.meta.url, 'stage1-coreos.aci', buildStage1Nspawn);

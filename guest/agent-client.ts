@@ -12,6 +12,7 @@
 //   node dist/guest/agent-client.js SOCKET APP [--tty] [--uid N] [--gid N]
 //     [--groups G,G] [--cwd DIR] [--env NAME=VALUE]... -- COMMAND [ARG]...
 
+import crypto from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +29,7 @@ import {
   encodeExec,
   encodeFrame,
   encodeResize,
+  findSessionStart,
   type ExecRequest,
 } from './agent-protocol.js';
 
@@ -69,11 +71,14 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
     request.rows ??= stdout.rows;
     request.cols ??= stdout.columns;
   }
-  const execPayload = encodeExec(request); // throws RangeError before connecting
+  const session = crypto.randomBytes(4).readUInt32BE(0);
+  const execPayload = encodeExec(request, session); // throws RangeError before connecting
 
   return new Promise<number>((resolve, reject) => {
     const sock = net.createConnection(socketPath);
     const decoder = new FrameDecoder();
+    // bytes before our SESSION frame are a previous session's (PROTOCOL.md)
+    let preamble: Buffer | null = Buffer.alloc(0);
     const cleanups: Array<() => void> = [];
     let finished = false;
     let gotExit = false;
@@ -110,7 +115,18 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
       forwardSignals();
     });
 
-    sock.on('data', (chunk: Buffer) => {
+    sock.on('data', (data: Buffer) => {
+      let chunk = data;
+      if (preamble !== null) {
+        preamble = Buffer.concat([preamble, chunk]);
+        const start = findSessionStart(preamble, session);
+        if (start < 0) {
+          preamble = preamble.subarray(Math.max(0, preamble.length - 8)); // a marker may straddle chunks
+          return;
+        }
+        chunk = preamble.subarray(start);
+        preamble = null;
+      }
       let frames;
       try {
         frames = decoder.push(chunk);
@@ -121,6 +137,8 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
       for (const f of frames) {
         if (finished) return;
         switch (f.type) {
+          case FrameType.Session:
+            break; // only ours can follow our SESSION frame
           case FrameType.Stdout:
             stdio.stdout.write(f.payload);
             break;
@@ -252,16 +270,28 @@ function parseCli(args: string[]): { socketPath: string; req: ExecRequest } {
 }
 
 async function main(): Promise<void> {
+  // ^C goes to the command (through the terminal with --tty, as SIGNAL
+  // otherwise); SIGTERM and SIGHUP end the session: disconnecting makes the
+  // agent kill the command, and a stuck guest cannot keep us alive.
+  const abort = new AbortController();
+  let endedBy: NodeJS.Signals | undefined;
+  for (const sig of ['SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      endedBy = sig;
+      abort.abort();
+    });
+  }
   try {
     const { socketPath, req } = parseCli(process.argv.slice(2));
     const status = await runInGuest(socketPath, req, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, {
-      forwardSignals: req.tty === true ? [] : ['SIGINT', 'SIGTERM', 'SIGHUP'],
+      forwardSignals: req.tty === true ? [] : ['SIGINT'],
+      signal: abort.signal,
     });
     process.exitCode = status;
   } catch (err) {
     if (!(err instanceof RktError)) throw err;
     process.stderr.write(`${err.message}\n`);
-    process.exitCode = err.exitCode;
+    process.exitCode = endedBy === undefined ? err.exitCode : 128 + os.constants.signals[endedBy];
   }
 }
 

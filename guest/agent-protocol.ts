@@ -21,6 +21,7 @@ export const FrameType = {
   Resize: 0x04,
   Signal: 0x05,
   // guest -> host
+  Session: 0x80,
   Stdout: 0x81,
   Stderr: 0x82,
   Exit: 0x83,
@@ -96,13 +97,18 @@ function strList(list: string[], what: string): Buffer {
   return Buffer.concat([u32(list.length, `${what} count`), ...list.map((s, i) => str(s, `${what}[${i}]`))]);
 }
 
-/** The EXEC payload: version, flags, uid, gid, rows, cols, app, cwd, gids, argv, env (PROTOCOL.md). */
-export function encodeExec(req: ExecRequest): Buffer {
+/**
+ * The EXEC payload: version, flags, session, uid, gid, rows, cols, app, cwd,
+ * gids, argv, env (PROTOCOL.md). `session` is any 32-bit number the host
+ * picks; the guest's SESSION frame echoes it (see findSessionStart).
+ */
+export function encodeExec(req: ExecRequest, session: number): Buffer {
   if (req.argv.length === 0 || req.argv[0] === '') throw new RangeError('argv must name a command');
   if (req.app === '' || req.app.includes('/') || req.app.startsWith('.')) throw new RangeError(`invalid app name "${req.app}"`);
   const gids = req.supplementaryGids ?? [];
   const payload = Buffer.concat([
     Buffer.from([PROTOCOL_VERSION, req.tty === true ? 1 : 0]),
+    u32(session, 'session'),
     u32(req.uid ?? 0, 'uid'),
     u32(req.gid ?? 0, 'gid'),
     u16(req.rows ?? 0, 'rows'),
@@ -119,7 +125,7 @@ export function encodeExec(req: ExecRequest): Buffer {
 }
 
 /** Inverse of encodeExec, as the guest parses it (used by tests and fake agents). */
-export function decodeExec(p: Buffer): ExecRequest {
+export function decodeExec(p: Buffer): { request: ExecRequest; session: number } {
   let off = 0;
   const need = (n: number): void => {
     if (off + n > p.length) throw new AgentProtocolError(`EXEC payload truncated at byte ${off}`);
@@ -136,21 +142,40 @@ export function decodeExec(p: Buffer): ExecRequest {
     return p.subarray(off - n, off).toString('utf8');
   };
   const readList = (): string[] => Array.from({ length: readU32() }, readStr);
-  need(14);
+  need(18);
   if (p[0] !== PROTOCOL_VERSION) throw new AgentProtocolError(`unsupported protocol version ${p[0]}`);
   const tty = (p[1] & 1) === 1;
-  const uid = p.readUInt32BE(2);
-  const gid = p.readUInt32BE(6);
-  const rows = p.readUInt16BE(10);
-  const cols = p.readUInt16BE(12);
-  off = 14;
+  const session = p.readUInt32BE(2);
+  const uid = p.readUInt32BE(6);
+  const gid = p.readUInt32BE(10);
+  const rows = p.readUInt16BE(14);
+  const cols = p.readUInt16BE(16);
+  off = 18;
   const app = readStr();
   const cwd = readStr();
   const supplementaryGids = Array.from({ length: readU32() }, readU32);
   const argv = readList();
   const env = readList();
   if (off !== p.length) throw new AgentProtocolError(`${p.length - off} stray bytes after the EXEC payload`);
-  return { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols };
+  return { request: { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols }, session };
+}
+
+/** The SESSION frame the guest sends first for the session with this id. */
+export function sessionFrame(session: number): Buffer {
+  return encodeFrame(FrameType.Session, u32(session, 'session'));
+}
+
+/**
+ * Where this session's frames begin in bytes from the guest: the offset
+ * just past its SESSION frame, or -1 if that is not in `bytes` yet.
+ * Whatever comes before belongs to a previous session whose host went away
+ * (possibly cut mid-frame), so the host searches for the 9-byte SESSION
+ * frame rather than parsing from the first byte.
+ */
+export function findSessionStart(bytes: Buffer, session: number): number {
+  const marker = sessionFrame(session);
+  const at = bytes.indexOf(marker);
+  return at < 0 ? -1 : at + marker.length;
 }
 
 export function encodeResize(rows: number, cols: number): Buffer {

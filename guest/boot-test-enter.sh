@@ -18,7 +18,7 @@ wait_for() {
 session() {
   local desc=$1 want_rc=$2 want_out=$3 rc=0 out
   shift 3
-  timeout 60 node "$client" "$run/agent.sock" "$@" <"${session_stdin:-/dev/null}" >"$run/s.out" 2>"$run/s.err" || rc=$?
+  timeout -k 5 60 node "$client" "$run/agent.sock" "$@" <"${session_stdin:-/dev/null}" >"$run/s.out" 2>"$run/s.err" || rc=$?
   out=$(tr -d '\r' <"$run/s.out")
   if [ "$rc" = "$want_rc" ] && [ "$out" = "$want_out" ]; then
     log "ok   $mode enter: $desc"
@@ -74,7 +74,7 @@ enter_test() {
   session "inside the app's mount namespace (/proc, /dev)" 0 "yes" sleeper -- /bin/sh -c '[ -e /proc/self/stat ] && [ -c /dev/null ] && echo yes'
   session "tty" 0 "$(printf '/dev/pts/0\nyes')" sleeper --tty -- /bin/sh -c 'tty; [ -t 0 ] && echo yes'
   head -c 300000 /dev/urandom > "$run/big.in"
-  timeout 60 node "$client" "$run/agent.sock" sleeper -- /bin/cat <"$run/big.in" >"$run/big.out" 2>"$run/s.err" || true
+  timeout -k 5 60 node "$client" "$run/agent.sock" sleeper -- /bin/cat <"$run/big.in" >"$run/big.out" 2>"$run/s.err" || true
   if cmp -s "$run/big.in" "$run/big.out"; then log "ok   $mode enter: 300 KB through stdin and back"
   else fail "$mode enter: 300 KB round trip: got $(stat -c %s "$run/big.out") bytes"; fi
 

@@ -155,7 +155,8 @@ boot() {
     virtiofs)
       "$virtiofsd" --socket-path="$run/vfs.sock" -o source="$pod" -o cache="$vfs_cache" >"$run/virtiofsd.log" 2>&1 &
       echo $! > "$run/virtiofsd.pid"
-      for _ in $(seq 100); do [ -S "$run/vfs.sock" ] && break; sleep 0.02; done
+      # the socket exists a moment before virtiofsd listens on it
+      for _ in $(seq 300); do grep -q 'Waiting for vhost-user socket' "$run/virtiofsd.log" 2>/dev/null && break; sleep 0.01; done
       mem=(-object memory-backend-memfd,id=mem,size=256M,share=on)
       share=(-chardev "socket,id=vfs,path=$run/vfs.sock" -device vhost-user-fs-device,chardev=vfs,tag=rktroot)
       append="$append root=rktroot rootfstype=virtiofs $GUEST_APPEND" ;;
@@ -174,6 +175,13 @@ boot() {
     -device virtio-rng-device
     "${share[@]}")
   [ -f "$work/cmdline.$mode" ] || printf '%q ' "${qemu_cmd[@]}" > "$work/cmdline.$mode"
+  # CPU seconds (user + system) of this shell's waited-for children before
+  # and after the run: qemu's (and virtiofsd's) CPU time, which other load
+  # on the host inflates much less than wall-clock time. (times must run in this shell, not in
+  # a $(...) subshell: hence the file.)
+  times_file=$work/times.$BASHPID
+  times > "$times_file"
+  cpu0=$(awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' "$times_file")
   t0=$EPOCHREALTIME
   "${qemu_cmd[@]}" </dev/null >"$run/qemu.out" 2>&1 &
   qemu_pid=$!
@@ -197,6 +205,12 @@ finish() {
   qemu_rc=0
   wait "$qemu_pid" || qemu_rc=$?
   t_exit=$EPOCHREALTIME
+  if [ -f "$run/virtiofsd.pid" ]; then
+    kill "$(cat "$run/virtiofsd.pid")" 2>/dev/null || true
+    wait "$(cat "$run/virtiofsd.pid")" 2>/dev/null || true
+  fi
+  times > "$times_file"
+  qemu_cpu=$(awk -v a="$cpu0" 'NR == 2 { gsub(/[ms]/, " "); printf "%.3f", $1 * 60 + $2 + $3 * 60 + $4 - a }' "$times_file")
   # The readers see EOF when qemu exits; if qemu never opened the FIFOs,
   # open them once for writing so that the readers' open() returns.
   for _ in $(seq 100); do readers_alive || break; sleep 0.01; done
@@ -204,7 +218,6 @@ finish() {
     for p in stdout stderr; do timeout 0.2 bash -c ': > "$1"' _ "$run/$p.out" 2>/dev/null || true; done
   fi
   for p in "${readers[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ ! -f "$run/virtiofsd.pid" ] || kill "$(cat "$run/virtiofsd.pid")" 2>/dev/null || true
   [ ! -f "$run/tail.pid" ] || { sleep 0.2; kill "$(cat "$run/tail.pid")" 2>/dev/null || true; }
 }
 
@@ -215,7 +228,7 @@ failures=0
 fail() { log "FAIL: $*"; failures=$((failures + 1)); keep=1; }
 
 # run_hello MODE TAG: one boot of a pod with the hello app. On success prints
-# "seconds-to-app-output seconds-to-qemu-exit".
+# "seconds-to-app-output seconds-to-qemu-exit qemu-cpu-seconds".
 run_hello() {
   local mode=$1 tag=$2 run=$work/$1-hello-$2 pod=$work/$1-pod-$2 out st
   make_pod "$pod" hello
@@ -227,7 +240,7 @@ run_hello() {
     fail "$mode boot $tag: qemu status $qemu_rc, app output '${out:+present}', /rkt/status/hello '$st' (console: $run/console.log)"
     return 1
   fi
-  echo "$(elapsed "$t0" "$out") $(elapsed "$t0" "$t_exit")"
+  echo "$(elapsed "$t0" "$out") $(elapsed "$t0" "$t_exit") $qemu_cpu"
   rm -rf "$pod" "$run"
 }
 
@@ -236,13 +249,14 @@ run_floor() {
   boot "$run" floor
   finish "$run" 60
   [ "$qemu_rc" = 0 ] || { fail "floor boot $1: qemu status $qemu_rc"; return 1; }
-  elapsed "$t0" "$t_exit"
+  echo "$(elapsed "$t0" "$t_exit") $qemu_cpu"
   rm -rf "$run"
 }
 
 for mode in $fs_list; do
   if r=$(run_hello "$mode" check); then
-    log "ok   $mode: 'hi from app' on rkt.stdout after ${r% *}s, /rkt/status/hello = 3 on the host, qemu exited by itself (status 0) after ${r#* }s"
+    set -- $r
+    log "ok   $mode: 'hi from app' on rkt.stdout after ${1}s, /rkt/status/hello = 3 on the host, qemu exited by itself (status 0) after ${2}s"
   fi
 done
 
@@ -254,25 +268,27 @@ fi
 
 # --- Timing -----------------------------------------------------------------------------------
 if [ "$count" -gt 0 ]; then
-  declare -A outs exits
+  declare -A outs exits cpus
   for i in $(seq "$count"); do
-    f=$(run_floor "$i") && exits[floor]+=" $f"
+    if r=$(run_floor "$i"); then exits[floor]+=" ${r% *}"; cpus[floor]+=" ${r#* }"; fi
     for mode in $fs_list; do
       r=$(run_hello "$mode" "$i") || continue
-      outs[$mode]+=" ${r% *}"
-      exits[$mode]+=" ${r#* }"
+      set -- $r
+      outs[$mode]+=" $1" exits[$mode]+=" $2" cpus[$mode]+=" $3"
     done
   done
-  fl=$(median ${exits[floor]})
+  fl=$(median ${exits[floor]}) fc=$(median ${cpus[floor]})
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
   {
-    printf '%-10s %-20s %-20s %s\n' "" "boot-to-app-output" "total (qemu exit)" "total/floor"
-    printf '%-10s %-20s %-20s %s\n' floor - "${fl}s" 1.00x
+    printf '%-10s %-20s %-20s %-12s %-16s %s\n' "" "boot-to-app-output" "total (qemu exit)" "total/floor" "CPU time" "CPU/floor"
+    printf '%-10s %-20s %-20s %-12s %-16s %s\n' floor - "${fl}s" 1.00x "${fc}s" 1.00x
     for mode in $fs_list; do
-      tot=$(median ${exits[$mode]})
-      printf '%-10s %-20s %-20s %s\n' "$mode" "$(median ${outs[$mode]})s" "${tot}s" "$(awk -v a="$tot" -v b="$fl" 'BEGIN { printf "%.2fx", a / b }')"
+      tot=$(median ${exits[$mode]}) c=$(median ${cpus[$mode]})
+      printf '%-10s %-20s %-20s %-12s %-16s %s\n' "$mode" "$(median ${outs[$mode]})s" "${tot}s" "$(ratio "$tot" "$fl")" "${c}s" "$(ratio "$c" "$fc")"
     done
   } >&2
   log "medians of $count interleaved boots each; accel tcg, -cpu $cpu, 9p cache=$p9_cache, virtiofs cache=$vfs_cache, kernel $kernel"
+  log "host load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi
 for mode in $fs_list; do [ ! -f "$work/cmdline.$mode" ] || log "qemu command line ($mode): $(cat "$work/cmdline.$mode")"; done
 

@@ -42,6 +42,7 @@ mkdir -p "$dest"
 stage=$(mktemp -d "$(cd "$dest" && pwd)/.guest-image.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 umask 022
+chmod 0755 "$stage"   # becomes the guest's /: cp -a below gives DESTDIR this mode
 
 # --- Layout: merged /usr, like the Debian the binaries come from -----------------
 mkdir -p "$stage"/usr/{bin,sbin,lib,lib64}

@@ -5,13 +5,14 @@
  * this runs inside the pod VM. A node runtime is ~100 MB that every pod's
  * stage1 rootfs would carry, and it takes seconds to start under tcg. A
  * static C binary is ~800 KB, needs no libraries in the guest and starts in
- * milliseconds, so the agent can run from boot at no measurable cost.
+ * milliseconds.
  *
  * It serves one session at a time over the virtio-serial port named
  * "rkt.agent" (protocol: guest/agent/PROTOCOL.md): the host sends EXEC, the
- * agent forks, chroots into /opt/stage2/<app>/rootfs, drops to the requested
- * uid/gid/groups, changes directory and execs argv; STDIN frames feed the
- * child, its stdout/stderr come back as frames, then one EXIT frame.
+ * agent forks, the child enters the app (its namespaces, or a chroot into
+ * /opt/stage2/<app>/rootfs), drops to the requested uid/gid/groups, changes
+ * directory and execs argv; STDIN frames feed the child, its stdout/stderr
+ * come back as frames, then one EXIT frame.
  *
  * It also copies the apps' output to the ports rkt.stdout and rkt.stderr
  * (a thread, see io.c), and watches the ACPI power button (QMP
@@ -43,13 +44,20 @@
 
 #define PORT_NAME "rkt.agent"
 #define DRAIN_MS 200 /* how long to wait for output after the child exited */
+/* How long the port may look hung up before the session is given up. The
+ * driver takes "host connected" from a control message handled in a
+ * workqueue, but data in the interrupt handler: a host's first bytes can
+ * arrive while the port still reports POLLHUP. */
+#define HUP_GRACE_MS 1000
 
 static struct {
 	int port;              /* the virtio port, -1 if closed */
 	char port_path[300];
-	int connected;         /* 0 after POLLHUP, until SIGIO says something changed */
+	int connected;         /* 0 after a hang-up, until SIGIO says something changed */
+	long long hup_at;      /* when the port was first seen hung up (ms), 0 if connected */
 	struct buf rbuf;       /* bytes from the host, not yet a whole frame */
 	struct buf wbuf;       /* frames for the host, not yet written */
+	uint32_t wfront_left;  /* bytes of the frame at the front of wbuf still to write (0: at a frame start) */
 	int sigfd;
 	int power;             /* power button event device, -1 if none */
 	struct session s;
@@ -93,17 +101,45 @@ static int open_port(void)
 	return 0;
 }
 
-/* A fresh open discards whatever a departed host left in the port. */
-static void reset_connection(void)
+
+/* End a session whose host went away: kill the command and drop, of what
+ * was queued for that host, every frame not yet begun (the rest of a
+ * half-written frame still goes out, so the stream stays framed). */
+static void end_session(void)
 {
 	session_abort(&A.s);
+	A.wbuf.len = A.wfront_left < A.wbuf.len ? A.wfront_left : A.wbuf.len;
+}
+
+/* ... and what that host sent. */
+static void drop_session(void)
+{
+	end_session();
 	A.rbuf.len = 0;
-	A.wbuf.len = 0;
+}
+
+/* After a protocol violation: a fresh open also discards what the kernel
+ * still holds from that host. */
+static void reset_port(void)
+{
+	drop_session();
+	A.wbuf.len = A.wfront_left = 0;
 	close(A.port);
 	if (open_port() < 0) {
 		logmsg("cannot reopen %s: %s", A.port_path, strerror(errno));
 		exit(1); /* systemd restarts us */
 	}
+}
+
+static int has_state(void)
+{
+	return A.s.pid > 0 || A.rbuf.len || A.wbuf.len;
+}
+
+static void hung_up(void)
+{
+	if (!A.hup_at) A.hup_at = now_ms();
+	A.connected = 0;
 }
 
 void send_frame(uint8_t type, const void *data, uint32_t len)
@@ -130,10 +166,11 @@ static int handle_frame(uint8_t type, const uint8_t *p, uint32_t len)
 {
 	switch (type) {
 	case FRAME_EXEC:
-		if (A.s.pid > 0) {
-			send_error(125, "a session is already running on this connection");
-			return 0;
-		}
+		/* A host sends EXEC mid-session only if it is a new one and the
+		 * previous went away unnoticed (its hang-up and our reconnection
+		 * can overlap): end the old session. (Not drop_session(): rbuf,
+		 * being parsed, holds the new host's frames.) */
+		if (A.s.pid > 0) end_session();
 		session_start(&A.s, p, len);
 		return 0;
 	case FRAME_STDIN:
@@ -162,20 +199,21 @@ static void read_port(void)
 	ssize_t n = read(A.port, tmp, sizeof tmp);
 	size_t off = 0;
 	if (n <= 0) {
-		if (n == 0 || (errno != EAGAIN && errno != EINTR)) A.connected = 0;
+		/* 0: nothing buffered and the host is not connected */
+		if (n == 0 || (errno != EAGAIN && errno != EINTR)) hung_up();
 		return;
 	}
 	buf_append(&A.rbuf, tmp, n);
-	while (A.rbuf.len - off >= FRAME_HDR) {
+	while (off < A.rbuf.len && A.rbuf.len - off >= FRAME_HDR) {
 		uint32_t len = get_u32(A.rbuf.data + off + 1);
 		if (len > FRAME_MAX) {
 			logmsg("protocol error: frame of %u bytes", len);
-			reset_connection();
+			reset_port();
 			return;
 		}
 		if (A.rbuf.len - off < FRAME_HDR + (size_t)len) break;
 		if (handle_frame(A.rbuf.data[off], A.rbuf.data + off + FRAME_HDR, len) < 0) {
-			reset_connection();
+			reset_port();
 			return;
 		}
 		off += FRAME_HDR + len;
@@ -189,11 +227,16 @@ static void flush_port(void)
 		/* the driver takes at most 32 KiB per write() anyway */
 		size_t chunk = A.wbuf.len < 32768 ? A.wbuf.len : 32768;
 		ssize_t n = write(A.port, A.wbuf.data, chunk);
-		if (n < 0) {
-			if (errno == EPIPE || errno == ENODEV) A.connected = 0;
-			return; /* EAGAIN: wait for POLLOUT */
+		if (n < 0) return; /* EAGAIN (full, or not connected): wait for POLLOUT or SIGIO */
+		/* keep track of frame boundaries for drop_session() */
+		for (size_t left = n; left; ) {
+			size_t take;
+			if (!A.wfront_left) A.wfront_left = FRAME_HDR + get_u32(A.wbuf.data + 1);
+			take = left < A.wfront_left ? left : A.wfront_left;
+			A.wfront_left -= take;
+			left -= take;
+			buf_consume(&A.wbuf, take);
 		}
-		buf_consume(&A.wbuf, n);
 	}
 }
 
@@ -292,8 +335,9 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct pollfd pf[6];
 		int np = 0, ip = -1, ipwr = -1, iin = -1, iout = -1, ierr = -1;
-		int timeout = A.connected ? -1 : 2000; /* fallback should a SIGIO be missed */
-		long long left;
+		/* while hung up: SIGIO wakes us; poll again now and then should one be missed */
+		long long now, deadline = A.connected ? -1 : now_ms() + 2000;
+		int timeout, rc;
 
 		pf[np++] = (struct pollfd){ A.sigfd, POLLIN, 0 };
 		if (A.power >= 0) { ipwr = np; pf[np++] = (struct pollfd){ A.power, POLLIN, 0 }; }
@@ -306,29 +350,32 @@ int main(int argc, char **argv)
 			if (!A.wbuf.len && A.s.err >= 0) { ierr = np; pf[np++] = (struct pollfd){ A.s.err, POLLIN, 0 }; }
 		}
 		if (A.s.inbuf.len && A.s.in >= 0) { iin = np; pf[np++] = (struct pollfd){ A.s.in, POLLOUT, 0 }; }
-		if (A.s.exited && A.s.drain_until) {
-			left = A.s.drain_until - now_ms();
-			timeout = left < 0 ? 0 : (int)left;
-		}
+		if (A.s.exited && A.s.drain_until && (deadline < 0 || A.s.drain_until < deadline)) deadline = A.s.drain_until;
+		if (A.hup_at && has_state() && (deadline < 0 || A.hup_at + HUP_GRACE_MS < deadline)) deadline = A.hup_at + HUP_GRACE_MS;
+		now = now_ms();
+		timeout = deadline < 0 ? -1 : deadline <= now ? 0 : (int)(deadline - now);
 
-		if (poll(pf, np, timeout) < 0 && errno != EINTR) {
+		rc = poll(pf, np, timeout);
+		if (rc < 0 && errno != EINTR) {
 			logmsg("poll: %s", strerror(errno));
 			return 1;
 		}
 		if (pf[0].revents && read_signals()) break;
-		if (!A.connected && timeout == 2000) A.connected = 1;
+		if (ip < 0 && rc == 0) A.connected = 1; /* timed out while hung up: look again */
 		if (ipwr >= 0 && pf[ipwr].revents) read_power_button();
 		if (iin >= 0 && pf[iin].revents) session_write_stdin(&A.s);
 		if (iout >= 0 && pf[iout].revents) session_read_output(&A.s, 1);
 		if (ierr >= 0 && pf[ierr].revents) session_read_output(&A.s, 2);
 		if (ip >= 0) {
-			if (pf[ip].revents & POLLIN) read_port();
-			if (pf[ip].revents & POLLHUP) {
-				/* The host went away. Forget everything about its session. */
-				if (A.s.pid > 0 || A.rbuf.len || A.wbuf.len) reset_connection();
-				A.connected = 0;
-			}
+			short r = pf[ip].revents;
+			/* Data first, even with POLLHUP: see HUP_GRACE_MS. read()
+			 * returning 0 is what says the host is gone. */
+			if (r & POLLIN) read_port();
+			else if (r & POLLHUP) hung_up();
+			if (!(r & POLLHUP)) A.hup_at = 0;
 		}
+		/* Hung up for good: the host went away. Forget its session. */
+		if (A.hup_at && has_state() && now_ms() >= A.hup_at + HUP_GRACE_MS) drop_session();
 		session_maybe_finish(&A.s, now_ms(), DRAIN_MS);
 		if (A.connected && A.wbuf.len) flush_port();
 	}

@@ -19,6 +19,7 @@
 #define FRAME_RESIZE 0x04
 #define FRAME_SIGNAL 0x05
 /* guest -> host */
+#define FRAME_SESSION 0x80
 #define FRAME_STDOUT 0x81
 #define FRAME_STDERR 0x82
 #define FRAME_EXIT 0x83
@@ -47,6 +48,7 @@ static inline void put_u32(uint8_t *p, uint32_t v)
 /* A parsed EXEC request (request.c). */
 struct request {
 	int tty;
+	uint32_t session;     /* chosen by the host, echoed in the SESSION frame */
 	uint32_t uid, gid;
 	uint16_t rows, cols;
 	char *app, *cwd;

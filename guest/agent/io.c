@@ -7,10 +7,11 @@
  * rkt-stderr.socket, ListenFIFO=/run/rkt/stdout and /run/rkt/stderr) that
  * any number of app units open with StandardOutput=file:/run/rkt/stdout, and
  * the agent, which inherits the FIFOs from systemd, copies them to the ports
- * in a thread. (A thread rather than a service of its own: every process
- * systemd spawns costs tens of milliseconds of CPU under tcg.) (Sharing PID 1's descriptor of the port itself with
- * StandardOutput=fd: does not work: systemd passes socket descriptors to
- * ExecStart= only, and the unit's ExecStopPost= then fails to start.)
+ * in a thread: a thread rather than a service of its own, because every
+ * process systemd spawns costs tens of milliseconds of CPU under tcg.
+ * (Sharing PID 1's descriptor of the port itself with StandardOutput=fd:
+ * does not work: systemd passes socket descriptors to ExecStart= only, and
+ * the unit's ExecStopPost= then fails to start.)
  *
  * Why a flush: the last app's ExecStopPost powers the VM off immediately,
  * and what the app printed last may still be in a FIFO. The forwarder holds

@@ -82,18 +82,19 @@ void free_request(struct request *r)
 	free_strv(r->argv); free_strv(r->env);
 }
 
-/* Layout in PROTOCOL.md: version, flags, uid, gid, rows, cols, app, cwd, groups, argv, env. */
+/* Layout in PROTOCOL.md: version, flags, session, uid, gid, rows, cols, app, cwd, groups, argv, env. */
 int parse_request(struct request *r, const uint8_t *p, uint32_t len)
 {
 	struct cursor c = { p, len, 0 };
 	memset(r, 0, sizeof *r);
-	if (len < 14 || p[0] != PROTOCOL_VERSION) return -1;
+	if (len < 18 || p[0] != PROTOCOL_VERSION) return -1;
 	r->tty = p[1] & EXEC_FLAG_TTY;
-	r->uid = get_u32(p + 2);
-	r->gid = get_u32(p + 6);
-	r->rows = get_u16(p + 10);
-	r->cols = get_u16(p + 12);
-	c.p += 14; c.left -= 14;
+	r->session = get_u32(p + 2);
+	r->uid = get_u32(p + 6);
+	r->gid = get_u32(p + 10);
+	r->rows = get_u16(p + 14);
+	r->cols = get_u16(p + 16);
+	c.p += 18; c.left -= 18;
 	r->app = take_str(&c);
 	r->cwd = take_str(&c);
 	r->ngroups = take_u32(&c);

@@ -183,6 +183,14 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 	pid_t pid;
 	ssize_t n;
 
+	/* SESSION first, whatever happens next: the host ignores everything
+	 * before it (frames of a session whose host went away). Version,
+	 * flags and session id stay at the start of EXEC in every version. */
+	if (len >= 6) {
+		uint8_t id[4];
+		memcpy(id, payload + 2, 4);
+		send_frame(FRAME_SESSION, id, 4);
+	}
 	if (parse_request(&r, payload, len) < 0) {
 		send_error(ST_SETUP, "malformed EXEC request (protocol version mismatch?)");
 		goto out;

@@ -14,7 +14,9 @@ import {
   decodeExec,
   encodeExec,
   encodeFrame,
+  findSessionStart,
   runInGuest,
+  sessionFrame,
   type ExecRequest,
   type Frame,
 } from '../../guest/agent-client.js';
@@ -26,9 +28,10 @@ test('a frame is type byte, u32 big-endian length, payload', (t) => {
 });
 
 test('EXEC payload layout matches PROTOCOL.md byte for byte', (t) => {
-  const p = encodeExec({ app: 'a', argv: ['/bin/echo', 'x'], env: ['A=b'], uid: 1000, gid: 100, supplementaryGids: [7], cwd: '/w', tty: true, rows: 24, cols: 80 });
+  const p = encodeExec({ app: 'a', argv: ['/bin/echo', 'x'], env: ['A=b'], uid: 1000, gid: 100, supplementaryGids: [7], cwd: '/w', tty: true, rows: 24, cols: 80 }, 0xdeadbeef);
   const expected = [
     1, 1, // version, flags (tty)
+    0xde, 0xad, 0xbe, 0xef, // session
     0, 0, 0x03, 0xe8, // uid 1000
     0, 0, 0, 100, // gid
     0, 24, 0, 80, // rows, cols
@@ -46,22 +49,24 @@ test('EXEC payload layout matches PROTOCOL.md byte for byte', (t) => {
 
 test('EXEC defaults: root, /, no tty, empty environment; decodeExec inverts encodeExec', (t) => {
   const req: ExecRequest = { app: 'web', argv: ['sh', '-c', 'echo é'] };
-  t.deepEqual(decodeExec(encodeExec(req)), {
-    app: 'web', argv: ['sh', '-c', 'echo é'], env: [], uid: 0, gid: 0, supplementaryGids: [], cwd: '/', tty: false, rows: 0, cols: 0,
+  t.deepEqual(decodeExec(encodeExec(req, 42)), {
+    request: { app: 'web', argv: ['sh', '-c', 'echo é'], env: [], uid: 0, gid: 0, supplementaryGids: [], cwd: '/', tty: false, rows: 0, cols: 0 },
+    session: 42,
   });
 });
 
 test('EXEC requests the guest could not honour are refused before sending', (t) => {
-  t.throws(() => encodeExec({ app: 'a', argv: [] }), { instanceOf: RangeError });
-  t.throws(() => encodeExec({ app: 'a', argv: [''] }), { instanceOf: RangeError });
-  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/x\0y'] }), { instanceOf: RangeError, message: /NUL/ });
-  t.throws(() => encodeExec({ app: '../etc', argv: ['/bin/sh'] }), { instanceOf: RangeError });
-  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], uid: -1 }), { instanceOf: RangeError });
-  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], gid: 2 ** 32 }), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: [] }, 1), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: [''] }, 1), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/x\0y'] }, 1), { instanceOf: RangeError, message: /NUL/ });
+  t.throws(() => encodeExec({ app: '../etc', argv: ['/bin/sh'] }, 1), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], uid: -1 }, 1), { instanceOf: RangeError });
+  t.throws(() => encodeExec({ app: 'a', argv: ['/bin/sh'], gid: 2 ** 32 }, 1), { instanceOf: RangeError });
 });
 
 test('decodeExec rejects another protocol version and stray bytes', (t) => {
-  const p = encodeExec({ app: 'a', argv: ['/x'] });
+  const p = encodeExec({ app: 'a', argv: ['/x'] }, 1);
+  t.throws(() => encodeExec({ app: 'a', argv: ['/x'] }, 2 ** 32), { instanceOf: RangeError });
   const v2 = Buffer.from(p);
   v2[0] = 2;
   t.throws(() => decodeExec(v2), { instanceOf: AgentProtocolError, message: /version 2/ });
@@ -91,6 +96,15 @@ test('FrameDecoder refuses unknown types and oversized frames', (t) => {
   const big = Buffer.from([FrameType.Stdout, 0, 0, 0, 0]);
   big.writeUInt32BE(FRAME_MAX_PAYLOAD + 1, 1);
   t.throws(() => new FrameDecoder().push(big), { instanceOf: AgentProtocolError });
+});
+
+test('findSessionStart skips what a previous session left, even cut mid-frame', (t) => {
+  const stale = encodeFrame(FrameType.Stdout, Buffer.from('old output'));
+  const bytes = Buffer.concat([stale.subarray(3), encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 9])), sessionFrame(7), encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 0]))]);
+  const start = findSessionStart(bytes, 7);
+  t.deepEqual(new FrameDecoder().push(bytes.subarray(start)).map((f) => f.type), [FrameType.Exit]);
+  t.is(findSessionStart(bytes, 8), -1);
+  t.deepEqual([...sessionFrame(0x01020304)], [0x80, 0, 0, 0, 4, 1, 2, 3, 4]);
 });
 
 // --- runInGuest against a fake agent speaking the guest side ----------------------
@@ -124,6 +138,13 @@ async function fakeAgent(script: Script): Promise<{ socketPath: string; received
   };
 }
 
+/** The SESSION frame answering the EXEC among `frames`: what a real agent sends first. */
+function hello(frames: Frame[]): Buffer {
+  const exec = frames.find((f) => f.type === FrameType.Exec);
+  if (exec === undefined) throw new Error('no EXEC yet');
+  return sessionFrame(decodeExec(exec.payload).session);
+}
+
 function collect(): { stream: PassThrough; text: () => string } {
   const stream = new PassThrough();
   const chunks: Buffer[] = [];
@@ -138,6 +159,10 @@ test('runInGuest sends EXEC and stdin, writes stdout/stderr, resolves with the e
     if (answered || !frames.some((f) => f.type === FrameType.StdinEof)) return;
     answered = true;
     const input = Buffer.concat(frames.filter((f) => f.type === FrameType.Stdin).map((f) => f.payload)).toString();
+    // what a session whose host went away left, cut mid-frame, is skipped
+    sock.write(encodeFrame(FrameType.Stdout, Buffer.from('stale output')).subarray(2));
+    sock.write(encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 99])));
+    sock.write(hello(frames));
     sock.write(encodeFrame(FrameType.Stdout, Buffer.from(input.toUpperCase())));
     sock.write(encodeFrame(FrameType.Stderr, Buffer.from('warning\n')));
     sock.write(encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 3])));
@@ -150,14 +175,14 @@ test('runInGuest sends EXEC and stdin, writes stdout/stderr, resolves with the e
   t.is(out.text(), 'HELLO WORLD');
   t.is(err.text(), 'warning\n');
   t.is(agent.received[0].type, FrameType.Exec);
-  t.deepEqual(decodeExec(agent.received[0].payload), { ...req, tty: false, rows: 0, cols: 0 });
+  t.deepEqual(decodeExec(agent.received[0].payload).request, { ...req, tty: false, rows: 0, cols: 0 });
   t.is(agent.received.at(-1)?.type, FrameType.StdinEof);
   await agent.close();
 });
 
 test('runInGuest with no stdin sends EOF at once', async (t) => {
   const agent = await fakeAgent((frames, sock) => {
-    if (frames.length === 2) sock.write(encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 0])));
+    if (frames.length === 2) sock.write(Buffer.concat([hello(frames), encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 0]))]));
   });
   const status = await runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/true'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream });
   t.is(status, 0);
@@ -165,10 +190,21 @@ test('runInGuest with no stdin sends EOF at once', async (t) => {
   await agent.close();
 });
 
+test('runInGuest finds its SESSION frame even when it arrives in pieces', async (t) => {
+  const agent = await fakeAgent((frames, sock) => {
+    if (frames.length !== 2) return;
+    const marker = hello(frames);
+    sock.write(Buffer.concat([Buffer.from([0x81, 0, 0]), marker.subarray(0, 4)]));
+    setTimeout(() => sock.write(Buffer.concat([marker.subarray(4), encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 5]))])), 30);
+  });
+  t.is(await runInGuest(agent.socketPath, { app: 'a', argv: ['/x'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), 5);
+  await agent.close();
+});
+
 test('an ERROR frame rejects with AgentExecError carrying the status', async (t) => {
-  const agent = await fakeAgent((_frames, sock) => {
+  const agent = await fakeAgent((frames, sock) => {
     const p = Buffer.concat([Buffer.from([0, 0, 0, 127]), Buffer.from('exec /bin/nope: No such file or directory')]);
-    sock.write(encodeFrame(FrameType.Error, p));
+    sock.write(Buffer.concat([hello(frames), encodeFrame(FrameType.Error, p)]));
   });
   const err = await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/nope'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), { instanceOf: AgentExecError });
   t.is(err?.exitCode, 127);
@@ -177,8 +213,8 @@ test('an ERROR frame rejects with AgentExecError carrying the status', async (t)
 });
 
 test('the agent going away before EXIT rejects with AgentConnectionError', async (t) => {
-  const agent = await fakeAgent((_frames, sock) => {
-    sock.write(encodeFrame(FrameType.Stdout, Buffer.from('partial')));
+  const agent = await fakeAgent((frames, sock) => {
+    sock.write(Buffer.concat([hello(frames), encodeFrame(FrameType.Stdout, Buffer.from('partial'))]));
     sock.end();
   });
   await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/bin/sleep', '9'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), {
@@ -188,8 +224,8 @@ test('the agent going away before EXIT rejects with AgentConnectionError', async
 });
 
 test('garbage from the agent rejects with AgentProtocolError', async (t) => {
-  const agent = await fakeAgent((_frames, sock) => {
-    sock.write(Buffer.from([0x42, 0, 0, 0, 0]));
+  const agent = await fakeAgent((frames, sock) => {
+    sock.write(Buffer.concat([hello(frames), Buffer.from([0x42, 0, 0, 0, 0])]));
   });
   await t.throwsAsync(runInGuest(agent.socketPath, { app: 'a', argv: ['/x'] }, { stdin: null, stdout: collect().stream, stderr: collect().stream }), {
     instanceOf: AgentProtocolError,

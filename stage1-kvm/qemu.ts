@@ -192,6 +192,14 @@ function sleep(ms: number): Promise<void> {
  * Resolves undefined (after killing it) if it does not come up: the caller
  * then falls back to 9p.
  */
+function virtiofsdListening(logFile: string): boolean {
+  try {
+    return fs.readFileSync(logFile, 'utf8').includes('Waiting for vhost-user socket connection');
+  } catch {
+    return false;
+  }
+}
+
 export async function startVirtiofsd(virtiofsd: string, podDir: string, rootfs: string, coherent: boolean, timeoutMs = 5000): Promise<Helper | undefined> {
   if (rootfs.includes(',')) {
     // virtiofsd's -o list has no escape for a comma
@@ -219,8 +227,11 @@ export async function startVirtiofsd(virtiofsd: string, podDir: string, rootfs: 
   let dead = false;
   void h.exited.then(() => (dead = true));
   const end = Date.now() + timeoutMs;
+  // virtiofsd creates its socket a moment before it listens on it, and it
+  // serves one connection only, so it cannot be probed: its log says when
+  // it is ready (qemu met "Connection refused" in about 1 boot of 30 otherwise)
   while (Date.now() < end && !dead) {
-    if (fs.existsSync(podFile(podDir, 'virtiofsSocket'))) return h;
+    if (fs.existsSync(podFile(podDir, 'virtiofsSocket')) && virtiofsdListening(podFile(podDir, 'virtiofsdLog'))) return h;
     await sleep(5);
   }
   h.child.kill('SIGKILL');

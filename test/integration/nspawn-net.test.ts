@@ -74,7 +74,8 @@ async function report(host: string, port: number, timeoutMs = 30_000): Promise<s
   for (;;) {
     try {
       const r = await tcpRead(host, port, 1500);
-      if (r.includes('hostname ')) return r;
+      // IPv6 duplicate address detection flags change while the pod runs
+      if (r.includes('hostname ')) return r.replace(/ (tentative|dadfailed)\b/g, '');
     } catch (err) {
       if (Date.now() > end) throw err;
     }

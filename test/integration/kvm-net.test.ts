@@ -8,8 +8,8 @@ import { buildAci } from '../helpers/aci.js';
 import type { RktEnv } from '../helpers/rkt.js';
 import { podStatus, processesWith, sleep, waitFor } from '../helpers/pods.js';
 import { KVM, KVM_ACI, podDir, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
-import { withNetLock } from '../../src/net/hostlock.js';
-import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, snapshot, tcpRead, uniqueNet, type HostSnapshot } from './net-helpers.js';
+import { assertNoTrace, chainsOf, leaseFiles, quietSnapshot } from './net-leaks.js';
+import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, tcpRead, uniqueNet } from './net-helpers.js';
 
 // kvm pods on real CNI networks, through the real CLI: a server app in a VM
 // reached from the host by its pod IP and through a forwarded port, DNS
@@ -95,59 +95,6 @@ function hostVeths(env: RktEnv, uuid: string): string[] {
   return st.networks.flatMap((n) => (n.result?.interfaces ?? []).filter((i) => i.sandbox === undefined).map((i) => i.name));
 }
 
-const ID_RE = /id: \\"([0-9a-f-]{36})\\"/;
-
-/** CNI chains that rules tagged with one of `ids` jump to or live in (the shared CNI-HOSTPORT-* excepted). */
-function chainsOf(rules: string, ids: (id: string) => boolean): Set<string> {
-  const out = new Set<string>();
-  for (const l of rules.split('\n')) {
-    const id = ID_RE.exec(l)?.[1];
-    if (id === undefined || !ids(id)) continue;
-    for (const m of l.matchAll(/(?:-A|-j) (CNI-\S+)/g)) if (!m[1]!.startsWith('CNI-HOSTPORT-')) out.add(m[1]!);
-  }
-  return out;
-}
-
-/** New iptables lines that no other pod accounts for: each is a leak of ours. */
-function unexplainedRules(before: HostSnapshot, after: HostSnapshot, mine: readonly string[]): string[] {
-  const old = new Set(before.iptables.split('\n'));
-  const foreign = (id: string): boolean => !mine.includes(id);
-  const theirs = chainsOf(after.iptables, foreign);
-  const forwarding = after.iptables.split('\n').some((l) => l.includes('CNI-HOSTPORT-DNAT') && foreign(ID_RE.exec(l)?.[1] ?? mine[0]!));
-  return after.iptables
-    .split('\n')
-    .filter((l) => !old.has(l))
-    .filter((l) => {
-      const id = ID_RE.exec(l)?.[1];
-      if (id !== undefined) return !foreign(id);
-      const chain = /^(?::|-A )(\S+)/.exec(l)?.[1];
-      if (chain !== undefined && theirs.has(chain)) return false;
-      return !(forwarding && l.includes('CNI-HOSTPORT-'));
-    });
-}
-
-function quietSnapshot(): Promise<HostSnapshot> {
-  return withNetLock(() => snapshot());
-}
-
-function leaseFiles(): string[] {
-  const root = '/var/lib/cni/networks';
-  if (!fs.existsSync(root)) return [];
-  return fs.readdirSync(root).flatMap((n) => fs.readdirSync(path.join(root, n)).map((f) => path.join(root, n, f)));
-}
-
-/** Nothing of the pods is left on the host: namespace, host veth, lease, rule, chain. */
-async function assertNoTrace(t: ExecutionContext, before: HostSnapshot, uuids: string[], veths: string[], chains: Set<string>): Promise<void> {
-  const after = await quietSnapshot();
-  for (const u of uuids) {
-    t.false(after.netns.some((n) => n.includes(u)), `no network namespace of pod ${u}`);
-    t.deepEqual(leaseFiles().filter((f) => !/lock|last_reserved/.test(f) && fs.readFileSync(f, 'utf8').includes(u)), [], `no IPAM lease of pod ${u}`);
-    t.false(after.iptables.includes(u), `no iptables rule tagged with pod ${u}`);
-  }
-  for (const v of veths) t.false(after.links.includes(v), `host veth ${v} is gone`);
-  for (const c of chains) t.false(after.iptables.includes(c), `chain ${c} is gone`);
-  t.deepEqual(unexplainedRules(before, after, uuids), [], 'no new iptables rule, except what other pods own');
-}
 
 async function rules(): Promise<string> {
   return String((await execa('iptables-save')).stdout) + String((await execa('ip6tables-save')).stdout);

@@ -127,15 +127,4 @@ export function guardianCommand(tools: HostTools): string[] {
   return [tools.sh, '-c', GUARDIAN_SCRIPT, 'rkt-fly-guardian'];
 }
 
-/** Field 22 of /proc/PID/stat (start time in clock ticks since boot), or undefined if the process is gone. */
-export function processStartTime(pid: number): string | undefined {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // comm, in parentheses, may itself contain spaces and parentheses
-  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-  return fields[19];
-}
+export { processStartTime } from '../src/stage1/guardian.js';

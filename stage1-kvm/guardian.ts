@@ -1,6 +1,4 @@
-import fs from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { log } from '../src/log.js';
+import { Guardian } from '../src/stage1/guardian.js';
 import { POD_FILES } from './pod-files.js';
 
 // The pod guardian: a host shell, child of the run entrypoint but without a
@@ -42,44 +40,9 @@ fi
 exit 0
 `;
 
-/** Field 22 of /proc/PID/stat (start time in clock ticks), or undefined if the process is gone. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-export class Guardian {
-  private readonly child: ChildProcess;
-
+/** The kvm flavor's guardian: kills qemu and virtiofsd, and records why the pod ended. */
+export class KvmGuardian extends Guardian {
   constructor(podDir: string) {
-    const devNull = fs.openSync('/dev/null', 'r+');
-    try {
-      // fd 3 is /dev/null: the guardian must not keep the pod lock alive.
-      this.child = spawn('/bin/sh', ['-c', SCRIPT, 'rkt-kvm-guardian', GUARDIAN_CAUSE], { cwd: podDir, stdio: ['pipe', devNull, 'inherit', devNull] });
-    } finally {
-      fs.closeSync(devNull);
-    }
-    this.child.stdin?.on('error', () => undefined);
-    this.child.on('error', (err) => log().debug(`pod guardian: ${err.message}`));
-  }
-
-  /** Have the guardian kill `pid` if this process dies without saying done. */
-  watch(pid: number): void {
-    const start = processStartTime(pid);
-    if (start !== undefined) this.child.stdin?.write(`${pid} ${start}\n`);
-  }
-
-  /** Normal end: the guardian only cleans up leftovers, and records nothing. */
-  async done(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
-    this.child.stdin?.end('done\n');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(t);
+    super(podDir, SCRIPT, 'rkt-kvm-guardian', [GUARDIAN_CAUSE], { stderr: 'inherit' });
   }
 }

@@ -14,7 +14,7 @@ import { chooseAccel } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
-import { Guardian } from './guardian.js';
+import { KvmGuardian } from './guardian.js';
 import { startedApps, writeGuestConfig } from './guest-config.js';
 import { guestNetworkError, writeGuestNetwork } from './guest-net.js';
 import { checkHostname, customKernel, EXTRA_PARAMS_ENV, STAGE1_KERNEL_HZ, hostTscKhz, kernelCmdline, kernelPath, type Share } from './kernel.js';
@@ -175,7 +175,7 @@ async function run(argv: string[]): Promise<number> {
   fs.rmSync(paths.exitCause, { force: true });
   const stops = new StopRequests(seconds(STOP_TIMEOUT_ENV, 10));
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => stops.onSignal(sig));
-  const guardian = new Guardian(paths.dir);
+  const guardian = new KvmGuardian(paths.dir);
   let vm: PodVm | undefined;
   let specs: AppSpec[] = [];
   try {

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { log } from '../src/log.js';
+import { Guardian } from '../src/stage1/guardian.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { isPodProcess, readPid } from '../src/stage1/status.js';
 
@@ -93,16 +92,6 @@ export function containerInitOf(nspawnPid: number): number | undefined {
   return undefined;
 }
 
-/** Field 22 of /proc/PID/stat (start time in clock ticks), or undefined if the process is gone. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -169,39 +158,14 @@ exit 0
 
 export const GUARDIAN_CAUSE = 'the stage1 run process was killed (rkt run killed?); the pod went down with it';
 
-export class Guardian {
-  private readonly child: ChildProcess;
-
+/** The nspawn flavor's guardian: kills the pod's processes, removes its cgroups, records why the pod ended. */
+export class NspawnGuardian extends Guardian {
   constructor(podDir: string) {
-    const devNull = fs.openSync('/dev/null', 'r+');
-    try {
-      // fd 3 is /dev/null: the guardian must not keep the pod lock alive, nor the apps' output pipes open.
-      this.child = spawn('/bin/sh', ['-c', SCRIPT, 'rkt-nspawn-guardian', GUARDIAN_CAUSE], { cwd: podDir, stdio: ['pipe', devNull, devNull, devNull] });
-    } finally {
-      fs.closeSync(devNull);
-    }
-    this.child.stdin?.on('error', () => undefined);
-    this.child.on('error', (err) => log().debug(`pod guardian: ${err.message}`));
+    super(podDir, SCRIPT, 'rkt-nspawn-guardian', [GUARDIAN_CAUSE], { stderr: 'ignore' });
   }
 
   /** Have the guardian remove this cgroup directory tree if this process dies without saying done. */
   watchCgroup(dir: string): void {
-    this.child.stdin?.write(`cgroup ${dir}\n`);
-  }
-
-  /** Have the guardian kill `pid` if this process dies without saying done. */
-  watch(pid: number): void {
-    const start = processStartTime(pid);
-    if (start !== undefined) this.child.stdin?.write(`${pid} ${start}\n`);
-  }
-
-  /** Normal end: the guardian does nothing. */
-  async done(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
-    this.child.stdin?.end('done\n');
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 2000);
-    await exited;
-    clearTimeout(t);
+    this.send(`cgroup ${dir}`);
   }
 }

@@ -17,7 +17,7 @@ import { drain, FifoCopy, FifoFeed, mkfifo } from './io.js';
 import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './nspawn-args.js';
 import { rootfsEtcOptions, setupNetwork, teardownNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, podRunOptions, takeFlavorFlags, type PodRunOptions } from './options.js';
-import { Guardian, RUN_PID_FILE } from './pod-process.js';
+import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
 import { oomKilledApps, STAGE1, startedApps, withAllCapabilities, writePodConfig } from './pod-units.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
@@ -238,7 +238,7 @@ async function run(argv: string[]): Promise<number> {
   let cgroupDirs: string[] = [];
   const copies: FifoCopy[] = [];
   let feed: FifoFeed | undefined;
-  const guardian = new Guardian(paths.dir);
+  const guardian = new NspawnGuardian(paths.dir);
   const hostname = args.hostname ?? `rkt-${args.uuid}`;
   try {
     const network = await setupNetwork(paths, args, hostname);

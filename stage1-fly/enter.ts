@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { RktError, UsageError } from '../src/errors.js';
+import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
+import { loadAppSpecs, pickApp } from '../src/stage1/app-spec.js';
 import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1/entry.js';
 import { exitStatusOf, isPodProcess } from '../src/stage1/status.js';
 import { appCommand, appEnv, findHostTools } from './exec.js';
@@ -13,16 +13,6 @@ import { appCommand, appEnv, findHostTools } from './exec.js';
 // app's chroot, working directory, credentials and environment.
 //
 //   nsenter --mount --target=PID -- setpriv ... -- unshare --root=... -- CMD...
-
-function pickApp(specs: AppSpec[], name: string | undefined): AppSpec {
-  if (name !== undefined) {
-    const spec = specs.find((s) => s.name === name);
-    if (!spec) throw new UsageError(`the pod has no app named "${name}"; it has ${specs.map((s) => s.name).join(', ')}`);
-    return spec;
-  }
-  if (specs.length === 1) return specs[0]!;
-  throw new UsageError(`the pod has several apps (${specs.map((s) => s.name).join(', ')}); say which with --appname`);
-}
 
 async function enter(argv: string[]): Promise<number> {
   const args = parseEnterArgs(argv);

@@ -1,7 +1,7 @@
-import { RktError, UsageError } from '../src/errors.js';
+import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
+import { loadAppSpecs, pickApp } from '../src/stage1/app-spec.js';
 import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1/entry.js';
 import { isPodProcess } from '../src/stage1/status.js';
 import { AgentExecError, runInGuest } from '../guest/agent-client.js';
@@ -11,16 +11,6 @@ import { socketPath } from './pod-files.js';
 // the app's credentials, environment and working directory, started by the
 // guest agent over the virtio-serial port rkt.agent (guest/agent/PROTOCOL.md).
 // No SSH, no network: the port is a socket in the pod directory.
-
-function pickApp(specs: AppSpec[], name: string | undefined): AppSpec {
-  if (name !== undefined) {
-    const spec = specs.find((s) => s.name === name);
-    if (!spec) throw new UsageError(`the pod has no app named "${name}"; it has ${specs.map((s) => s.name).join(', ')}`);
-    return spec;
-  }
-  if (specs.length === 1) return specs[0]!;
-  throw new UsageError(`the pod has several apps (${specs.map((s) => s.name).join(', ')}); say which with --appname`);
-}
 
 async function enter(argv: string[]): Promise<number> {
   const args = parseEnterArgs(argv);

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { RktError, UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { DEFAULT_PATH, loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
+import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1/app-spec.js';
 import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1/entry.js';
 import { resolveInRoot } from '../src/stage1/rootfs.js';
 import { appUnitName } from '../src/stage1/units.js';
@@ -27,16 +27,6 @@ import { enterProperties, escapeExecArg } from './enter-props.js';
 // streams; the bus is started on first use.
 
 const DBUS_START_TIMEOUT_S = '10';
-
-function pickApp(specs: AppSpec[], name: string | undefined): AppSpec {
-  if (name !== undefined) {
-    const spec = specs.find((s) => s.name === name);
-    if (!spec) throw new UsageError(`the pod has no app named "${name}"; it has ${specs.map((s) => s.name).join(', ')}`);
-    return spec;
-  }
-  if (specs.length === 1) return specs[0]!;
-  throw new UsageError(`the pod has several apps (${specs.map((s) => s.name).join(', ')}); say which with --appname`);
-}
 
 /**
  * A bare command name, looked up in the app's PATH inside its rootfs, as the

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktError, isErrno } from '../errors.js';
+import { RktError, UsageError, isErrno } from '../errors.js';
 import { DEFAULT_CAPABILITIES } from '../appc/capabilities.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import { capabilitiesRemoveSet, capabilitiesRetainSet, cpuLimitMillis, memoryLimit, noNewPrivileges } from '../appc/isolators.js';
@@ -279,4 +279,15 @@ export function resolveAppSpecs(paths: PodPaths, pm: PodManifest, opts: { contai
 /** The spec of every app of the pod whose directory `paths` is, from its pod manifest. */
 export function loadAppSpecs(paths: PodPaths, opts: { container?: string } = {}): AppSpec[] {
   return resolveAppSpecs(paths, loadPodManifest(paths), opts);
+}
+
+/** The app an entrypoint acts on: the one named, or the only one the pod has. */
+export function pickApp(specs: AppSpec[], name: string | undefined): AppSpec {
+  if (name !== undefined) {
+    const spec = specs.find((s) => s.name === name);
+    if (!spec) throw new UsageError(`the pod has no app named "${name}"; it has ${specs.map((s) => s.name).join(', ')}`);
+    return spec;
+  }
+  if (specs.length === 1) return specs[0]!;
+  throw new UsageError(`the pod has several apps (${specs.map((s) => s.name).join(', ')}); say which with --appname`);
 }

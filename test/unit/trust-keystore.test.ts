@@ -17,6 +17,8 @@ class Gpg {
     const r = await execa('gpg', ['--batch', '--no-tty', '--pinentry-mode', 'loopback', '--passphrase', '', ...faked, ...args], {
       env: { GNUPGHOME: this.home },
       encoding: 'buffer',
+      // binary output (keys, signatures) may end in a newline byte that is data
+      stripFinalNewline: false,
     });
     return Buffer.from(r.stdout).toString('latin1');
   }
@@ -31,7 +33,7 @@ class Gpg {
   }
 
   async export(fpr: string, armor = true): Promise<Buffer> {
-    const r = await execa('gpg', ['--batch', ...(armor ? ['--armor'] : []), '--export', fpr], { env: { GNUPGHOME: this.home }, encoding: 'buffer' });
+    const r = await execa('gpg', ['--batch', ...(armor ? ['--armor'] : []), '--export', fpr], { env: { GNUPGHOME: this.home }, encoding: 'buffer', stripFinalNewline: false });
     return Buffer.from(r.stdout);
   }
 

@@ -1,5 +1,3 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import { RktError } from '../src/errors.js';
 import type { AppSpec } from '../src/stage1/app-spec.js';
 
@@ -38,21 +36,7 @@ export interface HostTools {
   sh: string;
 }
 
-const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(':').filter((d) => d.startsWith('/')), ...SYSTEM_DIRS];
-  for (const d of dirs) {
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /**
  * Absolute paths of the host tools fly relies on, found once, so the app's
@@ -128,3 +112,4 @@ export function guardianCommand(tools: HostTools): string[] {
 }
 
 export { processStartTime } from '../src/stage1/guardian.js';
+import { which } from '../src/stage1/host-tools.js';

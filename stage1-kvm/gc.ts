@@ -1,9 +1,8 @@
 import fs from 'node:fs';
-import { execa } from 'execa';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { mountsUnder } from '../src/stage1/rootfs.js';
+import { unmountAllUnder } from '../src/stage1/rootfs.js';
 import { teardownNetwork } from './network.js';
 import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
 
@@ -31,17 +30,7 @@ async function gc(argv: string[]): Promise<number> {
   for (const f of [POD_FILES.stdout, POD_FILES.stderr]) for (const end of ['in', 'out']) fs.rmSync(`${paths.dir}/${f}.${end}`, { force: true });
 
   const dir = fs.realpathSync(paths.dir);
-  const points = mountsUnder(dir);
-  if (points.length === 0) log().debug(`pod ${args.uuid}: nothing mounted under ${dir}`);
-  for (const p of points) {
-    log().debug(`unmounting ${p}`);
-    const r = await execa('umount', [p], { reject: false, stdin: 'ignore' });
-    if (r.exitCode === 0) continue;
-    // busy: detach now, the kernel frees it when the last user is gone
-    const lazy = await execa('umount', ['--lazy', p], { reject: false, stdin: 'ignore' });
-    if (lazy.exitCode !== 0) log().warn(`cannot unmount ${p}: ${String(lazy.stderr).trim()}`);
-  }
-  const left = mountsUnder(dir);
+  const left = await unmountAllUnder(dir);
   if (left.length > 0) {
     log().warn(`pod ${args.uuid}: still mounted: ${left.join(', ')}`);
     return 1;

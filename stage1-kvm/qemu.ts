@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { log } from '../src/log.js';
+import { executable, which } from '../src/stage1/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
 import type { Accel } from './accel.js';
 import { KvmHostError } from './errors.js';
@@ -16,27 +16,12 @@ import { podFile, socketPath, writePidFile } from './pod-files.js';
 // entrypoint) is replaced by /dev/null in them: only the run entrypoint may
 // keep the pod "running".
 
-const SEARCH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 export const QEMU_ENV = 'RKT_KVM_QEMU';
 export const VIRTIOFSD_ENV = 'RKT_KVM_VIRTIOFSD';
 
 /** A value inside a qemu option list, where "," separates options and ",," is a literal comma. */
 export function optValue(v: string): string {
   return v.replace(/,/g, ',,');
-}
-
-function executable(p: string): boolean {
-  try {
-    fs.accessSync(p, fs.constants.X_OK);
-    return fs.statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
-
-export function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(':').filter((d) => d.startsWith('/')), ...SEARCH];
-  return dirs.map((d) => path.join(d, name)).find(executable);
 }
 
 export function findQemu(env: NodeJS.ProcessEnv = process.env): string {

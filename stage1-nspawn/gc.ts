@@ -1,10 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { mountsUnder } from '../src/stage1/rootfs.js';
+import { unmountAllUnder } from '../src/stage1/rootfs.js';
 import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
 import { teardownNetwork } from './network.js';
 import { machineName } from './nspawn-args.js';
@@ -45,17 +44,7 @@ async function removeLeftoverCgroups(podDir: string, uuid: string): Promise<bool
 }
 
 async function unmountAll(dir: string, uuid: string): Promise<boolean> {
-  const points = mountsUnder(dir);
-  if (points.length === 0) log().debug(`pod ${uuid}: nothing mounted under ${dir}`);
-  for (const p of points) {
-    log().debug(`unmounting ${p}`);
-    const r = await execa('umount', [p], { reject: false, stdin: 'ignore' });
-    if (r.exitCode === 0) continue;
-    // busy: detach now, the kernel frees it when the last user is gone
-    const lazy = await execa('umount', ['--lazy', p], { reject: false, stdin: 'ignore' });
-    if (lazy.exitCode !== 0) log().warn(`cannot unmount ${p}: ${String(lazy.stderr).trim()}`);
-  }
-  const left = mountsUnder(dir);
+  const left = await unmountAllUnder(dir);
   if (left.length > 0) log().warn(`pod ${uuid}: still mounted: ${left.join(', ')}`);
   return left.length === 0;
 }

@@ -127,22 +127,7 @@ export function nspawnCommand(o: NspawnOptions): { argv: string[]; env: Record<s
   return { argv, env };
 }
 
-const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-/** An executable on the host, searched in PATH and the system directories. */
-export function which(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(':').filter((d) => d.startsWith('/')), ...SYSTEM_DIRS];
-  for (const d of dirs) {
-    const p = path.join(d, name);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      if (fs.statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /**
  * Whether nspawn should register the pod with systemd-machined: only where a
@@ -157,3 +142,5 @@ export function machinedAvailable(root = '/'): boolean {
     ['usr/lib/systemd/systemd-machined', 'lib/systemd/systemd-machined'].some(has)
   );
 }
+
+export { which } from '../src/stage1/host-tools.js';

@@ -1,19 +1,7 @@
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { RktError } from '../errors.js';
-
-/** Mount points at or below dir, deepest first, from this process's mount table. */
-export function mountsUnder(dir: string): string[] {
-  const table = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  const out: string[] = [];
-  for (const line of table.split('\n')) {
-    const target = line.split(' ')[4];
-    if (!target) continue;
-    const decoded = target.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (decoded === dir || decoded.startsWith(dir + '/')) out.push(decoded);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
+import { mountsUnder } from '../stage1/rootfs.js';
 
 /**
  * Remove a pod directory. Anything still mounted below it (a crashed

@@ -319,3 +319,19 @@ export async function prepareAppRootfs(paths: PodPaths, spec: AppSpec, opts: Pre
   if (spec.readOnlyRootFS) await mount(['-o', 'remount,bind,ro', spec.rootfs]);
   return { rootfs: spec.rootfs, overlay };
 }
+
+/**
+ * Unmount everything at or below `dir`, deepest first so that a parent is
+ * never busy because of its children; a busy mount is detached lazily and
+ * the kernel frees it with its last user. Returns what is still mounted.
+ */
+export async function unmountAllUnder(dir: string): Promise<string[]> {
+  for (const p of mountsUnder(dir)) {
+    log().debug(`unmounting ${p}`);
+    const r = await execa('umount', [p], { reject: false, stdin: 'ignore' });
+    if (r.exitCode === 0) continue;
+    const lazy = await execa('umount', ['--lazy', p], { reject: false, stdin: 'ignore' });
+    if (lazy.exitCode !== 0) log().warn(`cannot unmount ${p}: ${String(lazy.stderr).trim()}`);
+  }
+  return mountsUnder(dir);
+}

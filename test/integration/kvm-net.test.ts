@@ -1,15 +1,13 @@
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { once } from 'node:events';
 import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
 import type { RktEnv } from '../helpers/rkt.js';
-import { podStatus, processesWith, sleep, waitFor } from '../helpers/pods.js';
+import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
 import { KVM, KVM_ACI, podDir, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
 import { assertNoTrace, chainsOf, leaseFiles, quietSnapshot } from './net-leaks.js';
-import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, tcpRead, uniqueNet } from './net-helpers.js';
+import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
 
 // kvm pods on real CNI networks, through the real CLI: a server app in a VM
 // reached from the host by its pod IP and through a forwarded port, DNS
@@ -59,35 +57,11 @@ async function podIPs(env: RktEnv, uuid: string): Promise<Record<string, string>
   return out;
 }
 
-/** The server's report, retried until the guest listens (SYNs to a VM not yet up are dropped or refused). */
-async function report(host: string, port: number, timeoutMs = 120_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const r = await tcpRead(host, port, 1500);
-      // IPv6 duplicate address detection flags change while the pod runs
-      if (r.includes('hostname ')) return r.replace(/ (tentative|dadfailed)\b/g, '');
-    } catch (err) {
-      if (Date.now() > end) throw err;
-    }
-    await sleep(100);
-  }
+/** The pod server's report, with this suite's patience. */
+function report(host: string, port: number, timeoutMs = 120_000): Promise<string> {
+  return serverReport(host, port, timeoutMs);
 }
 
-/** Send `bytes` to the pod's sink and read back dd's report; resolves it and the seconds it took. */
-async function pushBytes(host: string, port: number, bytes: number): Promise<{ reply: string; seconds: number }> {
-  const s = net.connect({ host, port, allowHalfOpen: true });
-  await once(s, 'connect');
-  const t0 = performance.now();
-  const chunk = Buffer.alloc(1 << 20, 0x61);
-  let reply = '';
-  s.on('data', (d: Buffer) => (reply += d.toString()));
-  const closed = once(s, 'close');
-  for (let sent = 0; sent < bytes; sent += chunk.length) if (!s.write(chunk)) await once(s, 'drain');
-  s.end();
-  await closed;
-  return { reply, seconds: (performance.now() - t0) / 1000 };
-}
 
 /** What a pod holds on the host, read while it runs: its host veths and the iptables chains its rules use. */
 function hostVeths(env: RktEnv, uuid: string): string[] {

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { execa } from 'execa';
 import { LockBusyError } from '../../src/errors.js';
 import { teardownPodNetwork } from '../../src/net/pod-network.js';
@@ -176,4 +177,37 @@ export async function tcpReadFrom(netnsPath: string, host: string, port: number)
 export async function inNs(netnsPath: string, argv: string[]): Promise<string> {
   const r = await execa('nsenter', [`--net=${netnsPath}`, '--', ...argv]);
   return String(r.stdout);
+}
+
+/**
+ * A pod server's report (it starts with "hostname "), retried until the app
+ * listens: SYNs to a pod not yet up are dropped or refused.
+ */
+export async function serverReport(host: string, port: number, timeoutMs: number): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const r = await tcpRead(host, port, 1500);
+      // IPv6 duplicate address detection flags change while the pod runs
+      if (r.includes('hostname ')) return r.replace(/ (tentative|dadfailed)\b/g, '');
+    } catch (err) {
+      if (Date.now() > end) throw err;
+    }
+    await sleep(50);
+  }
+}
+
+/** Send `bytes` to a pod's sink and read back what it answers when done; with the seconds it took. */
+export async function pushBytes(host: string, port: number, bytes: number): Promise<{ reply: string; seconds: number }> {
+  const s = net.connect({ host, port, allowHalfOpen: true });
+  await once(s, 'connect');
+  const t0 = performance.now();
+  const chunk = Buffer.alloc(1 << 20, 0x61);
+  let reply = '';
+  s.on('data', (d: Buffer) => (reply += d.toString()));
+  const closed = once(s, 'close');
+  for (let sent = 0; sent < bytes; sent += chunk.length) if (!s.write(chunk)) await once(s, 'drain');
+  s.end();
+  await closed;
+  return { reply, seconds: (performance.now() - t0) / 1000 };
 }

@@ -2,13 +2,12 @@ import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { once } from 'node:events';
 import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
-import { listPods, podStatus, processesWith, sleep, waitFor } from '../helpers/pods.js';
+import { listPods, podStatus, processesWith, waitFor } from '../helpers/pods.js';
 import { assertNoLeftovers, buildStage1, runInBackground, setup, type NspawnEnv } from './nspawn-common.js';
 import { assertNoTrace, chainsOf, leaseFiles, quietSnapshot } from './net-leaks.js';
-import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, tcpRead, uniqueNet } from './net-helpers.js';
+import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
 
 // nspawn pods on real CNI networks, through the real CLI: a server app
 // reached from the host by its pod IP and through a forwarded port, DNS
@@ -68,35 +67,11 @@ async function podIPs(ne: NspawnEnv, uuid: string): Promise<Record<string, strin
   return Object.fromEntries((st.networks ?? []).filter((n) => n.ip4 !== undefined).map((n) => [n.name, n.ip4!]));
 }
 
-/** The server's report, retried until the app listens. */
-async function report(host: string, port: number, timeoutMs = 30_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const r = await tcpRead(host, port, 1500);
-      // IPv6 duplicate address detection flags change while the pod runs
-      if (r.includes('hostname ')) return r.replace(/ (tentative|dadfailed)\b/g, '');
-    } catch (err) {
-      if (Date.now() > end) throw err;
-    }
-    await sleep(10);
-  }
+/** The pod server's report, with this suite's patience. */
+function report(host: string, port: number, timeoutMs = 30_000): Promise<string> {
+  return serverReport(host, port, timeoutMs);
 }
 
-/** Send `bytes` to the pod's sink and read back the count it saw. */
-async function pushBytes(host: string, port: number, bytes: number): Promise<{ count: number; seconds: number }> {
-  const s = net.connect({ host, port, allowHalfOpen: true });
-  await once(s, 'connect');
-  const t0 = performance.now();
-  const chunk = Buffer.alloc(1 << 20, 0x61);
-  let reply = '';
-  s.on('data', (d: Buffer) => (reply += d.toString()));
-  const closed = once(s, 'close');
-  for (let sent = 0; sent < bytes; sent += chunk.length) if (!s.write(chunk)) await once(s, 'drain');
-  s.end();
-  await closed;
-  return { count: Number(reply.trim()), seconds: (performance.now() - t0) / 1000 };
-}
 
 function podDir(ne: NspawnEnv, uuid: string): string {
   return path.join(ne.env.dir, 'pods/run', uuid);
@@ -141,7 +116,7 @@ test('a server in an nspawn pod: pod IP, forwarded port, DNS files, throughput; 
   t.is(veths.length, 1);
   const size = 200 * 1024 * 1024;
   const push = await pushBytes(ip, 81, size);
-  t.is(push.count, size);
+  t.is(Number(push.reply.trim()), size);
   t.log(`host -> app in the nspawn pod over TCP: ${size / 1024 / 1024} MiB in ${push.seconds.toFixed(2)} s = ${(size / 1024 / 1024 / push.seconds).toFixed(0)} MiB/s`);
 
   // a second pod on the default network asks the first

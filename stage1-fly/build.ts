@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bundleEntrypoint, normalizeModes, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1/image-build.js';
+import { bundleEntrypoint, normalizeModes, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
 // Builds stage1-fly.aci: each entrypoint bundled into one ESM file under
 // /fly and a /bin/sh launcher per entrypoint.

@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, pickApp } from '../src/stage1/app-spec.js';
-import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { exitStatusOf, isPodProcess } from '../src/stage1/status.js';
+import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
+import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { exitStatusOf, isPodProcess } from '../src/stage1-common/status.js';
 import { appCommand, appEnv, findHostTools } from './exec.js';
 
 // rkt enter for fly: the app rootfs is mounted only in the run process's

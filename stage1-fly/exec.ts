@@ -1,5 +1,5 @@
 import { RktError } from '../src/errors.js';
-import type { AppSpec } from '../src/stage1/app-spec.js';
+import type { AppSpec } from '../src/stage1-common/app-spec.js';
 
 // How fly starts a process inside an app: host tools only, because the
 // image may have no shell and node cannot chroot, setgroups or exec.
@@ -111,5 +111,5 @@ export function guardianCommand(tools: HostTools): string[] {
   return [tools.sh, '-c', GUARDIAN_SCRIPT, 'rkt-fly-guardian'];
 }
 
-export { processStartTime } from '../src/stage1/guardian.js';
-import { which } from '../src/stage1/host-tools.js';
+export { processStartTime } from '../src/stage1-common/guardian.js';
+import { which } from '../src/stage1-common/host-tools.js';

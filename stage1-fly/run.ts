@@ -5,10 +5,10 @@ import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { ISOLATOR } from '../src/appc/isolators.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1/app-spec.js';
-import { enableDebug, parseRunArgs, runEntrypoint, type RunArgs } from '../src/stage1/entry.js';
-import { prepareAppRootfs, type ExtraMount } from '../src/stage1/rootfs.js';
-import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1/status.js';
+import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { enableDebug, parseRunArgs, runEntrypoint, type RunArgs } from '../src/stage1-common/entry.js';
+import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
+import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
 import { appCommand, appEnv, findHostTools, guardianCommand, processStartTime, type HostTools } from './exec.js';
 
 // The fly run entrypoint: no isolation beyond a chroot per app, on the

@@ -1,8 +1,8 @@
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { isPodProcess, readPid } from '../src/stage1/status.js';
+import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 
 // rkt stop for fly: signal the run process, which forwards SIGTERM to every
 // app and exits once they have. --force sends SIGKILL instead: the run

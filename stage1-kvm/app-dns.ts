@@ -2,8 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
-import type { AppSpec } from '../src/stage1/app-spec.js';
-import { ensureDirInRoot, mountsUnder } from '../src/stage1/rootfs.js';
+import type { AppSpec } from '../src/stage1-common/app-spec.js';
+import { ensureDirInRoot } from '../src/stage1-common/rootfs.js';
+import { mountsUnder } from '../src/util/mounts.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
 
 // /etc/resolv.conf and /etc/hosts for a kvm pod's apps. The network library

@@ -1,6 +1,6 @@
 import { UsageError } from '../src/errors.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseFlags, runEntrypoint } from '../src/stage1/entry.js';
+import { enableDebug, parseFlags, runEntrypoint } from '../src/stage1-common/entry.js';
 import { connectConsole, DETACH_KEY } from './console.js';
 
 // rkt attach for kvm: connect the caller's terminal to the pod's serial

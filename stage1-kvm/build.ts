@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1/image-build.js';
+import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
 // Builds stage1-kvm.aci. Its rootfs is at once the home of the flavor's
 // entrypoints (run on the host) and, copied per pod, the guest's root
@@ -28,7 +28,7 @@ function launcher(entry: string): string {
 
 /**
  * What node runs: a stub importing the bundle. Modules that double as CLIs
- * (guest/agent-client.ts) compare their own URL with process.argv[1]; in a
+ * (stage1-kvm/agent-client.ts) compare their own URL with process.argv[1]; in a
  * bundle their URL is the bundle's, so node must be started on another file.
  */
 function stub(entry: string): string {

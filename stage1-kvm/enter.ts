@@ -1,10 +1,10 @@
 import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, pickApp } from '../src/stage1/app-spec.js';
-import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { isPodProcess } from '../src/stage1/status.js';
-import { AgentExecError, runInGuest } from '../guest/agent-client.js';
+import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
+import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { isPodProcess } from '../src/stage1-common/status.js';
+import { AgentExecError, runInGuest } from './agent-client.js';
 import { socketPath } from './pod-files.js';
 
 // rkt enter for kvm: the command runs in the VM, in the app's rootfs with

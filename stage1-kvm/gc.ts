@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { unmountAllUnder } from '../src/stage1/rootfs.js';
+import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { unmountAllUnder } from '../src/util/mounts.js';
 import { teardownNetwork } from './network.js';
 import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
 

@@ -1,4 +1,4 @@
-import { Guardian } from '../src/stage1/guardian.js';
+import { Guardian } from '../src/stage1-common/guardian.js';
 import { POD_FILES } from './pod-files.js';
 
 // The pod guardian: a host shell, child of the run entrypoint but without a

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AppSpec } from '../src/stage1/app-spec.js';
-import { appUnit, appUnitName, credentialEntries, execLine, type StdioSpec } from '../src/stage1/units.js';
+import type { AppSpec } from '../src/stage1-common/app-spec.js';
+import { appUnit, appUnitName, credentialEntries, execLine, type StdioSpec } from '../src/stage1-common/units.js';
 
 // What the host writes into the pod's stage1 rootfs (the guest's root
 // filesystem) before booting it: one systemd unit per app, hooked into the

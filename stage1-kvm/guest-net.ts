@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AppSpec } from '../src/stage1/app-spec.js';
-import { appUnitName } from '../src/stage1/units.js';
-import type { GuestNetConfig } from '../src/net/kvm-tap.js';
+import type { AppSpec } from '../src/stage1-common/app-spec.js';
+import { appUnitName } from '../src/stage1-common/units.js';
+import type { GuestNetConfig } from './taps.js';
 import { GUEST } from './guest-config.js';
 
 // The guest side of a kvm pod's network, written by the host into the

@@ -1,11 +1,11 @@
 import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import { podNetRequest } from '../src/stage1/pod-net.js';
-import type { RunArgs } from '../src/stage1/entry.js';
+import { podNetRequest } from '../src/stage1-common/pod-net.js';
+import type { RunArgs } from '../src/stage1-common/entry.js';
 import { parseNetList } from '../src/net/netlist.js';
 import { setupPodNetwork, teardownPodNetwork } from '../src/net/pod-network.js';
-import { setupKvmTaps, qemuNetArgs, type GuestNetConfig } from '../src/net/kvm-tap.js';
+import { setupKvmTaps, qemuNetArgs, type GuestNetConfig } from './taps.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
 
 // The host side of a kvm pod's network. The pod gets a network namespace

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { log } from '../src/log.js';
-import { executable, which } from '../src/stage1/host-tools.js';
+import { executable, which } from '../src/stage1-common/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
 import type { Accel } from './accel.js';
 import { KvmHostError } from './errors.js';

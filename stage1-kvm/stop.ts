@@ -1,8 +1,8 @@
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1/entry.js';
-import { isPodProcess, readPid } from '../src/stage1/status.js';
+import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { QmpClient, QmpConnectError } from './qmp.js';
 import { isPodHelper, readPidFile, socketPath } from './pod-files.js';

@@ -3,9 +3,9 @@ import { log } from '../src/log.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
 import { setupPodNetwork, teardownPodNetwork, type PodNetworkResult } from '../src/net/pod-network.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import type { RunArgs } from '../src/stage1/entry.js';
-import { podNetRequest } from '../src/stage1/pod-net.js';
-import type { ExtraMount, PrepareOptions } from '../src/stage1/rootfs.js';
+import type { RunArgs } from '../src/stage1-common/entry.js';
+import { podNetRequest } from '../src/stage1-common/pod-net.js';
+import type { ExtraMount, PrepareOptions } from '../src/stage1-common/rootfs.js';
 
 // The host side of an nspawn pod's network: a network namespace per pod,
 // joined to its CNI networks before the container starts (src/net/), in

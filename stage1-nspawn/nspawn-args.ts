@@ -143,4 +143,4 @@ export function machinedAvailable(root = '/'): boolean {
   );
 }
 
-export { which } from '../src/stage1/host-tools.js';
+export { which } from '../src/stage1-common/host-tools.js';

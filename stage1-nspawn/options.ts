@@ -4,7 +4,7 @@ import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { parseNetList } from '../src/net/netlist.js';
 import type { PodPaths, RunOptions } from '../src/stage1/contract.js';
-import type { RunArgs } from '../src/stage1/entry.js';
+import type { RunArgs } from '../src/stage1-common/entry.js';
 import { NspawnConfigError } from './errors.js';
 import { parseIpcMode, parsePrivateUsers, type IpcMode } from './nspawn-args.js';
 import { STAGE1 } from './pod-units.js';

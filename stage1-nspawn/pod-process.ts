@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import { Guardian } from '../src/stage1/guardian.js';
+import { Guardian } from '../src/stage1-common/guardian.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import { isPodProcess, readPid } from '../src/stage1/status.js';
+import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 
 // The pod's processes as the host sees them. The pid file holds the
 // container's PID 1 (the stage1 contract's first option): `rkt enter` joins

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LINUX_CAPABILITIES } from '../src/appc/capabilities.js';
-import type { AppSpec } from '../src/stage1/app-spec.js';
-import { appUnit, appUnitName, credentialEntries, execLine, podTarget, type StdioSpec } from '../src/stage1/units.js';
+import type { AppSpec } from '../src/stage1-common/app-spec.js';
+import { appUnit, appUnitName, credentialEntries, execLine, podTarget, type StdioSpec } from '../src/stage1-common/units.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the

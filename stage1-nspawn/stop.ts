@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1/entry.js';
+import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { SIGRTMIN_PLUS_4 } from './container.js';
 import { alive, runningPodInit, runningRunProcess } from './pod-process.js';

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { execa } from 'execa';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
 import { addNetwork, delNetwork, normalizeResult, prefixToMask, versionAtLeast, type CniDns, type CniIp, type CniRoute, type NetworkInvocation } from './cni.js';
@@ -8,11 +9,10 @@ import { parseHostsEntries, planHosts, planResolvConf, validateDnsOptions, write
 import { NetworkConfigError, NetworkSetupError } from './errors.js';
 import { withNetLock } from './hostlock.js';
 import { pruneSharedPortmapChains, removeTaggedRules } from './iptables.js';
-import { removeTap } from './kvm-tap.js';
 import { parseNetList } from './netlist.js';
-import { createNetns, deleteNetns, isLiveNetns, netnsName, netnsPathOf } from './netns.js';
+import { createNetns, deleteNetns, inNetns, isLiveNetns, netnsName, netnsPathOf } from './netns.js';
 import { checkHostPortsFree, portmapPluginConf, portmapRuntimeConfig } from './ports.js';
-import { STATE_VERSION, readState, writeState, type NetworkState, type PodNetState, type PortMapping } from './state.js';
+import { STATE_VERSION, readState, writeState, type NetworkState, type PodNetState, type PortMapping, type TapState } from './state.js';
 
 // A pod's networking from start to end: the network namespace, one CNI ADD
 // per network (eth0, eth1...), port forwarding, DNS files; and the exact
@@ -274,4 +274,18 @@ export function readPodNetworks(podDir: string): PodNetworkSummary | undefined {
 export function formatPodNetworks(s: PodNetworkSummary | undefined): string {
   if (!s) return '';
   return s.networks.map((n) => (n.ip4 !== undefined ? `${n.name}:ip4=${n.ip4}` : n.name)).join(',');
+}
+
+// The kvm flavor adds taps to the pod's namespace (stage1-kvm/taps.ts); the
+// state records them so that any teardown, the flavor's or gc's, removes them.
+/** Remove a tap and the redirect on its CNI interface; quietly does nothing for what is already gone. */
+export async function removeTap(netnsPath: string, tap: TapState): Promise<void> {
+  if (!isLiveNetns(netnsPath)) return;
+  for (const argv of [
+    ['tc', 'qdisc', 'del', 'dev', tap.ifName, 'ingress'],
+    ['ip', 'link', 'del', 'dev', tap.name],
+  ]) {
+    const [cmd, ...args] = inNetns(netnsPath, argv);
+    await execa(cmd!, args, { reject: false });
+  }
 }

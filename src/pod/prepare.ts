@@ -118,8 +118,8 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
  * the image does not have, or an exec the image does not contain.
  */
 async function checkApps(paths: PodPaths, manifest: PodManifest): Promise<void> {
-  const { resolveAppSpecs } = await import('../stage1/app-spec.js');
-  const { resolveInRoot } = await import('../stage1/rootfs.js');
+  const { resolveAppSpecs } = await import('../stage1-common/app-spec.js');
+  const { resolveInRoot } = await import('../stage1-common/rootfs.js');
   let specs;
   try {
     specs = resolveAppSpecs(paths, manifest);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { RktError } from '../errors.js';
-import { mountsUnder } from '../stage1/rootfs.js';
+import { mountsUnder } from '../util/mounts.js';
 
 /**
  * Remove a pod directory. Anything still mounted below it (a crashed

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { GuestNetConfig } from '../../src/net/kvm-tap.js';
+import type { GuestNetConfig } from '../../stage1-kvm/taps.js';
 import { GUEST_NET, networkScript } from '../../stage1-kvm/guest-net.js';
 
 // The guest's network script without a VM: run by the host's busybox (the

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { execa } from 'execa';
-import { setupKvmTaps, qemuNetArgs, teardownKvmTaps } from '../../src/net/kvm-tap.js';
+import { setupKvmTaps, qemuNetArgs, teardownKvmTaps } from '../../stage1-kvm/taps.js';
 import { setupPodNetwork, teardownPodNetwork } from '../../src/net/pod-network.js';
 import { readState } from '../../src/net/state.js';
 import { CAN_RUN, SKIP_REASON, assertSame, exclusiveHost, freePort, inNs, makePod, snapshot, startServer, tcpRead } from './net-helpers.js';

@@ -19,7 +19,7 @@ import {
   sessionFrame,
   type ExecRequest,
   type Frame,
-} from '../../guest/agent-client.js';
+} from '../../stage1-kvm/agent-client.js';
 
 test('a frame is type byte, u32 big-endian length, payload', (t) => {
   t.deepEqual([...encodeFrame(FrameType.Stdin, Buffer.from('hi'))], [0x02, 0, 0, 0, 2, 0x68, 0x69]);

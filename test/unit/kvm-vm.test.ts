@@ -2,7 +2,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AppSpec } from '../../src/stage1/app-spec.js';
+import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { startedApps, writeGuestConfig } from '../../stage1-kvm/guest-config.js';
 import { lastLines } from '../../stage1-kvm/output.js';

@@ -2,7 +2,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { AppSpec } from '../../src/stage1/app-spec.js';
+import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES, LINUX_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { enterProperties, escapeExecArg } from '../../stage1-nspawn/enter-props.js';
 import { nspawnAppUnit, STAGE1, withAllCapabilities, writePodConfig } from '../../stage1-nspawn/pod-units.js';

@@ -7,7 +7,7 @@ import { validatePodManifest } from '../../src/appc/pod-manifest.js';
 import type { ImageManifest, PodManifest } from '../../src/appc/types.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { PodPaths } from '../../src/stage1/contract.js';
-import { AppSpecError, DEFAULT_PATH, loadAppSpecs, resolveAppSpec, type AppSpec } from '../../src/stage1/app-spec.js';
+import { AppSpecError, DEFAULT_PATH, loadAppSpecs, resolveAppSpec, type AppSpec } from '../../src/stage1-common/app-spec.js';
 
 const ID = 'sha512-' + '0'.repeat(64);
 

@@ -4,9 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../src/errors.js';
 import { PodPaths } from '../../src/stage1/contract.js';
-import { parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs } from '../../src/stage1/entry.js';
-import { RootfsError, ensureMountTarget, mountsUnder, resolveInRoot, type MountInfo } from '../../src/stage1/rootfs.js';
-import { exitStatusOf, isPodProcess, markReady, readAppExitStatuses, readPid, writeAppExitStatus, writePid } from '../../src/stage1/status.js';
+import { parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs } from '../../src/stage1-common/entry.js';
+import { RootfsError, ensureMountTarget, resolveInRoot } from '../../src/stage1-common/rootfs.js';
+import { mountsUnder, type MountInfo } from '../../src/util/mounts.js';
+import { exitStatusOf, isPodProcess, markReady, readAppExitStatuses, readPid, writeAppExitStatus, writePid } from '../../src/stage1-common/status.js';
 
 function tmp(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stage1-shared-'));

@@ -1,7 +1,7 @@
 import test from 'ava';
-import type { AppSpec } from '../../src/stage1/app-spec.js';
+import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
-import { UnitError, appUnit, credentialEntries, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1/units.js';
+import { UnitError, appUnit, credentialEntries, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1-common/units.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {

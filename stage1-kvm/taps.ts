@@ -1,9 +1,9 @@
-import { execa } from 'execa';
-import { log } from '../log.js';
-import { normalizeResult, prefixToMask, type CniDns } from './cni.js';
-import { NetworkSetupError } from './errors.js';
-import { execInNetns, inNetns, isLiveNetns } from './netns.js';
-import { readState, writeState, type TapState } from './state.js';
+import { log } from '../src/log.js';
+import { normalizeResult, prefixToMask, type CniDns } from '../src/net/cni.js';
+import { NetworkSetupError } from '../src/net/errors.js';
+import { execInNetns, isLiveNetns } from '../src/net/netns.js';
+import { removeTap } from '../src/net/pod-network.js';
+import { readState, writeState, type TapState } from '../src/net/state.js';
 
 // The VM flavor reuses the CNI set-up unchanged: the plugins configure a
 // veth (eth0...) in the pod's namespace as for any pod; then, inside that
@@ -93,17 +93,6 @@ async function readInterface(netns: string, ifName: string): Promise<Pick<GuestN
   return { mac: link.address, mtu: link.mtu ?? 1500, addresses, routes };
 }
 
-/** Remove a tap and the redirect on its CNI interface; quietly does nothing for what is already gone. */
-export async function removeTap(netnsPath: string, tap: TapState): Promise<void> {
-  if (!isLiveNetns(netnsPath)) return;
-  for (const argv of [
-    ['tc', 'qdisc', 'del', 'dev', tap.ifName, 'ingress'],
-    ['ip', 'link', 'del', 'dev', tap.name],
-  ]) {
-    const [cmd, ...args] = inNetns(netnsPath, argv);
-    await execa(cmd!, args, { reject: false });
-  }
-}
 
 /**
  * Create one tap per CNI network of a pod set up by setupPodNetwork, and

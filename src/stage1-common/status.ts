@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { isErrno } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import type { PodPaths } from './contract.js';
+import type { PodPaths } from '../stage1/contract.js';
 
 // What a stage1 leaves in the pod directory for stage0 to read: each app's
 // exit status, the pid `rkt enter` joins, and the ready mark. Every file is

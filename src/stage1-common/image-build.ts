@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { execa } from 'execa';
-import { ANNOTATION, type Entrypoint } from './contract.js';
+import { ANNOTATION, type Entrypoint } from '../stage1/contract.js';
 import { APPC_VERSION, RKT_VERSION, STAGE1_INTERFACE_VERSION } from '../version.js';
 
 // What every flavor's stage1 ACI recipe shares: bundling entrypoints with

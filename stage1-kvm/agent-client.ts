@@ -9,7 +9,7 @@
 // Disconnecting ends the session: the agent kills the command.
 //
 // Run directly, this file is a small CLI for tests and debugging:
-//   node dist/guest/agent-client.js SOCKET APP [--tty] [--uid N] [--gid N]
+//   node dist/stage1-kvm/agent-client.js SOCKET APP [--tty] [--uid N] [--gid N]
 //     [--groups G,G] [--cwd DIR] [--env NAME=VALUE]... -- COMMAND [ARG]...
 
 import crypto from 'node:crypto';

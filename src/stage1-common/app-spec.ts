@@ -6,7 +6,7 @@ import { parseImageManifest } from '../appc/image-manifest.js';
 import { capabilitiesRemoveSet, capabilitiesRetainSet, cpuLimitMillis, memoryLimit, noNewPrivileges } from '../appc/isolators.js';
 import { parsePodManifest } from '../appc/pod-manifest.js';
 import type { App, EnvironmentVariable, ImageManifest, Isolator, MountPoint, PodManifest, RuntimeApp, Volume } from '../appc/types.js';
-import type { PodPaths } from './contract.js';
+import type { PodPaths } from '../stage1/contract.js';
 import { resolveInRoot } from './rootfs.js';
 
 // Everything a flavor needs to start one app, resolved once from the pod

@@ -5,7 +5,7 @@ import type { ExposedPort } from '../appc/types.js';
 import { resolvePortMappings, type AppPorts } from '../net/ports.js';
 import type { PodNetworkOptions } from '../net/pod-network.js';
 import { loadPodManifest } from './app-spec.js';
-import type { PodPaths, RunOptions } from './contract.js';
+import type { PodPaths, RunOptions } from '../stage1/contract.js';
 import type { RunArgs } from './entry.js';
 
 // What every flavor hands setupPodNetwork, gathered once from the pod:

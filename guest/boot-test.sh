@@ -107,7 +107,7 @@ RootDirectoryStartOnly=yes
 ExecStart=$2
 StandardOutput=file:/run/rkt/stdout
 StandardError=file:/run/rkt/stderr
-ExecStopPost=+/rkt/bin/rkt-app-exited $1 \$EXIT_STATUS
+ExecStopPost=+/rkt/bin/rkt-app-exited $1 "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"
 EOF
 }
 

@@ -6,7 +6,7 @@
 # its early TSC/delay calibration, which hangs about 3% of tcg boots.
 #
 # Sources, most exact first:
-#   $RKT_HOST_TSC_KHZ                       explicit override
+#   $RKT_KVM_HOST_TSC_KHZ                       explicit override
 #   /sys/devices/system/cpu/cpu0/tsc_freq_khz  (kernels that export it)
 #   the kernel log: "tsc: Refined TSC clocksource calibration: N MHz", else
 #     "tsc: Detected N MHz processor" (dmesg, then journalctl -k -b)
@@ -40,9 +40,9 @@ from_kernel_log() {
   mhz_to_khz "$mhz"
 }
 
-khz=${RKT_HOST_TSC_KHZ:-}
+khz=${RKT_KVM_HOST_TSC_KHZ:-}
 if [ -n "$khz" ]; then
-  plausible "$khz" || { echo "host-tsc-khz.sh: RKT_HOST_TSC_KHZ=$khz is not a TSC rate in kHz" >&2; exit 1; }
+  plausible "$khz" || { echo "host-tsc-khz.sh: RKT_KVM_HOST_TSC_KHZ=$khz is not a TSC rate in kHz" >&2; exit 1; }
   echo "$khz"; exit 0
 fi
 
@@ -66,5 +66,5 @@ if grep -qw tsc /proc/cpuinfo 2>/dev/null; then
   fi
 fi
 
-echo "host-tsc-khz.sh: cannot determine the host TSC rate (set RKT_HOST_TSC_KHZ)" >&2
+echo "host-tsc-khz.sh: cannot determine the host TSC rate (set RKT_KVM_HOST_TSC_KHZ)" >&2
 exit 1

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import type { Env } from '../src/stage1-common/env-config.js';
+import { forcedAccel, KVM_ENV, type Accel } from './config.js';
 import { KvmHostError } from './errors.js';
 
 // The accelerator a pod's qemu runs with. kvm needs the CPU to advertise
@@ -11,9 +13,8 @@ import { KvmHostError } from './errors.js';
 // RKT_KVM_ACCEL=kvm|tcg forces one: kvm where it cannot work is an error
 // rather than a silent tcg run, because whoever forced it wants to know.
 
-export type Accel = 'kvm' | 'tcg';
+export type { Accel };
 
-export const ACCEL_ENV = 'RKT_KVM_ACCEL';
 
 export const TCG_WARNING = "stage1: hardware virtualization is not available; using qemu's tcg emulation: isolation holds but pods run slower";
 
@@ -64,13 +65,12 @@ export function kvmProblem(probe: AccelProbe = hostProbe): string | undefined {
   return probe.openKvm();
 }
 
-export function chooseAccel(env: NodeJS.ProcessEnv = process.env, probe: AccelProbe = hostProbe): AccelChoice {
-  const forced = env[ACCEL_ENV]?.trim();
-  if (forced !== undefined && forced !== '') {
-    if (forced === 'tcg') return { accel: 'tcg' };
-    if (forced !== 'kvm') throw new KvmHostError(`${ACCEL_ENV}=${forced} is not an accelerator; use kvm or tcg, or unset it to choose automatically`);
+export function chooseAccel(env: Env = process.env, probe: AccelProbe = hostProbe): AccelChoice {
+  const forced = forcedAccel(env);
+  if (forced === 'tcg') return { accel: 'tcg' };
+  if (forced === 'kvm') {
     const problem = kvmProblem(probe);
-    if (problem !== undefined) throw new KvmHostError(`${ACCEL_ENV}=kvm, but kvm cannot be used here: ${problem}; unset ${ACCEL_ENV} to fall back to tcg`);
+    if (problem !== undefined) throw new KvmHostError(`${KVM_ENV.accel}=kvm, but kvm cannot be used here: ${problem}; unset ${KVM_ENV.accel} to fall back to tcg`);
     return { accel: 'kvm' };
   }
   const problem = kvmProblem(probe);

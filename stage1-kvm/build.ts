@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import { buildKernelOverride } from './config.js';
 import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
 // Builds stage1-kvm.aci. Its rootfs is at once the home of the flavor's
@@ -40,7 +41,7 @@ export function kvmManifest(): object {
 }
 
 async function kernelImage(root: string): Promise<string> {
-  const given = process.env.RKT_STAGE1_KVM_BUILD_KERNEL?.trim();
+  const given = buildKernelOverride();
   if (given) return given;
   const r = await execa(path.join(root, 'kernel-config', 'build.sh'), ['--print-path'], { reject: false });
   if (r.exitCode !== 0) throw new Error('the guest kernel is not built yet: run kernel-config/build.sh first');

@@ -3,7 +3,7 @@ import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
-import { teardownNetwork } from './network.js';
+import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
 
 // rkt gc for kvm, run on a pod no process holds any more: kill a qemu or

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
-import { appUnit, appUnitName, credentialEntries, execLine, type StdioSpec } from '../src/stage1-common/units.js';
+import { POD_ROOT } from '../src/stage1-common/app-reports.js';
+import { appUnit, appUnitName, credentialEntries, reportHooks, type StdioSpec } from '../src/stage1-common/units.js';
 
 // What the host writes into the pod's stage1 rootfs (the guest's root
 // filesystem) before booting it: one systemd unit per app, hooked into the
@@ -13,14 +14,7 @@ import { appUnit, appUnitName, credentialEntries, execLine, type StdioSpec } fro
 
 /** Directories and files inside the guest's root, as the guest sees them. */
 export const GUEST = {
-  units: '/etc/systemd/system',
-  podTarget: 'rkt-pod.target',
-  apps: '/rkt/apps',
-  status: '/rkt/status',
-  /** One empty file per app once systemd has executed it: the host's "ready" signal. */
-  started: '/rkt/started',
-  appExited: '/rkt/bin/rkt-app-exited',
-  busybox: '/rkt/bin/busybox',
+  ...POD_ROOT,
   stdoutFifo: '/run/rkt/stdout',
   stderrFifo: '/run/rkt/stderr',
   console: '/dev/ttyS0',
@@ -49,9 +43,7 @@ function stdioFor(opts: GuestConfigOptions): StdioSpec {
 export function kvmAppUnit(spec: AppSpec, opts: GuestConfigOptions): string {
   return appUnit(spec, {
     stdio: stdioFor(opts),
-    // systemd substitutes $EXIT_STATUS: the exit code, or the signal name
-    execStopPost: [`${execLine([GUEST.appExited, spec.name])} $EXIT_STATUS`],
-    execStartPost: [execLine([GUEST.busybox, 'touch', `${GUEST.started}/${spec.name}`])],
+    ...reportHooks(spec.name),
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
@@ -81,7 +73,7 @@ export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts
     fs.symlinkSync(`../${appUnitName(spec.name)}`, link);
   }
   write(inRoot(rootfs, GUEST.apps), specs.map((s) => `${s.name}\n`).join(''));
-  for (const d of [GUEST.status, GUEST.started]) {
+  for (const d of [GUEST.status, GUEST.started, GUEST.oom]) {
     fs.rmSync(inRoot(rootfs, d), { recursive: true, force: true });
     fs.mkdirSync(inRoot(rootfs, d), { recursive: true, mode: 0o755 });
   }
@@ -99,17 +91,4 @@ function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
   const join = (text: string, lines: string[]): string => (text === '' || text.endsWith('\n') ? text : `${text}\n`) + lines.map((l) => `${l}\n`).join('');
   if (add.passwd.length > 0) write(passwdFile, join(passwd, add.passwd));
   if (add.group.length > 0) write(groupFile, join(group, add.group));
-}
-
-/** Apps that have been started in the guest, or have already exited. */
-export function startedApps(rootfs: string): Set<string> {
-  const out = new Set<string>();
-  for (const d of [GUEST.started, GUEST.status]) {
-    try {
-      for (const n of fs.readdirSync(inRoot(rootfs, d))) if (!n.startsWith('.')) out.add(n);
-    } catch {
-      // not there yet
-    }
-  }
-  return out;
 }

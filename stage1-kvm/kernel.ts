@@ -2,12 +2,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Accel } from './accel.js';
+import type { Env } from '../src/stage1-common/env-config.js';
+import { hostTscOverride, kernelOverride, KVM_ENV, type Share } from './config.js';
 import { KvmHostError } from './errors.js';
 
 // The guest kernel and its command line.
 //
 // The kernel is the one shipped in the stage1 image (/kernel/bzImage,
-// built by kernel-config/build.sh), unless RKT_STAGE1_KVM_KERNEL names
+// built by kernel-config/build.sh), unless RKT_KVM_KERNEL names
 // another. Its command line tells it where its root filesystem is (the
 // pod's stage1 rootfs, shared by 9p or virtio-fs), starts systemd with the
 // pod's target, and, under tcg, gives it the host's TSC rate: microvm has
@@ -15,9 +17,6 @@ import { KvmHostError } from './errors.js';
 // guest cannot calibrate its TSC by itself and hangs now and then in early
 // boot (kernel-config/README.md). kvm guests get the rate from kvm-clock.
 
-export const KERNEL_ENV = 'RKT_STAGE1_KVM_KERNEL';
-export const EXTRA_PARAMS_ENV = 'RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS';
-export const TSC_ENV = 'RKT_HOST_TSC_KHZ';
 /** Where build.ts puts the kernel inside the stage1 rootfs. */
 export const STAGE1_KERNEL = '/kernel/bzImage';
 /** CONFIG_HZ of the stage1's own kernel (tinyconfig's default; kernel-config/). */
@@ -25,16 +24,16 @@ export const STAGE1_KERNEL_HZ = 250;
 /** The virtio-fs tag / 9p mount tag of the guest's root filesystem. */
 export const ROOT_TAG = 'rktroot';
 
-export type Share = '9p' | 'virtiofs';
+export type { Share };
 
 /** Whether the kernel to boot is another than the stage1's own. */
-export function customKernel(env: NodeJS.ProcessEnv = process.env): boolean {
-  return Boolean(env[KERNEL_ENV]?.trim());
+export function customKernel(env: Env = process.env): boolean {
+  return kernelOverride(env) !== undefined;
 }
 
 /** The kernel to boot: the user's choice, else the stage1's own; readable, or a clear error. */
-export function kernelPath(stage1Rootfs: string, env: NodeJS.ProcessEnv = process.env): string {
-  const given = env[KERNEL_ENV]?.trim();
+export function kernelPath(stage1Rootfs: string, env: Env = process.env): string {
+  const given = kernelOverride(env);
   const file = given ? path.resolve(given) : path.join(stage1Rootfs, STAGE1_KERNEL);
   try {
     const st = fs.statSync(file);
@@ -42,7 +41,7 @@ export function kernelPath(stage1Rootfs: string, env: NodeJS.ProcessEnv = proces
     fs.accessSync(file, fs.constants.R_OK);
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : `cannot be read (${(err as Error).message})`;
-    if (given) throw new KvmHostError(`guest kernel ${file} (from ${KERNEL_ENV}) ${why}; point ${KERNEL_ENV} at a bzImage or unset it`);
+    if (given) throw new KvmHostError(`guest kernel ${file} (from ${KVM_ENV.kernel}) ${why}; point ${KVM_ENV.kernel} at a bzImage or unset it`);
     throw new KvmHostError(`the stage1 image has no guest kernel: ${file} ${why}; rebuild the stage1 image (kernel-config/build.sh, then node dist/stage1-kvm/build.js)`);
   }
   return file;
@@ -92,11 +91,11 @@ export const hostTscSources: TscSources = {
  * The host's TSC rate in kHz (what kernel-config/host-tsc-khz.sh computes),
  * from the most exact source that has it; undefined if none does.
  */
-export function hostTscKhz(env: NodeJS.ProcessEnv = process.env, src: TscSources = hostTscSources): number | undefined {
-  const forced = env[TSC_ENV]?.trim();
+export function hostTscKhz(env: Env = process.env, src: TscSources = hostTscSources): number | undefined {
+  const forced = hostTscOverride(env);
   if (forced) {
     const n = Number(forced);
-    if (!plausibleKhz(n)) throw new KvmHostError(`${TSC_ENV}=${forced} is not a TSC rate in kHz (e.g. 2596122)`);
+    if (!plausibleKhz(n)) throw new KvmHostError(`${KVM_ENV.hostTscKhz}=${forced} is not a TSC rate in kHz (e.g. 2596122)`);
     return n;
   }
   const sys = Number(src.sysfs()?.trim() ?? NaN);

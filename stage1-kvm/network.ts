@@ -1,10 +1,10 @@
 import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import { podNetRequest } from '../src/stage1-common/pod-net.js';
+import { podNetRequest, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import type { RunArgs } from '../src/stage1-common/entry.js';
 import { parseNetList } from '../src/net/netlist.js';
-import { setupPodNetwork, teardownPodNetwork } from '../src/net/pod-network.js';
+import { setupPodNetwork } from '../src/net/pod-network.js';
 import { setupKvmTaps, qemuNetArgs, type GuestNetConfig } from './taps.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
 
@@ -69,20 +69,4 @@ export async function setupNetwork(paths: PodPaths, args: RunArgs, hostname: str
 /** qemu's NIC arguments for the pod (none for --net=none). */
 export function nicArgs(n: KvmNetwork): string[] {
   return qemuNetArgs(n.guest, NIC_DEVICE);
-}
-
-/**
- * Undo the pod's network; never throws (the pod's own outcome matters more
- * to the caller), but says what it could not undo: `rkt gc` tries again.
- */
-export async function teardownNetwork(podDir: string): Promise<boolean> {
-  const t0 = Date.now();
-  try {
-    await teardownPodNetwork(podDir);
-    log().debug(`network torn down in ${Date.now() - t0} ms`);
-    return true;
-  } catch (err) {
-    log().warn(`${(err as Error).message}; rkt gc will try again`);
-    return false;
-  }
 }

@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { log } from '../src/log.js';
 import { executable, which } from '../src/stage1-common/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
-import type { Accel } from './accel.js';
+import type { Env } from '../src/stage1-common/env-config.js';
+import { KVM_ENV, qemuOverride, virtiofsdOverride, type Accel } from './config.js';
 import { KvmHostError } from './errors.js';
 import { ROOT_TAG, type Share } from './kernel.js';
 import { podFile, socketPath, writePidFile } from './pod-files.js';
@@ -16,18 +17,16 @@ import { podFile, socketPath, writePidFile } from './pod-files.js';
 // entrypoint) is replaced by /dev/null in them: only the run entrypoint may
 // keep the pod "running".
 
-export const QEMU_ENV = 'RKT_KVM_QEMU';
-export const VIRTIOFSD_ENV = 'RKT_KVM_VIRTIOFSD';
 
 /** A value inside a qemu option list, where "," separates options and ",," is a literal comma. */
 export function optValue(v: string): string {
   return v.replace(/,/g, ',,');
 }
 
-export function findQemu(env: NodeJS.ProcessEnv = process.env): string {
-  const given = env[QEMU_ENV]?.trim();
+export function findQemu(env: Env = process.env): string {
+  const given = qemuOverride(env);
   if (given) {
-    if (!executable(given)) throw new KvmHostError(`${QEMU_ENV}=${given} is not an executable file`);
+    if (!executable(given)) throw new KvmHostError(`${KVM_ENV.qemu}=${given} is not an executable file`);
     return given;
   }
   const q = which('qemu-system-x86_64');
@@ -36,8 +35,8 @@ export function findQemu(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /** virtiofsd: a separate package since qemu 8, shipped with qemu before. */
-export function findVirtiofsd(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const given = env[VIRTIOFSD_ENV]?.trim();
+export function findVirtiofsd(env: Env = process.env): string | undefined {
+  const given = virtiofsdOverride(env);
   if (given) return executable(given) ? given : undefined;
   return which('virtiofsd') ?? ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd'].find(executable);
 }

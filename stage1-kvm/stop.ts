@@ -4,6 +4,7 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
+import { KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
 import { QmpClient, QmpConnectError } from './qmp.js';
 import { isPodHelper, readPidFile, socketPath } from './pod-files.js';
 
@@ -14,13 +15,6 @@ import { isPodHelper, readPidFile, socketPath } from './pod-files.js';
 // tell qemu to quit, and kill it if even that fails. --force quits at once.
 // It returns once qemu is gone; the run entrypoint then finishes the pod.
 
-const STOP_TIMEOUT_ENV = 'RKT_KVM_STOP_TIMEOUT';
-const QUIT_TIMEOUT_MS = 5000;
-
-function stopTimeoutMs(): number {
-  const v = Number(process.env[STOP_TIMEOUT_ENV]?.trim() || '10');
-  return Number.isFinite(v) && v >= 0 ? v * 1000 : 10_000;
-}
 
 /** Say in `rkt status` why the pod ended, before ending it: the run entrypoint only sees qemu go. */
 function recordCause(paths: PodPaths, cause: string): void {
@@ -65,7 +59,7 @@ async function stop(argv: string[]): Promise<number> {
   const paths = new PodPaths(process.cwd());
   let qmp: QmpClient;
   try {
-    qmp = await QmpClient.connect(socketPath(paths.dir, 'qmpCtl'), { timeoutMs: 5000, retryUntilMs: 500 });
+    qmp = await QmpClient.connect(socketPath(paths.dir, 'qmpCtl'), { timeoutMs: KVM_TIMEOUTS.quitMs, retryUntilMs: KVM_TIMEOUTS.stopConnectMs });
   } catch (err) {
     if (!(err instanceof QmpConnectError)) throw err;
     log().debug(err.message);
@@ -88,7 +82,7 @@ async function stop(argv: string[]): Promise<number> {
       recordCause(paths, 'rkt stop --force: qemu was told to quit');
     }
     try {
-      await qmp.quit({ timeoutMs: QUIT_TIMEOUT_MS });
+      await qmp.quit({ timeoutMs: KVM_TIMEOUTS.quitMs });
       log().debug('qemu quit');
     } catch (err) {
       killQemu(paths, `qemu did not quit (${(err as Error).message})`);

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { log } from '../src/log.js';
 import { QmpClient, type QmpCloseReason } from './qmp.js';
 import type { GuestPanickedEventData, ShutdownEventData } from './qmp.js';
+import { KVM_TIMEOUTS } from './config.js';
 import { KvmBootError } from './errors.js';
 import { lastLines } from './output.js';
 import { podFile, socketPath } from './pod-files.js';
@@ -20,8 +21,6 @@ export interface VmEnd {
   shutdown?: ShutdownEventData;
   panic?: GuestPanickedEventData;
 }
-
-export const QMP_CONNECT_TIMEOUT_MS = 15_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -58,7 +57,7 @@ export class PodVm {
       log().debug({ ...this.endValue }, 'qemu exited');
       return this.endValue;
     });
-    const connect = QmpClient.connect(socketPath(this.config.podDir, 'qmp'), { retryUntilMs: QMP_CONNECT_TIMEOUT_MS, timeoutMs: QMP_CONNECT_TIMEOUT_MS });
+    const connect = QmpClient.connect(socketPath(this.config.podDir, 'qmp'), { retryUntilMs: KVM_TIMEOUTS.qmpConnectMs, timeoutMs: KVM_TIMEOUTS.qmpConnectMs });
     const failed = (e: VmEnd): KvmBootError => new KvmBootError(`qemu failed to start (${describeEnd(e)}): ${qemuComplaint(this.config.podDir)}`);
     let first: { c: QmpClient } | { e: VmEnd };
     try {
@@ -97,7 +96,7 @@ export class PodVm {
     if (this.stopping || this.hasEnded) return;
     this.stopping = true;
     try {
-      await this.qmp?.systemPowerdown({ timeoutMs: 2000 });
+      await this.qmp?.systemPowerdown({ timeoutMs: KVM_TIMEOUTS.commandMs });
     } catch (err) {
       log().debug(`system_powerdown: ${(err as Error).message}`);
     }
@@ -108,15 +107,19 @@ export class PodVm {
     }
   }
 
-  /** Ask qemu to exit now; kill it if it does not within 5 s. */
+  /**
+   * Ask qemu to exit now; kill it if it has not within KVM_TIMEOUTS.quitMs
+   * of the command's answer. A wedged qemu that does not answer either
+   * costs both bounds: up to twice quitMs in all.
+   */
   async quit(): Promise<void> {
     if (this.hasEnded) return;
     try {
-      await this.qmp?.quit({ timeoutMs: 5000 });
+      await this.qmp?.quit({ timeoutMs: KVM_TIMEOUTS.quitMs });
     } catch (err) {
       log().debug(`quit: ${(err as Error).message}`);
     }
-    const done = await Promise.race([this.ended.then(() => true), sleep(5000).then(() => false)]);
+    const done = await Promise.race([this.ended.then(() => true), sleep(KVM_TIMEOUTS.quitMs).then(() => false)]);
     if (!done) this.kill();
   }
 
@@ -148,7 +151,8 @@ export function panicLine(podDir: string): string | undefined {
 
 /**
  * Why the VM ended while some apps had no exit status, in words for
- * `rkt status` (exit-cause). Undefined when nothing went wrong.
+ * `rkt status` (exit-cause). Only asked when something went wrong, so it
+ * always has an answer.
  */
 export function exitCause(end: VmEnd, podDir: string): string {
   const panic = panicLine(podDir);

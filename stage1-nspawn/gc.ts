@@ -5,7 +5,7 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
-import { teardownNetwork } from './network.js';
+import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { machineName } from './nspawn-args.js';
 import { alive, runningPodInit } from './pod-process.js';
 import { STAGE1 } from './pod-units.js';

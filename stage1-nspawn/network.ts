@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { log } from '../src/log.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
-import { setupPodNetwork, teardownPodNetwork, type PodNetworkResult } from '../src/net/pod-network.js';
+import { setupPodNetwork, type PodNetworkResult } from '../src/net/pod-network.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import type { RunArgs } from '../src/stage1-common/entry.js';
 import { podNetRequest } from '../src/stage1-common/pod-net.js';
@@ -53,20 +53,4 @@ export function rootfsEtcOptions(dns: PodDnsFiles, mode: PodNetworkResult['mode'
     hosts: dns.hosts.fallback,
     ...(mode === 'host' && dns.resolvConf.source === 'image' && { resolvConf: '/etc/resolv.conf' }),
   };
-}
-
-/**
- * Undo the pod's network; never throws (the pod's own outcome matters more
- * to the caller) but says what it could not undo, for rkt gc to try again.
- */
-export async function teardownNetwork(podDir: string): Promise<boolean> {
-  const t0 = performance.now();
-  try {
-    await teardownPodNetwork(podDir);
-    log().debug(`network torn down in ${(performance.now() - t0).toFixed(0)} ms`);
-    return true;
-  } catch (err) {
-    log().warn(`${(err as Error).message}; rkt gc will try again`);
-    return false;
-  }
 }

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LINUX_CAPABILITIES } from '../src/appc/capabilities.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
-import { appUnit, appUnitName, credentialEntries, execLine, podTarget, type StdioSpec } from '../src/stage1-common/units.js';
+import { POD_ROOT } from '../src/stage1-common/app-reports.js';
+import { appUnit, appUnitName, credentialEntries, podTarget, reportHooks, type StdioSpec } from '../src/stage1-common/units.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the
@@ -10,24 +11,16 @@ import type { SeccompUnitPlan } from './seccomp.js';
 // shared generator with what differs in this flavor (stdio, hooks, masked
 // paths, seccomp), the pod target that wants them, the list of apps the last
 // exit hook checks, and the pod's identity. The container side of the
-// contract is stage1-nspawn/image/ (rkt-init, rkt-app-exited, units).
+// contract is stage1-nspawn/image/ (rkt-init, rkt-pod-end, units) and the
+// exit hook it shares with the kvm guest (guest/image/rkt/bin/rkt-app-exited).
 
 /** Paths inside the container's root. */
 export const STAGE1 = {
-  units: '/etc/systemd/system',
-  podTarget: 'rkt-pod.target',
-  apps: '/rkt/apps',
-  status: '/rkt/status',
-  /** One empty file per app once systemd has executed it: the "ready" signal. */
-  started: '/rkt/started',
-  /** One empty file per app the kernel's OOM killer ended. */
-  oom: '/rkt/oom',
+  ...POD_ROOT,
   io: '/rkt/io',
   stdout: '/rkt/io/stdout',
   stderr: '/rkt/io/stderr',
   stdin: '/rkt/io/stdin',
-  appExited: '/rkt/bin/rkt-app-exited',
-  busybox: '/rkt/bin/busybox',
   init: '/rkt/bin/rkt-init',
   console: '/dev/console',
   /** systemd's syscall table, recorded at build time (see seccomp.ts). */
@@ -91,9 +84,7 @@ export function nspawnAppUnit(spec: AppSpec, opts: NspawnUnitOptions): string {
   if (opts.seccomp.errno !== undefined) extra.push(['SystemCallErrorNumber', opts.seccomp.errno]);
   return appUnit(spec, {
     stdio: stdioFor(opts.interactive),
-    // One word, so that an unset variable cannot shift the others; the hook splits it.
-    execStopPost: [`${execLine([STAGE1.appExited, spec.name])} "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`],
-    execStartPost: [execLine([STAGE1.busybox, 'touch', `${STAGE1.started}/${spec.name}`])],
+    ...reportHooks(spec.name),
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
@@ -158,26 +149,4 @@ export function writePodConfig(rootfs: string, specs: readonly AppSpec[], opts: 
   // systemd's machine ID, and nspawn's container_uuid, are the pod UUID (as rkt does it).
   write(at('/etc/machine-id'), `${opts.uuid.replace(/-/g, '')}\n`, 0o444);
   write(at('/etc/hostname'), `${opts.hostname}\n`);
-}
-
-/** Apps systemd has executed, or that have already exited. */
-export function startedApps(rootfs: string): Set<string> {
-  const out = new Set<string>();
-  for (const d of [STAGE1.started, STAGE1.status]) {
-    try {
-      for (const n of fs.readdirSync(path.join(rootfs, d))) if (!n.startsWith('.')) out.add(n);
-    } catch {
-      // not there yet
-    }
-  }
-  return out;
-}
-
-/** Apps the OOM killer ended, as the exit hook recorded them. */
-export function oomKilledApps(rootfs: string): Set<string> {
-  try {
-    return new Set(fs.readdirSync(path.join(rootfs, STAGE1.oom)).filter((n) => !n.startsWith('.')));
-  } catch {
-    return new Set();
-  }
 }

@@ -4,6 +4,7 @@ import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
+import { NSPAWN_TIMEOUTS, stopTimeoutMs } from './config.js';
 import { SIGRTMIN_PLUS_4 } from './container.js';
 import { alive, runningPodInit, runningRunProcess } from './pod-process.js';
 
@@ -16,13 +17,7 @@ import { alive, runningPodInit, runningRunProcess } from './pod-process.js';
 // entrypoint has released the pod's network (bounded wait). A pod whose
 // container is not up yet is stopped by signalling the run entrypoint.
 
-const STOP_TIMEOUT_ENV = 'RKT_NSPAWN_STOP_TIMEOUT';
-const KILL_WAIT_MS = 5000;
-
-function stopTimeoutMs(): number {
-  const v = Number(process.env[STOP_TIMEOUT_ENV]?.trim() || '10');
-  return Number.isFinite(v) && v >= 0 ? v * 1000 : 10_000;
-}
+const KILL_WAIT_MS = NSPAWN_TIMEOUTS.killWaitMs;
 
 async function gone(pid: number, ms: number): Promise<boolean> {
   const end = Date.now() + ms;

@@ -3,7 +3,7 @@ import { log } from '../log.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ExposedPort } from '../appc/types.js';
 import { resolvePortMappings, type AppPorts } from '../net/ports.js';
-import type { PodNetworkOptions } from '../net/pod-network.js';
+import { teardownPodNetwork, type PodNetworkOptions } from '../net/pod-network.js';
 import { loadPodManifest } from './app-spec.js';
 import type { PodPaths, RunOptions } from '../stage1/contract.js';
 import type { RunArgs } from './entry.js';
@@ -59,4 +59,22 @@ export function podNetRequest(paths: PodPaths, args: RunArgs, hostname: string):
       hostname,
     },
   };
+}
+
+/**
+ * Undo the pod's network; never throws (the pod's own outcome matters more
+ * to the caller) but says what it could not undo: `rkt gc` tries again.
+ * Idempotent: the run entrypoint calls it on every exit it lives to see,
+ * the gc entrypoint after a kill -9.
+ */
+export async function teardownNetwork(podDir: string): Promise<boolean> {
+  const t0 = Date.now();
+  try {
+    await teardownPodNetwork(podDir);
+    log().debug(`network torn down in ${Date.now() - t0} ms`);
+    return true;
+  } catch (err) {
+    log().warn(`${(err as Error).message}; rkt gc will try again`);
+    return false;
+  }
 }

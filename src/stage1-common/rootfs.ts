@@ -281,3 +281,38 @@ export async function prepareAppRootfs(paths: PodPaths, spec: AppSpec, opts: Pre
   if (spec.readOnlyRootFS) await mount(['-o', 'remount,bind,ro', spec.rootfs]);
   return { rootfs: spec.rootfs, overlay };
 }
+
+/** Found before boot, a missing executable is a clear error instead of status 203 from the pod's systemd. */
+export function checkAppExec(spec: AppSpec, flavor: string): void {
+  const exe = spec.exec[0]!;
+  if (!exe.startsWith('/')) throw new RootfsError(`app "${spec.name}": exec "${exe}" must be an absolute path in the ${flavor} stage1`);
+  const r = resolveInRoot(spec.rootfs, exe);
+  let ok = false;
+  if (r.exists) {
+    const st = fs.statSync(r.host);
+    ok = st.isFile() && (st.mode & 0o111) !== 0;
+  }
+  if (!ok) throw new RootfsError(`app "${spec.name}": ${exe} ${r.exists ? 'is not an executable file' : 'does not exist'} in image ${spec.imageName}; give the right command with --exec`);
+}
+
+// systemd mounts the API file systems in the app's root (RootDirectory=
+// implies MountAPIVFS=); a read-only root must have the mount points
+// before it becomes read-only.
+const API_MOUNT_POINTS = ['/proc', '/sys', '/dev', '/run'];
+
+/**
+ * An app rootfs for a flavor whose pod's systemd runs the app as a unit:
+ * the shared assembly, then `finish` (the flavor's last touches, such as
+ * /etc files), the mount points systemd needs, the exec checked, and the
+ * rootfs made read-only last if the pod manifest asks.
+ */
+export async function prepareUnitRootfs(paths: PodPaths, spec: AppSpec, flavor: string, opts: PrepareOptions & { finish?: () => void } = {}): Promise<PreparedRootfs> {
+  const { finish, ...prepare } = opts;
+  const r = await prepareAppRootfs(paths, { ...spec, readOnlyRootFS: false }, prepare);
+  finish?.();
+  for (const p of API_MOUNT_POINTS) ensureDirInRoot(spec.rootfs, p);
+  checkAppExec(spec, flavor);
+  if (spec.readOnlyRootFS) await mount(['-o', 'remount,bind,ro', spec.rootfs]);
+  log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}${spec.readOnlyRootFS ? ', read-only' : ''}`);
+  return r;
+}

@@ -1,5 +1,6 @@
 import { RktError } from '../errors.js';
 import { oomScoreAdj } from '../appc/isolators.js';
+import { POD_ROOT } from './app-reports.js';
 import type { AppSpec, VolumeMount } from './app-spec.js';
 
 // systemd units for a pod's apps, for the flavors whose pod is booted by a
@@ -299,4 +300,17 @@ export function podTarget(apps: readonly string[], description = 'rkt pod'): str
     'AllowIsolate=yes',
     '',
   ].join('\n');
+}
+
+/**
+ * The hooks that report an app to the host in every flavor whose pod boots
+ * systemd (see app-reports.ts): a "started" mark once systemd has executed
+ * it, and the shared exit hook. The hook's argument is one word, so that an
+ * unset variable cannot shift the others; the hook splits it.
+ */
+export function reportHooks(app: string): Pick<AppUnitOptions, 'execStartPost' | 'execStopPost'> {
+  return {
+    execStartPost: [execLine([POD_ROOT.busybox, 'touch', `${POD_ROOT.started}/${app}`])],
+    execStopPost: [`${execLine([POD_ROOT.appExited, app])} "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`],
+  };
 }

@@ -161,7 +161,7 @@ test.serial('errors before boot: missing exec, too much memory, forced kvm where
   const big = await env.run(['run', ...KVM, image, '--memory=64T', '--exec=/bin/true']);
   t.not(big.exitCode, 0);
   t.regex(stderrOf(big), /needs \d+ MiB .* but the host has only \d+ MiB available/);
-  const noKernel = await env.run(['run', ...KVM, image, '--exec=/bin/true'], { env: { RKT_STAGE1_KVM_KERNEL: env.file('no-such-kernel') } });
+  const noKernel = await env.run(['run', ...KVM, image, '--exec=/bin/true'], { env: { RKT_KVM_KERNEL: env.file('no-such-kernel') } });
   t.not(noKernel.exitCode, 0);
   t.regex(stderrOf(noKernel), /guest kernel .*no-such-kernel.* does not exist/);
   const noQemu = await env.run(['run', ...KVM, image, '--exec=/bin/true'], { env: { RKT_KVM_QEMU: env.file('no-such-qemu') } });
@@ -188,7 +188,7 @@ test.serial('a kernel that is not one, a guest that panics, a guest that never s
   const { env, image } = await setup(t);
   const junk = env.file('junk-kernel');
   fs.writeFileSync(junk, 'not a kernel\n'.repeat(1000));
-  const bad = await env.run(['run', ...KVM, image, '--exec=/bin/true'], { env: { RKT_STAGE1_KVM_KERNEL: junk } });
+  const bad = await env.run(['run', ...KVM, image, '--exec=/bin/true'], { env: { RKT_KVM_KERNEL: junk } });
   t.not(bad.exitCode, 0);
   t.regex(stderrOf(bad), /qemu failed to start/);
 

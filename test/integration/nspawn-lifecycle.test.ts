@@ -102,7 +102,7 @@ test('kill -9 of rkt run: the pod reads as exited, its processes and cgroups are
 
 test('a host without systemd-nspawn gets a clear error and no pod left behind', async (t) => {
   const ne = await setup(t, aci);
-  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--exec=/bin/true'], { env: { RKT_STAGE1_NSPAWN: '/nonexistent/systemd-nspawn' } });
+  const r = await ne.env.run(['run', ...ne.flags, ne.image, '--exec=/bin/true'], { env: { RKT_NSPAWN_BINARY: '/nonexistent/systemd-nspawn' } });
   t.is(r.exitCode, 254);
   t.regex(String(r.stderr), /systemd-nspawn is not installed.*apt-get install systemd-container/);
   const uuid = ne.uuid();

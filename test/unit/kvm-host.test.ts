@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TCG_WARNING, chooseAccel, kvmProblem, type AccelProbe } from '../../stage1-kvm/accel.js';
 import { KvmHostError } from '../../stage1-kvm/errors.js';
+import { UsageError } from '../../src/errors.js';
 import { hostTscKhz, kernelCmdline, kernelPath, mhzToKhz, tscKhzFromKernelLog, type TscSources } from '../../stage1-kvm/kernel.js';
 import { MiB, vmSize } from '../../stage1-kvm/sizing.js';
 
@@ -36,7 +37,7 @@ test('accel: RKT_KVM_ACCEL forces, and forcing kvm where it cannot work is an er
   t.deepEqual(chooseAccel({ RKT_KVM_ACCEL: 'tcg' }, probe(VMX)), { accel: 'tcg' });
   t.deepEqual(chooseAccel({ RKT_KVM_ACCEL: 'kvm' }, probe(VMX)), { accel: 'kvm' });
   t.throws(() => chooseAccel({ RKT_KVM_ACCEL: 'kvm' }, probe(NO_VMX)), { instanceOf: KvmHostError, message: /RKT_KVM_ACCEL=kvm.*vmx or svm.*unset/ });
-  t.throws(() => chooseAccel({ RKT_KVM_ACCEL: 'xen' }, probe(VMX)), { instanceOf: KvmHostError, message: /kvm or tcg/ });
+  t.throws(() => chooseAccel({ RKT_KVM_ACCEL: 'xen' }, probe(VMX)), { instanceOf: UsageError, message: /RKT_KVM_ACCEL=xen: use kvm or tcg/ });
 });
 
 test('sizing: memory limits plus 128 MiB per app without one plus 128 MiB for the system', (t) => {
@@ -71,8 +72,8 @@ test('TSC rate: override, sysfs, kernel log, cpuinfo, in that order', (t) => {
     kernelLog: () => o.kernelLog,
     cpuinfo: () => o.cpuinfo ?? 'flags\t: fpu tsc\ncpu MHz\t\t: 2596.122\n',
   });
-  t.is(hostTscKhz({ RKT_HOST_TSC_KHZ: '3000000' }, src({})), 3000000);
-  t.throws(() => hostTscKhz({ RKT_HOST_TSC_KHZ: '12' }, src({})), { instanceOf: KvmHostError });
+  t.is(hostTscKhz({ RKT_KVM_HOST_TSC_KHZ: '3000000' }, src({})), 3000000);
+  t.throws(() => hostTscKhz({ RKT_KVM_HOST_TSC_KHZ: '12' }, src({})), { instanceOf: KvmHostError });
   t.is(hostTscKhz({}, src({ sysfs: '2999999\n' })), 2999999);
   t.is(hostTscKhz({}, src({ kernelLog: '[0.0] tsc: Detected 2596.100 MHz processor\n[1.0] tsc: Refined TSC clocksource calibration: 2596.122 MHz\n' })), 2596122);
   t.is(hostTscKhz({}, src({})), 2596122);
@@ -113,6 +114,6 @@ test('kernel path: the environment first, else the stage1 image, else a clear er
   t.is(kernelPath(dir, {}), path.join(dir, 'kernel/bzImage'));
   const mine = path.join(dir, 'mine');
   fs.writeFileSync(mine, 'y');
-  t.is(kernelPath(dir, { RKT_STAGE1_KVM_KERNEL: mine }), mine);
-  t.throws(() => kernelPath(dir, { RKT_STAGE1_KVM_KERNEL: path.join(dir, 'nope') }), { instanceOf: KvmHostError, message: /RKT_STAGE1_KVM_KERNEL.*does not exist/ });
+  t.is(kernelPath(dir, { RKT_KVM_KERNEL: mine }), mine);
+  t.throws(() => kernelPath(dir, { RKT_KVM_KERNEL: path.join(dir, 'nope') }), { instanceOf: KvmHostError, message: /RKT_KVM_KERNEL.*does not exist/ });
 });

@@ -1,0 +1,240 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { UsageError } from '../src/errors.js';
+import { log } from '../src/log.js';
+import type { PodPaths } from '../src/stage1/contract.js';
+import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
+import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
+import { writePid } from '../src/stage1-common/status.js';
+import type { EngineEnd, PodEngine } from '../src/stage1-common/supervisor.js';
+import { writeFileAtomic } from '../src/util/atomic.js';
+import { createPodCgroups, ourHierarchies, removeCgroups } from './cgroups.js';
+import { NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
+import { PodContainer } from './container.js';
+import { NspawnBootError, NspawnHostError } from './errors.js';
+import { drain, FifoCopy, FifoFeed, mkfifo } from './io.js';
+import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './nspawn-args.js';
+import { rootfsEtcOptions, setupNetwork } from './network.js';
+import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
+import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
+import { STAGE1, withAllCapabilities, writePodConfig } from './pod-units.js';
+import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
+
+// The nspawn flavor's engine for the shared pod supervisor. prepare()
+// decides everything about the pod before anything is mounted (a refusal
+// leaves nothing behind), then sets up the pod's network namespace and CNI
+// networks (network.ts), assembles each app's root filesystem in the pod's
+// private mount namespace and writes the apps' systemd units into the
+// stage1 rootfs; start() boots that rootfs with systemd-nspawn in the pod's
+// cgroups (pod-process.ts has the guardian that outlives us), whose systemd
+// runs each app as a unit with its isolators.
+
+/** Where nspawn keeps per-machine state; it must be a tmpfs for nspawn to clean it up. */
+const NSPAWN_RUNTIME = '/run/systemd/nspawn';
+const TMPFS_MAGIC = 0x01021994;
+
+/** The host's systemd-nspawn, or the one RKT_NSPAWN_BINARY names. */
+function findNspawn(): string {
+  const given = nspawnOverride();
+  const found = given ? (fs.existsSync(given) ? given : undefined) : which('systemd-nspawn');
+  if (found === undefined) {
+    throw new NspawnHostError(`systemd-nspawn is not installed on this host${given ? ` (${NSPAWN_ENV.binary}=${given})` : ''}; install it (Debian: apt-get install systemd-container) or use another stage1`);
+  }
+  return found;
+}
+
+function warn(message: string): void {
+  process.stderr.write(`stage1: warning: ${message}\n`);
+}
+
+async function privateNspawnRuntime(): Promise<void> {
+  // nspawn refuses to clean up its state under a /run that is not a tmpfs
+  // (some containers and CI hosts); in our own mount namespace a tmpfs is free.
+  try {
+    if (fs.statfsSync('/run').type === TMPFS_MAGIC) return;
+    fs.mkdirSync(NSPAWN_RUNTIME, { recursive: true });
+    await execa('mount', ['-t', 'tmpfs', '-o', 'mode=0755,nosuid,nodev', 'tmpfs', NSPAWN_RUNTIME]);
+  } catch (err) {
+    log().debug(`cannot give nspawn a private ${NSPAWN_RUNTIME}: ${(err as Error).message}`);
+  }
+}
+
+/** The container's processes are gone with its init; their cgroups empty within moments. */
+async function removePodCgroups(dirs: string[]): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const left = removeCgroups(dirs);
+    if (left.length === 0) return;
+    if (i === 49) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+interface Plan {
+  nspawn: string;
+  seccomp: Map<string, SeccompUnitPlan>;
+  caps: string[] | 'all';
+}
+
+export class ContainerEngine implements PodEngine {
+  specs: AppSpec[] = [];
+  private plan: Plan | undefined;
+  private container: PodContainer | undefined;
+  private netnsPath: string | undefined;
+  private cgroupProcs: string[] = [];
+  private readonly copies: FifoCopy[] = [];
+  private feed: FifoFeed | undefined;
+  private readonly guardian: NspawnGuardian;
+  private readonly tty: boolean;
+  private readonly hostname: string;
+
+  constructor(
+    private readonly paths: PodPaths,
+    private readonly args: RunArgs,
+    private readonly opts: PodRunOptions,
+  ) {
+    this.guardian = new NspawnGuardian(paths.dir);
+    this.tty = args.interactive && process.stdin.isTTY === true;
+    this.hostname = args.hostname ?? `rkt-${args.uuid}`;
+    // until the container's init is known (the pid file), rkt stop signals us
+    writeFileAtomic(path.join(paths.dir, RUN_PID_FILE), `${process.pid}\n`);
+  }
+
+  get ended(): Promise<EngineEnd> {
+    // no container (yet): nothing to wait for
+    return this.container?.ended ?? Promise.resolve({ code: null, signal: null });
+  }
+
+  get hasEnded(): boolean {
+    return this.container?.hasEnded ?? false;
+  }
+
+  /** Everything about the pod decided before any mount is made: a refusal leaves nothing behind. */
+  private check(): Plan {
+    const nspawn = findNspawn();
+    checkNetwork(this.args);
+    const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
+    if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
+    const table = loadSyscallTable(this.paths.stage1Rootfs);
+    const noSeccomp = insecure(this.opts, 'seccomp');
+    const seccomp = new Map(loaded.map((s) => [s.name, seccompPlan(s.name, s.isolators.app, table, { insecure: noSeccomp })]));
+    if (noSeccomp) warn('--insecure-options=seccomp: apps run without seccomp filters');
+    for (const [app, p] of seccomp) if (p.disabledBecause && !noSeccomp) log().debug(`app ${app}: no seccomp filter, as ${p.disabledBecause}`);
+    if (insecure(this.opts, 'capabilities')) {
+      warn('--insecure-options=capabilities: apps keep every capability');
+      this.specs = loaded.map(withAllCapabilities);
+      return { nspawn, seccomp, caps: 'all' };
+    }
+    if (insecure(this.opts, 'paths')) warn('--insecure-options=paths: /proc and /sys paths are not masked for the apps');
+    this.specs = loaded;
+    return { nspawn, seccomp, caps: extraCapabilities(loaded.map((s) => s.isolators.capabilities)) };
+  }
+
+  async prepare(): Promise<void> {
+    const plan = (this.plan = this.check());
+    const { paths, args } = this;
+    const network = await setupNetwork(paths, args, this.hostname);
+    this.netnsPath = network.netnsPath;
+    const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
+    for (const spec of this.specs) await prepareUnitRootfs(paths, spec, 'nspawn', etc);
+    const out = process.stdout as NodeJS.WriteStream;
+    writePodConfig(paths.stage1Rootfs, this.specs, {
+      uuid: args.uuid,
+      hostname: this.hostname,
+      seccomp: { filters: [] },
+      seccompByApp: plan.seccomp,
+      insecurePaths: insecure(this.opts, 'paths'),
+      ...(args.interactive && { interactive: { tty: this.tty, ...(this.tty && out.isTTY && { rows: out.rows, columns: out.columns }) } }),
+    });
+    const rootfsPath = (p: string): string => path.join(paths.stage1Rootfs, p);
+    if (!this.tty) {
+      mkfifo(rootfsPath(STAGE1.stdout), rootfsPath(STAGE1.stderr));
+      this.copies.push(new FifoCopy(rootfsPath(STAGE1.stdout), process.stdout), new FifoCopy(rootfsPath(STAGE1.stderr), process.stderr));
+      if (args.interactive) {
+        mkfifo(rootfsPath(STAGE1.stdin));
+        this.feed = new FifoFeed(rootfsPath(STAGE1.stdin), process.stdin);
+      }
+    }
+    await privateNspawnRuntime();
+  }
+
+  async start(): Promise<void> {
+    const plan = this.plan!;
+    const { paths, args } = this;
+    const register = machinedAvailable();
+    if (!register) {
+      const hierarchies = ourHierarchies(fs.readFileSync('/proc/self/cgroup', 'utf8'), fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+      this.cgroupProcs = createPodCgroups(paths.dir, args.uuid, hierarchies);
+      for (const p of this.cgroupProcs) this.guardian.watchCgroup(path.dirname(p));
+    }
+    const { argv, env } = nspawnCommand({
+      nspawn: plan.nspawn,
+      uuid: args.uuid,
+      hostname: this.hostname,
+      rootfs: paths.stage1Rootfs,
+      debug: args.debug,
+      console: this.tty ? 'interactive' : 'read-only',
+      capabilities: plan.caps,
+      ...(this.opts.privateUsers !== undefined && { privateUsers: this.opts.privateUsers }),
+      ipc: this.opts.ipc,
+      register,
+      insecureSeccomp: insecure(this.opts, 'seccomp'),
+      ...(this.netnsPath !== undefined && { netnsPath: this.netnsPath }),
+    });
+    this.container = new PodContainer({ argv, env, cgroupProcs: this.cgroupProcs, terminal: this.tty, showConsole: args.debug });
+    const init = await this.container.start((pid) => this.guardian.watch(pid));
+    this.guardian.watch(init);
+    // rkt enter and stop find the pod through this: the container's PID 1.
+    writePid(paths, init);
+  }
+
+  onStarted(): void {
+    this.feed?.readerStarted();
+  }
+
+  powerOff(): void {
+    this.container?.powerOff();
+  }
+
+  forceEnd(): void {
+    this.container?.kill();
+  }
+
+  kill(): void {
+    this.container?.kill();
+  }
+
+  bootTimedOut(timeoutMs: number): Error {
+    const lines = this.container?.lastConsoleLines(10) ?? [];
+    if (lines.length > 0) process.stderr.write(`stage1: the pod's systemd said:\n${lines.map((l) => `stage1:   ${l}\n`).join('')}`);
+    return new NspawnBootError(`the pod did not start its apps within ${timeoutMs / 1000} s; run with --debug to see systemd's messages, or set ${NSPAWN_ENV.bootTimeout} to wait longer`);
+  }
+
+  async finish(): Promise<void> {
+    await drain(this.copies, NSPAWN_TIMEOUTS.drainMs);
+    this.feed?.destroy();
+  }
+
+  explainAppEnd(spec: AppSpec, status: number): string | undefined {
+    if (status !== 128 + os.constants.signals.SIGSYS || (this.plan?.seccomp.get(spec.name)?.filters.length ?? 0) === 0) return undefined;
+    return `app ${spec.name} was killed by its seccomp filter (SIGSYS): it made a system call its os/linux/seccomp isolator forbids; allow that call, or set "errno" to make forbidden calls fail instead`;
+  }
+
+  abnormalEnd(end: EngineEnd): { cause: string; status: number } {
+    const lines = this.container?.lastConsoleLines(5) ?? [];
+    const cause = end.signal !== null ? `the pod was killed (${end.signal})` : `systemd-nspawn exited with status ${end.code} before every app had exited${lines.length > 0 ? `: ${lines.at(-1)}` : ''}`;
+    return { cause, status: end.signal === 'SIGKILL' ? 137 : STAGE1_FAILURE };
+  }
+
+  async cleanup(): Promise<void> {
+    for (const c of this.copies) c.destroy();
+    this.feed?.destroy();
+    if (this.cgroupProcs.length > 0) await removePodCgroups(this.cgroupProcs.map((p) => path.dirname(p)));
+    // the container has ended (or never started): nothing uses the namespace any more
+    await teardownNetwork(this.paths.dir);
+    await this.guardian.done();
+  }
+}

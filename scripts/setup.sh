@@ -9,7 +9,8 @@ DEB_PACKAGES=(
   mount procps                                                   # pod mounts; pgrep in tests
   gnupg                                                          # signing keys for tests and users
   busybox-static                                                 # example and test images
-  python3 make g++                                               # native npm addons (sqlite, flock, pty)
+  python3 make g++                                               # native npm addons (sqlite, flock, pty); the tap test's relay
+  libcap2-bin                                                    # setcap/getcap: file capabilities in the image render tests
   hyperfine runc                                                 # benchmarks and their peers
   qemu-system-x86 qemu-utils                                     # kvm stage1 (virtiofsd ships in qemu-system-common)
   linux-source-6.1 bc bison flex libelf-dev gcc libc6-dev lz4 cpio  # the guest kernel build

@@ -6,7 +6,7 @@ cd "$(dirname "$(readlink -f "$0")")/.."
 bash scripts/setup.sh
 npx ava 'dist/test/unit/**/*.test.js'
 if [ "$(id -u)" != 0 ]; then
-  echo "test: integration tests need root; skipped as $(id -un)" >&2
+  echo "test: the integration tests need root: run npm test as root, not as $(id -un)" >&2
   exit 1
 fi
 npx ava 'dist/test/integration/**/*.test.js' '!dist/test/integration/net-*.test.js'

@@ -32,6 +32,8 @@ export interface SavedRule {
 export interface SavedTable {
   table: string;
   chains: string[];
+  /** Each chain's policy: ACCEPT or DROP for a built-in chain, "-" for one someone created. */
+  policies: Record<string, string>;
   rules: SavedRule[];
 }
 
@@ -68,10 +70,12 @@ export function parseSave(text: string): SavedTable[] {
   let cur: SavedTable | undefined;
   for (const line of text.split('\n')) {
     if (line.startsWith('*')) {
-      cur = { table: line.slice(1).trim(), chains: [], rules: [] };
+      cur = { table: line.slice(1).trim(), chains: [], policies: {}, rules: [] };
       tables.push(cur);
     } else if (line.startsWith(':') && cur) {
-      cur.chains.push(line.slice(1).split(' ')[0]!);
+      const [chain, policy] = line.slice(1).split(' ');
+      cur.chains.push(chain!);
+      cur.policies[chain!] = policy ?? '-';
     } else if (line.startsWith('-A ') && cur) {
       const tokens = tokenizeRule(line);
       const ci = tokens.indexOf('--comment');

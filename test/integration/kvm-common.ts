@@ -5,6 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { RktEnv, REPO, RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { reapPods, waitFor } from '../helpers/pods.js';
+import { needFile } from '../helpers/prereqs.js';
 
 // Shared by the kvm integration tests: each test gets its own rkt world and
 // a busybox image, and runs pods on the stage1-kvm image built by
@@ -19,7 +20,7 @@ export interface Setup {
 }
 
 export async function setup(t: ExecutionContext, app: Record<string, unknown> = { exec: ['/bin/sh', '-c', 'echo default app'], user: '0', group: '0' }): Promise<Setup> {
-  if (!fs.existsSync(KVM_ACI)) throw new Error(`${KVM_ACI} is missing: run "node dist/stage1-kvm/build.js" first`);
+  needFile(KVM_ACI, 'run scripts/setup.sh, which builds the stage1 images');
   const env = new RktEnv('rkt-kvm-');
   t.teardown(async () => {
     await reapPods(env);

@@ -1,4 +1,4 @@
-import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import anyTest, { type ExecutionContext } from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import type { GuestNetConfig } from '../../stage1-kvm/taps.js';
 import { GUEST_NET, networkScript } from '../../stage1-kvm/guest-net.js';
+import { needFile, needRoot } from '../helpers/prereqs.js';
 
 // The guest's network script without a VM: run by the host's busybox (the
 // guest's comes from the same Debian package) in a scratch namespace whose
@@ -15,8 +16,11 @@ import { GUEST_NET, networkScript } from '../../stage1-kvm/guest-net.js';
 // it that namespace's /sys/class/net).
 
 const BUSYBOX = '/bin/busybox';
-const ok = process.getuid?.() === 0 && fs.existsSync(BUSYBOX);
-const test = (ok ? anyTest.serial : anyTest.skip) as TestFn;
+const test = anyTest.serial;
+test.before(() => {
+  needRoot('the guest network script tests');
+  needFile(BUSYBOX, 'install the Debian package busybox-static (scripts/setup.sh does)');
+});
 
 const NO_DNS = { nameservers: [], search: [], options: [] };
 const CFGS: GuestNetConfig[] = [

@@ -1,13 +1,14 @@
-import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import anyTest, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
 import type { RktEnv } from '../helpers/rkt.js';
 import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { chainsOf } from '../helpers/iptables-state.js';
+import { needFile } from '../helpers/prereqs.js';
 import { KVM, KVM_ACI, podDir, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
-import { assertNoTrace, chainsOf, leaseFiles, quietSnapshot } from './net-leaks.js';
-import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
+import { assertNoTrace, leaseFiles, quietSnapshot } from './net-leaks.js';
+import { exclusiveHost, iptablesNow, needNetPrereqs, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
 
 // kvm pods on real CNI networks, through the real CLI: a server app in a VM
 // reached from the host by its pod IP and through a forwarded port, DNS
@@ -21,9 +22,11 @@ import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport,
 // are taken under the host network lock, which every CNI ADD and DEL
 // holds, so that none is caught half done.
 
-const ok = CAN_RUN && fs.existsSync(KVM_ACI);
-const test = (ok ? anyTest.serial : anyTest.skip) as TestFn;
-if (!ok) console.warn(`kvm-net: skipped, ${SKIP_REASON} and ${KVM_ACI} (node dist/stage1-kvm/build.js)`);
+const test = anyTest.serial;
+test.before(() => {
+  needNetPrereqs();
+  needFile(KVM_ACI, 'run scripts/setup.sh, which builds the stage1 images');
+});
 
 const REPORT = `echo "hostname $(hostname)"
 while IFS= read -r l; do echo "resolv $l"; done < /etc/resolv.conf
@@ -70,10 +73,6 @@ function hostVeths(env: RktEnv, uuid: string): string[] {
 }
 
 
-async function rules(): Promise<string> {
-  return String((await execa('iptables-save')).stdout) + String((await execa('ip6tables-save')).stdout);
-}
-
 test('a server in a kvm pod: pod IP, forwarded port, DNS files, hostname, throughput; a second pod on two networks reaches it', async (t) => {
   await exclusiveHost(t);
   const before = await quietSnapshot();
@@ -116,7 +115,7 @@ test('a server in a kvm pod: pod IP, forwarded port, DNS files, hostname, throug
   t.regex(cout, /eth\d\s+inet 172\.16\.28\.\d+\/24 /);
   t.is(cout.split('\n').filter((l) => /^\d+: eth\d\s+inet /.test(l)).length, 2);
   const clientUuid = fs.readFileSync(cuuid, 'utf8').trim();
-  const chains = chainsOf(await rules(), (id) => id === srv.uuid);
+  const chains = chainsOf(await iptablesNow(), (id) => id === srv.uuid);
   t.true(chains.size > 0, 'the server pod has masquerading and port forwarding chains while it runs');
 
   const stop = await env.run(['stop', srv.uuid]);
@@ -171,7 +170,7 @@ test('kill -9 of rkt run, then rkt gc: no namespace, veth, lease or rule is left
   const ip = (await podIPs(env, uuid)).default!;
   t.regex(await report('127.0.0.1', hostPort), /^hostname rkt-/m);
   const veths = hostVeths(env, uuid);
-  const chains = chainsOf(await rules(), (id) => id === uuid);
+  const chains = chainsOf(await iptablesNow(), (id) => id === uuid);
   t.true(chains.size >= 2, 'masquerading and port forwarding chains');
   child.kill('SIGKILL');
   await child;
@@ -179,7 +178,7 @@ test('kill -9 of rkt run, then rkt gc: no namespace, veth, lease or rule is left
   await waitFor('the pod to read as exited', async () => (await podStatus(env, uuid)).state === 'exited', 10_000);
   // the VM and the namespace died with rkt run; the host still holds the lease and the rules
   t.true(leaseFiles().some((f) => f.endsWith(`/${ip}`)), 'the lease outlives rkt run');
-  t.true((await rules()).includes(uuid), 'so do the rules');
+  t.true((await iptablesNow()).some((l) => l.includes(uuid)), 'so do the rules');
   const gc = await env.run(['gc', '--grace-period=0s']);
   t.is(gc.exitCode, 0, String(gc.stderr));
   await assertNoTrace(t, before, [uuid], veths, chains);
@@ -194,7 +193,7 @@ test('rkt stop --force, and a killed qemu: rkt run tears the network down as it 
   const pods = [forced, killed];
   for (const p of pods) await waitReady(t, env, p.uuid);
   const veths = pods.flatMap((p) => hostVeths(env, p.uuid));
-  const chains = chainsOf(await rules(), (id) => pods.some((p) => p.uuid === id));
+  const chains = chainsOf(await iptablesNow(), (id) => pods.some((p) => p.uuid === id));
   t.is(veths.length, 2);
   const stop = await env.run(['stop', '--force', forced.uuid]);
   t.is(stop.exitCode, 0, String(stop.stderr));

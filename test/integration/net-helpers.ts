@@ -11,6 +11,8 @@ import { execa } from 'execa';
 import { LockBusyError } from '../../src/errors.js';
 import { teardownPodNetwork } from '../../src/net/pod-network.js';
 import { FileLock } from '../../src/util/lock.js';
+import { iptablesState, type Family } from '../helpers/iptables-state.js';
+import { needCommand, needFile, needRoot } from '../helpers/prereqs.js';
 
 // Shared by the networking integration tests. They run as root against the
 // real CNI plugins, send traffic only to loopback and to namespaces they
@@ -18,8 +20,13 @@ import { FileLock } from '../../src/util/lock.js';
 // links and IPAM leases. One test at a time on the host (a lock shared by
 // every test file), so the comparisons see only their own doing.
 
-export const CAN_RUN = process.getuid?.() === 0 && fs.existsSync('/usr/lib/cni/ptp') && fs.existsSync('/usr/lib/cni/portmap');
-export const SKIP_REASON = 'needs root and the CNI plugins in /usr/lib/cni (Debian: containernetworking-plugins)';
+/** Throws, saying what to install, unless this runs as root with the CNI plugins at hand. */
+export function needNetPrereqs(): void {
+  needRoot('the networking tests');
+  for (const plugin of ['ptp', 'host-local', 'portmap']) needFile(`/usr/lib/cni/${plugin}`, 'install the Debian package containernetworking-plugins (scripts/setup.sh does)');
+  needCommand('iptables-save', 'iptables');
+  needCommand('ip6tables-save', 'iptables');
+}
 
 const TEST_LOCK = '/run/rkt/net-tests.lock';
 const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
@@ -54,20 +61,24 @@ async function cniVeths(): Promise<string[]> {
 }
 
 export interface HostSnapshot {
-  iptables: string;
+  /** iptables and ip6tables rules and chains: see iptablesState. */
+  iptables: string[];
   netns: string[];
   links: string[];
   leases: string[];
 }
 
-async function saveRules(cmd: string): Promise<string> {
+async function saveRules(family: Family): Promise<string[]> {
+  const cmd = family === 'ip4' ? 'iptables-save' : 'ip6tables-save';
   const r = await execa(cmd, [], { reject: false });
-  // drop the timestamps and packet counters, which change by themselves
-  return String(r.stdout)
-    .split('\n')
-    .filter((l) => !l.startsWith('#'))
-    .map((l) => l.replace(/\[\d+:\d+\]/, ''))
-    .join('\n');
+  // an empty output would compare equal to any other: a failure must not pass for "no rules"
+  if (r.failed) throw new Error(`${cmd} failed (${String(r.stderr || r.message).trim()}): install the Debian package iptables (scripts/setup.sh does)`);
+  return iptablesState(family, String(r.stdout));
+}
+
+/** The host's iptables and ip6tables rules and chains, as iptablesState reads them. */
+export async function iptablesNow(): Promise<string[]> {
+  return [...(await saveRules('ip4')), ...(await saveRules('ip6'))];
 }
 
 function listTree(dir: string): string[] {
@@ -78,7 +89,7 @@ function listTree(dir: string): string[] {
 export async function snapshot(): Promise<HostSnapshot> {
   const links = await execa('ip', ['-o', 'link', 'show']);
   return {
-    iptables: (await saveRules('iptables-save')) + (await saveRules('ip6tables-save')),
+    iptables: await iptablesNow(),
     netns: listTree('/run/netns'),
     links: String(links.stdout)
       .split('\n')
@@ -92,7 +103,7 @@ export function assertSame(t: ExecutionContext, before: HostSnapshot, after: Hos
   t.deepEqual(after.netns, before.netns, `${what}: network namespaces`);
   t.deepEqual(after.links, before.links, `${what}: host interfaces`);
   t.deepEqual(after.leases, before.leases, `${what}: IPAM leases`);
-  t.is(after.iptables, before.iptables, `${what}: iptables-save`);
+  t.deepEqual(after.iptables, before.iptables, `${what}: iptables rules and chains`);
 }
 
 export interface FakePod {

@@ -1,4 +1,4 @@
-import anyTest, { type TestFn } from 'ava';
+import anyTest from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -8,7 +8,8 @@ import { execa } from 'execa';
 import { setupKvmTaps, qemuNetArgs, teardownKvmTaps } from '../../stage1-kvm/taps.js';
 import { setupPodNetwork, teardownPodNetwork } from '../../src/net/pod-network.js';
 import { readState } from '../../src/net/state.js';
-import { CAN_RUN, SKIP_REASON, assertSame, exclusiveHost, freePort, inNs, makePod, snapshot, startServer, tcpRead } from './net-helpers.js';
+import { needCommand } from '../helpers/prereqs.js';
+import { assertSame, needNetPrereqs, exclusiveHost, freePort, inNs, makePod, snapshot, startServer, tcpRead } from './net-helpers.js';
 
 // The VM flavor's network path without a VM: a tap in the pod namespace
 // mirrored to eth0 by tc, and a stand-in for qemu — a small relay that opens
@@ -17,9 +18,12 @@ import { CAN_RUN, SKIP_REASON, assertSame, exclusiveHost, freePort, inNs, makePo
 // Then the host reaches a server in the guest by the pod IP and through a
 // forwarded port on 127.0.0.1.
 
-const python = ['/usr/bin/python3', ...(process.env.PATH ?? '').split(':').map((d) => path.join(d, 'python3'))].find((p) => fs.existsSync(p));
-const test = (CAN_RUN && python ? anyTest.serial : anyTest.skip) as TestFn;
-if (!CAN_RUN || !python) console.warn(`net-kvm-tap: skipped, ${SKIP_REASON} and python3`);
+const test = anyTest.serial;
+let python = '';
+test.before(() => {
+  needNetPrereqs();
+  python = needCommand('python3', 'python3');
+});
 
 // qemu's part: open the tap by name (TUNSETIFF), copy frames both ways.
 const RELAY = `
@@ -81,12 +85,12 @@ test('tap mirrored to the CNI interface carries the pod traffic to and from a gu
   await inNs(netns, ['ip', 'link', 'add', 'vg0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', guestNs]);
   await inNs(netns, ['ip', 'link', 'set', 'vg0', 'up']);
   await execa('ip', ['-n', guest, 'link', 'set', 'eth0', 'address', g!.mac, 'mtu', String(g!.mtu), 'up']);
-  await inNs(guestNs, [python!, path.join(work, 'txcsum.py'), 'eth0']);
+  await inNs(guestNs, [python, path.join(work, 'txcsum.py'), 'eth0']);
   for (const a of g!.addresses) await execa('ip', ['-n', guest, 'addr', 'add', `${a.address}/${a.prefixLength}`, 'dev', 'eth0']);
   for (const rt of g!.routes) {
     await execa('ip', ['-n', guest, 'route', 'replace', rt.dst, ...(rt.gw ? ['via', rt.gw] : []), ...(rt.scope ? ['scope', rt.scope] : []), 'dev', 'eth0']);
   }
-  const relay = spawn('nsenter', [`--net=${netns}`, '--', python!, path.join(work, 'relay.py'), g!.tapName, 'vg0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const relay = spawn('nsenter', [`--net=${netns}`, '--', python, path.join(work, 'relay.py'), g!.tapName, 'vg0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => {
     relay.kill('SIGKILL');
   });

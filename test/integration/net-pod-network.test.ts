@@ -1,4 +1,4 @@
-import anyTest, { type TestFn } from 'ava';
+import anyTest from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
@@ -9,14 +9,14 @@ import { CniPluginError, NetworkConfigError, PortInUseError } from '../../src/ne
 import { readPodNetworks, setupPodNetwork, teardownPodNetwork, formatPodNetworks } from '../../src/net/pod-network.js';
 import { isLiveNetns } from '../../src/net/netns.js';
 import { podHostsPath, podResolvConfPath } from '../../src/net/state.js';
-import { CAN_RUN, SKIP_REASON, assertSame, exclusiveHost, freePort, inNs, makePod, snapshot, startServer, tcpRead, tcpReadFrom, uniqueNet, writeNetConf } from './net-helpers.js';
+import { assertSame, needNetPrereqs, exclusiveHost, freePort, inNs, makePod, snapshot, startServer, tcpRead, tcpReadFrom, uniqueNet, writeNetConf } from './net-helpers.js';
 
 // Pod networking with the real CNI plugins, without any rkt pod: a fake pod
 // directory, the library's set-up, servers started in the namespaces, and
 // the host compared before and after. Serial: see net-helpers.ts.
 
-const test = (CAN_RUN ? anyTest.serial : anyTest.skip) as TestFn;
-if (!CAN_RUN) console.warn(`net-pod-network: skipped, ${SKIP_REASON}`);
+const test = anyTest.serial;
+test.before(needNetPrereqs);
 
 const httpPort = (hostPort: number) => ({ name: 'http', protocol: 'tcp', hostPort, podPort: 80 });
 
@@ -200,14 +200,14 @@ test('gc after kill -9: teardown from the pod directory alone leaves nothing beh
     child.once('exit', (code) => reject(new Error(`set-up process exited ${code}: ${err}`)));
   });
   const during = await snapshot();
-  t.not(during.iptables, before.iptables);
+  t.notDeepEqual(during.iptables, before.iptables);
   t.true(during.leases.length > before.leases.length);
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   await sleep(200);
   // the namespace died with its mount namespace; leases, rules and the file are still there
   t.true(fs.existsSync(`/run/netns/rkt-${pod.uuid}`));
-  t.not((await snapshot()).iptables, before.iptables);
+  t.notDeepEqual((await snapshot()).iptables, before.iptables);
   await teardownPodNetwork(pod.dir);
   assertSame(t, before, await snapshot(), 'after gc');
 });

@@ -1,13 +1,13 @@
-import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import anyTest, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
 import { listPods, podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { chainsOf } from '../helpers/iptables-state.js';
 import { assertNoLeftovers, buildStage1, runInBackground, setup, type NspawnEnv } from './nspawn-common.js';
-import { assertNoTrace, chainsOf, leaseFiles, quietSnapshot } from './net-leaks.js';
-import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
+import { assertNoTrace, leaseFiles, quietSnapshot } from './net-leaks.js';
+import { exclusiveHost, iptablesNow, needNetPrereqs, freePort, pushBytes, serverReport, uniqueNet } from './net-helpers.js';
 
 // nspawn pods on real CNI networks, through the real CLI: a server app
 // reached from the host by its pod IP and through a forwarded port, DNS
@@ -21,17 +21,17 @@ import { CAN_RUN, SKIP_REASON, exclusiveHost, freePort, pushBytes, serverReport,
 // allows for what other pods own. Snapshots are taken under the host
 // network lock, which every CNI ADD and DEL holds.
 
-const test = (CAN_RUN ? anyTest.serial : anyTest.skip) as TestFn;
-if (!CAN_RUN) console.warn(`nspawn-net: skipped, ${SKIP_REASON}`);
+const test = anyTest.serial;
 
 let aci = '';
 let buildDir = '';
-if (CAN_RUN) {
-  anyTest.before(async () => {
-    ({ aci, dir: buildDir } = await buildStage1());
-  });
-  anyTest.after.always(() => fs.rmSync(buildDir, { recursive: true, force: true }));
-}
+test.before(async () => {
+  needNetPrereqs();
+  ({ aci, dir: buildDir } = await buildStage1());
+});
+test.after.always(() => {
+  if (buildDir !== '') fs.rmSync(buildDir, { recursive: true, force: true });
+});
 
 const REPORT = `echo "hostname $(hostname)"
 while IFS= read -r l; do echo "resolv $l"; done < /etc/resolv.conf
@@ -83,10 +83,6 @@ function hostVeths(ne: NspawnEnv, uuid: string): string[] {
   return st.networks.flatMap((n) => (n.result?.interfaces ?? []).filter((i) => i.sandbox === undefined).map((i) => i.name));
 }
 
-async function rules(): Promise<string> {
-  return String((await execa('iptables-save')).stdout) + String((await execa('ip6tables-save')).stdout);
-}
-
 
 test('a server in an nspawn pod: pod IP, forwarded port, DNS files, throughput; a second pod reaches it on the default network', async (t) => {
   await exclusiveHost(t);
@@ -125,7 +121,7 @@ test('a server in an nspawn pod: pod IP, forwarded port, DNS files, throughput; 
   t.is(client.exitCode, 0, stderrOf(client));
   t.regex(String(client.stdout), /^hostname websrv$/m, 'the second pod got the answer over the default network');
   const clientUuid = fs.readFileSync(cuuid, 'utf8').trim();
-  const chains = chainsOf(await rules(), (id) => id === srv.uuid);
+  const chains = chainsOf(await iptablesNow(), (id) => id === srv.uuid);
   t.true(chains.size > 0, 'the server pod has masquerading and port forwarding chains while it runs');
 
   const stop = await ne.env.run(['stop', srv.uuid]);
@@ -229,7 +225,7 @@ test('kill -9 of rkt run, then rkt gc: no namespace, veth, lease or rule is left
   const ip = (await podIPs(ne, uuid)).default!;
   t.regex(await report('127.0.0.1', hostPort), /^hostname rkt-/m);
   const veths = hostVeths(ne, uuid);
-  const chains = chainsOf(await rules(), (id) => id === uuid);
+  const chains = chainsOf(await iptablesNow(), (id) => id === uuid);
   t.true(chains.size >= 2, 'masquerading and port forwarding chains');
   proc.kill('SIGKILL');
   await proc;
@@ -237,7 +233,7 @@ test('kill -9 of rkt run, then rkt gc: no namespace, veth, lease or rule is left
   await waitFor('the pod to read as exited', async () => (await podStatus(ne.env, uuid)).state === 'exited', 10_000);
   // the container and the namespace died with rkt run; the host still holds the lease and the rules
   t.true(leaseFiles().some((f) => f.endsWith(`/${ip}`)), 'the lease outlives rkt run');
-  t.true((await rules()).includes(uuid), 'so do the rules');
+  t.true((await iptablesNow()).some((l) => l.includes(uuid)), 'so do the rules');
   const gc = await ne.env.run(['gc', '--grace-period=0s']);
   t.is(gc.exitCode, 0, String(gc.stderr));
   await assertNoTrace(t, before, [uuid], veths, chains);
@@ -250,7 +246,7 @@ test('rkt stop --force: rkt run tears the network down as it exits; set-up and t
   const ne = await serverEnv(t);
   const forced = await runInBackground(ne, [`--port=http:${await freePort()}`, ne.image]);
   const veths = hostVeths(ne, forced.uuid);
-  const chains = chainsOf(await rules(), (id) => id === forced.uuid);
+  const chains = chainsOf(await iptablesNow(), (id) => id === forced.uuid);
   const stop = await ne.env.run(['stop', '--force', forced.uuid]);
   t.is(stop.exitCode, 0, String(stop.stderr));
   t.not((await forced.proc).exitCode, 0);

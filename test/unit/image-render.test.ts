@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ImplementationFn } from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -7,12 +7,16 @@ import { execa } from 'execa';
 import tar from 'tar-stream';
 import { ImageFormatError } from '../../src/errors.js';
 import { applyPathWhitelist, CorruptImageError, extractAciTar, renderLayers } from '../../src/image/render.js';
+import { needCommand, needRoot } from '../helpers/prereqs.js';
 
 // Rendering restores owners and device nodes: these tests need root.
-const isRoot = process.getuid?.() === 0;
-const rootTest = isRoot ? test : test.skip;
+const asRoot = (impl: ImplementationFn<[]>): ImplementationFn<[]> => (t) => {
+  needRoot('the image rendering tests');
+  return impl(t);
+};
+const rootTest = (title: string, impl: ImplementationFn<[]>): void => test(title, asRoot(impl));
 // Tests that count tar children of this process must not overlap with others.
-const serialRootTest = isRoot ? test.serial : test.skip;
+const serialRootTest = (title: string, impl: ImplementationFn<[]>): void => test.serial(title, asRoot(impl));
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'image-render-'));
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -122,18 +126,18 @@ serialRootTest('extraction preserves owners, modes with setuid, links, devices a
 });
 
 rootTest('file capabilities survive extraction', async (t) => {
-  const hasCaps = await execa('getcap', ['--help']).then(() => true, (e: { exitCode?: number }) => e.exitCode !== undefined && e.exitCode !== 127);
-  if (!hasCaps) return t.pass('getcap is not installed');
+  const setcap = needCommand('setcap', 'libcap2-bin');
+  const getcap = needCommand('getcap', 'libcap2-bin');
   const work = path.join(dir, 'caps');
   fs.mkdirSync(path.join(work, 'rootfs/bin'), { recursive: true });
   fs.writeFileSync(path.join(work, 'manifest'), manifest('example.com/caps'));
   fs.writeFileSync(path.join(work, 'rootfs/bin/ping'), 'ELF');
-  await execa('setcap', ['cap_net_raw+ep', path.join(work, 'rootfs/bin/ping')]);
+  await execa(setcap, ['cap_net_raw+ep', path.join(work, 'rootfs/bin/ping')]);
   const tarPath = path.join(dir, 'caps.tar');
   await execa('tar', ['--format=posix', '--xattrs', '--xattrs-include=*', '-C', work, '-cf', tarPath, 'manifest', 'rootfs']);
   const dest = freshDest();
   await extractAciTar(tarPath, dest);
-  const { stdout } = await execa('getcap', [path.join(dest, 'rootfs/bin/ping')]);
+  const { stdout } = await execa(getcap, [path.join(dest, 'rootfs/bin/ping')]);
   t.regex(stdout, /cap_net_raw[=+]ep/);
 });
 

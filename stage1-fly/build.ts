@@ -30,7 +30,7 @@ export async function buildStage1Fly(output: string): Promise<string> {
     // stage0 makes the app mount points here; an empty dir keeps the layout evident
     fs.mkdirSync(path.join(rootfs, 'opt', 'stage2'), { recursive: true });
     for (const e of ENTRYPOINTS) {
-      await bundleEntrypoint(path.join(root, 'stage1-fly', `${e}.ts`), path.join(rootfs, 'fly', `${e}.mjs`));
+      await bundleEntrypoint(path.join(root, 'stage1-fly', 'main', `${e}.ts`), path.join(rootfs, 'fly', `${e}.mjs`));
       fs.writeFileSync(path.join(rootfs, e), launcher(e), { mode: 0o755 });
     }
     normalizeModes(work);

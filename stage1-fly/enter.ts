@@ -3,7 +3,7 @@ import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { exitStatusOf, isPodProcess } from '../src/stage1-common/status.js';
 import { appCommand, appEnv, findHostTools } from './exec.js';
 
@@ -14,7 +14,7 @@ import { appCommand, appEnv, findHostTools } from './exec.js';
 //
 //   nsenter --mount --target=PID -- setpriv ... -- unshare --root=... -- CMD...
 
-async function enter(argv: string[]): Promise<number> {
+export async function enter(argv: string[]): Promise<number> {
   const args = parseEnterArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -38,4 +38,3 @@ async function enter(argv: string[]): Promise<number> {
   });
 }
 
-runEntrypoint(enter);

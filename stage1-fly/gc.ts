@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 
 // rkt gc for fly: before stage0 deletes the pod directory, nothing may be
@@ -10,7 +10,7 @@ import { unmountAllUnder } from '../src/util/mounts.js';
 // mounts that leaked into the host namespace some other way (a pod run
 // by hand without `unshare --mount`, an older stage1).
 
-async function gc(argv: string[]): Promise<number> {
+export async function gc(argv: string[]): Promise<number> {
   const args = parseGcArgs(argv);
   enableDebug(args.debug);
   const dir = fs.realpathSync(new PodPaths(process.cwd()).dir);
@@ -19,4 +19,3 @@ async function gc(argv: string[]): Promise<number> {
   return 0;
 }
 
-runEntrypoint(gc);

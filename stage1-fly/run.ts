@@ -6,7 +6,7 @@ import { log } from '../src/log.js';
 import { ISOLATOR } from '../src/appc/isolators.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseRunArgs, runEntrypoint, type RunArgs } from '../src/stage1-common/entry.js';
+import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
 import { appCommand, appEnv, findHostTools, guardianCommand, processStartTime, type HostTools } from './exec.js';
@@ -180,7 +180,7 @@ class Supervisor {
   }
 }
 
-async function run(argv: string[]): Promise<number> {
+export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
   checkNetwork(args);
@@ -214,4 +214,3 @@ async function run(argv: string[]): Promise<number> {
   return sup.wait();
 }
 
-runEntrypoint(run);

@@ -1,7 +1,7 @@
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseStopArgs } from '../src/stage1-common/entry.js';
 import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 
 // rkt stop for fly: signal the run process, which forwards SIGTERM to every
@@ -10,7 +10,7 @@ import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 // pod guardian for apps that run as another user). It does not wait: stage0
 // watches the pod lock for the end.
 
-function stop(argv: string[]): number {
+export function stop(argv: string[]): number {
   const args = parseStopArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -29,4 +29,3 @@ function stop(argv: string[]): number {
   return 0;
 }
 
-runEntrypoint(stop);

@@ -1,6 +1,6 @@
 import { UsageError } from '../src/errors.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseFlags, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseFlags } from '../src/stage1-common/entry.js';
 import { connectConsole, DETACH_KEY } from './console.js';
 
 // rkt attach for kvm: connect the caller's terminal to the pod's serial
@@ -8,7 +8,7 @@ import { connectConsole, DETACH_KEY } from './console.js';
 // which leaves the pod running. Arguments: attach [--debug] UUID, run with
 // the pod directory as working directory like every entrypoint.
 
-async function attach(argv: string[]): Promise<number> {
+export async function attach(argv: string[]): Promise<number> {
   const p = parseFlags(argv, { booleans: ['debug'] });
   enableDebug(p.booleans.has('debug'));
   if (p.positionals.length !== 1) throw new UsageError('attach takes exactly one pod UUID');
@@ -20,4 +20,3 @@ async function attach(argv: string[]): Promise<number> {
   return 0;
 }
 
-runEntrypoint(attach);

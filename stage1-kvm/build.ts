@@ -64,7 +64,7 @@ export async function buildStage1Kvm(output: string): Promise<string> {
     const kvm = path.join(rootfs, 'kvm');
     fs.mkdirSync(kvm, { mode: 0o755 });
     for (const e of ENTRYPOINTS) {
-      await bundleEntrypoint(path.join(root, 'stage1-kvm', `${e}.ts`), path.join(kvm, `${e}.mjs`));
+      await bundleEntrypoint(path.join(root, 'stage1-kvm', 'main', `${e}.ts`), path.join(kvm, `${e}.mjs`));
       fs.writeFileSync(path.join(kvm, `${e}.main.mjs`), stub(e));
       fs.chmodSync(path.join(kvm, `${e}.main.mjs`), 0o644);
       fs.writeFileSync(path.join(kvm, e), launcher(e));

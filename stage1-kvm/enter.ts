@@ -2,7 +2,7 @@ import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { isPodProcess } from '../src/stage1-common/status.js';
 import { AgentExecError, runInGuest } from './agent-client.js';
 import { socketPath } from './pod-files.js';
@@ -12,7 +12,7 @@ import { socketPath } from './pod-files.js';
 // guest agent over the virtio-serial port rkt.agent (guest/agent/PROTOCOL.md).
 // No SSH, no network: the port is a socket in the pod directory.
 
-async function enter(argv: string[]): Promise<number> {
+export async function enter(argv: string[]): Promise<number> {
   const args = parseEnterArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -48,4 +48,3 @@ async function enter(argv: string[]): Promise<number> {
   }
 }
 
-runEntrypoint(enter);

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js';
@@ -17,7 +17,7 @@ import { killPodHelper, podFile, POD_FILES, type PodFile } from './pod-files.js'
 
 const RUNTIME_FILES: PodFile[] = ['console', 'qmp', 'qmpCtl', 'agent', 'virtiofsSocket'];
 
-async function gc(argv: string[]): Promise<number> {
+export async function gc(argv: string[]): Promise<number> {
   const args = parseGcArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -38,4 +38,3 @@ async function gc(argv: string[]): Promise<number> {
   return netOk ? 0 : 1;
 }
 
-runEntrypoint(gc);

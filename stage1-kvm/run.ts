@@ -1,6 +1,6 @@
 import { PodPaths } from '../src/stage1/contract.js';
 import { RootfsAppReports } from '../src/stage1-common/app-reports.js';
-import { enableDebug, parseRunArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseRunArgs } from '../src/stage1-common/entry.js';
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { writePid } from '../src/stage1-common/status.js';
 import { PodSupervisor } from '../src/stage1-common/supervisor.js';
@@ -11,7 +11,7 @@ import { VmEngine } from './vm-engine.js';
 // (vm-engine.ts). It stays for the life of the pod and exits with the
 // pod's status.
 
-runEntrypoint(async (argv) => {
+export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -26,4 +26,4 @@ runEntrypoint(async (argv) => {
     endGraceMs: KVM_TIMEOUTS.endGraceMs,
     interactive: args.interactive,
   }).run();
-});
+}

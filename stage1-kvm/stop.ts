@@ -1,7 +1,7 @@
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseStopArgs } from '../src/stage1-common/entry.js';
 import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
@@ -53,7 +53,7 @@ function signalRun(paths: PodPaths, force: boolean): number {
   return 0;
 }
 
-async function stop(argv: string[]): Promise<number> {
+export async function stop(argv: string[]): Promise<number> {
   const args = parseStopArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -93,4 +93,3 @@ async function stop(argv: string[]): Promise<number> {
   }
 }
 
-runEntrypoint(stop);

@@ -111,7 +111,7 @@ export async function buildStage1Nspawn(output: string): Promise<string> {
     const dir = path.join(rootfs, 'nspawn');
     fs.mkdirSync(dir, { mode: 0o755 });
     for (const e of ENTRYPOINTS) {
-      await bundleEntrypoint(path.join(root, 'stage1-nspawn', `${e}.ts`), path.join(dir, `${e}.mjs`));
+      await bundleEntrypoint(path.join(root, 'stage1-nspawn', 'main', `${e}.ts`), path.join(dir, `${e}.mjs`));
       fs.writeFileSync(path.join(dir, e), launcher(e));
       fs.chmodSync(path.join(dir, e), 0o755);
     }

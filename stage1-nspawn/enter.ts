@@ -6,7 +6,7 @@ import { RktError, UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { appUnitName } from '../src/stage1-common/units.js';
 import { exitStatusOf } from '../src/stage1-common/status.js';
@@ -63,7 +63,7 @@ function startBus(nsenter: string, pid: number): void {
   if (r.status !== 0) throw new RktError(`cannot start the pod's system bus for rkt enter: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
 }
 
-async function enter(argv: string[]): Promise<number> {
+export async function enter(argv: string[]): Promise<number> {
   const args = parseEnterArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -112,4 +112,3 @@ async function enter(argv: string[]): Promise<number> {
   });
 }
 
-runEntrypoint(enter);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseGcArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
@@ -49,7 +49,7 @@ async function unmountAll(dir: string, uuid: string): Promise<boolean> {
   return left.length === 0;
 }
 
-async function gc(argv: string[]): Promise<number> {
+export async function gc(argv: string[]): Promise<number> {
   const args = parseGcArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -63,4 +63,3 @@ async function gc(argv: string[]): Promise<number> {
   return cgroupsGone && unmounted && netGone ? 0 : 1;
 }
 
-runEntrypoint(gc);

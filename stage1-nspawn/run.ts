@@ -1,6 +1,6 @@
 import { PodPaths } from '../src/stage1/contract.js';
 import { RootfsAppReports } from '../src/stage1-common/app-reports.js';
-import { enableDebug, parseRunArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseRunArgs } from '../src/stage1-common/entry.js';
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { PodSupervisor } from '../src/stage1-common/supervisor.js';
 import { bootTimeoutMs, NSPAWN_TIMEOUTS } from './config.js';
@@ -11,7 +11,7 @@ import { podRunOptions, takeFlavorFlags } from './options.js';
 // container engine (container-engine.ts). It stays for the life of the pod
 // and exits with the pod's status.
 
-runEntrypoint(async (argv) => {
+export async function run(argv: string[]): Promise<number> {
   const { flags, rest } = takeFlavorFlags(argv);
   const args = parseRunArgs(rest);
   enableDebug(args.debug);
@@ -25,4 +25,4 @@ runEntrypoint(async (argv) => {
     endGraceMs: NSPAWN_TIMEOUTS.endGraceMs,
     interactive: args.interactive,
   }).run();
-});
+}

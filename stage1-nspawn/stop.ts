@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { isErrno } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseStopArgs, runEntrypoint } from '../src/stage1-common/entry.js';
+import { enableDebug, parseStopArgs } from '../src/stage1-common/entry.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { NSPAWN_TIMEOUTS, stopTimeoutMs } from './config.js';
 import { SIGRTMIN_PLUS_4 } from './container.js';
@@ -42,7 +42,7 @@ function killPod(paths: PodPaths, pid: number, why: string): void {
   signal(pid, 'SIGKILL');
 }
 
-async function stop(argv: string[]): Promise<number> {
+export async function stop(argv: string[]): Promise<number> {
   const args = parseStopArgs(argv);
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
@@ -82,4 +82,3 @@ async function waitForRun(run: number | undefined): Promise<number> {
   return 0;
 }
 
-runEntrypoint(stop);

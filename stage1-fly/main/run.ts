@@ -1,0 +1,5 @@
+import { runEntrypoint } from '../../src/stage1-common/entry.js';
+import { run } from '../run.js';
+
+// The fly flavor's run entrypoint; the build bundles this file into the stage1 image.
+runEntrypoint(run);

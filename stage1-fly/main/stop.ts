@@ -1,0 +1,5 @@
+import { runEntrypoint } from '../../src/stage1-common/entry.js';
+import { stop } from '../stop.js';
+
+// The fly flavor's stop entrypoint; the build bundles this file into the stage1 image.
+runEntrypoint(stop);

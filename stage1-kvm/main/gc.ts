@@ -1,0 +1,5 @@
+import { runEntrypoint } from '../../src/stage1-common/entry.js';
+import { gc } from '../gc.js';
+
+// The kvm flavor's gc entrypoint; the build bundles this file into the stage1 image.
+runEntrypoint(gc);

@@ -15,7 +15,7 @@ export type Accel = 'kvm' | 'tcg';
 
 export const ACCEL_ENV = 'RKT_KVM_ACCEL';
 
-export const TCG_WARNING = "stage1: hardware virtualization is not available; using qemu's tcg emulation: isolation holds but pods run slower";
+export const TCG_WARNING = "stage1: warning: hardware virtualization is not available; using qemu's tcg emulation: isolation holds but pods run slower";
 
 export interface AccelChoice {
   accel: Accel;

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { RktError, UsageError } from '../errors.js';
+import { say } from '../log.js';
 import { globalsOf } from './context.js';
 
 async function podsFromArgs(dir: string, uuids: string[], uuidFile?: string) {
@@ -49,7 +50,7 @@ export function register(program: Command): void {
           process.stdout.write(`"${pod.uuid}"\n`);
         } catch (err) {
           if (!(err instanceof RktError)) throw err;
-          process.stderr.write(`rkt: error stopping ${word}: ${err.message}\n`);
+          say(`error stopping ${word}: ${err.message}`);
           failed++;
         }
       }
@@ -84,7 +85,7 @@ export function register(program: Command): void {
           process.stdout.write(`"${pod.uuid}"\n`);
         } catch (err) {
           if (!(err instanceof RktError)) throw err;
-          process.stderr.write(`rkt: error removing ${word}: ${err.message}\n`);
+          say(`error removing ${word}: ${err.message}`);
           failed++;
         }
       }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { ImageNotFoundError, RktError, UsageError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { Store } from '../store/store.js';
-import { warn } from '../log.js';
+import { log } from '../log.js';
 import { verifyFileSignature } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
 
@@ -34,7 +34,7 @@ export async function fetchFile(store: Store, globals: GlobalOptions, file: stri
   const staged = await store.stage(fs.createReadStream(abs));
   try {
     if (globals.insecureOptions.image) {
-      warn('signature verification has been disabled (--insecure-options=image)');
+      log().warn('signature verification has been disabled (--insecure-options=image)');
     } else {
       await verifyFileSignature(globals, staged.manifest.name, abs, signature ?? `${abs}.asc`);
     }

@@ -68,3 +68,12 @@ export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
 }
 
+/**
+ * Why a file could not be read, for a message: "does not exist" for ENOENT,
+ * else the system's own words, which name the errno ("EACCES: permission
+ * denied, open '/x'"). Pass the error on as the cause too.
+ */
+export function whyUnreadable(err: unknown): string {
+  if (isErrno(err, 'ENOENT')) return 'does not exist';
+  return `cannot be read (${err instanceof Error ? err.message : String(err)})`;
+}

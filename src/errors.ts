@@ -1,20 +1,42 @@
 // Every failure a user can meet is a RktError: it carries the exit code and a
 // one-line message that says what went wrong and what to do next. Anything
-// else that escapes to the CLI is a bug and is reported with its stack.
+// else that escapes to the CLI is a bug: one line that says so, the stack
+// only with --debug.
+//
+// Exit statuses of rkt (stage0) and of the stage1 entrypoints:
+//
+//   code  meaning
+//   0     success
+//   1     a user error (a RktError): the stderr line says what to do
+//   2     wrong flags or arguments (UsageError), as most CLIs and rkt's cobra
+//   70    an internal error, i.e. a bug in rkt: an exception that is not a
+//         RktError, in stage0 or in a stage1 entrypoint (EX_SOFTWARE of sysexits.h)
+//   254   a stage1 entrypoint failed (a RktError raised in stage1), as rkt's
+//         stage1s do; stage0 passes it on
+//   other `rkt run`, `run-prepared` and `enter` exit with the app's status
+//         (128+N when a signal N ended it), so an app can exit 1, 70 or 254 too
+
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  internal: 70,
+  stage1Failure: 254,
+} as const;
 
 export class RktError extends Error {
   readonly exitCode: number;
   constructor(message: string, opts: { exitCode?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
-    this.exitCode = opts.exitCode ?? 1;
+    this.exitCode = opts.exitCode ?? EXIT.failure;
   }
 }
 
 /** Wrong flags or arguments: exit status 2 like most CLIs (and rkt's cobra usage errors). */
 export class UsageError extends RktError {
-  constructor(message: string) {
-    super(message, { exitCode: 2 });
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(message, { ...opts, exitCode: EXIT.usage });
   }
 }
 
@@ -44,4 +66,14 @@ export class LockBusyError extends RktError {}
 
 export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+/**
+ * Why a file could not be read, for a message: "does not exist" for ENOENT,
+ * else the system's own words, which name the errno ("EACCES: permission
+ * denied, open '/x'"). Pass the error on as the cause too.
+ */
+export function whyUnreadable(err: unknown): string {
+  if (isErrno(err, 'ENOENT')) return 'does not exist';
+  return `cannot be read (${err instanceof Error ? err.message : String(err)})`;
 }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { UsageError } from '../src/errors.js';
-import { log } from '../src/log.js';
+import { log, say } from '../src/log.js';
 import { ISOLATOR } from '../src/appc/isolators.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
@@ -134,7 +134,7 @@ class Supervisor {
     return new Promise((resolve) => {
       child.once('spawn', () => resolve());
       child.once('error', (err) => {
-        process.stderr.write(`stage1: cannot start app ${spec.name}: ${err.message}\n`);
+        say(`cannot start app ${spec.name}: ${err.message}`);
         this.finish(app, 254);
         resolve();
       });

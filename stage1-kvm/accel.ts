@@ -16,7 +16,7 @@ import { KvmHostError } from './errors.js';
 export type { Accel };
 
 
-export const TCG_WARNING = "stage1: hardware virtualization is not available; using qemu's tcg emulation: isolation holds but pods run slower";
+export const TCG_WARNING = "hardware virtualization is not available; using qemu's tcg emulation, which runs pods several times slower (the VM boundary is qemu's emulator instead of the CPU's virtualization)";
 
 export interface AccelChoice {
   accel: Accel;

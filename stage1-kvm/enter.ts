@@ -1,5 +1,5 @@
 import { RktError } from '../src/errors.js';
-import { log } from '../src/log.js';
+import { log, say } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
@@ -43,7 +43,7 @@ export async function enter(argv: string[]): Promise<number> {
   } catch (err) {
     // Not started: 127 not found, 126 not executable, 125 setup, as shells and docker exec say it.
     if (!(err instanceof AgentExecError)) throw err;
-    process.stderr.write(`stage1: ${err.message}\n`);
+    say(err.message);
     return err.exitCode;
   }
 }

@@ -148,6 +148,7 @@ export function guestNetworkError(rootfs: string): string | undefined {
   try {
     return fs.readFileSync(path.join(rootfs, GUEST_NET.error), 'utf8').trim() || 'rkt-network failed';
   } catch {
+    // no error file: the guest has reported no failure
     return undefined;
   }
 }

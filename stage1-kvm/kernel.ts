@@ -74,6 +74,7 @@ function readOr(file: string): string | undefined {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch {
+    // not on this host: that source simply says nothing
     return undefined;
   }
 }

@@ -56,6 +56,7 @@ export class FileFollower {
     try {
       fd = fs.openSync(this.file, 'r');
     } catch {
+      // not created yet: the next poll will try again
       return;
     }
     try {

@@ -74,12 +74,14 @@ export function isPodHelper(podDir: string, pid: number): boolean {
   try {
     cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
   } catch {
+    // no such process
     return false;
   }
   const real = (() => {
     try {
       return fs.realpathSync(podDir);
     } catch {
+      // moved meanwhile: the UUID still matches
       return podDir;
     }
   })();
@@ -96,6 +98,7 @@ export function killPodHelper(podDir: string, f: 'qemuPid' | 'virtiofsdPid'): bo
     process.kill(pid, 'SIGKILL');
     return true;
   } catch {
+    // exited meanwhile
     return false;
   }
 }

@@ -180,6 +180,7 @@ function virtiofsdListening(logFile: string): boolean {
   try {
     return fs.readFileSync(logFile, 'utf8').includes('Waiting for vhost-user socket connection');
   } catch {
+    // no log yet: not listening yet
     return false;
   }
 }

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { UsageError } from '../src/errors.js';
-import { log } from '../src/log.js';
+import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
@@ -90,7 +90,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     this.specs = loadAppSpecs(this.paths);
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
     const accel = chooseAccel();
-    if (accel.warning) process.stderr.write(`${accel.warning}\n`);
+    if (accel.warning) log().warn(accel.warning);
     if (accel.kvmProblem) log().debug(`kvm unusable: ${accel.kvmProblem}`);
     const size = vmSize(
       this.specs.map((s) => ({ name: s.name, memoryLimit: s.isolators.memoryLimit, cpuLimitMillis: s.isolators.cpuLimitMillis })),
@@ -208,7 +208,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   bootTimedOut(timeoutMs: number): Error {
     // the error is one line; the console's last words are what says why
     const lines = lastLines(podFile(this.paths.dir, 'consoleLog'), 10);
-    if (lines.length > 0) process.stderr.write(`stage1: the guest console ended with:\n${lines.map((l) => `stage1:   ${l}\n`).join('')}`);
+    if (lines.length > 0) say(`the guest console ended with:\n${lines.join('\n')}`);
     const hint = lines.length > 0 ? `last console line: ${lines.at(-1)}` : 'its console is empty; run with --debug to see the boot messages';
     return new KvmBootError(`the VM did not start the apps within ${timeoutMs / 1000} s (${hint}); set ${KVM_ENV.bootTimeout} to wait longer`);
   }

@@ -107,6 +107,7 @@ function delegateControllers(dir: string): void {
   try {
     available = fs.readFileSync(path.join(parent, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
   } catch {
+    // nothing to hand down: delegation is best effort, as below
     return;
   }
   const want = ['cpu', 'memory', 'pids'].filter((c) => available.includes(c));
@@ -141,6 +142,7 @@ export function recordedCgroups(podDir: string): string[] {
     const v: unknown = JSON.parse(fs.readFileSync(path.join(podDir, CGROUPS_FILE), 'utf8'));
     return Array.isArray(v) ? v.filter((d): d is string => typeof d === 'string' && path.isAbsolute(d) && path.basename(d).startsWith('rkt-')) : [];
   } catch {
+    // none recorded (the pod never got as far), or unreadable: clean-up then has no cgroup to remove
     return [];
   }
 }
@@ -152,6 +154,7 @@ function subdirsDeepestFirst(dir: string): string[] {
     try {
       entries = fs.readdirSync(d, { withFileTypes: true });
     } catch {
+      // removed meanwhile
       return;
     }
     for (const e of entries) if (e.isDirectory()) walk(path.join(d, e.name));

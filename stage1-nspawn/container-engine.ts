@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { UsageError } from '../src/errors.js';
-import { log } from '../src/log.js';
+import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
@@ -45,10 +45,6 @@ function findNspawn(): string {
     throw new NspawnHostError(`systemd-nspawn is not installed on this host${given ? ` (${NSPAWN_ENV.binary}=${given})` : ''}; install it (Debian: apt-get install systemd-container) or use another stage1`);
   }
   return found;
-}
-
-function warn(message: string): void {
-  process.stderr.write(`stage1: warning: ${message}\n`);
 }
 
 async function privateNspawnRuntime(): Promise<void> {
@@ -121,14 +117,14 @@ export class ContainerEngine implements PodEngine {
     const table = loadSyscallTable(this.paths.stage1Rootfs);
     const noSeccomp = insecure(this.opts, 'seccomp');
     const seccomp = new Map(loaded.map((s) => [s.name, seccompPlan(s.name, s.isolators.app, table, { insecure: noSeccomp })]));
-    if (noSeccomp) warn('--insecure-options=seccomp: apps run without seccomp filters');
+    if (noSeccomp) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
     for (const [app, p] of seccomp) if (p.disabledBecause && !noSeccomp) log().debug(`app ${app}: no seccomp filter, as ${p.disabledBecause}`);
     if (insecure(this.opts, 'capabilities')) {
-      warn('--insecure-options=capabilities: apps keep every capability');
+      log().warn('--insecure-options=capabilities: apps keep every capability');
       this.specs = loaded.map(withAllCapabilities);
       return { nspawn, seccomp, caps: 'all' };
     }
-    if (insecure(this.opts, 'paths')) warn('--insecure-options=paths: /proc and /sys paths are not masked for the apps');
+    if (insecure(this.opts, 'paths')) log().warn('--insecure-options=paths: /proc and /sys paths are not masked for the apps');
     this.specs = loaded;
     return { nspawn, seccomp, caps: extraCapabilities(loaded.map((s) => s.isolators.capabilities)) };
   }
@@ -209,7 +205,7 @@ export class ContainerEngine implements PodEngine {
 
   bootTimedOut(timeoutMs: number): Error {
     const lines = this.container?.lastConsoleLines(10) ?? [];
-    if (lines.length > 0) process.stderr.write(`stage1: the pod's systemd said:\n${lines.map((l) => `stage1:   ${l}\n`).join('')}`);
+    if (lines.length > 0) say(`the pod's systemd said:\n${lines.join('\n')}`);
     return new NspawnBootError(`the pod did not start its apps within ${timeoutMs / 1000} s; run with --debug to see systemd's messages, or set ${NSPAWN_ENV.bootTimeout} to wait longer`);
   }
 

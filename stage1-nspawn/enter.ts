@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { RktError, UsageError } from '../src/errors.js';
+import { RktError, UsageError, isErrno, whyUnreadable } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
@@ -76,7 +76,8 @@ export async function enter(argv: string[]): Promise<number> {
   try {
     unitText = fs.readFileSync(path.join(paths.stage1Rootfs, STAGE1.units, appUnitName(spec.name)), 'utf8');
   } catch (err) {
-    throw new RktError(`app ${spec.name} has no unit in this pod (${(err as Error).message}); was the pod started by this stage1?`);
+    if (!isErrno(err, 'ENOENT')) throw new RktError(`the unit of app ${spec.name} ${whyUnreadable(err)}`, { cause: err });
+    throw new RktError(`app ${spec.name} has no unit in this pod; was the pod started by this stage1?`, { cause: err });
   }
   const command = [resolveCommand(spec, args.pid, args.command[0]!), ...args.command.slice(1)];
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;

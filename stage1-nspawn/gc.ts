@@ -25,6 +25,7 @@ async function killLeftoverInit(paths: PodPaths, uuid: string): Promise<void> {
   try {
     process.kill(pid, 'SIGKILL');
   } catch {
+    // exited meanwhile
     return;
   }
   for (let i = 0; i < 250 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));

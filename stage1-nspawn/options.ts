@@ -3,7 +3,7 @@ import path from 'node:path';
 import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { parseNetList } from '../src/net/netlist.js';
-import type { PodPaths, RunOptions } from '../src/stage1/contract.js';
+import { readRunOptions, type PodPaths, type RunOptions } from '../src/stage1/contract.js';
 import type { RunArgs } from '../src/stage1-common/entry.js';
 import { NspawnConfigError } from './errors.js';
 import { parseIpcMode, parsePrivateUsers, type IpcMode } from './nspawn-args.js';
@@ -55,12 +55,9 @@ type StoredOptions = Omit<Partial<RunOptions>, 'privateUsers' | 'ipc'> & { priva
 
 /** Merge the flags with run-options.json (a pod run by hand may have none). */
 export function podRunOptions(paths: PodPaths, flags: FlavorFlags): PodRunOptions {
-  let stored: StoredOptions = {};
-  try {
-    stored = JSON.parse(fs.readFileSync(paths.runOptions, 'utf8')) as StoredOptions;
-  } catch {
-    log().debug(`${paths.runOptions} is missing or unreadable: no insecure options`);
-  }
+  const found = readRunOptions(paths);
+  if (found === undefined) log().debug(`${paths.runOptions} does not exist: no insecure options`);
+  const stored = (found ?? {}) as StoredOptions;
   const insecure = new Set((stored.insecureOptions ?? []).filter((o): o is string => typeof o === 'string'));
   const out: PodRunOptions = { insecure, ipc: flags.ipc ?? (typeof stored.ipc === 'string' ? parseIpcMode(stored.ipc) : 'auto') };
   const pu = flags.privateUsers ?? (stored.privateUsers === true ? 'pick' : typeof stored.privateUsers === 'string' ? parsePrivateUsers(stored.privateUsers) : undefined);

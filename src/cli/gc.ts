@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { RktError } from '../errors.js';
+import { say } from '../log.js';
 import { globalsOf } from './context.js';
 
 export function register(program: Command): void {
@@ -17,7 +18,7 @@ export function register(program: Command): void {
       const report = await gcPods(globals.dir, { gracePeriodMs: grace, expirePreparedMs: parseDuration(opts.expirePrepared, '--expire-prepared'), debug: globals.debug });
       for (const uuid of report.marked) process.stdout.write(`moving pod "${uuid}" to garbage\n`);
       for (const uuid of report.removed) process.stdout.write(`Garbage collecting pod "${uuid}"\n`);
-      for (const f of report.failed) process.stderr.write(`rkt: cannot collect pod ${f.uuid}: ${f.reason}\n`);
+      for (const f of report.failed) say(`cannot collect pod ${f.uuid}: ${f.reason}`);
       if (report.failed.length > 0) throw new RktError(`gc: ${report.failed.length} pod(s) could not be collected`);
     });
 }

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { RktError, UsageError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { Store } from '../store/store.js';
+import { say } from '../log.js';
 import { globalsOf } from './context.js';
 import { register as registerList } from './image-list.js';
 
@@ -63,7 +64,7 @@ export function register(program: Command): void {
             }
           } catch (err) {
             if (!(err instanceof RktError)) throw err;
-            process.stderr.write(`rkt: ${err.message}\n`);
+            say(err.message);
             failed++;
           }
         }
@@ -160,7 +161,7 @@ export function register(program: Command): void {
       await withStore(globalsOf(cmd), (store) => {
         const report = gcImages(store, grace);
         for (const id of report.removed) process.stdout.write(`successfully removed aci for image: "${id}"\n`);
-        for (const s of report.skipped) process.stderr.write(`rkt: kept ${s.id}: ${s.reason}\n`);
+        for (const s of report.skipped) say(`kept ${s.id}: ${s.reason}`);
         process.stdout.write(`gc: ${report.removed.length} image(s) successfully removed\n`);
       });
     });

@@ -1,9 +1,14 @@
 import { Command, CommanderError, Option } from 'commander';
-import { RktError } from '../errors.js';
+import { EXIT, RktError } from '../errors.js';
 import { DEFAULT_DIR, DEFAULT_LOCAL_CONFIG, DEFAULT_SYSTEM_CONFIG, defaultUserConfig } from '../config/global.js';
 import { INSECURE_WORDS } from '../config/insecure.js';
-import { setDebug } from '../log.js';
+import { isDebug, reportFailure, say, setDebug } from '../log.js';
 import { COMMANDS } from './commands.js';
+
+/** commander's "error: unknown option '--x'" in rkt's format. */
+function sayCommanderError(str: string): void {
+  say(str.replace(/^error: /, ''));
+}
 
 function buildProgram(): Command {
   const program = new Command('rkt');
@@ -18,7 +23,7 @@ function buildProgram(): Command {
     .option('--trust-keys-from-https', 'automatically trust gpg keys fetched from https', false)
     .showHelpAfterError('(run "rkt help" for usage)')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(`rkt: ${str.replace(/^error: /, '')}`) });
+    .configureOutput({ outputError: sayCommanderError });
   program.hook('preAction', (_this, action) => {
     if (action.optsWithGlobals<{ debug?: boolean }>().debug) setDebug(true);
   });
@@ -35,7 +40,7 @@ function buildProgram(): Command {
       }
       cmd.outputHelp();
     });
-  program.commands.forEach((c) => c.exitOverride().configureOutput({ outputError: (str, write) => write(`rkt: ${str.replace(/^error: /, '')}`) }));
+  program.commands.forEach((c) => c.exitOverride().configureOutput({ outputError: sayCommanderError }));
   return program;
 }
 
@@ -52,18 +57,9 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // help and version displays are not errors
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return 0;
-      return 2;
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return EXIT.ok;
+      return EXIT.usage;
     }
-    if (err instanceof RktError) {
-      process.stderr.write(`rkt: ${err.message}\n`);
-      if (debug && err.stack) process.stderr.write(err.stack + '\n');
-      return err.exitCode;
-    }
-    const e = err as Error;
-    process.stderr.write(`rkt: internal error: ${e?.message ?? String(err)}\n`);
-    if (debug && e?.stack) process.stderr.write(e.stack + '\n');
-    else process.stderr.write('rkt: run again with --debug for details\n');
-    return 254;
+    return reportFailure(err, { debug: debug || isDebug() });
   }
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { RktError, UsageError } from '../errors.js';
+import { LockBusyError, RktError, UsageError } from '../errors.js';
+import { say } from '../log.js';
 import { globalsOf } from './context.js';
 
 async function podsFromArgs(dir: string, uuids: string[], uuidFile?: string) {
@@ -20,12 +21,7 @@ export function register(program: Command): void {
     .action(async (uuid: string, opts: { prettyPrint: boolean }, cmd: Command) => {
       const { Pod } = await import('../pod/pod.js');
       const pod = Pod.find(globalsOf(cmd).dir, uuid);
-      let m;
-      try {
-        m = pod.manifest();
-      } catch {
-        throw new RktError(`pod ${pod.uuid} has no manifest yet (it is ${pod.state()})`);
-      }
+      const m = pod.manifest();
       process.stdout.write((opts.prettyPrint ? JSON.stringify(m, null, '\t') : JSON.stringify(m)) + '\n');
     });
 
@@ -49,7 +45,7 @@ export function register(program: Command): void {
           process.stdout.write(`"${pod.uuid}"\n`);
         } catch (err) {
           if (!(err instanceof RktError)) throw err;
-          process.stderr.write(`rkt: error stopping ${word}: ${err.message}\n`);
+          say(`error stopping ${word}: ${err.message}`);
           failed++;
         }
       }
@@ -71,8 +67,9 @@ export function register(program: Command): void {
           let lock;
           try {
             lock = pod.lock('exclusive', false);
-          } catch {
-            throw new RktError(`pod ${pod.uuid} is ${pod.state()}; stop it first ("rkt stop")`);
+          } catch (err) {
+            if (!(err instanceof LockBusyError)) throw err;
+            throw new RktError(`pod ${pod.uuid} is ${pod.state()}; stop it first ("rkt stop")`, { cause: err });
           }
           try {
             if (pod.stateDir === 'run') pod.moveTo('exited-garbage');
@@ -84,7 +81,7 @@ export function register(program: Command): void {
           process.stdout.write(`"${pod.uuid}"\n`);
         } catch (err) {
           if (!(err instanceof RktError)) throw err;
-          process.stderr.write(`rkt: error removing ${word}: ${err.message}\n`);
+          say(`error removing ${word}: ${err.message}`);
           failed++;
         }
       }

@@ -130,15 +130,12 @@ export function register(program: Command): void {
       const { Pod } = await import('../pod/pod.js');
       const { startPod } = await import('../pod/run.js');
       const { RktError } = await import('../errors.js');
+      const { readRunOptions } = await import('../stage1/contract.js');
       const pod = Pod.find(globals.dir, uuid);
       if (pod.stateDir !== 'prepared') throw new RktError(`pod ${pod.uuid} is ${pod.state()}, not prepared; only prepared pods can run`);
       const lock = pod.lock('exclusive', false);
-      let saved: { net?: string[]; interactive?: boolean; hostname?: string; dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries?: string[] } = {};
-      try {
-        saved = JSON.parse(fs.readFileSync(pod.paths.runOptions, 'utf8'));
-      } catch {
-        // prepared by another rkt: use the flags given now
-      }
+      // none when prepared by another rkt: use the flags given now
+      const saved = (readRunOptions(pod.paths) ?? {}) as { net?: string[]; interactive?: boolean; hostname?: string; dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries?: string[] };
       const net = typeof opts.net === 'string' ? opts.net.split(',') : opts.net === true ? ['default'] : (saved.net ?? []);
       const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries, privateUsers: (saved as { privateUsers?: string }).privateUsers, ipc: (saved as { ipc?: string }).ipc });
       lock.release();

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ImageNotFoundError, RktError, UsageError } from '../errors.js';
+import { ImageNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { Store } from '../store/store.js';
-import { warn } from '../log.js';
+import { log } from '../log.js';
 import { verifyFileSignature } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
 
@@ -27,14 +27,15 @@ export async function fetchFile(store: Store, globals: GlobalOptions, file: stri
   let stat: fs.Stats;
   try {
     stat = fs.statSync(abs);
-  } catch {
-    throw new ImageNotFoundError(`image file ${file} does not exist`);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImageNotFoundError(`image file ${file} does not exist`, { cause: err });
+    throw new RktError(`image file ${file} ${whyUnreadable(err)}`, { cause: err });
   }
   if (!stat.isFile()) throw new UsageError(`${file} is not a regular file; give the path of an .aci file`);
   const staged = await store.stage(fs.createReadStream(abs));
   try {
     if (globals.insecureOptions.image) {
-      warn('signature verification has been disabled (--insecure-options=image)');
+      log().warn('signature verification has been disabled (--insecure-options=image)');
     } else {
       await verifyFileSignature(globals, staged.manifest.name, abs, signature ?? `${abs}.asc`);
     }

@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { ImageFormatError, RktError } from '../errors.js';
+import { ImageFormatError, RktError, isErrno } from '../errors.js';
 import type { ArchiveView, CheckedEntry } from './tar-check.js';
 import { copyValidated } from './validated-copy.js';
 import { applyPathWhitelist } from './whitelist.js';
@@ -174,8 +174,10 @@ function overlayGuard(dest: string, image: string): Guard {
         let target: string;
         try {
           target = fs.realpathSync.native(next);
-        } catch {
-          throw refuse(entry, `"${q}" from a lower layer is a dangling symlink`);
+        } catch (err) {
+          if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) throw refuse(entry, `"${q}" from a lower layer is a dangling symlink`);
+          if (isErrno(err, 'ELOOP')) throw refuse(entry, `"${q}" from a lower layer is a symlink loop`);
+          throw new RktError(`cannot resolve "${q}" in ${rootfs}: ${(err as Error).message}`, { cause: err });
         }
         if (!inside(target)) throw refuse(entry, `"${q}" from a lower layer is a symlink that leads outside the rootfs`);
         if (!fs.statSync(target).isDirectory()) throw refuse(entry, `"${q}" from a lower layer does not lead to a directory`);

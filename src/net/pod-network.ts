@@ -111,6 +111,7 @@ function pruneIpamDir(dir: string): void {
   try {
     names = fs.readdirSync(dir);
   } catch {
+    // gone already (or unreadable): tidying it is best effort
     return;
   }
   if (names.every((n) => n === 'lock' || n.startsWith('last_reserved_ip'))) fs.rmSync(dir, { recursive: true, force: true });

@@ -15,6 +15,7 @@ function mtime(dir: string): number {
   try {
     return fs.statSync(dir).mtimeMs;
   } catch {
+    // gone meanwhile: count it as fresh, so no grace period is cut short
     return Date.now();
   }
 }

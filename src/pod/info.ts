@@ -1,4 +1,6 @@
 import { nameWithVersion } from '../appc/image-ref.js';
+import { RktError } from '../errors.js';
+import { log } from '../log.js';
 import { Pod, type PodState } from './pod.js';
 import { formatPodNetworks, readPodNetworks } from '../net/pod-network.js';
 
@@ -21,11 +23,14 @@ export function podInfo(pod: Pod): PodInfo {
   const state = pod.state();
   let apps: PodInfo['apps'] = [];
   try {
-    const m = pod.manifest();
-    const codes = pod.appExitStatuses();
-    apps = m.apps.map((a) => ({ name: a.name, image: nameWithVersion({ name: a.image.name ?? '', labels: a.image.labels }), imageId: a.image.id, exitCode: codes[a.name] }));
-  } catch {
     // an embryo or aborted preparation has no manifest yet
+    const m = pod.manifestIfWritten();
+    const codes = pod.appExitStatuses();
+    if (m) apps = m.apps.map((a) => ({ name: a.name, image: nameWithVersion({ name: a.image.name ?? '', labels: a.image.labels }), imageId: a.image.id, exitCode: codes[a.name] }));
+  } catch (err) {
+    // one damaged pod must not hide the others from rkt list
+    if (!(err instanceof RktError)) throw err;
+    log().warn(`pod ${pod.uuid}: ${err.message}`);
   }
   const running = state === 'running';
   const net = state === 'running' || state === 'exited' ? readPodNetworks(pod.dir) : undefined;

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { ManifestError, UsageError } from '../errors.js';
+import { ManifestError, UsageError, whyUnreadable } from '../errors.js';
 import { appNameFromImageName } from '../appc/acname.js';
 import { normalizeCapability } from '../appc/capabilities.js';
 import { ISOLATOR } from '../appc/isolators.js';
@@ -83,8 +83,8 @@ function readEnvFile(file: string): EnvironmentVariable[] {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new UsageError(`cannot read --set-env-file ${file}`);
+  } catch (err) {
+    throw new UsageError(`--set-env-file ${file} ${whyUnreadable(err)}`, { cause: err });
   }
   return text
     .split('\n')

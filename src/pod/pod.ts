@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { PodNotFoundError, UsageError, isErrno } from '../errors.js';
+import { PodNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import { parsePodManifest } from '../appc/pod-manifest.js';
 import type { PodManifest } from '../appc/types.js';
 import { PodPaths } from '../stage1/contract.js';
@@ -63,14 +63,20 @@ export class Pod {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
-    } catch {
-      throw new UsageError(`cannot read UUID file ${file}`);
+    } catch (err) {
+      throw new UsageError(`UUID file ${file} ${whyUnreadable(err)}`, { cause: err });
     }
     return text.trim();
   }
 
   lock(mode: LockMode, wait: boolean): FileLock {
-    return FileLock.acquire(this.dir, mode, { wait, create: false, what: `pod ${this.uuid}` });
+    try {
+      return FileLock.acquire(this.dir, mode, { wait, create: false, what: `pod ${this.uuid}` });
+    } catch (err) {
+      // another rkt moved it to another state, or removed it, since we looked
+      if (isErrno(err, 'ENOENT')) throw new PodNotFoundError(`pod ${this.uuid} changed state or was removed meanwhile; try again`, { cause: err });
+      throw err;
+    }
   }
 
   isLocked(): boolean {
@@ -105,16 +111,26 @@ export class Pod {
     (this as { paths: PodPaths }).paths = new PodPaths(to);
   }
 
+  /** The pod manifest, or undefined before preparation has written it (an embryo, an aborted preparation). */
+  manifestIfWritten(): PodManifest | undefined {
+    let data: Buffer;
+    try {
+      data = fs.readFileSync(this.paths.manifest);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw new RktError(`the manifest of pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
+    }
+    return parsePodManifest(data);
+  }
+
   manifest(): PodManifest {
-    return parsePodManifest(fs.readFileSync(this.paths.manifest));
+    const m = this.manifestIfWritten();
+    if (m === undefined) throw new RktError(`pod ${this.uuid} has no manifest yet (it is ${this.state()})`);
+    return m;
   }
 
   appNames(): string[] {
-    try {
-      return this.manifest().apps.map((a) => a.name);
-    } catch {
-      return [];
-    }
+    return this.manifest().apps.map((a) => a.name);
   }
 
   /** Exit statuses written by stage1, by app name. */
@@ -124,11 +140,19 @@ export class Pod {
     try {
       names = fs.readdirSync(this.paths.statusDir);
     } catch {
+      // no status dir: stage1 has not run (or its rootfs is gone); no app has a status
       return out;
     }
     for (const name of names) {
       if (name.startsWith('.')) continue;
-      const v = Number(fs.readFileSync(path.join(this.paths.statusDir, name), 'utf8').trim());
+      let text: string;
+      try {
+        text = fs.readFileSync(path.join(this.paths.statusDir, name), 'utf8');
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) continue; // the pod is being removed while we read it
+        throw new RktError(`exit status of app ${name} in pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
+      }
+      const v = Number(text.trim());
       if (Number.isInteger(v)) out[name] = v;
     }
     return out;
@@ -150,6 +174,7 @@ export class Pod {
     try {
       return fs.statSync(file).mtime;
     } catch {
+      // not written (yet): the time is unknown
       return undefined;
     }
   }
@@ -178,6 +203,7 @@ export class Pod {
     try {
       return fs.readFileSync(this.paths.exitCause, 'utf8').trim() || undefined;
     } catch {
+      // written only when a pod ends abnormally
       return undefined;
     }
   }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { RktError, UsageError } from '../errors.js';
+import { RktError, UsageError, whyUnreadable } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { RktConfig } from '../config/loader.js';
 import { parsePodManifest, serializePodManifest } from '../appc/pod-manifest.js';
@@ -32,8 +32,8 @@ function readPodManifestFile(file: string): PodManifest {
   let data: Buffer;
   try {
     data = fs.readFileSync(file);
-  } catch {
-    throw new UsageError(`cannot read --pod-manifest ${file}`);
+  } catch (err) {
+    throw new UsageError(`--pod-manifest ${file} ${whyUnreadable(err)}`, { cause: err });
   }
   return parsePodManifest(data);
 }

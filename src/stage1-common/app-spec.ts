@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktError, UsageError, isErrno } from '../errors.js';
+import { RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import { DEFAULT_CAPABILITIES } from '../appc/capabilities.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import { capabilitiesRemoveSet, capabilitiesRetainSet, cpuLimitMillis, memoryLimit, noNewPrivileges } from '../appc/isolators.js';
@@ -249,12 +249,13 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
   };
 }
 
-function readPodFile(file: string, what: string): Buffer {
+/** A file stage0 writes into every prepared pod. */
+export function readPodFile(file: string, what: string): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) throw new AppSpecError(`${what} ${file} is missing; the pod directory is incomplete`);
-    throw err;
+    if (isErrno(err, 'ENOENT')) throw new AppSpecError(`${what} ${file} is missing; the pod directory is incomplete`, { cause: err });
+    throw new AppSpecError(`${what} ${file} ${whyUnreadable(err)}`, { cause: err });
   }
 }
 

@@ -1,5 +1,5 @@
-import { RktError, UsageError } from '../errors.js';
-import { setDebug } from '../log.js';
+import { EXIT, RktError, UsageError } from '../errors.js';
+import { reportFailure, setDebug, setProgram } from '../log.js';
 
 // Argument handling shared by every flavor's entrypoints. stage0 passes
 // flags as `--name=value` (rkt's Go flag style); `--name value` is accepted
@@ -7,18 +7,11 @@ import { setDebug } from '../log.js';
 // are refused: the stage0/stage1 contract is versioned, and a flag this
 // stage1 does not understand is better reported than silently dropped.
 
-/** rkt's stage1 programs exit 254 when they themselves fail, so failures are told apart from app statuses. */
-export const STAGE1_FAILURE = 254;
-
-let debugging = false;
-
-export function isDebug(): boolean {
-  return debugging;
-}
+/** rkt's stage1 programs exit 254 when they themselves fail (see the table in src/errors.ts). */
+export const STAGE1_FAILURE = EXIT.stage1Failure;
 
 /** Turn on step-by-step logging (stderr) and stack traces for failures. */
 export function enableDebug(on: boolean): void {
-  debugging = on;
   setDebug(on);
 }
 
@@ -146,27 +139,22 @@ export function parseGcArgs(argv: readonly string[]): GcArgs {
   return { uuid: oneUuid(p.positionals, 'gc'), debug: p.booleans.has('debug') };
 }
 
-/** Print `stage1: <message>` on stderr and exit; the stack only with --debug. */
-export function fail(message: string, opts: { exitCode?: number; cause?: unknown } = {}): never {
-  process.stderr.write(`stage1: ${message.split('\n')[0]}\n`);
-  if (debugging && opts.cause instanceof Error && opts.cause.stack) process.stderr.write(`${opts.cause.stack}\n`);
-  process.exit(opts.exitCode ?? STAGE1_FAILURE);
+/** Report a failure and exit: 254 for a stage1 failure, 2 for bad arguments, 70 for a bug. */
+function failed(err: unknown): never {
+  const code = reportFailure(err);
+  process.exit(err instanceof RktError && !(err instanceof UsageError) ? STAGE1_FAILURE : code);
 }
 
 /**
- * Run an entrypoint's body and exit with the status it resolves to. Any
- * error ends in fail(): a RktError keeps its message (usage errors keep
- * their exit code 2), anything else is a bug and says so.
+ * Run an entrypoint's body and exit with the status it resolves to. Every
+ * stderr line of the process says "stage1:". A failure, caught or not, is
+ * reported as src/log.ts reportFailure does: a RktError is its message, and
+ * anything else is a bug and says so.
  */
 export function runEntrypoint(body: (argv: string[]) => Promise<number> | number): void {
+  setProgram('stage1');
+  process.on('uncaughtException', failed);
   Promise.resolve()
     .then(() => body(process.argv.slice(2)))
-    .then(
-      (code) => process.exit(code),
-      (err: unknown) => {
-        if (err instanceof UsageError) fail(err.message, { exitCode: err.exitCode, cause: err });
-        if (err instanceof RktError) fail(err.message, { cause: err });
-        fail(`internal error: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      },
-    );
+    .then((code) => process.exit(code), failed);
 }

@@ -1,11 +1,10 @@
-import fs from 'node:fs';
 import { log } from '../log.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ExposedPort } from '../appc/types.js';
 import { resolvePortMappings, type AppPorts } from '../net/ports.js';
 import { teardownPodNetwork, type PodNetworkOptions } from '../net/pod-network.js';
-import { loadPodManifest } from './app-spec.js';
-import type { PodPaths, RunOptions } from '../stage1/contract.js';
+import { loadPodManifest, readPodFile } from './app-spec.js';
+import { readRunOptions, type PodPaths, type RunOptions } from '../stage1/contract.js';
 import type { RunArgs } from './entry.js';
 
 // What every flavor hands setupPodNetwork, gathered once from the pod:
@@ -15,12 +14,9 @@ import type { RunArgs } from './entry.js';
 
 /** run-options.json as stage0 wrote it; a pod run by hand may have none. */
 function storedOptions(paths: PodPaths): Partial<RunOptions> {
-  try {
-    return JSON.parse(fs.readFileSync(paths.runOptions, 'utf8')) as Partial<RunOptions>;
-  } catch {
-    log().debug(`${paths.runOptions} is missing or unreadable: no DNS or hosts options`);
-    return {};
-  }
+  const stored = readRunOptions(paths);
+  if (stored === undefined) log().debug(`${paths.runOptions} does not exist: no DNS or hosts options`);
+  return (stored ?? {}) as Partial<RunOptions>;
 }
 
 /** The ports each app declares: the pod manifest's copy of the app section, else its image's. */
@@ -28,11 +24,7 @@ function appPorts(paths: PodPaths): { exposed: ExposedPort[]; apps: AppPorts[] }
   const pm = loadPodManifest(paths);
   const apps = pm.apps.map((ra): AppPorts => {
     if (ra.app?.ports !== undefined) return { app: ra.name, ports: ra.app.ports };
-    try {
-      return { app: ra.name, ports: parseImageManifest(fs.readFileSync(paths.appImageManifest(ra.name))).app?.ports ?? [] };
-    } catch {
-      return { app: ra.name, ports: [] };
-    }
+    return { app: ra.name, ports: parseImageManifest(readPodFile(paths.appImageManifest(ra.name), `image manifest of app "${ra.name}"`)).app?.ports ?? [] };
   });
   return { exposed: pm.ports ?? [], apps };
 }

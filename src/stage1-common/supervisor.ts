@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
-import { log } from '../log.js';
+import { log, say } from '../log.js';
 import type { PodPaths } from '../stage1/contract.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { AppSpec } from './app-spec.js';
@@ -240,7 +240,7 @@ export class PodSupervisor {
       if (status === undefined) continue;
       const why = oom.has(spec.name) ? oomExplanation(spec, status) : this.engine.explainAppEnd?.(spec, status);
       if (why === undefined) continue;
-      process.stderr.write(`stage1: ${why}\n`);
+      say(why);
       this.writeCause(why);
     }
   }
@@ -253,7 +253,7 @@ export class PodSupervisor {
     const { cause, status } = this.engine.abnormalEnd(end);
     this.writeCause(cause);
     log().debug(`pod ended abnormally: ${cause}`);
-    if (!this.opts.interactive) process.stderr.write(`stage1: ${cause}\n`);
+    if (!this.opts.interactive) say(cause);
     return exits.find((e) => e.status !== 0)?.status ?? status;
   }
 }

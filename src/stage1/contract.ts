@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import path from 'node:path';
+import { RktError, isErrno, whyUnreadable } from '../errors.js';
 
 // The stage0/stage1 contract (rkt's stage1 implementor's guide). stage0
 // prepares a pod directory and executes the stage1's entrypoints, found by
@@ -118,4 +120,30 @@ export interface RunOptions {
   privateUsers?: string;
   /** --ipc: auto, private or parent. */
   ipc?: string;
+}
+
+/**
+ * run-options.json as some stage0 wrote it, untrusted (older ones wrote other
+ * shapes: check each field where it is used), or undefined when there is
+ * none: a pod prepared by another rkt, or run by hand. A file that is there
+ * but unreadable is an error: running the pod without the options it was
+ * prepared with would run another pod.
+ */
+export function readRunOptions(paths: PodPaths): Record<string, unknown> | undefined {
+  const file = paths.runOptions;
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw new RktError(`the pod's options ${file} ${whyUnreadable(err)}`, { cause: err });
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new RktError(`the pod's options ${file} are not valid JSON (${(err as Error).message}); the pod directory is damaged: remove the pod and run it again`, { cause: err });
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RktError(`the pod's options ${file} are not a JSON object; the pod directory is damaged: remove the pod and run it again`);
+  return v as Record<string, unknown>;
 }

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ImageNotFoundError, RktError, UsageError } from '../errors.js';
+import { ImageNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { RktConfig } from '../config/loader.js';
 import { fetchFile } from '../fetch/fetch.js';
@@ -44,8 +44,9 @@ async function importTrusted(store: Store, file: string): Promise<string> {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
-  } catch {
-    throw new ImageNotFoundError(`stage1 image ${file} is not installed; run scripts/setup.sh or give --stage1-path`);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImageNotFoundError(`stage1 image ${file} is not installed; run scripts/setup.sh or give --stage1-path`, { cause: err });
+    throw new RktError(`stage1 image ${file} ${whyUnreadable(err)}`, { cause: err });
   }
   const key = `file://${path.resolve(file)}`;
   const tag = `${st.size}-${st.mtimeMs}`;

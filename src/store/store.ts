@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { ImageNotFoundError, RktError, UsageError, isErrno } from '../errors.js';
+import { ImageNotFoundError, LockBusyError, RktError, UsageError, isErrno } from '../errors.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ImageManifest, Label } from '../appc/types.js';
 import { importAci } from '../image/import.js';
@@ -239,8 +239,9 @@ export class Store {
         let lock: FileLock;
         try {
           lock = FileLock.acquire(this.layout.imageLock(id), 'exclusive', { wait: false });
-        } catch {
-          continue;
+        } catch (err) {
+          if (err instanceof LockBusyError) continue;
+          throw err;
         }
         try {
           if (!this.db.getImage(id)) {

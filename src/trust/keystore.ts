@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as openpgp from 'openpgp';
 import type { KeyID, PublicKey } from 'openpgp';
-import { TrustError, UsageError } from '../errors.js';
+import { TrustError, UsageError, isErrno } from '../errors.js';
 import { log } from '../log.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { isTrustPrefix } from './prefix.js';
@@ -243,8 +243,15 @@ export class Keystore {
       }
       const file = path.join(dir, name);
       // stat, not lstat: administrators may symlink keys into place.
-      const st = await fs.promises.stat(file).catch(() => undefined);
-      if (st === undefined || !st.isFile()) continue;
+      let st: fs.Stats;
+      try {
+        st = await fs.promises.stat(file);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw new TrustError(`cannot read trusted key "${file}": ${(err as Error).message}`, { cause: err });
+        log().warn(`ignoring trusted key "${file}": it does not exist (a dangling symlink?)`);
+        continue;
+      }
+      if (!st.isFile()) continue;
       out.push({ fingerprint: name, path: file, level, prefix, mask: st.size === 0, userIds: [] });
     }
     return out;
@@ -278,8 +285,9 @@ async function prefixDirsUnder(base: string): Promise<string[]> {
     let dirents: fs.Dirent[];
     try {
       dirents = await fs.promises.readdir(path.join(base, rel), { withFileTypes: true });
-    } catch {
-      return;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return;
+      throw new TrustError(`cannot read trusted keys in "${path.join(base, rel)}": ${(err as Error).message}`, { cause: err });
     }
     for (const d of dirents.sort((a, b) => a.name.localeCompare(b.name))) {
       if (!d.isDirectory()) continue;

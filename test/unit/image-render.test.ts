@@ -229,6 +229,18 @@ rootTest('an upper layer cannot write through a lower layer symlink that leaves 
   }
 });
 
+rootTest('a lower layer symlink that loops or dangles is named as such', async (t) => {
+  const base = await layer('base', [
+    { name: 'rootfs/loop', type: 'symlink', linkname: 'loop' },
+    { name: 'rootfs/dangling', type: 'symlink', linkname: 'nowhere' },
+  ]);
+  for (const [dirName, what] of [['loop', 'a symlink loop'], ['dangling', 'a dangling symlink']] as const) {
+    const app = await layer('app', [{ name: `rootfs/${dirName}/file`, data: 'x' }]);
+    const err = await t.throwsAsync(renderLayers([base, app], freshDest()), { instanceOf: ImageFormatError });
+    t.regex(err?.message ?? '', new RegExp(`"rootfs/${dirName}" from a lower layer is ${what}`));
+  }
+});
+
 rootTest('each layer\'s path whitelist prunes the tree composed so far', async (t) => {
   const base = await layer('base', [
     { name: 'rootfs/etc/', type: 'directory' },

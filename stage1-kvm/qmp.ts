@@ -9,7 +9,16 @@
 // or pass `since: client.eventMark()` taken before the command.
 
 import type net from 'node:net';
-import { QmpClosedError, QmpCommandError, QmpProtocolError, QmpTimeoutError, formatMs } from './qmp/errors.js';
+import { log } from '../src/log.js';
+import {
+  QmpClosedError,
+  QmpCommandError,
+  QmpProtocolError,
+  QmpTimeoutError,
+  TRUNCATED_EXCERPT_CHARS,
+  formatMs,
+  type QmpTruncatedMessage,
+} from './qmp/errors.js';
 import { LineSplitter } from './qmp/framing.js';
 import { EventHub, type QmpWaitOptions } from './qmp/events.js';
 import type { AnyListener } from './qmp/listeners.js';
@@ -21,9 +30,18 @@ export type * from './qmp/types.js';
 export type { QmpWaitOptions } from './qmp/events.js';
 
 export interface QmpConnectOptions {
-  /** Limit for greeting plus negotiation, and the default per-command timeout. Default 5000. */
+  /**
+   * One budget for the handshake (the greeting, then the answer to
+   * qmp_capabilities), counted from the moment the socket is connected; the
+   * retrying of retryUntilMs comes before it and is not part of it. Also the
+   * default timeout of every later command. Default 5000.
+   */
   timeoutMs?: number;
-  /** Keep retrying for this long while the socket is absent or refuses (qemu still starting). Default 0. */
+  /**
+   * Keep retrying for this long while the socket is absent or refuses (qemu
+   * still starting). Default 0. connect() thus takes at most about
+   * retryUntilMs + timeoutMs.
+   */
   retryUntilMs?: number;
 }
 
@@ -35,7 +53,9 @@ export interface QmpExecuteOptions {
 export type QmpCloseReason = QmpClosedError | QmpProtocolError;
 
 const DEFAULT_TIMEOUT_MS = 5000;
-// Largest reply seen in practice is query-qmp-schema (a few hundred KiB).
+// Cap on one message from qemu, and so on what is buffered between reads.
+// The largest reply seen in practice is query-qmp-schema (a few hundred KiB);
+// qemu's own parser caps a request at 64 MiB likewise.
 const MAX_LINE_CHARS = 64 * 1024 * 1024;
 
 interface PendingCommand {
@@ -52,6 +72,8 @@ export class QmpClient {
   private readonly defaultTimeoutMs: number;
   private readonly splitter = new LineSplitter(MAX_LINE_CHARS);
   private readonly pending = new Map<number, PendingCommand>();
+  /** Ids of the commands sent whose answer has not arrived, oldest first, timed-out ones included. */
+  private owed: number[] = [];
   private readonly events: EventHub;
   private greetingMsg: QmpGreeting | undefined;
   private nextId = 1;
@@ -71,7 +93,7 @@ export class QmpClient {
     // 'close' always follows 'error'; remember the cause for the message.
     socket.on('error', (err) => (this.socketError = err));
     socket.on('close', () => {
-      this.finish(new QmpClosedError(socketPath, true, undefined, this.socketError));
+      this.finish(new QmpClosedError(socketPath, true, undefined, { cause: this.socketError, truncated: this.truncatedAtEof() }));
       this.resolveClosed();
     });
   }
@@ -81,10 +103,16 @@ export class QmpClient {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const socket = await openSocket(socketPath, opts.retryUntilMs ?? 0);
     const client = new QmpClient(socket, socketPath, timeoutMs);
+    const deadline = Date.now() + timeoutMs;
     try {
       await client.readGreeting(timeoutMs);
-      // We enable no capability: out-of-band execution is not needed by rkt.
-      await client.execute('qmp_capabilities', undefined, { timeoutMs });
+      // We enable no capability: out-of-band execution is not needed by rkt
+      // (and its absence is what keeps qemu's answers in order, see answerWithoutId).
+      await client.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(0, deadline - Date.now()) }).catch((err: unknown) => {
+        if (!(err instanceof QmpTimeoutError)) throw err;
+        const msg = `qemu did not answer 'qmp_capabilities' on ${socketPath} within ${formatMs(timeoutMs)} of connecting; is the VM still running?`;
+        throw new QmpTimeoutError(socketPath, 'qmp_capabilities', timeoutMs, msg);
+      });
     } catch (err) {
       await client.close();
       throw err;
@@ -138,6 +166,7 @@ export class QmpClient {
         }, timeoutMs);
       }
       this.pending.set(id, entry);
+      this.owed.push(id);
       this.socket.write(line);
     });
   }
@@ -181,8 +210,9 @@ export class QmpClient {
   on<N extends KnownQmpEventName>(name: N, listener: (event: QmpEventOf<N>) => void): this;
   on(name: string, listener: (event: QmpEvent) => void): this;
   on(name: string, listener: AnyListener): this {
-    // Once closed nothing will ever be emitted again: do not hold on to it.
     if (!this.closeReason) this.events.listeners.add(name, listener, false);
+    else if (name === 'close') this.lateClose(listener);
+    // Any other listener added once closed would never fire: not kept.
     return this;
   }
 
@@ -192,6 +222,7 @@ export class QmpClient {
   once(name: string, listener: (event: QmpEvent) => void): this;
   once(name: string, listener: AnyListener): this {
     if (!this.closeReason) this.events.listeners.add(name, listener, true);
+    else if (name === 'close') this.lateClose(listener);
     return this;
   }
 
@@ -244,13 +275,26 @@ export class QmpClient {
     return this.closed;
   }
 
+  /**
+   * A 'close' listener added after the connection closed still learns why:
+   * once, and asynchronously as it would have (never from inside on()).
+   * Registered as a once listener meanwhile, so off() can still withdraw it.
+   */
+  private lateClose(listener: AnyListener): void {
+    this.events.listeners.add('close', listener, true);
+    process.nextTick(() => this.events.listeners.emit('close', this.closeReason));
+  }
+
   private readGreeting(timeoutMs: number): Promise<QmpGreeting> {
     return new Promise<QmpGreeting>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.greetingWaiter = undefined;
-        const msg = `qemu sent no QMP greeting on ${this.socketPath} within ${formatMs(timeoutMs)}; another client may hold the monitor (qemu serves one at a time)`;
-        reject(new QmpTimeoutError(this.socketPath, 'greeting', timeoutMs, msg));
-      }, timeoutMs);
+      // setTimeout(Infinity) would fire at once, hence the check.
+      const timer = !Number.isFinite(timeoutMs)
+        ? undefined
+        : setTimeout(() => {
+            this.greetingWaiter = undefined;
+            const msg = `qemu sent no QMP greeting on ${this.socketPath} within ${formatMs(timeoutMs)}; another client may hold the monitor (qemu serves one at a time)`;
+            reject(new QmpTimeoutError(this.socketPath, 'greeting', timeoutMs, msg));
+          }, timeoutMs);
       const settle = (): void => {
         clearTimeout(timer);
         this.greetingWaiter = undefined;
@@ -304,11 +348,20 @@ export class QmpClient {
   }
 
   private dispatchResponse(msg: Record<string, unknown>): void {
-    // Unknown ids (answers to timed-out commands) and id-less errors (qemu
-    // could not parse a request) are dropped, as the spec tells clients to.
-    const entry = typeof msg.id === 'number' ? this.pending.get(msg.id) : undefined;
-    if (entry === undefined) return;
-    this.pending.delete(msg.id as number);
+    const id = 'id' in msg ? msg.id : this.answerWithoutId(msg);
+    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
+    if (typeof id === 'number') {
+      // qemu answers in order (see answerWithoutId): every command sent
+      // before this one has had its answer, or never will.
+      const at = this.owed.indexOf(id);
+      if (at >= 0) this.owed.splice(0, at + 1);
+    }
+    if (entry === undefined) {
+      // The late answer of a timed-out command (the spec tells clients to drop those).
+      log().debug(`QMP: dropping an answer no command waits for on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`);
+      return;
+    }
+    this.pending.delete(id as number);
     clearTimeout(entry.timer);
     if ('error' in msg) {
       const e = isRecord(msg.error) ? msg.error : {};
@@ -320,6 +373,37 @@ export class QmpClient {
     }
   }
 
+  /**
+   * Which command an answer without an id is for. qemu sends one when it
+   * could not read a request far enough to find its id: JSON its parser
+   * refused (nesting or size limits, which arguments can hit), or not an
+   * object. As rkt enables no out-of-band execution, qemu handles requests
+   * one at a time and answers them in the order sent, so the answer is the
+   * oldest still owed one: a command still waiting is failed with it at once
+   * instead of running into its timeout, and if that command already timed
+   * out the answer is its late one and is dropped. This is exact as long as
+   * one unreadable request yields one error; qemu's parser may resynchronise
+   * with more than one error for a badly broken request, and then a later
+   * command gets an error that was not its own. Failing one command wrongly
+   * is the lesser harm than leaving them all to time out, and it cannot
+   * happen with requests JSON.stringify wrote within qemu's limits.
+   */
+  private answerWithoutId(msg: Record<string, unknown>): number | undefined {
+    const id = this.owed.shift();
+    const cmd = id === undefined ? undefined : this.pending.get(id)?.command;
+    log().debug(
+      `QMP: answer without an id on ${this.socketPath} (qemu could not read a request), taken as the answer to ${cmd === undefined ? 'no waiting command' : `'${cmd}'`}: ${JSON.stringify(msg).slice(0, 200)}`,
+    );
+    return id;
+  }
+
+  /** What was left of a message cut off by the end of the connection, bounded, for the close reason. */
+  private truncatedAtEof(): QmpTruncatedMessage | undefined {
+    const rest = this.splitter.remainder;
+    if (rest.trim() === '') return undefined;
+    return { chars: rest.length, excerpt: rest.slice(0, TRUNCATED_EXCERPT_CHARS) };
+  }
+
   private dispatchEvent(msg: Record<string, unknown>, name: string): void {
     const data = isRecord(msg.data) ? msg.data : undefined;
     this.events.deliver({ event: name, data, timestamp: parseTimestamp(msg.timestamp) });
@@ -328,7 +412,7 @@ export class QmpClient {
   private closedErrorFor(what: string): QmpCloseReason {
     const reason = this.closeReason;
     if (reason instanceof QmpProtocolError) return reason;
-    return new QmpClosedError(this.socketPath, reason?.byPeer ?? false, what, reason?.cause);
+    return new QmpClosedError(this.socketPath, reason?.byPeer ?? false, what, { cause: reason?.cause, truncated: reason?.truncated });
   }
 
   /** Single exit path: whatever ends the connection, everything outstanding is settled exactly once. */
@@ -339,6 +423,7 @@ export class QmpClient {
     this.greetingWaiter?.reject(this.closedErrorFor('the QMP greeting'));
     const pending = [...this.pending.values()];
     this.pending.clear();
+    this.owed = [];
     for (const entry of pending) {
       clearTimeout(entry.timer);
       entry.reject(this.closedErrorFor(`'${entry.command}'`));

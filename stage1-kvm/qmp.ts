@@ -74,6 +74,9 @@ export class QmpClient {
   private readonly pending = new Map<number, PendingCommand>();
   /** Ids of the commands sent whose answer has not arrived, oldest first, timed-out ones included. */
   private owed: number[] = [];
+  /** The latest answer without an id, while no answer with one has come since. */
+  private idlessRun: Record<string, unknown> | undefined;
+  private idlessRunLength = 0;
   private readonly events: EventHub;
   private greetingMsg: QmpGreeting | undefined;
   private nextId = 1;
@@ -348,14 +351,60 @@ export class QmpClient {
   }
 
   private dispatchResponse(msg: Record<string, unknown>): void {
-    const id = 'id' in msg ? msg.id : this.answerWithoutId(msg);
-    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
-    if (typeof id === 'number') {
-      // qemu answers in order (see answerWithoutId): every command sent
-      // before this one has had its answer, or never will.
-      const at = this.owed.indexOf(id);
-      if (at >= 0) this.owed.splice(0, at + 1);
+    if (!('id' in msg)) {
+      this.answerWithoutId(msg);
+      return;
     }
+    const id = msg.id;
+    const at = this.owed.indexOf(id as number);
+    if (at >= 0) {
+      // After errors without an id, a command sent before this one and still
+      // owed an answer had its request go unread: qemu answers in order (see
+      // answerWithoutId), and its error was taken for another's. Otherwise
+      // answers are matched by id alone, in whatever order they come.
+      const passedOver = this.idlessRun === undefined ? [] : this.owed.splice(0, at);
+      this.owed.splice(this.owed.indexOf(id as number), 1);
+      for (const earlier of passedOver) this.settle(earlier, this.idlessRun as Record<string, unknown>);
+    }
+    this.idlessRun = undefined;
+    this.settle(id, msg);
+  }
+
+  /**
+   * An answer without an id. qemu sends one when it could not read a request
+   * far enough to find its id: JSON its parser refused (its nesting or size
+   * limits, which arguments can exceed), or not an object. rkt enables no
+   * out-of-band execution, so qemu handles requests one at a time and
+   * answers them in the order sent: the answer is the oldest command's still
+   * owed one. That command fails with it at once instead of running into its
+   * timeout (if it already timed out, this is its late answer, dropped).
+   * But one unreadable request can cost many such errors: qemu's parser
+   * resynchronises token by token (a request nested too deep gets one per
+   * bracket), so the errors that follow, up to the next answer with an id,
+   * are taken as the same request's and only logged. Should two requests in
+   * a row be unreadable, the second one fails when the answer to a later
+   * command shows that it was passed over (dispatchResponse), or at its
+   * timeout.
+   */
+  private answerWithoutId(msg: Record<string, unknown>): void {
+    const where = `on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`;
+    const inRun = this.idlessRun !== undefined;
+    this.idlessRun = msg;
+    if (inRun) {
+      // Thousands of them for one request: said once.
+      if (this.idlessRunLength++ === 1) log().debug(`QMP: more answers without an id (qemu resynchronising after an unreadable request), dropped, e.g. ${where}`);
+      return;
+    }
+    this.idlessRunLength = 1;
+    const id = this.owed.shift();
+    const cmd = id === undefined ? undefined : this.pending.get(id)?.command;
+    log().debug(`QMP: answer without an id (qemu could not read a request), taken as ${cmd === undefined ? 'nobody' : `'${cmd}'`}'s ${where}`);
+    if (id !== undefined) this.settle(id, msg);
+  }
+
+  /** Hands an answer to the command with this id, if one still waits for it. */
+  private settle(id: unknown, msg: Record<string, unknown>): void {
+    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
     if (entry === undefined) {
       // The late answer of a timed-out command (the spec tells clients to drop those).
       log().debug(`QMP: dropping an answer no command waits for on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`);
@@ -371,30 +420,6 @@ export class QmpClient {
     } else {
       entry.resolve(msg.return);
     }
-  }
-
-  /**
-   * Which command an answer without an id is for. qemu sends one when it
-   * could not read a request far enough to find its id: JSON its parser
-   * refused (nesting or size limits, which arguments can hit), or not an
-   * object. As rkt enables no out-of-band execution, qemu handles requests
-   * one at a time and answers them in the order sent, so the answer is the
-   * oldest still owed one: a command still waiting is failed with it at once
-   * instead of running into its timeout, and if that command already timed
-   * out the answer is its late one and is dropped. This is exact as long as
-   * one unreadable request yields one error; qemu's parser may resynchronise
-   * with more than one error for a badly broken request, and then a later
-   * command gets an error that was not its own. Failing one command wrongly
-   * is the lesser harm than leaving them all to time out, and it cannot
-   * happen with requests JSON.stringify wrote within qemu's limits.
-   */
-  private answerWithoutId(msg: Record<string, unknown>): number | undefined {
-    const id = this.owed.shift();
-    const cmd = id === undefined ? undefined : this.pending.get(id)?.command;
-    log().debug(
-      `QMP: answer without an id on ${this.socketPath} (qemu could not read a request), taken as the answer to ${cmd === undefined ? 'no waiting command' : `'${cmd}'`}: ${JSON.stringify(msg).slice(0, 200)}`,
-    );
-    return id;
   }
 
   /** What was left of a message cut off by the end of the connection, bounded, for the close reason. */

@@ -398,6 +398,40 @@ test('an answer without an id that belongs to a timed-out command is not given t
   t.is(await queryAfter(fake, client), 'still fine');
 });
 
+test('the many errors without an id one unreadable request can cost fail only that command', async (t) => {
+  const { fake, client } = await setup(t, { timeoutMs: 10_000 });
+  const deep = client.execute('deep');
+  const next = client.execute('next');
+  const [, nextCmd] = [await fake.next(), await fake.next()];
+  // What qemu 7.2 answers to a request nested deeper than its limit: one error, then one per token while it resynchronises.
+  const resync = Array.from({ length: 50 }, () => ({ error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } }));
+  fake.send({ error: { class: 'GenericError', desc: 'JSON nesting depth limit exceeded' } }, ...resync);
+  const err = await t.throwsAsync(deep, { instanceOf: QmpCommandError });
+  t.is(err?.desc, 'JSON nesting depth limit exceeded');
+  fake.send({ return: 'mine', id: nextCmd?.id });
+  t.is(await next, 'mine');
+  // The run ends with that answer: a later unreadable request fails at once again.
+  const later = client.execute('later');
+  await fake.next();
+  fake.send({ error: { class: 'GenericError', desc: 'QMP input must be a JSON object' } });
+  await t.throwsAsync(later, { instanceOf: QmpCommandError, message: /'later': QMP input must be a JSON object/ });
+  t.deepEqual(client.outstanding, { commands: 0, eventWaiters: 0 });
+});
+
+test('of two unreadable requests in a row, the second fails once a later answer shows it was passed over', async (t) => {
+  const { fake, client } = await setup(t, { timeoutMs: 10_000 });
+  const started = Date.now();
+  const a = client.execute('a');
+  const b = client.execute('b');
+  const c = client.execute('c');
+  const [, , cc] = [await fake.next(), await fake.next(), await fake.next()];
+  fake.send({ error: { class: 'GenericError', desc: 'bad a' } }, { error: { class: 'GenericError', desc: 'bad b' } }, { return: 'c', id: cc?.id });
+  await t.throwsAsync(a, { instanceOf: QmpCommandError, message: /'a': bad a/ });
+  await t.throwsAsync(b, { instanceOf: QmpCommandError, message: /'b': bad b/ });
+  t.is(await c, 'c');
+  t.true(Date.now() - started < 2000, 'nobody waited for the 10s timeout');
+});
+
 async function queryAfter(fake: FakeQmp, client: QmpClient): Promise<unknown> {
   const p = client.execute('after');
   fake.send({ return: 'still fine', id: (await fake.next()).id });

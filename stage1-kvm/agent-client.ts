@@ -20,17 +20,16 @@ import { fileURLToPath } from 'node:url';
 import { RktError } from '../src/errors.js';
 import {
   AgentExecError,
-  AgentProtocolError,
   FrameDecoder,
   FrameType,
   STDIN_CHUNK_BYTES,
-  decodeError,
-  decodeExit,
+  decodeGuestFrame,
   encodeExec,
   encodeFrame,
   encodeResize,
   findSessionStart,
   type ExecRequest,
+  type GuestMessage,
 } from './agent-protocol.js';
 
 export * from './agent-protocol.js';
@@ -136,34 +135,29 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
       }
       for (const f of frames) {
         if (finished) return;
-        switch (f.type) {
-          case FrameType.Session:
+        let m: GuestMessage;
+        try {
+          m = decodeGuestFrame(f);
+        } catch (err) {
+          finish(err as Error);
+          return;
+        }
+        switch (m.type) {
+          case 'SESSION':
             break; // only ours can follow our SESSION frame
-          case FrameType.Stdout:
-            stdio.stdout.write(f.payload);
+          case 'STDOUT':
+            stdio.stdout.write(m.data);
             break;
-          case FrameType.Stderr:
-            stdio.stderr.write(f.payload);
+          case 'STDERR':
+            stdio.stderr.write(m.data);
             break;
-          case FrameType.Exit:
+          case 'EXIT':
             gotExit = true;
-            try {
-              finish(null, decodeExit(f.payload));
-            } catch (err) {
-              finish(err as Error);
-            }
+            finish(null, m.status);
             break;
-          case FrameType.Error: {
-            try {
-              const { status, message } = decodeError(f.payload);
-              finish(new AgentExecError(`rkt enter: ${message}`, { exitCode: status }));
-            } catch (err) {
-              finish(err as Error);
-            }
+          case 'ERROR':
+            finish(new AgentExecError(`rkt enter: ${m.message}`, { exitCode: m.status }));
             break;
-          }
-          default:
-            finish(new AgentProtocolError(`the guest agent sent a host-to-guest frame (type 0x${f.type.toString(16)})`));
         }
       }
     });

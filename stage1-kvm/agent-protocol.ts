@@ -1,6 +1,7 @@
 // Framing of the rkt guest agent protocol (guest/agent/PROTOCOL.md), host side.
 // The guest side is C (guest/agent/); the two must agree byte for byte, so
-// every layout decision is written down in PROTOCOL.md and mirrored here.
+// every layout decision is written down in PROTOCOL.md and mirrored here, and
+// both are held to the same golden vectors (guest/agent/vectors.txt).
 //
 // A frame is: type (1 byte) + payload length (u32 big-endian) + payload.
 
@@ -124,7 +125,10 @@ export function encodeExec(req: ExecRequest, session: number): Buffer {
   return payload;
 }
 
-/** Inverse of encodeExec, as the guest parses it (used by tests and fake agents). */
+/**
+ * Inverse of encodeExec, refusing what the agent's parse_request() refuses
+ * (used by tests and fake agents).
+ */
 export function decodeExec(p: Buffer): { request: ExecRequest; session: number } {
   let off = 0;
   const need = (n: number): void => {
@@ -139,9 +143,18 @@ export function decodeExec(p: Buffer): { request: ExecRequest; session: number }
     const n = readU32();
     need(n);
     off += n;
-    return p.subarray(off - n, off).toString('utf8');
+    const bytes = p.subarray(off - n, off);
+    if (bytes.includes(0)) throw new AgentProtocolError(`EXEC string with a NUL byte at byte ${off - n}`);
+    return bytes.toString('utf8');
   };
-  const readList = (): string[] => Array.from({ length: readU32() }, readStr);
+  // Each element takes at least 4 bytes: a count beyond that is refused
+  // before anything is allocated for it.
+  const readCount = (): number => {
+    const n = readU32();
+    if (n > (p.length - off) / 4) throw new AgentProtocolError(`EXEC count of ${n} at byte ${off - 4} exceeds the payload`);
+    return n;
+  };
+  const readList = (): string[] => Array.from({ length: readCount() }, readStr);
   need(18);
   if (p[0] !== PROTOCOL_VERSION) throw new AgentProtocolError(`unsupported protocol version ${p[0]}`);
   const tty = (p[1] & 1) === 1;
@@ -153,10 +166,11 @@ export function decodeExec(p: Buffer): { request: ExecRequest; session: number }
   off = 18;
   const app = readStr();
   const cwd = readStr();
-  const supplementaryGids = Array.from({ length: readU32() }, readU32);
+  const supplementaryGids = Array.from({ length: readCount() }, readU32);
   const argv = readList();
   const env = readList();
   if (off !== p.length) throw new AgentProtocolError(`${p.length - off} stray bytes after the EXEC payload`);
+  if (argv.length === 0 || argv[0] === '') throw new AgentProtocolError('EXEC without a command');
   return { request: { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols }, session };
 }
 
@@ -192,6 +206,68 @@ export function decodeExit(p: Buffer): number {
 export function decodeError(p: Buffer): { status: number; message: string } {
   if (p.length < 4) throw new AgentProtocolError(`ERROR payload of ${p.length} bytes, expected at least 4`);
   return { status: p.readUInt32BE(0), message: p.subarray(4).toString('utf8') };
+}
+
+/** A frame from the guest, as the host takes it. */
+export type GuestMessage =
+  | { type: 'SESSION'; session: number }
+  | { type: 'STDOUT' | 'STDERR'; data: Buffer }
+  | { type: 'EXIT'; status: number }
+  | { type: 'ERROR'; status: number; message: string };
+
+/** Decodes a frame received from the guest; throws AgentProtocolError on one the guest may not send. */
+export function decodeGuestFrame(f: Frame): GuestMessage {
+  switch (f.type) {
+    case FrameType.Session:
+      if (f.payload.length !== 4) throw new AgentProtocolError(`SESSION payload of ${f.payload.length} bytes, expected 4`);
+      return { type: 'SESSION', session: f.payload.readUInt32BE(0) };
+    case FrameType.Stdout:
+      return { type: 'STDOUT', data: f.payload };
+    case FrameType.Stderr:
+      return { type: 'STDERR', data: f.payload };
+    case FrameType.Exit:
+      return { type: 'EXIT', status: decodeExit(f.payload) };
+    case FrameType.Error:
+      return { type: 'ERROR', ...decodeError(f.payload) };
+    default:
+      throw new AgentProtocolError(`the guest agent sent a host-to-guest frame (type 0x${f.type.toString(16).padStart(2, '0')})`);
+  }
+}
+
+/** A frame from the host, as the agent takes it. */
+export type HostMessage =
+  | { type: 'EXEC'; session: number; request: ExecRequest }
+  | { type: 'STDIN'; data: Buffer }
+  | { type: 'STDIN_EOF' }
+  | { type: 'RESIZE'; rows: number; cols: number }
+  | { type: 'SIGNAL'; signal: number };
+
+/**
+ * Decodes a frame sent to the guest, judging it as the agent does (its
+ * frame_check_from_host and parse_request); for tests and fake agents.
+ * Throws AgentProtocolError for what the agent takes as a protocol error,
+ * and for an EXEC it refuses (which the agent answers with ERROR 125).
+ */
+export function decodeHostFrame(f: Frame): HostMessage {
+  const size = (n: number, what: string): void => {
+    if (f.payload.length !== n) throw new AgentProtocolError(`${what} payload of ${f.payload.length} bytes, expected ${n}`);
+  };
+  switch (f.type) {
+    case FrameType.Exec:
+      return { type: 'EXEC', ...decodeExec(f.payload) };
+    case FrameType.Stdin:
+      return { type: 'STDIN', data: f.payload };
+    case FrameType.StdinEof:
+      return { type: 'STDIN_EOF' }; // the agent ignores a payload here
+    case FrameType.Resize:
+      size(4, 'RESIZE');
+      return { type: 'RESIZE', rows: f.payload.readUInt16BE(0), cols: f.payload.readUInt16BE(2) };
+    case FrameType.Signal:
+      size(1, 'SIGNAL');
+      return { type: 'SIGNAL', signal: f.payload[0] };
+    default:
+      throw new AgentProtocolError(`a guest-to-host frame (type 0x${f.type.toString(16).padStart(2, '0')}) sent to the guest`);
+  }
 }
 
 /** Splits a byte stream into frames, whatever the chunking of the transport. */

@@ -9,7 +9,16 @@
 // or pass `since: client.eventMark()` taken before the command.
 
 import type net from 'node:net';
-import { QmpClosedError, QmpCommandError, QmpProtocolError, QmpTimeoutError, formatMs } from './qmp/errors.js';
+import { log } from '../src/log.js';
+import {
+  QmpClosedError,
+  QmpCommandError,
+  QmpProtocolError,
+  QmpTimeoutError,
+  TRUNCATED_EXCERPT_CHARS,
+  formatMs,
+  type QmpTruncatedMessage,
+} from './qmp/errors.js';
 import { LineSplitter } from './qmp/framing.js';
 import { EventHub, type QmpWaitOptions } from './qmp/events.js';
 import type { AnyListener } from './qmp/listeners.js';
@@ -21,9 +30,18 @@ export type * from './qmp/types.js';
 export type { QmpWaitOptions } from './qmp/events.js';
 
 export interface QmpConnectOptions {
-  /** Limit for greeting plus negotiation, and the default per-command timeout. Default 5000. */
+  /**
+   * One budget for the handshake (the greeting, then the answer to
+   * qmp_capabilities), counted from the moment the socket is connected; the
+   * retrying of retryUntilMs comes before it and is not part of it. Also the
+   * default timeout of every later command. Default 5000.
+   */
   timeoutMs?: number;
-  /** Keep retrying for this long while the socket is absent or refuses (qemu still starting). Default 0. */
+  /**
+   * Keep retrying for this long while the socket is absent or refuses (qemu
+   * still starting). Default 0. connect() thus takes at most about
+   * retryUntilMs + timeoutMs.
+   */
   retryUntilMs?: number;
 }
 
@@ -35,7 +53,9 @@ export interface QmpExecuteOptions {
 export type QmpCloseReason = QmpClosedError | QmpProtocolError;
 
 const DEFAULT_TIMEOUT_MS = 5000;
-// Largest reply seen in practice is query-qmp-schema (a few hundred KiB).
+// Cap on one message from qemu, and so on what is buffered between reads.
+// The largest reply seen in practice is query-qmp-schema (a few hundred KiB);
+// qemu's own parser caps a request at 64 MiB likewise.
 const MAX_LINE_CHARS = 64 * 1024 * 1024;
 
 interface PendingCommand {
@@ -52,6 +72,11 @@ export class QmpClient {
   private readonly defaultTimeoutMs: number;
   private readonly splitter = new LineSplitter(MAX_LINE_CHARS);
   private readonly pending = new Map<number, PendingCommand>();
+  /** Ids of the commands sent whose answer has not arrived, oldest first, timed-out ones included. */
+  private owed: number[] = [];
+  /** The latest answer without an id, while no answer with one has come since. */
+  private idlessRun: Record<string, unknown> | undefined;
+  private idlessRunLength = 0;
   private readonly events: EventHub;
   private greetingMsg: QmpGreeting | undefined;
   private nextId = 1;
@@ -71,7 +96,7 @@ export class QmpClient {
     // 'close' always follows 'error'; remember the cause for the message.
     socket.on('error', (err) => (this.socketError = err));
     socket.on('close', () => {
-      this.finish(new QmpClosedError(socketPath, true, undefined, this.socketError));
+      this.finish(new QmpClosedError(socketPath, true, undefined, { cause: this.socketError, truncated: this.truncatedAtEof() }));
       this.resolveClosed();
     });
   }
@@ -81,10 +106,16 @@ export class QmpClient {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const socket = await openSocket(socketPath, opts.retryUntilMs ?? 0);
     const client = new QmpClient(socket, socketPath, timeoutMs);
+    const deadline = Date.now() + timeoutMs;
     try {
       await client.readGreeting(timeoutMs);
-      // We enable no capability: out-of-band execution is not needed by rkt.
-      await client.execute('qmp_capabilities', undefined, { timeoutMs });
+      // We enable no capability: out-of-band execution is not needed by rkt
+      // (and its absence is what keeps qemu's answers in order, see answerWithoutId).
+      await client.execute('qmp_capabilities', undefined, { timeoutMs: Math.max(0, deadline - Date.now()) }).catch((err: unknown) => {
+        if (!(err instanceof QmpTimeoutError)) throw err;
+        const msg = `qemu did not answer 'qmp_capabilities' on ${socketPath} within ${formatMs(timeoutMs)} of connecting; is the VM still running?`;
+        throw new QmpTimeoutError(socketPath, 'qmp_capabilities', timeoutMs, msg);
+      });
     } catch (err) {
       await client.close();
       throw err;
@@ -138,6 +169,7 @@ export class QmpClient {
         }, timeoutMs);
       }
       this.pending.set(id, entry);
+      this.owed.push(id);
       this.socket.write(line);
     });
   }
@@ -181,8 +213,9 @@ export class QmpClient {
   on<N extends KnownQmpEventName>(name: N, listener: (event: QmpEventOf<N>) => void): this;
   on(name: string, listener: (event: QmpEvent) => void): this;
   on(name: string, listener: AnyListener): this {
-    // Once closed nothing will ever be emitted again: do not hold on to it.
     if (!this.closeReason) this.events.listeners.add(name, listener, false);
+    else if (name === 'close') this.lateClose(listener);
+    // Any other listener added once closed would never fire: not kept.
     return this;
   }
 
@@ -192,6 +225,7 @@ export class QmpClient {
   once(name: string, listener: (event: QmpEvent) => void): this;
   once(name: string, listener: AnyListener): this {
     if (!this.closeReason) this.events.listeners.add(name, listener, true);
+    else if (name === 'close') this.lateClose(listener);
     return this;
   }
 
@@ -244,13 +278,26 @@ export class QmpClient {
     return this.closed;
   }
 
+  /**
+   * A 'close' listener added after the connection closed still learns why:
+   * once, and asynchronously as it would have (never from inside on()).
+   * Registered as a once listener meanwhile, so off() can still withdraw it.
+   */
+  private lateClose(listener: AnyListener): void {
+    this.events.listeners.add('close', listener, true);
+    process.nextTick(() => this.events.listeners.emit('close', this.closeReason));
+  }
+
   private readGreeting(timeoutMs: number): Promise<QmpGreeting> {
     return new Promise<QmpGreeting>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.greetingWaiter = undefined;
-        const msg = `qemu sent no QMP greeting on ${this.socketPath} within ${formatMs(timeoutMs)}; another client may hold the monitor (qemu serves one at a time)`;
-        reject(new QmpTimeoutError(this.socketPath, 'greeting', timeoutMs, msg));
-      }, timeoutMs);
+      // setTimeout(Infinity) would fire at once, hence the check.
+      const timer = !Number.isFinite(timeoutMs)
+        ? undefined
+        : setTimeout(() => {
+            this.greetingWaiter = undefined;
+            const msg = `qemu sent no QMP greeting on ${this.socketPath} within ${formatMs(timeoutMs)}; another client may hold the monitor (qemu serves one at a time)`;
+            reject(new QmpTimeoutError(this.socketPath, 'greeting', timeoutMs, msg));
+          }, timeoutMs);
       const settle = (): void => {
         clearTimeout(timer);
         this.greetingWaiter = undefined;
@@ -304,11 +351,66 @@ export class QmpClient {
   }
 
   private dispatchResponse(msg: Record<string, unknown>): void {
-    // Unknown ids (answers to timed-out commands) and id-less errors (qemu
-    // could not parse a request) are dropped, as the spec tells clients to.
-    const entry = typeof msg.id === 'number' ? this.pending.get(msg.id) : undefined;
-    if (entry === undefined) return;
-    this.pending.delete(msg.id as number);
+    if (!('id' in msg)) {
+      this.answerWithoutId(msg);
+      return;
+    }
+    const id = msg.id;
+    const at = this.owed.indexOf(id as number);
+    if (at >= 0) {
+      // After errors without an id, a command sent before this one and still
+      // owed an answer had its request go unread: qemu answers in order (see
+      // answerWithoutId), and its error was taken for another's. Otherwise
+      // answers are matched by id alone, in whatever order they come.
+      const passedOver = this.idlessRun === undefined ? [] : this.owed.splice(0, at);
+      this.owed.splice(this.owed.indexOf(id as number), 1);
+      for (const earlier of passedOver) this.settle(earlier, this.idlessRun as Record<string, unknown>);
+    }
+    this.idlessRun = undefined;
+    this.settle(id, msg);
+  }
+
+  /**
+   * An answer without an id. qemu sends one when it could not read a request
+   * far enough to find its id: JSON its parser refused (its nesting or size
+   * limits, which arguments can exceed), or not an object. rkt enables no
+   * out-of-band execution, so qemu handles requests one at a time and
+   * answers them in the order sent: the answer is the oldest command's still
+   * owed one. That command fails with it at once instead of running into its
+   * timeout (if it already timed out, this is its late answer, dropped).
+   * But one unreadable request can cost many such errors: qemu's parser
+   * resynchronises token by token (a request nested too deep gets one per
+   * bracket), so the errors that follow, up to the next answer with an id,
+   * are taken as the same request's and only logged. Should two requests in
+   * a row be unreadable, the second one fails when the answer to a later
+   * command shows that it was passed over (dispatchResponse), or at its
+   * timeout.
+   */
+  private answerWithoutId(msg: Record<string, unknown>): void {
+    const where = `on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`;
+    const inRun = this.idlessRun !== undefined;
+    this.idlessRun = msg;
+    if (inRun) {
+      // Thousands of them for one request: said once.
+      if (this.idlessRunLength++ === 1) log().debug(`QMP: more answers without an id (qemu resynchronising after an unreadable request), dropped, e.g. ${where}`);
+      return;
+    }
+    this.idlessRunLength = 1;
+    const id = this.owed.shift();
+    const cmd = id === undefined ? undefined : this.pending.get(id)?.command;
+    log().debug(`QMP: answer without an id (qemu could not read a request), taken as ${cmd === undefined ? 'nobody' : `'${cmd}'`}'s ${where}`);
+    if (id !== undefined) this.settle(id, msg);
+  }
+
+  /** Hands an answer to the command with this id, if one still waits for it. */
+  private settle(id: unknown, msg: Record<string, unknown>): void {
+    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
+    if (entry === undefined) {
+      // The late answer of a timed-out command (the spec tells clients to drop those).
+      log().debug(`QMP: dropping an answer no command waits for on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`);
+      return;
+    }
+    this.pending.delete(id as number);
     clearTimeout(entry.timer);
     if ('error' in msg) {
       const e = isRecord(msg.error) ? msg.error : {};
@@ -320,6 +422,13 @@ export class QmpClient {
     }
   }
 
+  /** What was left of a message cut off by the end of the connection, bounded, for the close reason. */
+  private truncatedAtEof(): QmpTruncatedMessage | undefined {
+    const rest = this.splitter.remainder;
+    if (rest.trim() === '') return undefined;
+    return { chars: rest.length, excerpt: rest.slice(0, TRUNCATED_EXCERPT_CHARS) };
+  }
+
   private dispatchEvent(msg: Record<string, unknown>, name: string): void {
     const data = isRecord(msg.data) ? msg.data : undefined;
     this.events.deliver({ event: name, data, timestamp: parseTimestamp(msg.timestamp) });
@@ -328,7 +437,7 @@ export class QmpClient {
   private closedErrorFor(what: string): QmpCloseReason {
     const reason = this.closeReason;
     if (reason instanceof QmpProtocolError) return reason;
-    return new QmpClosedError(this.socketPath, reason?.byPeer ?? false, what, reason?.cause);
+    return new QmpClosedError(this.socketPath, reason?.byPeer ?? false, what, { cause: reason?.cause, truncated: reason?.truncated });
   }
 
   /** Single exit path: whatever ends the connection, everything outstanding is settled exactly once. */
@@ -339,6 +448,7 @@ export class QmpClient {
     this.greetingWaiter?.reject(this.closedErrorFor('the QMP greeting'));
     const pending = [...this.pending.values()];
     this.pending.clear();
+    this.owed = [];
     for (const entry of pending) {
       clearTimeout(entry.timer);
       entry.reject(this.closedErrorFor(`'${entry.command}'`));

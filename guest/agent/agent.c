@@ -144,26 +144,26 @@ static void hung_up(void)
 
 void send_frame(uint8_t type, const void *data, uint32_t len)
 {
-	uint8_t hdr[FRAME_HDR];
-	hdr[0] = type;
-	put_u32(hdr + 1, len);
-	buf_append(&A.wbuf, hdr, sizeof hdr);
-	if (len) buf_append(&A.wbuf, data, len);
+	frame_append(&A.wbuf, type, data, len);
+}
+
+void send_frame_u32(uint8_t type, uint32_t v)
+{
+	frame_append_u32(&A.wbuf, type, v);
 }
 
 void send_error(uint32_t status, const char *msg)
 {
-	uint8_t p[4 + 1024];
-	size_t n = strlen(msg);
-	if (n > 1024) n = 1024;
-	put_u32(p, status);
-	memcpy(p + 4, msg, n);
-	send_frame(FRAME_ERROR, p, 4 + n);
+	frame_append_error(&A.wbuf, status, msg);
 }
 
 /* One complete frame from the host. Returns -1 on a protocol violation. */
 static int handle_frame(uint8_t type, const uint8_t *p, uint32_t len)
 {
+	if (frame_check_from_host(type, len) < 0) {
+		logmsg("protocol error: frame of type 0x%02x with %u bytes", type, len);
+		return -1;
+	}
 	switch (type) {
 	case FRAME_EXEC:
 		/* A host sends EXEC mid-session only if it is a new one and the
@@ -180,17 +180,13 @@ static int handle_frame(uint8_t type, const uint8_t *p, uint32_t len)
 		session_stdin_eof(&A.s);
 		return 0;
 	case FRAME_RESIZE:
-		if (len != 4) return -1;
 		session_resize(&A.s, get_u16(p), get_u16(p + 2));
 		return 0;
 	case FRAME_SIGNAL:
-		if (len != 1) return -1;
 		session_signal(&A.s, p[0]);
 		return 0;
-	default:
-		logmsg("protocol error: unknown frame type 0x%02x", type);
-		return -1;
 	}
+	return -1; /* not reached: frame_check_from_host() knows the same types */
 }
 
 static void read_port(void)
@@ -204,19 +200,19 @@ static void read_port(void)
 		return;
 	}
 	buf_append(&A.rbuf, tmp, n);
-	while (off < A.rbuf.len && A.rbuf.len - off >= FRAME_HDR) {
-		uint32_t len = get_u32(A.rbuf.data + off + 1);
-		if (len > FRAME_MAX) {
-			logmsg("protocol error: frame of %u bytes", len);
+	while (off < A.rbuf.len) {
+		long size = frame_size(A.rbuf.data + off, A.rbuf.len - off);
+		if (size < 0) {
+			logmsg("protocol error: frame of %u bytes", get_u32(A.rbuf.data + off + 1));
 			reset_port();
 			return;
 		}
-		if (A.rbuf.len - off < FRAME_HDR + (size_t)len) break;
-		if (handle_frame(A.rbuf.data[off], A.rbuf.data + off + FRAME_HDR, len) < 0) {
+		if (size == 0) break;
+		if (handle_frame(A.rbuf.data[off], A.rbuf.data + off + FRAME_HDR, size - FRAME_HDR) < 0) {
 			reset_port();
 			return;
 		}
-		off += FRAME_HDR + len;
+		off += size;
 	}
 	buf_consume(&A.rbuf, off);
 }

@@ -60,6 +60,18 @@ struct request {
 int parse_request(struct request *r, const uint8_t *payload, uint32_t len);
 void free_request(struct request *r);
 
+/* The frame layer, without I/O (frame.c). */
+#define ERROR_MSG_MAX 1024 /* longer ERROR messages are cut */
+/* Size of the frame at the start of p (header + payload): 0 if not all of
+ * it is there yet, -1 if its length is over FRAME_MAX (protocol error). */
+long frame_size(const uint8_t *p, size_t len);
+/* Whether a whole frame from the host has a type and payload size the
+ * agent takes: 0 yes, -1 protocol error. */
+int frame_check_from_host(uint8_t type, uint32_t len);
+void frame_append(struct buf *b, uint8_t type, const void *data, uint32_t len);
+void frame_append_u32(struct buf *b, uint8_t type, uint32_t v); /* SESSION, EXIT */
+void frame_append_error(struct buf *b, uint32_t status, const char *msg);
+
 /* One `rkt enter` session: a child process and its stdio. */
 struct session {
 	pid_t pid;            /* 0: no session; the child may already have exited */
@@ -91,6 +103,7 @@ int find_port(const char *name, char *path, size_t size);
 
 /* agent.c */
 void send_frame(uint8_t type, const void *data, uint32_t len);
+void send_frame_u32(uint8_t type, uint32_t v);
 void send_error(uint32_t status, const char *msg);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -186,11 +186,7 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 	/* SESSION first, whatever happens next: the host ignores everything
 	 * before it (frames of a session whose host went away). Version,
 	 * flags and session id stay at the start of EXEC in every version. */
-	if (len >= 6) {
-		uint8_t id[4];
-		memcpy(id, payload + 2, 4);
-		send_frame(FRAME_SESSION, id, 4);
-	}
+	if (len >= 6) send_frame_u32(FRAME_SESSION, get_u32(payload + 2));
 	if (parse_request(&r, payload, len) < 0) {
 		send_error(ST_SETUP, "malformed EXEC request (protocol version mismatch?)");
 		goto out;
@@ -344,7 +340,6 @@ void session_reap(struct session *s)
 
 void session_maybe_finish(struct session *s, long long now, int drain_ms)
 {
-	uint8_t st[4];
 	if (s->pid <= 0 || !s->exited) return;
 	if (!s->drain_until) s->drain_until = now + drain_ms;
 	/* Output the child wrote before exiting is in the pipes; a background
@@ -352,8 +347,7 @@ void session_maybe_finish(struct session *s, long long now, int drain_ms)
 	if ((s->out >= 0 || s->err >= 0) && now < s->drain_until) return;
 	for (int i = 0; i < 64 && s->out >= 0; i++) session_read_output(s, 1);
 	for (int i = 0; i < 64 && s->err >= 0; i++) session_read_output(s, 2);
-	put_u32(st, s->status);
-	send_frame(FRAME_EXIT, st, 4);
+	send_frame_u32(FRAME_EXIT, s->status);
 	session_cleanup(s);
 }
 

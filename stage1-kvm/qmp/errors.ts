@@ -67,19 +67,39 @@ export class QmpTimeoutError extends QmpError {
   }
 }
 
+/** The first characters of a message cut off by the end of the connection, and its length. */
+export interface QmpTruncatedMessage {
+  chars: number;
+  /** At most TRUNCATED_EXCERPT_CHARS characters: qemu's bytes are not kept beyond that. */
+  excerpt: string;
+}
+
+export const TRUNCATED_EXCERPT_CHARS = 80;
+
 /**
  * The connection ended while something was outstanding. `byPeer` tells apart
  * "qemu went away" (exit, crash, SIGKILL) from "rkt closed it itself".
  */
 export class QmpClosedError extends QmpError {
   readonly byPeer: boolean;
-  constructor(socketPath: string, byPeer: boolean, pending: string | undefined, cause?: unknown) {
+  /** Set when qemu's last message was cut off: it died while writing it. */
+  readonly truncated: QmpTruncatedMessage | undefined;
+  constructor(
+    socketPath: string,
+    byPeer: boolean,
+    pending: string | undefined,
+    extra: { cause?: unknown; truncated?: QmpTruncatedMessage } = {},
+  ) {
     const what = pending === undefined ? '' : ` while waiting for ${pending}`;
+    const cut = extra.truncated;
+    // JSON.stringify keeps the excerpt on one line and shows what it really was.
+    const mid = cut === undefined ? '' : `, in the middle of a message (${cut.chars} characters without a line end: ${JSON.stringify(cut.excerpt)}${cut.chars > cut.excerpt.length ? '...' : ''})`;
     const message = byPeer
-      ? `qemu closed its QMP socket ${socketPath}${what}; the VM has exited or crashed (see the pod's qemu log)`
+      ? `qemu closed its QMP socket ${socketPath}${what}${mid}; the VM has exited or crashed (see the pod's qemu log)`
       : `the QMP connection to ${socketPath} was closed by rkt${what}`;
-    super(message, socketPath, { cause });
+    super(message, socketPath, { cause: extra.cause });
     this.byPeer = byPeer;
+    this.truncated = cut;
   }
 }
 

@@ -7,29 +7,42 @@ export class LineSplitter {
   private pending = '';
 
   /**
-   * @param maxLineChars guard against a peer that never sends a newline (wrong
-   *   socket, binary garbage): without it the buffer would grow without bound.
+   * @param maxLineChars cap on one line, complete or still buffered: the only
+   *   data kept from the peer between reads. Without it a peer that never
+   *   sends a newline (wrong socket, binary garbage) would grow it without bound.
    */
   constructor(private readonly maxLineChars: number) {}
 
   /** Returns the lines completed by `chunk`; throws RangeError on an overlong line. */
   push(chunk: string): string[] {
-    const text = this.pending + chunk;
-    const parts = text.split('\n');
-    this.pending = parts.pop() ?? '';
-    if (this.pending.length > this.maxLineChars) {
-      throw new RangeError(`a message exceeded ${this.maxLineChars} characters without a line end`);
+    // Only the new chunk is searched: a long line arriving in many reads is
+    // not rescanned from its start each time.
+    const nl = chunk.lastIndexOf('\n');
+    if (nl < 0) {
+      this.pending += chunk;
+      this.check(this.pending.length);
+      return [];
     }
+    const parts = (this.pending + chunk.slice(0, nl)).split('\n');
+    this.pending = chunk.slice(nl + 1);
+    this.check(this.pending.length);
     const lines: string[] = [];
     for (const part of parts) {
+      this.check(part.length);
       const line = part.endsWith('\r') ? part.slice(0, -1) : part;
       if (line.trim() !== '') lines.push(line);
     }
     return lines;
   }
 
-  /** Characters received after the last line end (a truncated message at EOF). */
+  /** Characters received after the last line end (a truncated message at EOF); bounded by maxLineChars. */
   get remainder(): string {
     return this.pending;
+  }
+
+  private check(chars: number): void {
+    if (chars > this.maxLineChars) {
+      throw new RangeError(`a message exceeded ${this.maxLineChars} characters without a line end`);
+    }
   }
 }

@@ -83,6 +83,26 @@ test('an unknown command is refused with CommandNotFound and the monitor stays u
   t.is((await client.queryStatus()).status, 'prelaunch');
 });
 
+test('a request qemu cannot read fails at once with its id-less error; commands around it get their own answers', async (t) => {
+  const { client } = await boot(t);
+  // Deeper than qemu's JSON nesting limit (1024): qemu answers without an id,
+  // then once per token while it resynchronises.
+  let deep: unknown[] = [];
+  for (let i = 0; i < 1100; i++) deep = [deep];
+  const [before, unreadable, after] = await Promise.allSettled([
+    client.queryStatus({ timeoutMs: 10_000 }),
+    client.execute('query-status', { deep }, { timeoutMs: 10_000 }),
+    client.queryStatus({ timeoutMs: 10_000 }),
+  ]);
+  t.deepEqual(before, { status: 'fulfilled', value: { running: false, status: 'prelaunch' } });
+  t.is(unreadable.status, 'rejected');
+  const err = unreadable.status === 'rejected' ? unreadable.reason : undefined;
+  t.true(err instanceof QmpCommandError, String(err));
+  t.regex((err as Error).message, /nesting depth limit/);
+  t.deepEqual(after, { status: 'fulfilled', value: { running: false, status: 'prelaunch' } });
+  t.deepEqual(client.outstanding, { commands: 0, eventWaiters: 0 });
+});
+
 test('system_reset emits RESET caused by the host', async (t) => {
   const { client } = await boot(t);
   const reset = client.waitForEvent('RESET', { timeoutMs: 5000 });

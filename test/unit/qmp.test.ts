@@ -14,6 +14,7 @@ import {
   QmpTimeoutError,
   type QmpEvent,
 } from '../../stage1-kvm/qmp.js';
+import { LineSplitter } from '../../stage1-kvm/qmp/framing.js';
 
 const GREETING = {
   QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'fake' }, capabilities: ['oob'] },
@@ -24,6 +25,13 @@ interface Cmd {
   execute: string;
   arguments?: Record<string, unknown>;
   id?: number;
+}
+
+interface FakeTiming {
+  /** Delay before the greeting. */
+  greetDelayMs?: number;
+  /** Delay before answering qmp_capabilities. */
+  capsDelayMs?: number;
 }
 
 /** A scripted QMP server on a unix socket: greets, negotiates, then queues commands for the test to answer. */
@@ -37,6 +45,7 @@ class FakeQmp {
   constructor(
     readonly path: string,
     private readonly greet: boolean | object,
+    private readonly timing: FakeTiming = {},
   ) {
     this.server = net.createServer((conn) => {
       this.conn = conn;
@@ -50,13 +59,19 @@ class FakeQmp {
           const cmd = JSON.parse(buf.slice(0, nl)) as Cmd;
           buf = buf.slice(nl + 1);
           this.received.push(cmd);
-          if (cmd.execute === 'qmp_capabilities') this.send({ return: {}, id: cmd.id });
+          if (cmd.execute === 'qmp_capabilities') this.later(this.timing.capsDelayMs, () => this.send({ return: {}, id: cmd.id }));
           else this.queue.push(cmd);
           this.wake?.();
         }
       });
-      if (this.greet !== false) this.send(this.greet === true ? GREETING : this.greet);
+      const greeting = this.greet === true ? GREETING : this.greet;
+      if (greeting !== false) this.later(this.timing.greetDelayMs, () => this.send(greeting));
     });
+  }
+
+  private later(ms: number | undefined, fn: () => void): void {
+    if (ms === undefined) fn();
+    else setTimeout(fn, ms);
   }
 
   listen(): Promise<void> {
@@ -347,4 +362,160 @@ test('convenience methods send the documented commands', async (t) => {
     fake.send({ return: {}, id: cmd.id });
     await p;
   }
+});
+
+test('an answer without an id fails the oldest waiting command at once, not at its timeout', async (t) => {
+  const { fake, client } = await setup(t, { timeoutMs: 10_000 });
+  const started = Date.now();
+  const first = client.execute('first');
+  const second = client.execute('second');
+  const [, secondCmd] = [await fake.next(), await fake.next()];
+  // What qemu sends for a request it cannot read (here: as if 'first' was unparsable).
+  fake.send({ error: { class: 'GenericError', desc: 'JSON parse error, invalid keyword' } });
+  const err = await t.throwsAsync(first, { instanceOf: QmpCommandError });
+  t.is(err?.command, 'first');
+  t.is(err?.errorClass, 'GenericError');
+  t.true(Date.now() - started < 2000, 'failed at once, not after the 10s timeout');
+  // The next command is still matched by its own id.
+  fake.send({ return: 'two', id: secondCmd?.id });
+  t.is(await second, 'two');
+  t.deepEqual(client.outstanding, { commands: 0, eventWaiters: 0 });
+});
+
+test('an answer without an id that belongs to a timed-out command is not given to the next one', async (t) => {
+  const { fake, client } = await setup(t);
+  const slow = client.execute('slow', undefined, { timeoutMs: 50 });
+  await fake.next();
+  await t.throwsAsync(slow, { instanceOf: QmpTimeoutError });
+  const next = client.execute('next');
+  const nextCmd = await fake.next();
+  // qemu answers in order: this error is the (late) answer to 'slow'.
+  fake.send({ error: { class: 'GenericError', desc: 'QMP input must be a JSON object' } }, { return: 'ok', id: nextCmd.id });
+  t.is(await next, 'ok');
+  // With nothing in flight, one is dropped (and logged) without harm.
+  fake.send({ error: { class: 'GenericError', desc: 'stray' } });
+  await sleep(50);
+  t.is(await queryAfter(fake, client), 'still fine');
+});
+
+test('the many errors without an id one unreadable request can cost fail only that command', async (t) => {
+  const { fake, client } = await setup(t, { timeoutMs: 10_000 });
+  const deep = client.execute('deep');
+  const next = client.execute('next');
+  const [, nextCmd] = [await fake.next(), await fake.next()];
+  // What qemu 7.2 answers to a request nested deeper than its limit: one error, then one per token while it resynchronises.
+  const resync = Array.from({ length: 50 }, () => ({ error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } }));
+  fake.send({ error: { class: 'GenericError', desc: 'JSON nesting depth limit exceeded' } }, ...resync);
+  const err = await t.throwsAsync(deep, { instanceOf: QmpCommandError });
+  t.is(err?.desc, 'JSON nesting depth limit exceeded');
+  fake.send({ return: 'mine', id: nextCmd?.id });
+  t.is(await next, 'mine');
+  // The run ends with that answer: a later unreadable request fails at once again.
+  const later = client.execute('later');
+  await fake.next();
+  fake.send({ error: { class: 'GenericError', desc: 'QMP input must be a JSON object' } });
+  await t.throwsAsync(later, { instanceOf: QmpCommandError, message: /'later': QMP input must be a JSON object/ });
+  t.deepEqual(client.outstanding, { commands: 0, eventWaiters: 0 });
+});
+
+test('of two unreadable requests in a row, the second fails once a later answer shows it was passed over', async (t) => {
+  const { fake, client } = await setup(t, { timeoutMs: 10_000 });
+  const started = Date.now();
+  const a = client.execute('a');
+  const b = client.execute('b');
+  const c = client.execute('c');
+  const [, , cc] = [await fake.next(), await fake.next(), await fake.next()];
+  fake.send({ error: { class: 'GenericError', desc: 'bad a' } }, { error: { class: 'GenericError', desc: 'bad b' } }, { return: 'c', id: cc?.id });
+  await t.throwsAsync(a, { instanceOf: QmpCommandError, message: /'a': bad a/ });
+  await t.throwsAsync(b, { instanceOf: QmpCommandError, message: /'b': bad b/ });
+  t.is(await c, 'c');
+  t.true(Date.now() - started < 2000, 'nobody waited for the 10s timeout');
+});
+
+async function queryAfter(fake: FakeQmp, client: QmpClient): Promise<unknown> {
+  const p = client.execute('after');
+  fake.send({ return: 'still fine', id: (await fake.next()).id });
+  return p;
+}
+
+test("a 'close' listener added after the connection closed gets the reason once, asynchronously", async (t) => {
+  const { fake, client } = await setup(t);
+  fake.conn?.destroy();
+  const reason = await client.waitForClose({ timeoutMs: 2000 });
+  const calls: Error[] = [];
+  client.on('close', (r) => calls.push(r));
+  client.once('close', (r) => calls.push(r));
+  const withdrawn = (): void => t.fail('a withdrawn listener was called');
+  client.on('close', withdrawn);
+  client.off('close', withdrawn);
+  t.is(calls.length, 0, 'not called from inside on()');
+  await sleep(10);
+  t.deepEqual(calls, [reason, reason]);
+  await sleep(10);
+  t.is(calls.length, 2, 'once each');
+  t.is(client.listenerCount(), 0);
+  // Other names can never fire again and are not kept.
+  client.on('SHUTDOWN', () => t.fail('event after close'));
+  t.is(client.listenerCount(), 0);
+});
+
+test('a message cut off by qemu exiting is reported in the close reason, bounded', async (t) => {
+  const { fake, client } = await setup(t);
+  const p = client.execute('query-status');
+  await fake.next();
+  const partial = `{"return": {"status": "running", "junk": "${'x'.repeat(5000)}`;
+  fake.send(partial);
+  await sleep(20);
+  fake.conn?.destroy();
+  const err = await t.throwsAsync(p, { instanceOf: QmpClosedError });
+  t.true(err?.byPeer);
+  t.is(err?.truncated?.chars, partial.length);
+  t.true(partial.startsWith(err?.truncated?.excerpt ?? 'none'));
+  t.regex(err?.message ?? '', /while waiting for 'query-status', in the middle of a message \(5\d{3} characters without a line end: "\{\\"return\\": \{\\"status/);
+  t.true((err?.message.length ?? Infinity) < 400, 'the message keeps only an excerpt');
+  t.false(err?.message.includes('\n'));
+  const reason = await client.waitForClose({ timeoutMs: 1000 });
+  t.is((reason as QmpClosedError).truncated?.chars, partial.length);
+});
+
+test('a clean end of the connection reports no truncated message', async (t) => {
+  const { fake, client } = await setup(t);
+  fake.conn?.end();
+  const reason = await client.waitForClose({ timeoutMs: 1000 });
+  t.true(reason instanceof QmpClosedError);
+  t.is((reason as QmpClosedError).truncated, undefined);
+  t.notRegex(reason.message, /middle of a message/);
+});
+
+test('LineSplitter caps a line, complete or still buffered, at its limit', (t) => {
+  const s = new LineSplitter(10);
+  t.deepEqual(s.push('012345678\r\n{"a"'), ['012345678'], 'ten characters with the CR');
+  t.is(s.remainder, '{"a"');
+  t.deepEqual(s.push(':1}\n\n'), ['{"a":1}'], 'blank lines dropped');
+  t.throws(() => new LineSplitter(10).push('0123456789a'), { instanceOf: RangeError }, 'no line end yet');
+  t.throws(() => new LineSplitter(10).push('0123456789a\n'), { instanceOf: RangeError }, 'complete but too long');
+  const grown = new LineSplitter(10);
+  grown.push('012345');
+  t.throws(() => grown.push('6789ab'), { instanceOf: RangeError }, 'too long across reads');
+});
+
+test('connect: timeoutMs is one budget for the greeting and qmp_capabilities together', async (t) => {
+  // Each step alone fits in 250ms, both together do not.
+  const fake = new FakeQmp(await tempSocket(t), true, { greetDelayMs: 150, capsDelayMs: 150 });
+  await fake.listen();
+  t.teardown(() => fake.stop());
+  const err = await t.throwsAsync(QmpClient.connect(fake.path, { timeoutMs: 250 }), { instanceOf: QmpTimeoutError });
+  t.is(err?.waitingFor, 'qmp_capabilities');
+  t.regex(err?.message ?? '', /did not answer 'qmp_capabilities' on .* within 250ms of connecting/);
+});
+
+test('connect: the time spent retrying for the socket is not part of timeoutMs', async (t) => {
+  const fake = new FakeQmp(await tempSocket(t), true, { greetDelayMs: 100 });
+  t.teardown(() => fake.stop());
+  const connecting = QmpClient.connect(fake.path, { retryUntilMs: 3000, timeoutMs: 250 });
+  await sleep(300);
+  await fake.listen();
+  const client = await connecting;
+  t.teardown(() => client.close());
+  t.is(client.qemuVersion, '7.2.22');
 });

@@ -1,12 +1,11 @@
 import { Guardian } from '../src/stage1-common/guardian.js';
-import { POD_FILES } from './pod-files.js';
 
 // The pod guardian: a host shell, child of the run entrypoint but without a
 // parent-death signal, that outlives it by a moment when it dies. qemu and
 // virtiofsd die with the run entrypoint (their parent-death signal); what
 // nobody could do then is say why the pod ended. The guardian reads lines on
-// stdin: "PID STARTTIME" for each helper, "done" once the run entrypoint has
-// finished normally. At end of input (the kernel closes the pipe whatever
+// stdin: "PID STARTTIME" for each helper, "app NAME" for each app, "done"
+// once the run entrypoint has finished normally. At end of input (the kernel closes the pipe whatever
 // killed the run entrypoint) it kills any helper still running, recognized
 // by its start time so that a recycled pid is never hit, and, unless told
 // "done", records the exit cause for `rkt status` when some app has no exit
@@ -15,9 +14,9 @@ import { POD_FILES } from './pod-files.js';
 export const GUARDIAN_CAUSE = 'the stage1 run process was killed (rkt run killed?); the VM went down with it';
 
 const SCRIPT = `trap '' INT TERM HUP QUIT
-cause=$1 done=0 helpers=
+cause=$1 done=0 helpers= apps=
 while read -r a b; do
-  case $a in done) done=1 ;; *) helpers="$helpers $a:$b" ;; esac
+  case $a in done) done=1 ;; app) apps="$apps $b" ;; *) helpers="$helpers $a:$b" ;; esac
 done
 for h in $helpers; do
   pid=\${h%%:*}; start=\${h#*:}
@@ -28,12 +27,11 @@ for h in $helpers; do
   [ "\${20}" = "$start" ] && kill -9 "$pid" 2>/dev/null
 done
 [ "$done" = 1 ] && exit 0
-[ -e ${POD_FILES.qemuPid} ] || [ -e stage1/rootfs/rkt/apps ] || exit 0
+[ -n "$apps" ] || exit 0
 all=1
-while IFS= read -r app || [ -n "$app" ]; do
-  [ -n "$app" ] || continue
-  [ -e "stage1/rootfs/rkt/status/$app" ] || all=0
-done < stage1/rootfs/rkt/apps
+for app in $apps; do
+  [ -e "exit-status/$app" ] || all=0
+done
 if [ "$all" = 0 ] && [ ! -e exit-cause ]; then
   printf '%s\\n' "$cause" > .exit-cause.guardian && mv -f .exit-cause.guardian exit-cause
 fi

@@ -73,7 +73,7 @@ export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts
     fs.symlinkSync(`../${appUnitName(spec.name)}`, link);
   }
   write(inRoot(rootfs, GUEST.apps), specs.map((s) => `${s.name}\n`).join(''));
-  for (const d of [GUEST.status, GUEST.started, GUEST.oom]) {
+  for (const d of [GUEST.status]) {
     fs.rmSync(inRoot(rootfs, d), { recursive: true, force: true });
     fs.mkdirSync(inRoot(rootfs, d), { recursive: true, mode: 0o755 });
   }

@@ -11,14 +11,13 @@ import { GUEST } from './guest-config.js';
 // gave it, renamed to the CNI interface name, given its MTU, addresses and
 // routes), run by a oneshot unit every app unit requires and is ordered
 // after. The guest has no udev, networkd or DHCP: nothing else touches the
-// interfaces. A failure is written to /rkt/network-error, which the host
-// watches for, so the pod fails at once with the reason instead of waiting
-// for the boot timeout.
+// interfaces. A failure is reported to the host on the report channel
+// ("net-error TEXT"), so the pod fails at once with the reason instead of
+// waiting for the boot timeout.
 
 export const GUEST_NET = {
   unit: 'rkt-network.service',
   script: '/rkt/bin/rkt-network',
-  error: '/rkt/network-error',
   dropIn: 'rkt-network.conf',
 } as const;
 
@@ -41,14 +40,11 @@ const PRELUDE = `#!/rkt/bin/busybox sh
 PATH=/rkt/bin
 bb=/rkt/bin/busybox
 exec 2>/run/rkt-network.log
-# The reason goes to ${GUEST_NET.error} on the shared root, where the host
-# looks for it, synced first: the 9p share may cache writes in the guest.
+# The reason goes to the host on the report channel, which fails the pod at once.
 fail() {
   msg="rkt-network: $1"
   while IFS= read -r l; do msg="$msg: $l"; done < /run/rkt-network.log
-  printf '%s\\n' "$msg" > /rkt/.network-error.tmp
-  $bb sync /rkt/.network-error.tmp
-  $bb mv -f /rkt/.network-error.tmp ${GUEST_NET.error}
+  /rkt/bin/rkt-report net-error "$msg"
   printf '%s\\n' "$msg" > /dev/console
   exit 1
 }
@@ -133,7 +129,6 @@ function write(file: string, content: string, mode = 0o644): void {
 export function writeGuestNetwork(rootfs: string, specs: readonly AppSpec[], cfgs: readonly GuestNetConfig[]): void {
   const units = path.join(rootfs, GUEST.units);
   const files = [path.join(units, GUEST_NET.unit), path.join(rootfs, GUEST_NET.script), ...specs.map((s) => path.join(units, `${appUnitName(s.name)}.d`, GUEST_NET.dropIn))];
-  fs.rmSync(path.join(rootfs, GUEST_NET.error), { force: true });
   if (cfgs.length === 0) {
     for (const f of files) fs.rmSync(f, { force: true });
     return;
@@ -141,14 +136,4 @@ export function writeGuestNetwork(rootfs: string, specs: readonly AppSpec[], cfg
   write(path.join(units, GUEST_NET.unit), networkUnit());
   write(path.join(rootfs, GUEST_NET.script), networkScript(cfgs), 0o755);
   for (const s of specs) write(path.join(units, `${appUnitName(s.name)}.d`, GUEST_NET.dropIn), appDropIn());
-}
-
-/** Why the guest could not configure its network, once it has said so. */
-export function guestNetworkError(rootfs: string): string | undefined {
-  try {
-    return fs.readFileSync(path.join(rootfs, GUEST_NET.error), 'utf8').trim() || 'rkt-network failed';
-  } catch {
-    // no error file: the guest has reported no failure
-    return undefined;
-  }
 }

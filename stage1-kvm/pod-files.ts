@@ -23,6 +23,8 @@ export const POD_FILES = {
   /** Prefix of qemu's pipe chardevs: <name>.in and <name>.out FIFOs. */
   stdout: 'stdout',
   stderr: 'stderr',
+  /** virtio-serial port rkt.report: what the guest reports about its apps (report-channel.ts), a pipe chardev like the output. */
+  report: 'report',
   virtiofsSocket: 'virtiofs.sock',
   qemuPid: 'qemu.pid',
   virtiofsdPid: 'virtiofsd.pid',

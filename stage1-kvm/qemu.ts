@@ -101,6 +101,7 @@ export function qemuArgs(c: VmConfig): string[] {
   // App output: FIFOs that keep what the guest writes until the run entrypoint reads it.
   a.push('-chardev', `pipe,id=stdout,path=${file('stdout')}`, '-device', 'virtserialport,chardev=stdout,name=rkt.stdout');
   a.push('-chardev', `pipe,id=stderr,path=${file('stderr')}`, '-device', 'virtserialport,chardev=stderr,name=rkt.stderr');
+  a.push('-chardev', `pipe,id=report,path=${file('report')}`, '-device', 'virtserialport,chardev=report,name=rkt.report');
   a.push('-chardev', `socket,id=agent,path=${sock('agent')},server=on,wait=off`, '-device', 'virtserialport,chardev=agent,name=rkt.agent');
   a.push('-device', 'virtio-rng-device');
   a.push(...(c.nics ?? []));
@@ -118,9 +119,9 @@ export function qemuArgs(c: VmConfig): string[] {
   return a;
 }
 
-/** Create the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out); stale ones are replaced. */
+/** Create the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out) in the pod directory, outside the guest's share; stale ones are replaced. */
 export function makeOutputFifos(podDir: string, mkfifo: (p: string) => void): void {
-  for (const f of ['stdout', 'stderr'] as const) {
+  for (const f of ['stdout', 'stderr', 'report'] as const) {
     for (const end of ['in', 'out']) {
       const p = `${podFile(podDir, f)}.${end}`;
       fs.rmSync(p, { force: true });

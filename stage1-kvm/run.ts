@@ -1,5 +1,4 @@
 import { PodPaths } from '../src/stage1/contract.js';
-import { RootfsAppReports } from '../src/stage1-common/app-reports.js';
 import { enableDebug, parseRunArgs } from '../src/stage1-common/entry.js';
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { writePid } from '../src/stage1-common/status.js';
@@ -21,7 +20,6 @@ export async function run(argv: string[]): Promise<number> {
   const engine = new VmEngine(paths, args);
   return new PodSupervisor(engine, {
     paths,
-    reports: new RootfsAppReports(paths),
     bootTimeoutMs: () => engine.bootTimeoutMs(),
     endGraceMs: KVM_TIMEOUTS.endGraceMs,
     interactive: args.interactive,

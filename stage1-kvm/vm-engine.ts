@@ -6,6 +6,7 @@ import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
@@ -15,7 +16,7 @@ import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
-import { guestNetworkError, writeGuestNetwork } from './guest-net.js';
+import { writeGuestNetwork } from './guest-net.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { FileFollower, lastLines, pipeFifo } from './output.js';
@@ -56,6 +57,7 @@ interface Plan {
 
 export class VmEngine implements PodEngine<VmEnd> {
   specs: AppSpec[] = [];
+  reports = new ChannelReports([]);
   private plan: Plan | undefined;
   private network: KvmNetwork | undefined;
   private vm: PodVm | undefined;
@@ -88,6 +90,8 @@ export class VmEngine implements PodEngine<VmEnd> {
   private check(): Plan {
     checkNetRequest(this.args.net);
     this.specs = loadAppSpecs(this.paths);
+    this.reports = new ChannelReports(this.specs.map((s) => s.name));
+    this.guardian.watchApps(this.specs.map((s) => s.name));
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
     const accel = chooseAccel();
     if (accel.warning) log().warn(accel.warning);
@@ -178,6 +182,8 @@ export class VmEngine implements PodEngine<VmEnd> {
       ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
     });
     await this.vm.start((pid) => this.guardian.watch(pid));
+    // qemu has opened the port's FIFO (it answers on QMP): the channel ends when qemu does
+    this.reports.attachFifo(`${podFile(paths.dir, 'report')}.out`, { hold: false });
     if (args.interactive) {
       const session = await connectConsole(paths.dir, { stdin: process.stdin, stdout: process.stdout, retryMs: 2000 });
       void this.vm.ended.then(() => session.close());
@@ -201,7 +207,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   }
 
   startFailure(): Error | undefined {
-    const netError = guestNetworkError(this.paths.stage1Rootfs);
+    const netError = this.reports.netError();
     return netError === undefined ? undefined : new KvmBootError(`the guest could not configure the pod network (${netError})`);
   }
 
@@ -215,7 +221,7 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   async finish(): Promise<void> {
     this.follower?.stop();
-    await Promise.race([Promise.all(this.drains), new Promise((r) => setTimeout(r, KVM_TIMEOUTS.drainMs))]);
+    await Promise.race([Promise.all([...this.drains, this.reports.drain(KVM_TIMEOUTS.drainMs)]), new Promise((r) => setTimeout(r, KVM_TIMEOUTS.drainMs))]);
     await this.vm?.close();
   }
 
@@ -224,6 +230,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   }
 
   async cleanup(): Promise<void> {
+    this.reports.close();
     // qemu is gone (or going: its tap is removed under it, which it survives)
     await teardownNetwork(this.paths.dir);
     await this.guardian.done();

@@ -8,6 +8,7 @@ import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { writePid } from '../src/stage1-common/status.js';
 import type { EngineEnd, PodEngine } from '../src/stage1-common/supervisor.js';
@@ -77,6 +78,7 @@ interface Plan {
 
 export class ContainerEngine implements PodEngine {
   specs: AppSpec[] = [];
+  reports = new ChannelReports([]);
   private plan: Plan | undefined;
   private container: PodContainer | undefined;
   private netnsPath: string | undefined;
@@ -131,13 +133,15 @@ export class ContainerEngine implements PodEngine {
 
   async prepare(): Promise<void> {
     const plan = (this.plan = this.check());
+    this.reports = new ChannelReports(this.specs.map((s) => s.name));
+    this.guardian.watchApps(this.specs.map((s) => s.name));
     const { paths, args } = this;
     const network = await setupNetwork(paths, args, this.hostname);
     this.netnsPath = network.netnsPath;
     const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
     for (const spec of this.specs) await prepareUnitRootfs(paths, spec, 'nspawn', etc);
     const out = process.stdout as NodeJS.WriteStream;
-    writePodConfig(paths.stage1Rootfs, this.specs, {
+    writePodConfig(paths.stage1Rootfs, paths.dir, this.specs, {
       uuid: args.uuid,
       hostname: this.hostname,
       seccomp: { filters: [] },
@@ -154,6 +158,10 @@ export class ContainerEngine implements PodEngine {
         this.feed = new FifoFeed(rootfsPath(STAGE1.stdin), process.stdin);
       }
     }
+    // The report channel is opened now, before the container exists, and
+    // only ever read through this descriptor: its path is the container's.
+    mkfifo(rootfsPath(STAGE1.reportFifo));
+    this.reports.attachFifo(rootfsPath(STAGE1.reportFifo), { hold: true });
     await privateNspawnRuntime();
   }
 
@@ -210,7 +218,7 @@ export class ContainerEngine implements PodEngine {
   }
 
   async finish(): Promise<void> {
-    await drain(this.copies, NSPAWN_TIMEOUTS.drainMs);
+    await Promise.all([drain(this.copies, NSPAWN_TIMEOUTS.drainMs), this.reports.drain(NSPAWN_TIMEOUTS.drainMs)]);
     this.feed?.destroy();
   }
 
@@ -227,6 +235,7 @@ export class ContainerEngine implements PodEngine {
 
   async cleanup(): Promise<void> {
     for (const c of this.copies) c.destroy();
+    this.reports.close();
     this.feed?.destroy();
     if (this.cgroupProcs.length > 0) await removePodCgroups(this.cgroupProcs.map((p) => path.dirname(p)));
     // the container has ended (or never started): nothing uses the namespace any more

@@ -8,12 +8,12 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
-import { appUnitName } from '../src/stage1-common/units.js';
 import { exitStatusOf } from '../src/stage1-common/status.js';
 import { NspawnHostError } from './errors.js';
 import { which } from './nspawn-args.js';
 import { isPodInit } from './pod-process.js';
-import { STAGE1 } from './pod-units.js';
+import { hostUnitCopy } from './pod-units.js';
+import { readSmallFile } from '../src/util/small-file.js';
 import { enterProperties, escapeExecArg } from './enter-props.js';
 
 // rkt enter for nspawn: the command runs as a transient unit of the pod's
@@ -74,7 +74,7 @@ export async function enter(argv: string[]): Promise<number> {
   if (nsenter === undefined) throw new NspawnHostError('rkt enter needs nsenter (util-linux) on the host');
   let unitText: string;
   try {
-    unitText = fs.readFileSync(path.join(paths.stage1Rootfs, STAGE1.units, appUnitName(spec.name)), 'utf8');
+    unitText = readSmallFile(hostUnitCopy(paths.dir, spec.name), 256 * 1024);
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw new RktError(`the unit of app ${spec.name} ${whyUnreadable(err)}`, { cause: err });
     throw new RktError(`app ${spec.name} has no unit in this pod; was the pod started by this stage1?`, { cause: err });

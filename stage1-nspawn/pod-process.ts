@@ -105,7 +105,7 @@ export function alive(pid: number): boolean {
 // parent-death signal. nspawn dies with the run entrypoint (its
 // parent-death signal), but the container's init does not die with nspawn:
 // it is reparented and the pod would run on unseen. The guardian reads
-// "PID STARTTIME" lines on stdin, and "done" when the run entrypoint ends
+// "PID STARTTIME" and "app NAME" lines on stdin, and "done" when the run entrypoint ends
 // normally; at end of input (the kernel closes the pipe however the run
 // entrypoint died) it SIGKILLs each still-running process it was given,
 // recognized by its start time so that a recycled pid is never hit. Killing
@@ -114,10 +114,11 @@ export function alive(pid: number): boolean {
 // every app could say it itself.
 const SCRIPT = `trap '' INT TERM HUP QUIT
 cause=$1; shift
-done=0 procs=
+done=0 procs= apps=
 while read -r a b; do
   case $a in
     done) done=1 ;;
+    app) apps="$apps $b" ;;
     cgroup) set -- "$@" "$b" ;;
     *) procs="$procs $a:$b" ;;
   esac
@@ -144,12 +145,9 @@ done
 n=0
 until remove_cgroups "$@" || [ $n -ge 30 ]; do sleep 0.1; n=$((n + 1)); done
 all=1
-if [ -r stage1/rootfs/rkt/apps ]; then
-  while IFS= read -r app || [ -n "$app" ]; do
-    [ -n "$app" ] || continue
-    [ -e "stage1/rootfs/rkt/status/$app" ] || all=0
-  done < stage1/rootfs/rkt/apps
-fi
+for app in $apps; do
+  [ -e "exit-status/$app" ] || all=0
+done
 if [ "$all" = 0 ] && [ ! -e exit-cause ]; then
   printf '%s\\n' "$cause" > .exit-cause.guardian && mv -f .exit-cause.guardian exit-cause
 fi

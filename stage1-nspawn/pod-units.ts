@@ -131,21 +131,32 @@ function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
   if (add.group.length > 0) write(groupFile, joined(group, add.group));
 }
 
-/** Write the pod's configuration into the container root `rootfs` (the pod's stage1/rootfs). */
-export function writePodConfig(rootfs: string, specs: readonly AppSpec[], opts: PodConfigOptions): void {
+/**
+ * Where the host keeps its own copy of each app's unit, outside the
+ * container's root, for `rkt enter` to read: the copy in the container
+ * root is the container's to change once it runs.
+ */
+export function hostUnitCopy(podDir: string, app: string): string {
+  return path.join(podDir, 'nspawn-units', appUnitName(app));
+}
+
+/** Write the pod's configuration into the container root `rootfs` (the pod's stage1/rootfs), and the host's copy of the units into `podDir`. */
+export function writePodConfig(rootfs: string, podDir: string, specs: readonly AppSpec[], opts: PodConfigOptions): void {
   const at = (p: string): string => path.join(rootfs, p);
   const units = at(STAGE1.units);
   const wants = path.join(units, `${STAGE1.podTarget}.wants`);
   freshDir(wants);
   for (const spec of specs) {
     const seccomp = opts.seccompByApp?.get(spec.name) ?? opts.seccomp;
-    write(path.join(units, appUnitName(spec.name)), nspawnAppUnit(spec, { ...opts, seccomp }));
+    const text = nspawnAppUnit(spec, { ...opts, seccomp });
+    write(path.join(units, appUnitName(spec.name)), text);
+    write(hostUnitCopy(podDir, spec.name), text, 0o600);
     fs.symlinkSync(`../${appUnitName(spec.name)}`, path.join(wants, appUnitName(spec.name)));
   }
   write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));
   write(at(STAGE1.apps), specs.map((s) => `${s.name}\n`).join(''));
   addCredentials(rootfs, specs);
-  for (const d of [STAGE1.status, STAGE1.started, STAGE1.oom, STAGE1.io]) freshDir(at(d));
+  for (const d of [STAGE1.status, STAGE1.io]) freshDir(at(d));
   // systemd's machine ID, and nspawn's container_uuid, are the pod UUID (as rkt does it).
   write(at('/etc/machine-id'), `${opts.uuid.replace(/-/g, '')}\n`, 0o444);
   write(at('/etc/hostname'), `${opts.hostname}\n`);

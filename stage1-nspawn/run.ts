@@ -1,5 +1,4 @@
 import { PodPaths } from '../src/stage1/contract.js';
-import { RootfsAppReports } from '../src/stage1-common/app-reports.js';
 import { enableDebug, parseRunArgs } from '../src/stage1-common/entry.js';
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { PodSupervisor } from '../src/stage1-common/supervisor.js';
@@ -20,7 +19,6 @@ export async function run(argv: string[]): Promise<number> {
   const engine = new ContainerEngine(paths, args, podRunOptions(paths, flags));
   return new PodSupervisor(engine, {
     paths,
-    reports: new RootfsAppReports(paths),
     bootTimeoutMs: () => bootTimeoutMs(),
     endGraceMs: NSPAWN_TIMEOUTS.endGraceMs,
     interactive: args.interactive,

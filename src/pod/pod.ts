@@ -6,6 +6,7 @@ import type { PodManifest } from '../appc/types.js';
 import { PodPaths } from '../stage1/contract.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock, type LockMode } from '../util/lock.js';
+import { NotARegularFileError, readSmallFile } from '../util/small-file.js';
 import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
 
 export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
@@ -147,13 +148,13 @@ export class Pod {
       if (name.startsWith('.')) continue;
       let text: string;
       try {
-        text = fs.readFileSync(path.join(this.paths.statusDir, name), 'utf8');
+        text = readSmallFile(path.join(this.paths.statusDir, name), 16);
       } catch (err) {
         if (isErrno(err, 'ENOENT')) continue; // the pod is being removed while we read it
+        if (err instanceof NotARegularFileError || isErrno(err, 'ELOOP')) continue; // not ours: only the host writes statuses, as regular files
         throw new RktError(`exit status of app ${name} in pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
       }
-      const v = Number(text.trim());
-      if (Number.isInteger(v)) out[name] = v;
+      if (/^\d{1,3}$/.test(text.trim())) out[name] = Number(text.trim());
     }
     return out;
   }
@@ -161,7 +162,7 @@ export class Pod {
   pid(): number | undefined {
     for (const file of [this.paths.pid, this.paths.ppid]) {
       try {
-        const v = Number(fs.readFileSync(file, 'utf8').trim());
+        const v = Number(readSmallFile(file, 32).trim());
         if (Number.isInteger(v) && v > 0) return v;
       } catch {
         // not written (yet)
@@ -201,9 +202,11 @@ export class Pod {
 
   exitCause(): string | undefined {
     try {
-      return fs.readFileSync(this.paths.exitCause, 'utf8').trim() || undefined;
+      // one line, as the host wrote it; control characters never reach a terminal
+      const line = readSmallFile(this.paths.exitCause, 1024).split('\n')[0]!.replace(/[\x00-\x1f\x7f-\x9f]/g, '?').trim();
+      return line || undefined;
     } catch {
-      // written only when a pod ends abnormally
+      // written only when a pod ends abnormally (and never anything but a regular file)
       return undefined;
     }
   }

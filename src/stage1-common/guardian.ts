@@ -46,6 +46,15 @@ export class Guardian {
     if (start !== undefined) this.send(`${pid} ${start}`);
   }
 
+  /**
+   * The pod's apps: should the entrypoint die, the guardian records why the
+   * pod ended unless each has an exit status (in the host-written
+   * exit-status/ directory; nothing in the pod's root is ever read).
+   */
+  watchApps(names: readonly string[]): void {
+    for (const n of names) this.send(`app ${n}`);
+  }
+
   /** Normal end: tell the guardian, and wait for it to finish. */
   async done(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;

@@ -2,11 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { isErrno } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { NotARegularFileError, readSmallFile } from '../util/small-file.js';
 import type { PodPaths } from '../stage1/contract.js';
 
 // What a stage1 leaves in the pod directory for stage0 to read: each app's
-// exit status, the pid `rkt enter` joins, and the ready mark. Every file is
-// replaced atomically so `rkt status` never reads half of one.
+// exit status, the pid `rkt enter` joins, and the ready mark. Only the host
+// side of stage1 writes them, outside anything a pod can write, and every
+// file is replaced atomically so `rkt status` never reads half of one.
 
 /** How a process ended, as node reports it. */
 export interface ProcessEnd {
@@ -42,9 +44,9 @@ export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
     if (name.startsWith('.')) continue;
     let text: string;
     try {
-      text = fs.readFileSync(paths.appStatus(name), 'utf8').trim();
+      text = readSmallFile(paths.appStatus(name), 16).trim();
     } catch (err) {
-      if (isErrno(err, 'ENOENT') || isErrno(err, 'EISDIR')) continue;
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof NotARegularFileError) continue;
       throw err;
     }
     if (/^\d+$/.test(text)) out[name] = Number(text);
@@ -79,7 +81,7 @@ export function isPodProcess(paths: PodPaths, pid: number): boolean {
 export function readPid(paths: PodPaths): number | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(paths.pid, 'utf8').trim();
+    text = readSmallFile(paths.pid, 32).trim();
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
     throw err;

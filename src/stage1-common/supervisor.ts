@@ -5,7 +5,7 @@ import type { PodPaths } from '../stage1/contract.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
-import { markReady } from './status.js';
+import { markReady, writeAppExitStatus } from './status.js';
 
 // The one pod supervisor of the flavors whose pod boots an init of its own
 // (kvm: systemd in a VM; nspawn: systemd in a container). The run
@@ -25,6 +25,8 @@ export interface EngineEnd {
 export interface PodEngine<E extends EngineEnd = EngineEnd> {
   /** The apps of the pod, once prepare() has loaded them (empty before). */
   readonly specs: readonly AppSpec[];
+  /** What the pod reports about its apps, over a channel the host owns. */
+  readonly reports: AppReports;
   /** Checks, then host set-up before any pod process exists (networks, app root filesystems, the pod's configuration). */
   prepare(): Promise<void>;
   /** Start the pod's processes; resolves once they run, after which `ended` is valid. */
@@ -55,7 +57,6 @@ export interface PodEngine<E extends EngineEnd = EngineEnd> {
 
 export interface SuperviseOptions {
   paths: PodPaths;
-  reports: AppReports;
   /** Until every app must have started; asked once the pod has started (it may depend on what prepare() found). */
   bootTimeoutMs: () => number;
   /** How long a pod whose apps have all exited may take to end by itself. */
@@ -137,10 +138,26 @@ export class PodSupervisor {
     this.pollMs = opts.pollMs ?? 20;
   }
 
+  private readonly recorded = new Set<string>();
+
+  /**
+   * Write each exit the pod has reported into the pod directory, where
+   * `rkt status` and `rkt list` read it: only the host writes there.
+   */
+  private record(): AppExit[] {
+    const exits = this.engine.reports.exits();
+    for (const e of exits) {
+      if (this.recorded.has(e.app)) continue;
+      this.recorded.add(e.app);
+      writeAppExitStatus(this.opts.paths, e.app, e.status);
+    }
+    return exits;
+  }
+
   private allExited(): boolean {
     const specs = this.engine.specs;
     if (specs.length === 0) return false;
-    const exited = new Set(this.opts.reports.exits().map((e) => e.app));
+    const exited = new Set(this.record().map((e) => e.app));
     return specs.every((s) => exited.has(s.name));
   }
 
@@ -196,7 +213,8 @@ export class PodSupervisor {
     const timeoutMs = this.opts.bootTimeoutMs();
     const deadline = t0 + timeoutMs;
     while (!this.engine.hasEnded) {
-      const started = this.opts.reports.started();
+      this.record();
+      const started = this.engine.reports.started();
       if (this.engine.specs.every((s) => started.has(s.name))) {
         markReady(this.opts.paths);
         log().debug(`all apps started after ${Date.now() - t0} ms`);
@@ -234,7 +252,7 @@ export class PodSupervisor {
 
   /** Say why apps died when the reason is known to the host: the OOM killer, the flavor's own knowledge. */
   private explainEnds(exits: readonly AppExit[]): void {
-    const oom = this.opts.reports.oomKilled();
+    const oom = this.engine.reports.oomKilled();
     for (const spec of this.engine.specs) {
       const status = exits.find((e) => e.app === spec.name)?.status;
       if (status === undefined) continue;
@@ -246,7 +264,7 @@ export class PodSupervisor {
   }
 
   private outcome(end: EngineEnd): number {
-    const exits = this.opts.reports.exits();
+    const exits = this.record();
     this.explainEnds(exits);
     const specs = this.engine.specs;
     if (specs.every((s) => exits.some((e) => e.app === s.name))) return podStatus(specs, exits);

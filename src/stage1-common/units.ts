@@ -304,13 +304,13 @@ export function podTarget(apps: readonly string[], description = 'rkt pod'): str
 
 /**
  * The hooks that report an app to the host in every flavor whose pod boots
- * systemd (see app-reports.ts): a "started" mark once systemd has executed
- * it, and the shared exit hook. The hook's argument is one word, so that an
+ * systemd (see app-reports.ts): "started" once systemd has executed it, and
+ * the shared exit hook. The hook's argument is one word, so that an
  * unset variable cannot shift the others; the hook splits it.
  */
 export function reportHooks(app: string): Pick<AppUnitOptions, 'execStartPost' | 'execStopPost'> {
   return {
-    execStartPost: [execLine([POD_ROOT.busybox, 'touch', `${POD_ROOT.started}/${app}`])],
+    execStartPost: [execLine([POD_ROOT.report, 'started', app])],
     execStopPost: [`${execLine([POD_ROOT.appExited, app])} "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`],
   };
 }

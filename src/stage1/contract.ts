@@ -75,9 +75,14 @@ export class PodPaths {
   appOverlayWork(app: string): string {
     return path.join(this.dir, 'overlay', app, 'work');
   }
-  /** Exit status of each app, written by stage1: stage1/rootfs/rkt/status/<app>. */
+  /**
+   * Exit status of each app, written by the host side of stage1: exit-status/<app>.
+   * rkt kept them in stage1/rootfs/rkt/status, inside what a kvm guest or a
+   * container can write; here the pod's init reports them over a channel the
+   * host owns, and only the host writes this directory.
+   */
   get statusDir(): string {
-    return path.join(this.stage1Rootfs, 'rkt', 'status');
+    return path.join(this.dir, 'exit-status');
   }
   appStatus(app: string): string {
     return path.join(this.statusDir, app);

@@ -4,7 +4,6 @@ import os from 'node:os';
 import path from 'node:path';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
-import { RootfsAppReports } from '../../src/stage1-common/app-reports.js';
 import { PodPaths } from '../../src/stage1/contract.js';
 import { writeGuestConfig } from '../../stage1-kvm/guest-config.js';
 import { lastLines } from '../../stage1-kvm/output.js';
@@ -114,7 +113,6 @@ function spec(name: string): AppSpec {
 test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' users and groups', (t) => {
   const paths = new PodPaths(tmp(t));
   const root = paths.stage1Rootfs;
-  const reports = new RootfsAppReports(paths);
   fs.mkdirSync(path.join(root, 'rkt/status'), { recursive: true });
   fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
   fs.writeFileSync(path.join(root, 'rkt/status/stale'), '0');
@@ -131,10 +129,6 @@ test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' user
   t.is(fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8'), 'root:x:0:0:root:/root:/rkt/bin/sh\nrkt-u1000:x:1000:50:rkt app user:/:/nonexistent\n');
   t.is(fs.readFileSync(path.join(root, 'etc/group'), 'utf8'), 'root:x:0:\nnogroup:x:65534:\nrkt-g50:x:50:\nrkt-g7:x:7:\n');
   t.deepEqual(fs.readdirSync(path.join(root, 'rkt/status')), [], 'statuses of an earlier boot are gone');
-  t.deepEqual([...reports.started()], []);
-  fs.writeFileSync(path.join(root, 'rkt/started/a'), '');
-  fs.writeFileSync(path.join(root, 'rkt/status/b'), '0');
-  t.deepEqual([...reports.started()].sort(), ['a', 'b']);
   // rewriting (run-prepared after a failed start) replaces, never duplicates
   writeGuestConfig(root, [spec('a')], { interactive: { rows: 30, columns: 100 } });
   const tty = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES, LINUX_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { enterProperties, escapeExecArg } from '../../stage1-nspawn/enter-props.js';
-import { nspawnAppUnit, STAGE1, withAllCapabilities, writePodConfig } from '../../stage1-nspawn/pod-units.js';
+import { nspawnAppUnit, STAGE1, withAllCapabilities, writePodConfig, hostUnitCopy } from '../../stage1-nspawn/pod-units.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {
@@ -46,7 +46,7 @@ test('an app unit has the FIFOs as output, the exit hook, masked paths and the s
   t.deepEqual(values(u, 'StandardOutput'), [`file:${STAGE1.stdout}`]);
   t.deepEqual(values(u, 'StandardError'), [`file:${STAGE1.stderr}`]);
   t.deepEqual(values(u, 'ExecStopPost'), [`+"${STAGE1.appExited}" "web" "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`]);
-  t.deepEqual(values(u, 'ExecStartPost'), [`-+"${STAGE1.busybox}" "touch" "${STAGE1.started}/web"`]);
+  t.deepEqual(values(u, 'ExecStartPost'), [`-+"${STAGE1.report}" "started" "web"`]);
   t.deepEqual(values(u, 'RootDirectoryStartOnly'), ['yes']);
   t.deepEqual(values(u, 'MountAPIVFS'), ['yes']);
   t.deepEqual(values(u, 'ProtectKernelTunables'), ['yes']);
@@ -80,12 +80,14 @@ test('withAllCapabilities gives every capability and drops the retain grant', (t
 
 test('writePodConfig writes units, the pod target, the app list, identity and NSS entries', (t) => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nspawn-units-'));
+  const podDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nspawn-pod-'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
+  t.teardown(() => fs.rmSync(podDir, { recursive: true, force: true }));
   fs.mkdirSync(path.join(root, 'etc'));
   fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
   fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\n');
   const uuid = '2462e25b-0602-463f-9f5b-c305c68517d1';
-  writePodConfig(root, [spec(), spec({ name: 'db', uid: 0, gid: 0, supplementaryGids: [] })], {
+  writePodConfig(root, podDir, [spec(), spec({ name: 'db', uid: 0, gid: 0, supplementaryGids: [] })], {
     uuid,
     hostname: 'pod1',
     seccomp: SECCOMP,
@@ -101,7 +103,8 @@ test('writePodConfig writes units, the pod target, the app list, identity and NS
   t.is(fs.readFileSync(path.join(root, 'etc/hostname'), 'utf8'), 'pod1\n');
   t.regex(fs.readFileSync(path.join(root, 'etc/passwd'), 'utf8'), /^rkt-u1000:x:1000:1000:/m);
   t.regex(fs.readFileSync(path.join(root, 'etc/group'), 'utf8'), /^rkt-g50:x:50:$/m);
-  for (const d of [STAGE1.status, STAGE1.started, STAGE1.oom, STAGE1.io]) t.true(fs.statSync(path.join(root, d)).isDirectory(), d);
+  t.is(fs.readFileSync(hostUnitCopy(podDir, 'db'), 'utf8'), fs.readFileSync(path.join(root, STAGE1.units, 'db.service'), 'utf8'), 'the host keeps its own copy of each unit');
+  for (const d of [STAGE1.status, STAGE1.io]) t.true(fs.statSync(path.join(root, d)).isDirectory(), d);
 });
 
 test('enter carries over the settings that shape the process, not the app lifecycle', (t) => {

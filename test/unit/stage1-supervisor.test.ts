@@ -33,6 +33,9 @@ class FakeReports implements AppReports {
 
 class FakeEngine implements PodEngine {
   specs: AppSpec[] = [];
+  get reports(): FakeReports {
+    return this.fakeReports;
+  }
   calls: string[] = [];
   hasEnded = false;
   ended: Promise<EngineEnd>;
@@ -45,7 +48,7 @@ class FakeEngine implements PodEngine {
   onPowerOff: (e: FakeEngine) => void = () => undefined;
 
   constructor(
-    readonly reports: FakeReports,
+    private readonly fakeReports: FakeReports,
     private readonly names: string[],
   ) {
     this.ended = new Promise((r) => (this.resolveEnd = r));
@@ -55,7 +58,7 @@ class FakeEngine implements PodEngine {
     this.resolveEnd(e);
   }
   exit(app: string, status: number): void {
-    this.reports.exitList.push({ app, status });
+    this.fakeReports.exitList.push({ app, status });
   }
   async prepare(): Promise<void> {
     this.calls.push('prepare');
@@ -107,7 +110,6 @@ function setup(t: { teardown(fn: () => void): void }, names: string[], extra: { 
   const signals = new EventEmitter();
   const sup = new PodSupervisor(engine, {
     paths,
-    reports,
     bootTimeoutMs: () => extra.bootMs ?? 2000,
     endGraceMs: extra.graceMs ?? 2000,
     interactive: true,
@@ -129,6 +131,7 @@ test('a pod whose apps run and exit: ready mark, the app status, every stage in 
   };
   t.is(await sup.run(), 3);
   t.true(fs.existsSync(paths.ready));
+  t.is(fs.readFileSync(paths.appStatus('a'), 'utf8'), '3', 'the host wrote the reported status where rkt status reads it');
   t.deepEqual(engine.calls, ['prepare', 'start', 'started', 'finish', 'cleanup']);
   t.is(cause(), undefined);
 });

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
+import fs from 'node:fs';
 import { log } from '../src/log.js';
 import { NspawnBootError } from './errors.js';
 import { alive, containerInitOf } from './pod-process.js';
@@ -82,8 +83,14 @@ export class PodContainer {
     const { argv, env, cgroupProcs, terminal } = this.config;
     const full = ['/bin/sh', '-c', JOIN_AND_EXEC, 'rkt-nspawn-launch', ...cgroupProcs, '--', 'setpriv', '--pdeathsig', 'KILL', '--', ...argv];
     log().debug({ argv: full }, 'starting systemd-nspawn');
-    const stdio: StdioOptions = terminal ? ['inherit', 'inherit', 'inherit'] : ['ignore', 'pipe', 'pipe'];
-    this.child = spawn(full[0]!, full.slice(1), { stdio, env: { ...process.env, ...env } });
+    // fd 3 is /dev/null: the pod lock stage0 gave us (RKT_LOCK_FD) is ours alone to hold
+    const devNull = fs.openSync('/dev/null', 'r+');
+    const stdio: StdioOptions = terminal ? ['inherit', 'inherit', 'inherit', devNull] : ['ignore', 'pipe', 'pipe', devNull];
+    try {
+      this.child = spawn(full[0]!, full.slice(1), { stdio, env: { ...process.env, ...env } });
+    } finally {
+      fs.closeSync(devNull);
+    }
     this.child.stdout?.on('data', (c: Buffer) => this.onConsole(c));
     this.child.stderr?.on('data', (c: Buffer) => this.onConsole(c));
     this.ended = new Promise((resolve) => {

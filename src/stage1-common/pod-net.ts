@@ -8,7 +8,7 @@ import { readRunOptions, type PodPaths, type RunOptions } from '../stage1/contra
 import type { RunArgs } from './entry.js';
 
 // What every flavor hands setupPodNetwork, gathered once from the pod:
-// the --net list (stage0 passes nothing for rkt's default), the forwarded
+// the --net list (stage0 always passes one: `default` unless told otherwise), the forwarded
 // ports matched to the ports the apps declare, and the config dirs, DNS
 // and hosts options stage0 recorded in run-options.json.
 

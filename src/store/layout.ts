@@ -41,8 +41,4 @@ export class StoreLayout {
   treeLock(treeId: string): string {
     return path.join(this.treeLockDir, treeId);
   }
-  /** Held shared by every store user, exclusively by gc of orphans. */
-  get storeLock(): string {
-    return path.join(this.cas, 'store.lock');
-  }
 }

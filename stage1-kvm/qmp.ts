@@ -9,16 +9,15 @@
 // or pass `since: client.eventMark()` taken before the command.
 
 import type net from 'node:net';
-import { log } from '../src/log.js';
 import {
   QmpClosedError,
-  QmpCommandError,
   QmpProtocolError,
   QmpTimeoutError,
   TRUNCATED_EXCERPT_CHARS,
   formatMs,
   type QmpTruncatedMessage,
 } from './qmp/errors.js';
+import { CommandBook } from './qmp/commands.js';
 import { LineSplitter } from './qmp/framing.js';
 import { EventHub, type QmpWaitOptions } from './qmp/events.js';
 import type { AnyListener } from './qmp/listeners.js';
@@ -58,25 +57,14 @@ const DEFAULT_TIMEOUT_MS = 5000;
 // qemu's own parser caps a request at 64 MiB likewise.
 const MAX_LINE_CHARS = 64 * 1024 * 1024;
 
-interface PendingCommand {
-  command: string;
-  resolve: (value: unknown) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout | undefined;
-}
-
 export class QmpClient {
   readonly socketPath: string;
 
   private readonly socket: net.Socket;
   private readonly defaultTimeoutMs: number;
   private readonly splitter = new LineSplitter(MAX_LINE_CHARS);
-  private readonly pending = new Map<number, PendingCommand>();
+  private readonly commands: CommandBook;
   /** Ids of the commands sent whose answer has not arrived, oldest first, timed-out ones included. */
-  private owed: number[] = [];
-  /** The latest answer without an id, while no answer with one has come since. */
-  private idlessRun: Record<string, unknown> | undefined;
-  private idlessRunLength = 0;
   private readonly events: EventHub;
   private greetingMsg: QmpGreeting | undefined;
   private nextId = 1;
@@ -91,6 +79,7 @@ export class QmpClient {
     this.socketPath = socketPath;
     this.defaultTimeoutMs = defaultTimeoutMs;
     this.events = new EventHub(socketPath);
+    this.commands = new CommandBook(socketPath);
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => this.onData(chunk));
     // 'close' always follows 'error'; remember the cause for the message.
@@ -141,7 +130,7 @@ export class QmpClient {
 
   /** Work still waiting for qemu; for diagnostics and leak checks in tests. */
   get outstanding(): { commands: number; eventWaiters: number } {
-    return { commands: this.pending.size, eventWaiters: this.events.waiting };
+    return { commands: this.commands.size, eventWaiters: this.events.waiting };
   }
 
   /**
@@ -160,16 +149,7 @@ export class QmpClient {
       return Promise.reject(err);
     }
     return new Promise<T>((resolve, reject) => {
-      const entry: PendingCommand = { command, resolve: (v) => resolve(v as T), reject, timer: undefined };
-      if (Number.isFinite(timeoutMs)) {
-        entry.timer = setTimeout(() => {
-          this.pending.delete(id);
-          const msg = `qemu did not answer '${command}' on ${this.socketPath} within ${formatMs(timeoutMs)}; is the VM still running?`;
-          reject(new QmpTimeoutError(this.socketPath, command, timeoutMs, msg));
-        }, timeoutMs);
-      }
-      this.pending.set(id, entry);
-      this.owed.push(id);
+      this.commands.add(id, command, timeoutMs, (v) => resolve(v as T), reject);
       this.socket.write(line);
     });
   }
@@ -346,80 +326,8 @@ export class QmpClient {
       return;
     }
     if (typeof msg.event === 'string') this.dispatchEvent(msg, msg.event);
-    else if ('return' in msg || 'error' in msg) this.dispatchResponse(msg);
+    else if ('return' in msg || 'error' in msg) this.commands.answer(msg);
     // Anything else is a message shape from a future qemu: ignore it.
-  }
-
-  private dispatchResponse(msg: Record<string, unknown>): void {
-    if (!('id' in msg)) {
-      this.answerWithoutId(msg);
-      return;
-    }
-    const id = msg.id;
-    const at = this.owed.indexOf(id as number);
-    if (at >= 0) {
-      // After errors without an id, a command sent before this one and still
-      // owed an answer had its request go unread: qemu answers in order (see
-      // answerWithoutId), and its error was taken for another's. Otherwise
-      // answers are matched by id alone, in whatever order they come.
-      const passedOver = this.idlessRun === undefined ? [] : this.owed.splice(0, at);
-      this.owed.splice(this.owed.indexOf(id as number), 1);
-      for (const earlier of passedOver) this.settle(earlier, this.idlessRun as Record<string, unknown>);
-    }
-    this.idlessRun = undefined;
-    this.settle(id, msg);
-  }
-
-  /**
-   * An answer without an id. qemu sends one when it could not read a request
-   * far enough to find its id: JSON its parser refused (its nesting or size
-   * limits, which arguments can exceed), or not an object. rkt enables no
-   * out-of-band execution, so qemu handles requests one at a time and
-   * answers them in the order sent: the answer is the oldest command's still
-   * owed one. That command fails with it at once instead of running into its
-   * timeout (if it already timed out, this is its late answer, dropped).
-   * But one unreadable request can cost many such errors: qemu's parser
-   * resynchronises token by token (a request nested too deep gets one per
-   * bracket), so the errors that follow, up to the next answer with an id,
-   * are taken as the same request's and only logged. Should two requests in
-   * a row be unreadable, the second one fails when the answer to a later
-   * command shows that it was passed over (dispatchResponse), or at its
-   * timeout.
-   */
-  private answerWithoutId(msg: Record<string, unknown>): void {
-    const where = `on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`;
-    const inRun = this.idlessRun !== undefined;
-    this.idlessRun = msg;
-    if (inRun) {
-      // Thousands of them for one request: said once.
-      if (this.idlessRunLength++ === 1) log().debug(`QMP: more answers without an id (qemu resynchronising after an unreadable request), dropped, e.g. ${where}`);
-      return;
-    }
-    this.idlessRunLength = 1;
-    const id = this.owed.shift();
-    const cmd = id === undefined ? undefined : this.pending.get(id)?.command;
-    log().debug(`QMP: answer without an id (qemu could not read a request), taken as ${cmd === undefined ? 'nobody' : `'${cmd}'`}'s ${where}`);
-    if (id !== undefined) this.settle(id, msg);
-  }
-
-  /** Hands an answer to the command with this id, if one still waits for it. */
-  private settle(id: unknown, msg: Record<string, unknown>): void {
-    const entry = typeof id === 'number' ? this.pending.get(id) : undefined;
-    if (entry === undefined) {
-      // The late answer of a timed-out command (the spec tells clients to drop those).
-      log().debug(`QMP: dropping an answer no command waits for on ${this.socketPath}: ${JSON.stringify(msg).slice(0, 200)}`);
-      return;
-    }
-    this.pending.delete(id as number);
-    clearTimeout(entry.timer);
-    if ('error' in msg) {
-      const e = isRecord(msg.error) ? msg.error : {};
-      const cls = typeof e.class === 'string' ? e.class : 'GenericError';
-      const desc = typeof e.desc === 'string' ? e.desc : 'no description';
-      entry.reject(new QmpCommandError(this.socketPath, entry.command, cls, desc));
-    } else {
-      entry.resolve(msg.return);
-    }
   }
 
   /** What was left of a message cut off by the end of the connection, bounded, for the close reason. */
@@ -446,13 +354,7 @@ export class QmpClient {
     this.closeReason = reason;
     this.socket.destroy();
     this.greetingWaiter?.reject(this.closedErrorFor('the QMP greeting'));
-    const pending = [...this.pending.values()];
-    this.pending.clear();
-    this.owed = [];
-    for (const entry of pending) {
-      clearTimeout(entry.timer);
-      entry.reject(this.closedErrorFor(`'${entry.command}'`));
-    }
+    this.commands.failAll((command) => this.closedErrorFor(`'${command}'`));
     this.events.failWaiters((label) => this.closedErrorFor(label));
     this.events.listeners.emit('close', reason);
     this.events.listeners.clear();

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import os from 'node:os';
 import { log } from '../src/log.js';
 import { QmpClient, type QmpCloseReason } from './qmp.js';
@@ -22,9 +23,6 @@ export interface VmEnd {
   panic?: GuestPanickedEventData;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 export class PodVm {
   private qemu!: Helper;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import { log } from '../src/log.js';
@@ -41,9 +42,6 @@ const CONSOLE_LINES = 30;
 /** systemd's "power off" signal, SIGRTMIN+4 with glibc's SIGRTMIN (34); node has no name for it. */
 export const SIGRTMIN_PLUS_4 = 38;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 export class PodContainer {
   private child!: ChildProcess;

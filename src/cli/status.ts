@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { RktError } from '../errors.js';
 import type { PodInfo } from '../pod/info.js';
@@ -47,7 +48,6 @@ export function register(program: Command): void {
       const limit = (v: string | boolean | undefined, flag: string) => (typeof v === 'string' ? parseDuration(v, flag) : Infinity);
       let pod = Pod.find(globals.dir, uuid);
       const deadline = (ms: number) => Date.now() + ms;
-      const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
       if (opts.waitReady !== undefined && opts.waitReady !== false) {
         const end = deadline(limit(opts.waitReady, '--wait-ready'));
         for (;;) {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import fs from 'node:fs';
 import os from 'node:os';
 import { log, say } from '../log.js';
@@ -73,9 +74,6 @@ const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 /** A second stop request closer than this to the first is its echo (stage0 forwards what the terminal also sent us). */
 const STOP_ECHO_MS = 1000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 function signalStatus(sig: NodeJS.Signals): number {
   return 128 + (os.constants.signals[sig] ?? 0);

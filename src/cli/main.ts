@@ -3,6 +3,7 @@ import { EXIT, RktError } from '../errors.js';
 import { DEFAULT_DIR, DEFAULT_LOCAL_CONFIG, DEFAULT_SYSTEM_CONFIG, defaultUserConfig } from '../config/global.js';
 import { INSECURE_WORDS } from '../config/insecure.js';
 import { isDebug, reportFailure, say, setDebug } from '../log.js';
+import { normalizeBooleanFlags } from './bool-flags.js';
 import { COMMANDS } from './commands.js';
 
 /** commander's "error: unknown option '--x'" in rkt's format. */
@@ -52,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
       program.outputHelp();
       return 0;
     }
-    await program.parseAsync(argv);
+    await program.parseAsync(normalizeBooleanFlags(program, argv));
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {

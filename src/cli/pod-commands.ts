@@ -39,6 +39,11 @@ export function register(program: Command): void {
         try {
           const pod = find();
           const state = pod.state();
+          if (state === 'exited' || state === 'exited garbage' || state === 'garbage') {
+            // as rkt: nothing to do is no failure
+            say(`pod ${pod.uuid} is already stopped`);
+            continue;
+          }
           if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}, not running`);
           const code = await invokeEntrypoint(pod.paths, 'stop', [...(opts.force ? ['--force'] : []), pod.uuid], { stdio: 'inherit' });
           if (code !== 0) throw new RktError(`stage1 could not stop pod ${pod.uuid} (status ${code}); try --force`);

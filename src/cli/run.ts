@@ -22,7 +22,7 @@ Arguments after "--" go to the preceding app; "---" ends them.`;
 /** Parse run/prepare words and fold any global flags among them into the globals. */
 export async function parseRunCommand(words: string[], cmd: Command): Promise<{ args: RunArgs; globals: GlobalOptions }> {
   const { parseRunArgs } = await import('../pod/run-args.js');
-  const args = parseRunArgs(words);
+  const args = parseRunArgs(words, cmd.name() === 'prepare' ? 'prepare' : 'run');
   const globals = globalsOf(cmd);
   const g = args.globals;
   if (g.dir) globals.dir = g.dir;

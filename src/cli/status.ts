@@ -33,6 +33,9 @@ export function register(program: Command): void {
       // "--wait UUID": the optional value swallowed the UUID, as it is no duration
       let uuid = uuidArg;
       for (const key of ['wait', 'waitReady'] as const) {
+        // Go's boolean form, as rkt's documentation writes it: --wait=true, --wait=false
+        if (opts[key] === 'true') opts[key] = true;
+        if (opts[key] === 'false') opts[key] = false;
         const v = opts[key];
         if (uuid === undefined && typeof v === 'string' && !/^[0-9.]+(ns|us|ms|s|m|h)/.test(v)) {
           uuid = v;

@@ -89,7 +89,7 @@ function readEnvFile(file: string): EnvironmentVariable[] {
   return text
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'))
+    .filter((l) => l !== '' && !l.startsWith('#') && !l.startsWith(';')) // rkt's comment lines
     .map((l) => nameValue(l, `--set-env-file ${file}:`));
 }
 

@@ -177,8 +177,8 @@ function setApp(app: AppArgs, key: keyof AppArgs, flag: string, kind: Kind, valu
   else rec[key] = value;
 }
 
-/** Parse the words after `rkt run` (or `rkt prepare`). */
-export function parseRunArgs(argv: string[]): RunArgs {
+/** Parse the words after `rkt run` (or `rkt prepare`: `command` names it in errors). */
+export function parseRunArgs(argv: string[], command: 'run' | 'prepare' = 'run'): RunArgs {
   const pod = newPodArgs();
   const globals: GlobalArgs = {};
   const apps: AppArgs[] = [];
@@ -200,7 +200,7 @@ export function parseRunArgs(argv: string[]): RunArgs {
       const eq = word.indexOf('=');
       const name = eq === -1 ? word.slice(2) : word.slice(2, eq);
       const def = lookup(name);
-      if (!def) throw new UsageError(`unknown flag --${name} for run; see "rkt help run"`);
+      if (!def) throw new UsageError(`unknown flag --${name} for ${command}; see "rkt help ${command}"`);
       let value: string;
       if (eq !== -1) value = word.slice(eq + 1);
       else if (def.kind === 'bool') value = 'true';
@@ -225,7 +225,7 @@ export function parseRunArgs(argv: string[]): RunArgs {
       }
       continue;
     }
-    if (word.startsWith('-') && word.length > 1) throw new UsageError(`unknown flag ${word} for run; flags take two dashes`);
+    if (word.startsWith('-') && word.length > 1) throw new UsageError(`unknown flag ${word} for ${command}; flags take two dashes`);
     current = newApp(word);
     apps.push(current);
   }

@@ -1,9 +1,11 @@
 import fs from 'node:fs';
 import net from 'node:net';
+import { capLine, sanitizeText } from '../src/util/untrusted-text.js';
 
 // The host end of the pod's output: the apps' stdout and stderr arrive on
-// qemu's pipe chardevs (FIFOs in the pod directory), and the guest console
-// is logged by qemu to console.log, which --debug follows on stderr.
+// qemu's pipe chardevs (FIFOs in the pod directory) and are copied as they
+// are (they are the apps' output, which the user asked for); the logs
+// (the console's, qemu's) are read back through lastLines, sanitised.
 
 /**
  * Copy what the guest writes on FIFO `file` to `dest` until qemu, the only
@@ -28,72 +30,49 @@ export function pipeFifo(file: string, dest: NodeJS.WritableStream): Promise<voi
   });
 }
 
-/** Follows a growing file (qemu's console log) and copies new bytes to `dest`. */
-export class FileFollower {
-  private pos = 0;
-  private timer: NodeJS.Timeout | undefined;
+/** How much of the end of a log lastLines reads. */
+const TAIL_BYTES = 64 * 1024;
 
-  constructor(
-    private readonly file: string,
-    private readonly dest: NodeJS.WritableStream,
-    private readonly intervalMs = 50,
-  ) {}
-
-  start(): this {
-    this.timer = setInterval(() => this.poll(), this.intervalMs);
-    return this;
+function tailOf(file: string, want: number): { buf: Buffer; whole: boolean } {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch {
+    // no such log (yet): nothing to show
+    return { buf: Buffer.alloc(0), whole: true };
   }
-
-  /** Copy what is left and stop. */
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    this.poll();
-  }
-
-  private poll(): void {
-    let fd: number;
-    try {
-      fd = fs.openSync(this.file, 'r');
-    } catch {
-      // not created yet: the next poll will try again
-      return;
-    }
-    try {
-      const buf = Buffer.alloc(64 * 1024);
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, this.pos);
-        if (n <= 0) break;
-        this.pos += n;
-        this.dest.write(Buffer.from(buf.subarray(0, n)));
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const len = Math.min(size, want);
+    const buf = Buffer.alloc(len);
+    const n = fs.readSync(fd, buf, 0, len, size - len);
+    return { buf: buf.subarray(0, n), whole: len === size };
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
-/** The last `n` non-empty lines of a text file ("" if it does not exist), without terminal control characters. */
-export function lastLines(file: string, n: number): string[] {
-  let text: string;
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const len = Math.min(size, 64 * 1024);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      text = buf.toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return [];
+/**
+ * The last `n` non-empty lines of a log, or of several read as one (oldest
+ * first; missing ones are skipped), as printable text: guest and qemu text
+ * goes through the untrusted-text filter, and each line is capped.
+ */
+export function lastLines(files: string | string[], n: number): string[] {
+  const parts: Buffer[] = [];
+  let want = TAIL_BYTES;
+  let whole = true;
+  for (const f of [files].flat().reverse()) {
+    const t = tailOf(f, want);
+    parts.unshift(t.buf);
+    want -= t.buf.length;
+    whole = t.whole;
+    if (!whole) break;
   }
-  return text
-    .split(/\r?\n|\r/)
-    // eslint-disable-next-line no-control-regex
-    .map((l) => l.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[\x00-\x08\x0b-\x1f\x7f]/g, '').trimEnd())
+  let lines = sanitizeText(Buffer.concat(parts)).split('\n');
+  // the first line of a log read from its middle is a fragment: shown only if it is all there is
+  if (!whole && lines.slice(1).some((l) => l.trim() !== '')) lines = lines.slice(1);
+  return lines
+    .map((l) => capLine(l.replace(/\t/g, ' ').trimEnd()))
     .filter((l) => l.trim() !== '')
     .slice(-n);
 }

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Duplex } from 'node:stream';
 import { log } from '../src/log.js';
 import { executable, which } from '../src/stage1-common/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
@@ -14,8 +15,8 @@ import { podFile, socketPath, writePidFile } from './pod-files.js';
 // socket paths resolve there) and under `setpriv --pdeathsig KILL`, so the
 // kernel kills them when the run entrypoint dies, however it dies: a pod
 // never leaves an orphan VM behind. The pod lock (fd 3 of the run
-// entrypoint) is replaced by /dev/null in them: only the run entrypoint may
-// keep the pod "running".
+// entrypoint) is replaced in them (by /dev/null, or qemu's console socket):
+// only the run entrypoint may keep the pod "running".
 
 
 /** A value inside a qemu option list, where "," separates options and ",," is a literal comma. */
@@ -66,6 +67,9 @@ export interface VmConfig {
   nics?: string[];
 }
 
+/** The descriptor on which qemu finds its end of the serial console's socket pair. */
+export const QEMU_CONSOLE_FD = 3;
+
 /** qemu's command line for the pod (without the binary). */
 export function qemuArgs(c: VmConfig): string[] {
   const sock = (f: Parameters<typeof socketPath>[1]): string => optValue(socketPath(c.podDir, f));
@@ -94,8 +98,10 @@ export function qemuArgs(c: VmConfig): string[] {
   // virtio 1.0 over MMIO: vhost-user-fs refuses legacy devices
   a.push('-global', 'virtio-mmio.force-legacy=false');
   a.push('-kernel', c.kernel, '-append', c.cmdline);
-  // The serial console: a socket for rkt attach and --interactive, and a log of everything.
-  a.push('-chardev', `socket,id=console,path=${sock('console')},server=on,wait=off,logfile=${file('consoleLog')},logappend=on`);
+  // The serial console: one end of a socket pair whose other end the run
+  // entrypoint keeps (console-relay.ts), which owns the log and console.sock.
+  // No logfile: qemu never writes what the guest prints to a file.
+  a.push('-chardev', `socket,id=console,fd=${QEMU_CONSOLE_FD}`);
   a.push('-serial', 'chardev:console');
   a.push('-device', 'virtio-serial-device');
   // App output: FIFOs that keep what the guest writes until the run entrypoint reads it.
@@ -104,6 +110,10 @@ export function qemuArgs(c: VmConfig): string[] {
   a.push('-chardev', `pipe,id=report,path=${file('report')}`, '-device', 'virtserialport,chardev=report,name=rkt.report');
   a.push('-chardev', `socket,id=agent,path=${sock('agent')},server=on,wait=off`, '-device', 'virtserialport,chardev=agent,name=rkt.agent');
   a.push('-device', 'virtio-rng-device');
+  // pvpanic (ISA port 0x505, in microvm's ACPI tables): the guest kernel's
+  // panic becomes QMP's GUEST_PANICKED, and qemu powers the VM off. The host
+  // says "guest panicked" on that signal only, never on console text.
+  a.push('-device', 'pvpanic', '-action', 'panic=shutdown');
   a.push(...(c.nics ?? []));
   if (c.share === 'virtiofs') {
     a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
@@ -137,14 +147,20 @@ export interface Helper {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function spawnHelper(podDir: string, argv: string[], logFile: string, name: string): Helper {
+export interface QemuHelper extends Helper {
+  /** Our end of the serial console's socket pair (none if the spawn failed). */
+  console: Duplex | undefined;
+}
+
+/** `fd3`: what the helper gets as descriptor 3, /dev/null unless said (never the pod lock we hold there). */
+function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, fd3: 'pipe' | 'null' = 'null'): Helper {
   const setpriv = findSetpriv();
   const out = fs.openSync(logFile, 'a');
   const devNull = fs.openSync('/dev/null', 'r+');
   log().debug({ argv }, `starting ${name}`);
   let child: ChildProcess;
   try {
-    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio: [devNull, out, out, devNull] });
+    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio: [devNull, out, out, fd3 === 'pipe' ? 'pipe' : devNull] });
   } finally {
     fs.closeSync(out);
     fs.closeSync(devNull);
@@ -160,12 +176,13 @@ function spawnHelper(podDir: string, argv: string[], logFile: string, name: stri
   return { child, pid: child.pid, exited };
 }
 
-export function startQemu(qemu: string, c: VmConfig): Helper {
-  // nsenter execs qemu in place: the pid, and the parent-death signal set by setpriv, stay qemu's
+export function startQemu(qemu: string, c: VmConfig): QemuHelper {
+  // nsenter execs qemu in place: the pid, the parent-death signal set by setpriv and the console's descriptor stay qemu's
   const argv = [...(c.netns !== undefined ? inNetns(c.netns, [qemu]) : [qemu]), ...qemuArgs(c)];
-  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu');
+  // node makes a 'pipe' a socket pair: qemu's socket chardev takes its end as a connected client
+  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', 'pipe');
   if (h.pid > 0) writePidFile(c.podDir, 'qemuPid', h.pid);
-  return h;
+  return { ...h, console: (h.child.stdio[QEMU_CONSOLE_FD] as Duplex | null) ?? undefined };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -19,11 +19,11 @@ import { writeGuestConfig } from './guest-config.js';
 import { writeGuestNetwork } from './guest-net.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
-import { FileFollower, lastLines, pipeFifo } from './output.js';
+import { pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
 import { findQemu, findVirtiofsd, makeOutputFifos, startVirtiofsd, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
-import { exitCause, PodVm, type VmEnd } from './vm.js';
+import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of
 // one pod VM. prepare() checks what can be checked, sets up the pod's
@@ -32,7 +32,7 @@ import { exitCause, PodVm, type VmEnd } from './vm.js';
 // guest's network configuration into the stage1 rootfs; start() shares that
 // rootfs into a qemu VM (virtio-fs, or 9p) and boots it, and copies the
 // apps' output to our stdout and stderr (or connects the terminal to the
-// serial console for --interactive).
+// serial console for --interactive); the VM keeps the console's log.
 
 function mkfifo(p: string): void {
   const r = spawnSync('mkfifo', ['-m', '0600', p], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
@@ -63,7 +63,6 @@ export class VmEngine implements PodEngine<VmEnd> {
   private vm: PodVm | undefined;
   private readonly guardian: KvmGuardian;
   private readonly drains: Promise<void>[] = [];
-  private follower: FileFollower | undefined;
 
   constructor(
     private readonly paths: PodPaths,
@@ -180,17 +179,17 @@ export class VmEngine implements PodEngine<VmEnd> {
       rootfs: paths.stage1Rootfs,
       pit: accel === 'tcg' && plan.tscKhz === undefined,
       ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
-    });
+    }, { ...(args.debug && !args.interactive && { debug: process.stderr }) });
     await this.vm.start((pid) => this.guardian.watch(pid));
     // qemu has opened the port's FIFO (it answers on QMP): the channel ends when qemu does
     this.reports.attachFifo(`${podFile(paths.dir, 'report')}.out`, { hold: false });
     if (args.interactive) {
+      await this.vm.console?.listening();
       const session = await connectConsole(paths.dir, { stdin: process.stdin, stdout: process.stdout, retryMs: 2000 });
       void this.vm.ended.then(() => session.close());
     } else {
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stdout')}.out`, process.stdout));
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stderr')}.out`, process.stderr));
-      if (args.debug) this.follower = new FileFollower(podFile(paths.dir, 'consoleLog'), process.stderr).start();
     }
   }
 
@@ -213,15 +212,14 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   bootTimedOut(timeoutMs: number): Error {
     // the error is one line; the console's last words are what says why
-    const lines = lastLines(podFile(this.paths.dir, 'consoleLog'), 10);
+    const { lines, error } = bootTimeoutReport(this.paths.dir, timeoutMs);
     if (lines.length > 0) say(`the guest console ended with:\n${lines.join('\n')}`);
-    const hint = lines.length > 0 ? `last console line: ${lines.at(-1)}` : 'its console is empty; run with --debug to see the boot messages';
-    return new KvmBootError(`the VM did not start the apps within ${timeoutMs / 1000} s (${hint}); set ${KVM_ENV.bootTimeout} to wait longer`);
+    return error;
   }
 
   async finish(): Promise<void> {
-    this.follower?.stop();
-    await Promise.race([Promise.all([...this.drains, this.reports.drain(KVM_TIMEOUTS.drainMs)]), new Promise((r) => setTimeout(r, KVM_TIMEOUTS.drainMs))]);
+    const consoleDone = this.vm?.console?.closed ?? Promise.resolve();
+    await Promise.race([Promise.all([...this.drains, consoleDone, this.reports.drain(KVM_TIMEOUTS.drainMs)]), new Promise((r) => setTimeout(r, KVM_TIMEOUTS.drainMs))]);
     await this.vm?.close();
   }
 

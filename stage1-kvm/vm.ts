@@ -3,29 +3,35 @@ import os from 'node:os';
 import { log } from '../src/log.js';
 import { QmpClient, type QmpCloseReason } from './qmp.js';
 import type { GuestPanickedEventData, ShutdownEventData } from './qmp.js';
-import { KVM_TIMEOUTS } from './config.js';
+import { KVM_ENV, KVM_TIMEOUTS } from './config.js';
 import { KvmBootError } from './errors.js';
+import { capLine, MAX_LINE_CHARS } from '../src/util/untrusted-text.js';
+import { ConsoleRelay, type ConsoleRelayOptions } from './console-relay.js';
+import { consoleTail } from './console-log.js';
 import { lastLines } from './output.js';
 import { podFile, socketPath } from './pod-files.js';
-import { startQemu, type Helper, type VmConfig } from './qemu.js';
+import { startQemu, type QemuHelper, type VmConfig } from './qemu.js';
 
 // One pod's VM as the run entrypoint sees it: the qemu process, the QMP
-// connection it keeps for the VM's events, and, once qemu is gone, what
-// ended it. Stopping is graceful first (the ACPI power button: systemd in
-// the guest stops the apps, which record their statuses, then powers off)
-// and forceful after a timeout.
+// connection it keeps for the VM's events, the host end of its serial
+// console (console-relay.ts), and, once qemu is gone, what ended it.
+// Stopping is graceful first (the ACPI power button: systemd in the guest
+// stops the apps, which record their statuses, then powers off) and
+// forceful after a timeout.
 
 export interface VmEnd {
   code: number | null;
   signal: NodeJS.Signals | null;
   /** The last SHUTDOWN event: who asked qemu to stop, if anyone did. */
   shutdown?: ShutdownEventData;
+  /** GUEST_PANICKED: qemu's pvpanic device saw the guest kernel panic. */
   panic?: GuestPanickedEventData;
 }
 
 
 export class PodVm {
-  private qemu!: Helper;
+  private qemu!: QemuHelper;
+  private relay: ConsoleRelay | undefined;
   private qmp: QmpClient | undefined;
   private shutdown: ShutdownEventData | undefined;
   private panic: GuestPanickedEventData | undefined;
@@ -36,6 +42,7 @@ export class PodVm {
   constructor(
     private readonly qemuBinary: string,
     readonly config: VmConfig,
+    private readonly consoleOptions: ConsoleRelayOptions = {},
   ) {}
 
   get pid(): number {
@@ -50,6 +57,9 @@ export class PodVm {
   async start(onSpawn?: (pid: number) => void): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);
     if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
+    // read from the start: until then the guest's console waits on a full socket
+    // (no descriptor when the spawn itself failed: qemu's exit says why below)
+    if (this.qemu.console) this.relay = new ConsoleRelay(this.config.podDir, this.qemu.console, this.consoleOptions);
     this.ended = this.qemu.exited.then((e) => {
       this.endValue = { ...e, ...(this.shutdown && { shutdown: this.shutdown }), ...(this.panic && { panic: this.panic }) };
       log().debug({ ...this.endValue }, 'qemu exited');
@@ -125,6 +135,11 @@ export class PodVm {
     if (!this.hasEnded) this.qemu.child.kill('SIGKILL');
   }
 
+  /** The console relay, once qemu is started (console.sock is served from then on). */
+  get console(): ConsoleRelay | undefined {
+    return this.relay;
+  }
+
   async close(): Promise<void> {
     await this.qmp?.close();
   }
@@ -142,25 +157,48 @@ export function qemuComplaint(podDir: string): string {
   return lines.length > 0 ? lines.join('; ') : 'qemu said nothing (see the pod directory for qemu.log)';
 }
 
-/** A "Kernel panic" line from the console log, if the guest printed one. */
+/**
+ * The console's "Kernel panic" line, as context for a panic the host
+ * observed; never evidence of one (any root process in the guest can print
+ * it, on the console or through /dev/kmsg).
+ */
 export function panicLine(podDir: string): string | undefined {
-  return lastLines(podFile(podDir, 'consoleLog'), 60).find((l) => /Kernel panic/.test(l));
+  return consoleTail(podDir, 60).findLast((l) => /Kernel panic - /.test(l))?.replace(/^.*?Kernel panic - /, '');
 }
 
-/**
- * Why the VM ended while some apps had no exit status, in words for
- * `rkt status` (exit-cause). Only asked when something went wrong, so it
- * always has an answer.
- */
-export function exitCause(end: VmEnd, podDir: string): string {
-  const panic = panicLine(podDir);
-  if (end.panic !== undefined || panic !== undefined) return `guest panicked${panic ? `: ${panic.replace(/^.*?Kernel panic - /, '')}` : ''}`;
+function describeCause(end: VmEnd, podDir: string): string {
+  // GUEST_PANICKED (or the shutdown it causes) is qemu's word, from the pvpanic device
+  if (end.panic !== undefined || end.shutdown?.reason === 'guest-panic') {
+    const context = panicLine(podDir);
+    return `guest panicked${context ? `: ${context}` : ''}`;
+  }
   if (end.signal !== null) return `qemu ${describeEnd(end)}`;
   const reason = end.shutdown?.reason;
   if (reason === 'host-qmp-quit') return 'qemu was told to quit over QMP';
   if (reason === 'host-signal') return 'qemu was stopped by a signal';
-  if (reason === 'guest-reset') return 'the guest rebooted (qemu runs with -no-reboot)';
+  // a panic before the pvpanic driver is up (panic=-1) ends this way too, but so does a guest's own reboot
+  if (reason === 'guest-reset') return 'the guest rebooted or crashed early (qemu runs with -no-reboot)';
   if (end.code !== 0) return `qemu ended with ${describeEnd(end)}: ${qemuComplaint(podDir)}`;
   if (reason === 'guest-shutdown') return 'the guest powered off before every app had exited';
   return `qemu exited (${describeEnd(end)}) before every app had exited`;
+}
+
+/**
+ * Why the VM ended while some apps had no exit status, in words for
+ * `rkt status` (exit-cause): one printable line of bounded length. Only
+ * asked when something went wrong, so it always has an answer. What the
+ * host observed decides; guest text is only quoted, sanitised.
+ */
+export function exitCause(end: VmEnd, podDir: string): string {
+  return capLine(describeCause(end, podDir), 2 * MAX_LINE_CHARS);
+}
+
+/**
+ * What a pod that did not start its apps in time has to say: the console's
+ * last lines (sanitised, capped) to print, and the one-line error.
+ */
+export function bootTimeoutReport(podDir: string, timeoutMs: number): { lines: string[]; error: KvmBootError } {
+  const lines = consoleTail(podDir, 10);
+  const hint = lines.length > 0 ? `last console line: ${lines.at(-1)}` : 'its console is empty; run with --debug to see the boot messages';
+  return { lines, error: new KvmBootError(`the VM did not start the apps within ${timeoutMs / 1000} s (${hint}); set ${KVM_ENV.bootTimeout} to wait longer`) };
 }

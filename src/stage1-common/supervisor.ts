@@ -4,6 +4,7 @@ import os from 'node:os';
 import { log, say } from '../log.js';
 import type { PodPaths } from '../stage1/contract.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { MAX_LINE_CHARS, sanitizeLine } from '../util/untrusted-text.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
 import { markReady, writeAppExitStatus } from './status.js';
@@ -71,6 +72,8 @@ export interface SuperviseOptions {
 }
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+// an exit cause is at most two console lines' worth (vm.ts)
+const EXIT_CAUSE_MAX_CHARS = 2 * MAX_LINE_CHARS;
 /** A second stop request closer than this to the first is its echo (stage0 forwards what the terminal also sent us). */
 const STOP_ECHO_MS = 1000;
 
@@ -163,7 +166,8 @@ export class PodSupervisor {
   writeCause(cause: string): void {
     const file = this.opts.paths.exitCause;
     if (fs.existsSync(file)) return;
-    writeFileAtomic(file, `${cause}\n`);
+    // causes can quote what the pod said: one printable line, whatever it sent
+    writeFileAtomic(file, `${sanitizeLine(cause, EXIT_CAUSE_MAX_CHARS)}\n`);
   }
 
   /** Run the pod to its end; resolves with the status the run entrypoint exits with. */

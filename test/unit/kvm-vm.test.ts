@@ -8,8 +8,8 @@ import { PodPaths } from '../../src/stage1/contract.js';
 import { writeGuestConfig } from '../../stage1-kvm/guest-config.js';
 import { lastLines } from '../../stage1-kvm/output.js';
 import { isPodHelper, socketPath } from '../../stage1-kvm/pod-files.js';
-import { optValue, qemuArgs, type VmConfig } from '../../stage1-kvm/qemu.js';
-import { exitCause } from '../../stage1-kvm/vm.js';
+import { optValue, QEMU_CONSOLE_FD, qemuArgs, type VmConfig } from '../../stage1-kvm/qemu.js';
+import { bootTimeoutReport, exitCause } from '../../stage1-kvm/vm.js';
 
 const UUID = '0c7d4f36-9a52-4a53-b1c5-2b8a3f1e0d11';
 
@@ -56,11 +56,14 @@ test('qemu: microvm, accelerator, size, kernel, no reboot', (t) => {
   t.regex(opt(kvm, '-M')[0]!, /pit=on/);
 });
 
-test('qemu: console socket and log, output ports, agent, two QMP sockets', (t) => {
+test('qemu: console on an inherited socket (no log file), output ports, agent, two QMP sockets, pvpanic', (t) => {
   const a = qemuArgs(config());
   const dir = config().podDir;
   const chardevs = opt(a, '-chardev');
-  t.true(chardevs.includes(`socket,id=console,path=${dir}/console.sock,server=on,wait=off,logfile=${dir}/console.log,logappend=on`));
+  t.true(chardevs.includes(`socket,id=console,fd=${QEMU_CONSOLE_FD}`));
+  t.false(a.some((x) => x.includes('logfile')), 'qemu writes no console log of its own');
+  t.true(opt(a, '-device').includes('pvpanic'));
+  t.deepEqual(opt(a, '-action'), ['panic=shutdown']);
   t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/stdout`));
   t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/stderr`));
   t.true(chardevs.includes(`socket,id=agent,path=${dir}/agent.sock,server=on,wait=off`));
@@ -145,9 +148,35 @@ test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {
   t.regex(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-shutdown' } }, dir), /powered off before every app/);
   fs.writeFileSync(path.join(dir, 'qemu.log'), 'qemu-system-x86_64: -kernel x: could not load kernel\n');
   t.regex(exitCause({ code: 1, signal: null }, dir), /exit status 1: -kernel x: could not load kernel/);
+  t.regex(exitCause({ code: 0, signal: null, panic: { action: 'pause' } }, dir), /^guest panicked$/);
   fs.writeFileSync(path.join(dir, 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
-  t.is(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } }, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
-  t.regex(exitCause({ code: 0, signal: null, panic: { action: 'pause' } }, dir), /^guest panicked/);
+  const panicked = { code: 0, signal: null, panic: { action: 'poweroff' }, shutdown: { guest: true, reason: 'guest-panic' } } as const;
+  t.is(exitCause(panicked, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
+  t.is(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-panic' } }, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
+});
+
+test('exit cause: a "Kernel panic" line on the console without the host\'s signal is not a panic', (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'console.log'), 'app says:\n[    1.0] Kernel panic - not syncing: fake\n');
+  for (const end of [
+    { code: 0, signal: null, shutdown: { guest: true, reason: 'guest-shutdown' } },
+    { code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } },
+    { code: null, signal: 'SIGKILL' },
+    { code: 0, signal: null },
+  ] as const) {
+    const cause = exitCause(end, dir);
+    t.notRegex(cause, /panic/i, cause);
+  }
+});
+
+test('exit cause: guest text in it is one printable line of bounded length', (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'console.log'), `Kernel panic - \x1b]0;owned\x07\x1b[2J\u009b31m\x7f\x00${'x'.repeat(10 * 1024)}\n`);
+  const cause = exitCause({ code: 0, signal: null, panic: { action: 'poweroff' } }, dir);
+  t.regex(cause, /^guest panicked: x+…$/);
+  t.true(cause.length <= 600, String(cause.length));
+  fs.writeFileSync(path.join(dir, 'qemu.log'), 'qemu-system-x86_64: \x1b[31mred\x1b[0m\r\n');
+  t.is(exitCause({ code: 1, signal: null }, dir), 'qemu ended with exit status 1: red');
 });
 
 test('last console lines: trailing lines, control characters and colours stripped', (t) => {
@@ -156,9 +185,29 @@ test('last console lines: trailing lines, control characters and colours strippe
   fs.writeFileSync(f, 'one\r\n\x1b[0;32mtwo\x1b[0m\r\n\r\nthree\x07\n');
   t.deepEqual(lastLines(f, 2), ['two', 'three']);
   t.deepEqual(lastLines(path.join(dir, 'none'), 2), []);
+  // several logs read as one, oldest first; a fragment cut by the tail's start is dropped
+  fs.writeFileSync(`${f}.1`, 'older\n');
+  t.deepEqual(lastLines([`${f}.1`, f], 10), ['older', 'one', 'two', 'three']);
+  fs.writeFileSync(f, `${'y'.repeat(100 * 1024)}\nlast\n`);
+  t.deepEqual(lastLines([`${f}.1`, f], 10), ['last']);
+  fs.writeFileSync(f, `start\n${'z'.repeat(1024 * 1024)}\n`);
+  const [long] = lastLines(f, 1);
+  t.is(long, `${'z'.repeat(299)}…`);
 });
 
 test('a helper is recognized by the pod directory or UUID in its command line only', (t) => {
   t.true(isPodHelper(`/nonexistent/${UUID}`, process.pid) === false);
   t.false(isPodHelper('/x', 999_999_999));
+});
+
+test('boot timeout: the console lines it prints and its error carry no control characters and are capped', (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'console.log.1'), 'older line\n');
+  fs.writeFileSync(path.join(dir, 'console.log'), `\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\r\n\u009b6n${'w'.repeat(5000)}\r\n\x1b[1A\x1b[2Klast\x07\r\n`);
+  const { lines, error } = bootTimeoutReport(dir, 90_000);
+  t.deepEqual(lines, ['older line', 'red', `${'w'.repeat(299)}…`, 'last']);
+  t.is(error.message, `the VM did not start the apps within 90 s (last console line: last); set RKT_KVM_BOOT_TIMEOUT to wait longer`);
+  const none = bootTimeoutReport(tmp(t), 1000);
+  t.deepEqual(none.lines, []);
+  t.regex(none.error.message, /console is empty/);
 });

@@ -20,8 +20,9 @@ import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STA
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { FileFollower, lastLines, pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
-import { findQemu, findVirtiofsd, makeOutputFifos, startVirtiofsd, type Helper } from './qemu.js';
+import { findQemu, makeOutputFifos, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
+import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
 import { exitCause, PodVm, type VmEnd } from './vm.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of

@@ -94,7 +94,9 @@ export function guestIdShift(base: number, helper: string): IdShift {
       const st = fs.statSync(m.source);
       const maps = hostVolumeMaps(base, st, spec);
       if (!maps) {
-        if (!m.readOnly) log().debug(`volume "${m.volume}": ${m.source} is owned by root; the guest writes there only where others may`);
+        if (!m.readOnly && (st.mode & 0o002) === 0) {
+          log().warn(`volume "${m.volume}": ${m.source} is owned by root, and the kvm guest's ids are not host ids: the app cannot write there; chown it to an unprivileged user, whose files the app then owns`);
+        }
         await plainBind(m.source, target, m.readOnly);
         return;
       }

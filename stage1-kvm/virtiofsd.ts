@@ -43,6 +43,8 @@ export interface VirtiofsdConfig {
   helper: string;
   /** Host volumes: the host may change files under the guest. */
   coherent: boolean;
+  /** The pod's cgroup (v2 directory), joined before virtiofsd starts. */
+  cgroup?: string;
 }
 
 /** virtiofsd's command line, started by rkt-idmap in the pod's user namespace with its socket on fd 3. */
@@ -55,6 +57,7 @@ export function virtiofsdArgv(virtiofsd: string, c: VirtiofsdConfig): string[] {
     // created by the helper as host root: virtiofsd needs no access to the pod directory
     '--listen',
     sock,
+    ...(c.cgroup !== undefined ? ['--cgroup', c.cgroup] : []),
     '--',
     virtiofsd,
     '--fd=3',

@@ -11,13 +11,15 @@
  *       as owned by NS+i, and one created through it by NS+i lands on disk as
  *       HOST+i. Ids outside every range show as the overflow id (65534) and
  *       cannot create files.
- *   rkt-idmap exec MAPS [--listen SOCKET] -- PROGRAM ARGS...
+ *   rkt-idmap exec MAPS [--listen SOCKET] [--cgroup DIR] -- PROGRAM ARGS...
  *       execute PROGRAM as uid 0, gid 0, no supplementary groups, in a new
  *       user namespace where NS+i is host HOST+i: its root is HOST (an
  *       unprivileged id), its capabilities reach only what that namespace
  *       owns. The pid stays ours. --listen: first create the unix socket
  *       SOCKET (mode 0600, host root's) listening, as PROGRAM's fd 3, so
- *       that PROGRAM needs no access to the socket's directory.
+ *       that PROGRAM needs no access to the socket's directory. --cgroup:
+ *       first move into the cgroup (v2) DIR, so that every process PROGRAM
+ *       forks starts there.
  *
  *   MAPS: --uid NS:HOST:COUNT ... --gid NS:HOST:COUNT ... (up to 16 of each)
  *
@@ -74,7 +76,7 @@ struct maps {
 };
 
 /* Parse options from argv[*i]; stops at the first non-option or after "--". */
-static int parse(int argc, char **argv, int *i, struct maps *m, int allow_ro, const char **listen) {
+static int parse(int argc, char **argv, int *i, struct maps *m, int allow_ro, const char **listen, const char **cgroup) {
   int ro = 0;
   for (; *i < argc && strncmp(argv[*i], "--", 2) == 0; (*i)++) {
     if (strcmp(argv[*i], "--") == 0) {
@@ -83,6 +85,7 @@ static int parse(int argc, char **argv, int *i, struct maps *m, int allow_ro, co
     }
     if (allow_ro && strcmp(argv[*i], "--ro") == 0) ro = 1;
     else if (listen && strcmp(argv[*i], "--listen") == 0 && *i + 1 < argc) *listen = argv[++*i];
+    else if (cgroup && strcmp(argv[*i], "--cgroup") == 0 && *i + 1 < argc) *cgroup = argv[++*i];
     else if (strcmp(argv[*i], "--uid") == 0 && *i + 1 < argc) add_range(m->uid, &m->uids, argv[++*i]);
     else if (strcmp(argv[*i], "--gid") == 0 && *i + 1 < argc) add_range(m->gid, &m->gids, argv[++*i]);
     else usage();
@@ -135,7 +138,7 @@ static int userns_fd(const struct maps *m) {
 
 static int bind_cmd(int argc, char **argv) {
   struct maps m = {0};
-  int i = 2, ro = parse(argc, argv, &i, &m, 1, NULL);
+  int i = 2, ro = parse(argc, argv, &i, &m, 1, NULL, NULL);
   if (argc - i != 2) usage();
   const char *source = argv[i], *target = argv[i + 1];
   int ns = userns_fd(&m);
@@ -148,6 +151,18 @@ static int bind_cmd(int argc, char **argv) {
   if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) die("mount_setattr");
   if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0) die(target);
   return 0;
+}
+
+static void join_cgroup(const char *dir) {
+  char path[4096];
+  if (snprintf(path, sizeof path, "%s/cgroup.procs", dir) >= (int)sizeof path) {
+    errno = ENAMETOOLONG;
+    die(dir);
+  }
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  /* "0": the writer itself */
+  if (fd < 0 || write(fd, "0", 1) != 1) die(path);
+  close(fd);
 }
 
 /* A listening unix socket at `path` (which must not exist) on fd 3, kept across exec. */
@@ -173,9 +188,10 @@ static void listen_on(const char *path) {
 static int exec_in(int argc, char **argv) {
   struct maps m = {0};
   int i = 2;
-  const char *sock = NULL;
-  parse(argc, argv, &i, &m, 0, &sock);
+  const char *sock = NULL, *cgroup = NULL;
+  parse(argc, argv, &i, &m, 0, &sock, &cgroup);
   if (i >= argc) usage();
+  if (cgroup) join_cgroup(cgroup);
   if (sock) listen_on(sock);
   /* A child in our namespace writes our maps once we have unshared. */
   int go[2];

@@ -11,6 +11,7 @@ import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1M
 //   /                 the guest image of guest/build-image.sh (systemd, units, agent, busybox)
 //   /kernel/bzImage   the guest kernel of kernel-config/build.sh
 //   /kvm/<entry>      a /bin/sh launcher per entrypoint, running /kvm/<entry>.mjs (esbuild bundle)
+//   /kvm/bin/rkt-idmap  user namespaces and id-mapped mounts for virtiofsd (stage1-kvm/native/rkt-idmap.c)
 // The launchers live under /kvm, not at the root as in other flavors,
 // because this rootfs is also the guest's, where /run is a mount point.
 // The tar is uncompressed with fixed owners, order and mtimes, so the same
@@ -38,6 +39,14 @@ function stub(entry: string): string {
 
 export function kvmManifest(): object {
   return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map((e) => [e, `/kvm/${e}`])));
+}
+
+/** The host helper for the guest's ids (guest-ids.ts): static, so that the image runs on any x86-64 host. */
+async function buildIdmapHelper(root: string, out: string): Promise<void> {
+  fs.mkdirSync(path.dirname(out), { recursive: true, mode: 0o755 });
+  const r = await execa('gcc', ['-static', '-O2', '-s', '-std=gnu11', '-Wall', '-Wextra', '-o', out, path.join(root, 'stage1-kvm', 'native', 'rkt-idmap.c')], { reject: false });
+  if (r.exitCode !== 0) throw new Error(`cannot build rkt-idmap (gcc and libc6-dev are needed): ${String(r.stderr).trim() || r.message}`);
+  fs.chmodSync(out, 0o755);
 }
 
 async function kernelImage(root: string): Promise<string> {
@@ -71,6 +80,7 @@ export async function buildStage1Kvm(output: string): Promise<string> {
       fs.chmodSync(path.join(kvm, e), 0o755);
     }
     copyNativeAddons(root, kvm);
+    await buildIdmapHelper(root, path.join(kvm, 'bin', 'rkt-idmap'));
     return await writeAci(work, kvmManifest(), output);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });

@@ -68,8 +68,9 @@ export function readPidFile(podDir: string, f: 'qemuPid' | 'virtiofsdPid'): numb
 
 /**
  * Whether `pid` is still the helper this pod started: alive, and its command
- * line names this pod's directory. Pids are recycled; a stale pid file must
- * never make gc or stop kill a stranger.
+ * line names this pod's directory, or its working directory is the pod
+ * directory (virtiofsd, whose command line names no pod path). Pids are recycled; a stale
+ * pid file must never make gc or stop kill a stranger.
  */
 export function isPodHelper(podDir: string, pid: number): boolean {
   let cmdline: string;
@@ -89,7 +90,14 @@ export function isPodHelper(podDir: string, pid: number): boolean {
   })();
   // The pod may have moved (run -> exited-garbage) since the helper started: match on the UUID too.
   const uuid = path.basename(real);
-  return cmdline.includes(real) || cmdline.includes(podDir) || (/^[0-9a-f-]{36}$/.test(uuid) && cmdline.includes(uuid));
+  if (cmdline.includes(real) || cmdline.includes(podDir) || (/^[0-9a-f-]{36}$/.test(uuid) && cmdline.includes(uuid))) return true;
+  try {
+    const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+    return cwd === real || (/^[0-9a-f-]{36}$/.test(uuid) && path.basename(cwd) === uuid);
+  } catch {
+    // gone meanwhile
+    return false;
+  }
 }
 
 /** SIGKILL a helper recorded in a pid file if it is still this pod's; true if one was killed. */

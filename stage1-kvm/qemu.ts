@@ -5,13 +5,14 @@ import { log } from '../src/log.js';
 import { executable, which } from '../src/stage1-common/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
 import type { Env } from '../src/stage1-common/env-config.js';
-import { KVM_ENV, qemuOverride, virtiofsdOverride, type Accel } from './config.js';
+import { KVM_ENV, qemuOverride, type Accel } from './config.js';
 import { KvmHostError } from './errors.js';
 import { ROOT_TAG, type Share } from './kernel.js';
 import { podFile, socketPath, writePidFile } from './pod-files.js';
 
-// qemu and virtiofsd for one pod: their command lines and how they are
-// started. Both run with the pod directory as working directory (relative
+// qemu for one pod: its command line and how it is started, and how the
+// pod's helper processes are started (qemu here, virtiofsd in virtiofsd.ts).
+// Both run with the pod directory as working directory (relative
 // socket paths resolve there) and under `setpriv --pdeathsig KILL`, so the
 // kernel kills them when the run entrypoint dies, however it dies: a pod
 // never leaves an orphan VM behind. The pod lock (fd 3 of the run
@@ -33,13 +34,6 @@ export function findQemu(env: Env = process.env): string {
   const q = which('qemu-system-x86_64');
   if (!q) throw new KvmHostError('qemu-system-x86_64 is not installed; the kvm stage1 needs it (apt-get install qemu-system-x86)');
   return q;
-}
-
-/** virtiofsd: a separate package since qemu 8, shipped with qemu before. */
-export function findVirtiofsd(env: Env = process.env): string | undefined {
-  const given = virtiofsdOverride(env);
-  if (given) return executable(given) ? given : undefined;
-  return which('virtiofsd') ?? ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd'].find(executable);
 }
 
 export function findSetpriv(): string {
@@ -153,7 +147,7 @@ export interface QemuHelper extends Helper {
 }
 
 /** `fd3`: what the helper gets as descriptor 3, /dev/null unless said (never the pod lock we hold there). */
-function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, fd3: 'pipe' | 'null' = 'null'): Helper {
+export function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, fd3: 'pipe' | 'null' = 'null'): Helper {
   const setpriv = findSetpriv();
   const out = fs.openSync(logFile, 'a');
   const devNull = fs.openSync('/dev/null', 'r+');
@@ -183,68 +177,4 @@ export function startQemu(qemu: string, c: VmConfig): QemuHelper {
   const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', 'pipe');
   if (h.pid > 0) writePidFile(c.podDir, 'qemuPid', h.pid);
   return { ...h, console: (h.child.stdio[QEMU_CONSOLE_FD] as Duplex | null) ?? undefined };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/**
- * Start virtiofsd serving `rootfs` and wait until its socket exists.
- * Resolves undefined (after killing it) if it does not come up: the caller
- * then falls back to 9p.
- */
-function virtiofsdListening(logFile: string): boolean {
-  try {
-    return fs.readFileSync(logFile, 'utf8').includes('Waiting for vhost-user socket connection');
-  } catch {
-    // no log yet: not listening yet
-    return false;
-  }
-}
-
-export async function startVirtiofsd(virtiofsd: string, podDir: string, rootfs: string, coherent: boolean, timeoutMs = 5000): Promise<Helper | undefined> {
-  if (rootfs.includes(',')) {
-    // virtiofsd's -o list has no escape for a comma
-    log().debug(`virtiofsd cannot serve ${rootfs}: its path contains a comma`);
-    return undefined;
-  }
-  const sock = socketPath(podDir, 'virtiofsSocket');
-  fs.rmSync(podFile(podDir, 'virtiofsSocket'), { force: true });
-  const argv = [
-    virtiofsd,
-    `--socket-path=${sock}`,
-    '-o',
-    `source=${rootfs}`,
-    // with host volumes the host may change files under the guest: cache
-    // only while they are open; otherwise nobody but the guest writes
-    '-o',
-    `cache=${coherent ? 'auto' : 'always'}`,
-    // the app rootfs overlays and volumes are other filesystems: show them as submounts
-    '-o',
-    'announce_submounts',
-  ];
-  const h = spawnHelper(podDir, argv, podFile(podDir, 'virtiofsdLog'), 'virtiofsd');
-  if (h.pid <= 0) return undefined;
-  writePidFile(podDir, 'virtiofsdPid', h.pid);
-  let dead = false;
-  void h.exited.then(() => (dead = true));
-  const end = Date.now() + timeoutMs;
-  // virtiofsd creates its socket a moment before it listens on it, and it
-  // serves one connection only, so it cannot be probed: its log says when
-  // it is ready (qemu met "Connection refused" in about 1 boot of 30 otherwise)
-  while (Date.now() < end && !dead) {
-    if (fs.existsSync(podFile(podDir, 'virtiofsSocket')) && virtiofsdListening(podFile(podDir, 'virtiofsdLog'))) return h;
-    await sleep(5);
-  }
-  h.child.kill('SIGKILL');
-  let why = dead ? 'it exited' : `no socket after ${timeoutMs} ms`;
-  try {
-    const tail = fs.readFileSync(podFile(podDir, 'virtiofsdLog'), 'utf8').trim().split('\n').slice(-3).join(' | ');
-    if (tail) why += `: ${tail}`;
-  } catch {
-    // no log
-  }
-  log().debug(`virtiofsd did not start (${why})`);
-  return undefined;
 }

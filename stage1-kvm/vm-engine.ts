@@ -7,6 +7,7 @@ import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
+import { claimPodIds, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
@@ -16,13 +17,16 @@ import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
+import { guestIdShift, idmapHelper } from './guest-ids.js';
 import { writeGuestNetwork } from './guest-net.js';
+import { assembleGuestRoot } from './guest-root.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
-import { findQemu, findVirtiofsd, makeOutputFifos, startVirtiofsd, type Helper } from './qemu.js';
+import { findQemu, makeOutputFifos, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
+import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
 import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of
@@ -53,6 +57,9 @@ interface Plan {
   kernel: string;
   tscKhz: number | undefined;
   hostname: string;
+  share: Share;
+  /** virtiofs: the binary. */
+  virtiofsd?: string;
 }
 
 export class VmEngine implements PodEngine<VmEnd> {
@@ -61,6 +68,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   private plan: Plan | undefined;
   private network: KvmNetwork | undefined;
   private vm: PodVm | undefined;
+  private ids: PodIds | undefined;
   private readonly guardian: KvmGuardian;
   private readonly drains: Promise<void>[] = [];
 
@@ -103,8 +111,8 @@ export class VmEngine implements PodEngine<VmEnd> {
     log().debug(`VM size: ${size.explain}`);
     const tscKhz = accel.accel === 'tcg' ? hostTscKhz() : undefined;
     if (accel.accel === 'tcg' && tscKhz === undefined) log().debug('host TSC rate unknown: keeping the PIT so that the guest can calibrate');
-    forcedShare(); // a bad value is refused now, not after the network is up
     return {
+      ...this.chooseShare(),
       accel,
       size,
       qemu: findQemu(),
@@ -118,8 +126,10 @@ export class VmEngine implements PodEngine<VmEnd> {
     this.plan = this.check();
     this.network = await setupNetwork(this.paths, this.args, this.plan.hostname);
     const dns = this.network.dnsFiles;
+    if (this.plan.share === 'virtiofs') this.ids = claimPodIds(this.args.uuid);
+    const idShift = this.ids && guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
     for (const spec of this.specs) {
-      await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns) });
+      await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), ...(idShift && { idShift }) });
     }
     const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
@@ -129,20 +139,26 @@ export class VmEngine implements PodEngine<VmEnd> {
     makeOutputFifos(this.paths.dir, mkfifo);
   }
 
-  private async chooseShare(coherent: boolean): Promise<{ share: Share; virtiofsd?: Helper }> {
+  /**
+   * virtio-fs where virtiofsd is installed, else 9p. Chosen before anything
+   * is mounted: over virtio-fs the apps' files are assembled with the pod's
+   * ids (guest-ids.ts), which 9p could not serve.
+   */
+  private chooseShare(): { share: Share; virtiofsd?: string } {
     const forced = forcedShare();
     if (forced === '9p') return { share: '9p' };
     const bin = findVirtiofsd();
-    if (!bin) {
-      if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd is not installed (apt-get install virtiofsd)`);
-      log().debug('virtiofsd not found: sharing the pod with 9p');
-      return { share: '9p' };
-    }
-    const h = await startVirtiofsd(bin, this.paths.dir, this.paths.stage1Rootfs, coherent, KVM_TIMEOUTS.virtiofsdStartMs);
-    if (h) return { share: 'virtiofs', virtiofsd: h };
-    if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd did not start (see ${podFile(this.paths.dir, 'virtiofsdLog')})`);
-    log().debug('virtiofsd did not start: sharing the pod with 9p');
+    if (bin) return { share: 'virtiofs', virtiofsd: bin };
+    if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd is not installed (apt-get install virtiofsd)`);
+    log().debug('virtiofsd not found: sharing the pod with 9p');
     return { share: '9p' };
+  }
+
+  private async startVirtiofsd(bin: string, coherent: boolean): Promise<Helper> {
+    const root = await assembleGuestRoot(this.paths, this.specs, this.ids!.base, idmapHelper(this.paths.stage1Rootfs));
+    const h = await startVirtiofsd(bin, { podDir: this.paths.dir, root, base: this.ids!.base, helper: idmapHelper(this.paths.stage1Rootfs), coherent }, KVM_TIMEOUTS.virtiofsdStartMs);
+    if (!h) throw new KvmHostError(`virtiofsd did not start (see ${podFile(this.paths.dir, 'virtiofsdLog')}); ${KVM_ENV.share}=9p shares the pod over 9p instead`);
+    return h;
   }
 
   async start(): Promise<void> {
@@ -151,8 +167,8 @@ export class VmEngine implements PodEngine<VmEnd> {
     const { paths, args } = this;
     // Only host volumes change under the guest's feet; without them the guest may cache freely.
     const coherent = this.specs.some((s) => s.mounts.some((m) => m.kind === 'host'));
-    const { share, virtiofsd } = await this.chooseShare(coherent);
-    if (virtiofsd) this.guardian.watch(virtiofsd.pid);
+    const share = plan.share;
+    if (plan.virtiofsd) this.guardian.watch((await this.startVirtiofsd(plan.virtiofsd, coherent)).pid);
     const accel = plan.accel.accel;
     const cmdline = kernelCmdline({
       accel,
@@ -232,5 +248,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     // qemu is gone (or going: its tap is removed under it, which it survives)
     await teardownNetwork(this.paths.dir);
     await this.guardian.done();
+    // the pod's ids are free for another pod once nothing of this one runs
+    this.ids?.lock.release();
   }
 }

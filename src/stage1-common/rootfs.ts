@@ -148,8 +148,23 @@ export interface ExtraMount {
   readOnly?: boolean;
 }
 
+/**
+ * How an app's files are presented when the pod's ids are not the host's
+ * (the kvm flavor over virtio-fs, stage1-kvm/guest-ids.ts): the pod's id i
+ * is host id hostId(i). The image's tree is shown shifted by an id-mapped
+ * lower layer, and what the pod owns is owned on disk by the shifted ids.
+ */
+export interface IdShift {
+  hostId(id: number): number;
+  /** Mount `tree` read-only at `target`, its owners shown as the pod's ids. */
+  mountLower(tree: string, target: string): Promise<void>;
+  /** Bind the host volume of `m` on `target` for `spec`'s app. */
+  bindHostVolume(spec: AppSpec, m: VolumeMount, target: string): Promise<void>;
+}
+
 export interface PrepareOptions {
   extraMounts?: ExtraMount[];
+  idShift?: IdShift;
   /** Host file copied to /etc/resolv.conf when the image has none. */
   resolvConf?: string;
   /** Content for /etc/hosts when the image has none. */
@@ -167,12 +182,30 @@ function overlaySafe(p: string): boolean {
   return !/[,:\\\s]/.test(p);
 }
 
-async function mountImage(paths: PodPaths, spec: AppSpec): Promise<boolean> {
+/** The overlay's lower layer seen with the pod's ids, and its upper root owned like the image's root. */
+async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift: IdShift): Promise<string> {
+  if (!overlaySafe(paths.appOverlayUpper(spec.name))) throw new RootfsError(`app ${spec.name}: the pod's path contains a character overlayfs options cannot carry`);
+  const lower = path.join(path.dirname(upper), 'lower');
+  fs.mkdirSync(lower, { recursive: true, mode: 0o755 });
+  await shift.mountLower(spec.treeRootfs, lower);
+  const top = fs.statSync(spec.treeRootfs);
+  fs.chownSync(upper, shift.hostId(top.uid), shift.hostId(top.gid));
+  fs.chmodSync(upper, top.mode & 0o7777);
+  return lower;
+}
+
+async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Promise<boolean> {
   const upper = paths.appOverlayUpper(spec.name);
   const work = paths.appOverlayWork(spec.name);
   fs.mkdirSync(upper, { recursive: true, mode: 0o755 });
   fs.mkdirSync(work, { recursive: true, mode: 0o700 });
   fs.mkdirSync(spec.rootfs, { recursive: true, mode: 0o755 });
+  if (shift) {
+    // no private copy here: it would hold the image's owners, not the pod's
+    const lower = await shiftedLower(paths, spec, upper, shift);
+    await mount(['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, spec.rootfs]);
+    return true;
+  }
   let why: string;
   if ([spec.treeRootfs, upper, work, spec.rootfs].every(overlaySafe)) {
     try {
@@ -217,21 +250,22 @@ export function checkHostSource(source: string, volume: string): fs.Stats {
   return fs.statSync(source);
 }
 
-/** Create an empty volume's directory (shared by all apps that mount it) with its mode and owner. */
-export function ensureEmptyVolume(m: VolumeMount): void {
+/** Create an empty volume's directory (shared by all apps that mount it) with its mode and owner (shifted to the pod's ids). */
+export function ensureEmptyVolume(m: VolumeMount, shift?: IdShift): void {
   if (m.kind !== 'empty' || m.empty === undefined) return;
   fs.mkdirSync(m.source, { recursive: true });
   fs.chmodSync(m.source, m.empty.mode);
-  fs.chownSync(m.source, m.empty.uid, m.empty.gid);
+  fs.chownSync(m.source, shift ? shift.hostId(m.empty.uid) : m.empty.uid, shift ? shift.hostId(m.empty.gid) : m.empty.gid);
 }
 
-async function mountVolume(spec: AppSpec, m: VolumeMount): Promise<void> {
+async function mountVolume(spec: AppSpec, m: VolumeMount, shift?: IdShift): Promise<void> {
   let isDir = true;
   if (m.kind === 'host') isDir = checkHostSource(m.source, m.volume).isDirectory();
-  else ensureEmptyVolume(m);
+  else ensureEmptyVolume(m, shift);
   const target = ensureMountTarget(spec.rootfs, m.target, isDir ? 'dir' : 'file');
   log().debug(`app ${spec.name}: volume ${m.volume} ${m.source} on ${m.target}${m.readOnly ? ' (read-only)' : ''}`);
-  await bindMount(m.source, target, { recursive: m.recursive, readOnly: m.readOnly });
+  if (shift && m.kind === 'host') await shift.bindHostVolume(spec, m, target);
+  else await bindMount(m.source, target, { recursive: m.recursive, readOnly: m.readOnly });
 }
 
 async function mountExtra(spec: AppSpec, e: ExtraMount): Promise<void> {
@@ -262,7 +296,7 @@ function provideEtcFile(root: string, name: string, content: () => string | Buff
  * mount namespace: nothing here is ever unmounted explicitly.
  */
 export async function prepareAppRootfs(paths: PodPaths, spec: AppSpec, opts: PrepareOptions = {}): Promise<PreparedRootfs> {
-  const overlay = await mountImage(paths, spec);
+  const overlay = await mountImage(paths, spec, opts.idShift);
   if (opts.resolvConf !== undefined && fs.existsSync(opts.resolvConf)) {
     const src = opts.resolvConf;
     provideEtcFile(spec.rootfs, 'resolv.conf', () => fs.readFileSync(src));
@@ -273,7 +307,7 @@ export async function prepareAppRootfs(paths: PodPaths, spec: AppSpec, opts: Pre
   }
   for (const e of opts.extraMounts ?? []) await mountExtra(spec, e);
   const byDepth = [...spec.mounts].sort((a, b) => components(a.target).length - components(b.target).length);
-  for (const m of byDepth) await mountVolume(spec, m);
+  for (const m of byDepth) await mountVolume(spec, m, opts.idShift);
   const wd = resolveInRoot(spec.rootfs, spec.workingDirectory);
   if (!wd.exists || !fs.statSync(wd.host).isDirectory()) {
     throw new RootfsError(`working directory ${spec.workingDirectory} of app "${spec.name}" does not exist in its rootfs`);

@@ -8,6 +8,7 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseEnterArgs, runEntrypoint } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
+import { readPinned } from '../src/util/pinned-file.js';
 import { appUnitName } from '../src/stage1-common/units.js';
 import { exitStatusOf } from '../src/stage1-common/status.js';
 import { NspawnHostError } from './errors.js';
@@ -27,6 +28,8 @@ import { enterProperties, escapeExecArg } from './enter-props.js';
 // streams; the bus is started on first use.
 
 const DBUS_START_TIMEOUT_S = '10';
+/** Far more than any generated app unit. */
+const UNIT_MAX_BYTES = 1 << 20;
 
 /**
  * A bare command name, looked up in the app's PATH inside its rootfs, as the
@@ -40,7 +43,9 @@ function resolveCommand(spec: AppSpec, pid: number, cmd: string): string {
   for (const d of dirs) {
     const r = resolveInRoot(rootfs, path.posix.join(d, cmd));
     try {
-      if (r.exists && fs.statSync(r.host).isFile() && (fs.statSync(r.host).mode & 0o111) !== 0) return path.posix.join(d, cmd);
+      // lstat: resolveInRoot followed the links inside the rootfs; one put there since must not lead to the host
+      const st = r.exists ? fs.lstatSync(r.host) : undefined;
+      if (st?.isFile() && (st.mode & 0o111) !== 0) return path.posix.join(d, cmd);
     } catch {
       // not here
     }
@@ -74,7 +79,10 @@ async function enter(argv: string[]): Promise<number> {
   if (nsenter === undefined) throw new NspawnHostError('rkt enter needs nsenter (util-linux) on the host');
   let unitText: string;
   try {
-    unitText = fs.readFileSync(path.join(paths.stage1Rootfs, STAGE1.units, appUnitName(spec.name)), 'utf8');
+    // The unit lives in the pod's rootfs, which the pod can write: a symlink
+    // there must not feed a host file's settings (an Environment= secret) to
+    // the entered command.
+    unitText = readPinned(path.join(paths.stage1Rootfs, STAGE1.units, appUnitName(spec.name)), paths.stage1Rootfs, UNIT_MAX_BYTES);
   } catch (err) {
     throw new RktError(`app ${spec.name} has no unit in this pod (${(err as Error).message}); was the pod started by this stage1?`);
   }

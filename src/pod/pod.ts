@@ -6,7 +6,11 @@ import type { PodManifest } from '../appc/types.js';
 import { PodPaths } from '../stage1/contract.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock, type LockMode } from '../util/lock.js';
+import { readPinned } from '../util/pinned-file.js';
 import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
+
+/** An exit status file holds a number of at most three digits. */
+const STATUS_MAX_BYTES = 64;
 
 export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
 
@@ -128,7 +132,15 @@ export class Pod {
     }
     for (const name of names) {
       if (name.startsWith('.')) continue;
-      const v = Number(fs.readFileSync(path.join(this.paths.statusDir, name), 'utf8').trim());
+      // The status dir is in the pod's rootfs, which the pod can write: a
+      // symlink there must not make us open a host file (a device, a FIFO).
+      let text: string;
+      try {
+        text = readPinned(path.join(this.paths.statusDir, name), this.paths.stage1Rootfs, STATUS_MAX_BYTES);
+      } catch {
+        continue;
+      }
+      const v = Number(text.trim());
       if (Number.isInteger(v)) out[name] = v;
     }
     return out;
@@ -146,9 +158,9 @@ export class Pod {
     return undefined;
   }
 
-  private mtime(file: string): Date | undefined {
+  private mtime(file: string, follow = true): Date | undefined {
     try {
-      return fs.statSync(file).mtime;
+      return (follow ? fs.statSync(file) : fs.lstatSync(file)).mtime;
     } catch {
       return undefined;
     }
@@ -168,7 +180,7 @@ export class Pod {
   exitedAt(): Date | undefined {
     let last: Date | undefined;
     for (const name of Object.keys(this.appExitStatuses())) {
-      const t = this.mtime(this.paths.appStatus(name));
+      const t = this.mtime(this.paths.appStatus(name), false);
       if (t && (!last || t > last)) last = t;
     }
     return last ?? this.mtime(this.paths.exitCause);

@@ -2,34 +2,51 @@
 // and never a raw newline inside an object (strings escape it). A socket read
 // may end anywhere, so bytes are buffered until a full line is present.
 
-/** Splits a character stream into complete lines, CR and LF removed, blank lines dropped. */
+/**
+ * Splits a character stream into complete lines, CR and LF removed, blank
+ * lines dropped. Only the new chunk is searched for line ends, and a partial
+ * line is joined once it completes: rescanning the buffer on every chunk
+ * would cost time quadratic in the line length.
+ */
 export class LineSplitter {
-  private pending = '';
+  private parts: string[] = [];
+  private partsLength = 0;
 
   /**
    * @param maxLineChars guard against a peer that never sends a newline (wrong
    *   socket, binary garbage): without it the buffer would grow without bound.
+   *   A longer line is refused whether or not its end has come.
    */
   constructor(private readonly maxLineChars: number) {}
 
   /** Returns the lines completed by `chunk`; throws RangeError on an overlong line. */
   push(chunk: string): string[] {
-    const text = this.pending + chunk;
-    const parts = text.split('\n');
-    this.pending = parts.pop() ?? '';
-    if (this.pending.length > this.maxLineChars) {
-      throw new RangeError(`a message exceeded ${this.maxLineChars} characters without a line end`);
-    }
     const lines: string[] = [];
-    for (const part of parts) {
-      const line = part.endsWith('\r') ? part.slice(0, -1) : part;
+    let start = 0;
+    for (let nl = chunk.indexOf('\n'); nl !== -1; nl = chunk.indexOf('\n', start)) {
+      const piece = chunk.slice(start, nl);
+      this.check(this.partsLength + piece.length);
+      const raw = this.parts.length === 0 ? piece : this.parts.join('') + piece;
+      this.parts = [];
+      this.partsLength = 0;
+      const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
       if (line.trim() !== '') lines.push(line);
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      this.check(this.partsLength + chunk.length - start);
+      this.parts.push(chunk.slice(start));
+      this.partsLength += chunk.length - start;
     }
     return lines;
   }
 
   /** Characters received after the last line end (a truncated message at EOF). */
   get remainder(): string {
-    return this.pending;
+    return this.parts.join('');
+  }
+
+  private check(chars: number): void {
+    if (chars > this.maxLineChars) throw new RangeError(`a message exceeded ${this.maxLineChars} characters without a line end`);
   }
 }

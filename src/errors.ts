@@ -49,9 +49,12 @@ export class ManifestError extends RktError {
   readonly field: string;
   readonly rule: string;
   constructor(field: string, rule: string) {
-    super(`invalid manifest: ${field}: ${rule}`);
-    this.field = field;
-    this.rule = rule;
+    // both may carry the image's own text (keys, values)
+    const f = printable(field, 300);
+    const r = printable(rule, 1000);
+    super(`invalid manifest: ${f}: ${r}`);
+    this.field = f;
+    this.rule = r;
   }
 }
 
@@ -76,4 +79,21 @@ export function isErrno(err: unknown, code: string): boolean {
 export function whyUnreadable(err: unknown): string {
   if (isErrno(err, 'ENOENT')) return 'does not exist';
   return `cannot be read (${err instanceof Error ? err.message : String(err)})`;
+}
+
+// Text from images, guests and qemu ends up in messages. Control characters
+// (C0, DEL, C1) and bidirectional overrides in it could move the cursor,
+// rewrite what the terminal shows, or break a message over lines: they are
+// shown escaped, and text longer than `max` is cut.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** `text` made safe to show in a one-line message. */
+export function printable(text: string, max = 200): string {
+  const cut = text.length > max ? `${text.slice(0, max)}...` : text;
+  return cut.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** A value from untrusted input, quoted for a message. */
+export function quote(text: string, max = 100): string {
+  return `"${printable(text, max)}"`;
 }

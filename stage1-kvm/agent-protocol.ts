@@ -5,7 +5,7 @@
 //
 // A frame is: type (1 byte) + payload length (u32 big-endian) + payload.
 
-import { RktError } from '../src/errors.js';
+import { RktError, printable } from '../src/errors.js';
 
 export const PROTOCOL_VERSION = 1;
 export const FRAME_HEADER_BYTES = 5;
@@ -202,10 +202,10 @@ export function decodeExit(p: Buffer): number {
   return p.readUInt32BE(0);
 }
 
-/** ERROR payload: u32 status + UTF-8 message. */
+/** ERROR payload: u32 status + UTF-8 message, returned fit to print (the guest wrote it). */
 export function decodeError(p: Buffer): { status: number; message: string } {
   if (p.length < 4) throw new AgentProtocolError(`ERROR payload of ${p.length} bytes, expected at least 4`);
-  return { status: p.readUInt32BE(0), message: p.subarray(4).toString('utf8') };
+  return { status: p.readUInt32BE(0), message: printable(p.subarray(4).toString('utf8'), 1000) };
 }
 
 /** A frame from the guest, as the host takes it. */
@@ -270,32 +270,80 @@ export function decodeHostFrame(f: Frame): HostMessage {
   }
 }
 
-/** Splits a byte stream into frames, whatever the chunking of the transport. */
+/**
+ * Splits a byte stream into frames, whatever the chunking of the transport.
+ * Chunks are kept as they come and joined once per frame: joining on every
+ * push would cost time quadratic in the frame size when the guest dribbles a
+ * large frame a few bytes at a time.
+ */
+const EMPTY = Buffer.alloc(0);
+
 export class FrameDecoder {
-  private pending: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  /** Index of the first chunk still buffered (shifting the array each time would be quadratic too). */
+  private head = 0;
+  private length = 0;
 
   /** Every frame completed by this chunk, in order. Throws AgentProtocolError on a bad header. */
   push(chunk: Buffer): Frame[] {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.length += chunk.length;
+    }
     const frames: Frame[] = [];
-    let off = 0;
-    while (this.pending.length - off >= FRAME_HEADER_BYTES) {
-      const type = this.pending.readUInt8(off);
-      const len = this.pending.readUInt32BE(off + 1);
+    while (this.length >= FRAME_HEADER_BYTES) {
+      const header = this.peek(FRAME_HEADER_BYTES);
+      const type = header.readUInt8(0);
+      const len = header.readUInt32BE(1);
       if (!KNOWN_TYPES.has(type)) throw new AgentProtocolError(`unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
       if (len > FRAME_MAX_PAYLOAD) throw new AgentProtocolError(`frame of ${len} bytes exceeds ${FRAME_MAX_PAYLOAD}`);
-      if (this.pending.length - off - FRAME_HEADER_BYTES < len) break;
-      const start = off + FRAME_HEADER_BYTES;
-      // copy: the caller may keep the payload while later chunks arrive
-      frames.push({ type: type as FrameTypeCode, payload: Buffer.from(this.pending.subarray(start, start + len)) });
-      off = start + len;
+      if (this.length - FRAME_HEADER_BYTES < len) break;
+      this.take(FRAME_HEADER_BYTES);
+      frames.push({ type: type as FrameTypeCode, payload: this.take(len) });
     }
-    this.pending = this.pending.subarray(off);
+    if (this.head > 0 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
     return frames;
   }
 
   /** Bytes of an incomplete frame still buffered. */
   get buffered(): number {
-    return this.pending.length;
+    return this.length;
+  }
+
+  /** The first n buffered bytes, left in place. */
+  private peek(n: number): Buffer {
+    const first = this.chunks[this.head]!;
+    return first.length >= n ? first : this.copy(n, false);
+  }
+
+  /** The first n buffered bytes, removed; always a copy, as the caller may keep it while later chunks arrive. */
+  private take(n: number): Buffer {
+    return this.copy(n, true);
+  }
+
+  private copy(n: number, consume: boolean): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    let i = this.head;
+    while (filled < n) {
+      const c = this.chunks[i]!;
+      const k = Math.min(c.length, n - filled);
+      c.copy(out, filled, 0, k);
+      filled += k;
+      if (k < c.length) {
+        if (consume) this.chunks[i] = c.subarray(k);
+      } else {
+        if (consume) this.chunks[i] = EMPTY; // let go of it now, not at the next compaction
+        i++;
+      }
+    }
+    if (consume) {
+      this.head = i;
+      this.length -= n;
+    }
+    return out;
   }
 }

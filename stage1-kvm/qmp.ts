@@ -22,7 +22,7 @@ import { LineSplitter } from './qmp/framing.js';
 import { EventHub, type QmpWaitOptions } from './qmp/events.js';
 import type { AnyListener } from './qmp/listeners.js';
 import type { KnownQmpEventName, QmpEvent, QmpEventOf, QmpGreeting, QmpStatus } from './qmp/types.js';
-import { isRecord, openSocket, parseGreeting, parseTimestamp } from './qmp/wire.js';
+import { isRecord, openSocket, parseGreeting, parseMessage, parseTimestamp } from './qmp/wire.js';
 
 export * from './qmp/errors.js';
 export type * from './qmp/types.js';
@@ -299,26 +299,23 @@ export class QmpClient {
     }
     for (const line of lines) {
       if (this.closeReason) return; // a listener closed us mid-chunk
-      let msg: unknown;
+      let msg: Record<string, unknown>;
       try {
-        msg = JSON.parse(line);
+        msg = parseMessage(line, this.socketPath);
       } catch (err) {
-        this.finish(new QmpProtocolError(this.socketPath, `not JSON: ${line.slice(0, 80)}`, err));
+        this.finish(err as QmpProtocolError);
         return;
       }
-      if (!isRecord(msg)) {
-        this.finish(new QmpProtocolError(this.socketPath, `not a JSON object: ${line.slice(0, 80)}`));
-        return;
-      }
-      this.dispatch(msg);
+      this.dispatch(msg, line);
     }
   }
 
-  private dispatch(msg: Record<string, unknown>): void {
+  private dispatch(msg: Record<string, unknown>, line: string): void {
     if (this.greetingMsg === undefined) {
       const greeting = parseGreeting(msg);
       if (greeting === undefined) {
-        this.finish(new QmpProtocolError(this.socketPath, `expected the QMP greeting, got ${JSON.stringify(msg).slice(0, 80)}`));
+        // the line, not JSON.stringify(msg): re-encoding a deeply nested object overflows the stack
+        this.finish(new QmpProtocolError(this.socketPath, `expected the QMP greeting, got ${line.slice(0, 80)}`));
       } else {
         this.greetingMsg = greeting;
         this.greetingWaiter?.resolve(greeting);

@@ -8,12 +8,12 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
+import { readPinned } from '../src/util/pinned-file.js';
 import { exitStatusOf } from '../src/stage1-common/status.js';
 import { NspawnHostError } from './errors.js';
 import { which } from './nspawn-args.js';
 import { isPodInit } from './pod-process.js';
 import { hostUnitCopy } from './pod-units.js';
-import { readSmallFile } from '../src/util/small-file.js';
 import { enterProperties, escapeExecArg } from './enter-props.js';
 
 // rkt enter for nspawn: the command runs as a transient unit of the pod's
@@ -27,6 +27,8 @@ import { enterProperties, escapeExecArg } from './enter-props.js';
 // streams; the bus is started on first use.
 
 const DBUS_START_TIMEOUT_S = '10';
+/** Far more than any generated app unit. */
+const UNIT_MAX_BYTES = 1 << 20;
 
 /**
  * A bare command name, looked up in the app's PATH inside its rootfs, as the
@@ -40,7 +42,9 @@ function resolveCommand(spec: AppSpec, pid: number, cmd: string): string {
   for (const d of dirs) {
     const r = resolveInRoot(rootfs, path.posix.join(d, cmd));
     try {
-      if (r.exists && fs.statSync(r.host).isFile() && (fs.statSync(r.host).mode & 0o111) !== 0) return path.posix.join(d, cmd);
+      // lstat: resolveInRoot followed the links inside the rootfs; one put there since must not lead to the host
+      const st = r.exists ? fs.lstatSync(r.host) : undefined;
+      if (st?.isFile() && (st.mode & 0o111) !== 0) return path.posix.join(d, cmd);
     } catch {
       // not here
     }
@@ -74,7 +78,8 @@ export async function enter(argv: string[]): Promise<number> {
   if (nsenter === undefined) throw new NspawnHostError('rkt enter needs nsenter (util-linux) on the host');
   let unitText: string;
   try {
-    unitText = readSmallFile(hostUnitCopy(paths.dir, spec.name), 256 * 1024);
+    // the host's own copy, outside the pod's root: the copy in there is the pod's to change
+    unitText = readPinned(hostUnitCopy(paths.dir, spec.name), undefined, UNIT_MAX_BYTES);
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw new RktError(`the unit of app ${spec.name} ${whyUnreadable(err)}`, { cause: err });
     throw new RktError(`app ${spec.name} has no unit in this pod; was the pod started by this stage1?`, { cause: err });

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
+import { resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
@@ -50,6 +51,20 @@ async function unmountAll(dir: string, uuid: string): Promise<boolean> {
   return left.length === 0;
 }
 
+/**
+ * Remove a file the pod's rootfs holds. The pod may have made a directory
+ * on the way a symlink to the host: it is followed inside the rootfs only,
+ * so nothing outside is removed.
+ */
+function removeFromRootfs(rootfs: string, file: string, uuid: string): void {
+  try {
+    const r = resolveInRoot(rootfs, file, false);
+    if (r.exists) fs.rmSync(r.host, { force: true });
+  } catch (err) {
+    log().warn(`pod ${uuid}: cannot remove ${file} from its rootfs: ${(err as Error).message}`);
+  }
+}
+
 export async function gc(argv: string[]): Promise<number> {
   const args = parseGcArgs(argv);
   enableDebug(args.debug);
@@ -59,7 +74,7 @@ export async function gc(argv: string[]): Promise<number> {
   // after a kill -9 of run: CNI DEL for each network (leases, masquerading, forwarded ports), the namespace
   const netGone = await teardownNetwork(paths.dir);
   for (const d of NSPAWN_STATE) fs.rmSync(path.join(d, machineName(args.uuid)), { recursive: true, force: true });
-  for (const f of [STAGE1.stdout, STAGE1.stderr, STAGE1.stdin]) fs.rmSync(path.join(paths.stage1Rootfs, f), { force: true });
+  for (const f of [STAGE1.stdout, STAGE1.stderr, STAGE1.stdin]) removeFromRootfs(paths.stage1Rootfs, f, args.uuid);
   const unmounted = await unmountAll(fs.realpathSync(paths.dir), args.uuid);
   return cgroupsGone && unmounted && netGone ? 0 : 1;
 }

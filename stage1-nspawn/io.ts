@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import { PinnedFile } from '../src/util/pinned-file.js';
 import { NspawnHostError } from './errors.js';
 
 // The apps' standard streams, between the pod's units and rkt run. Each app
@@ -31,9 +32,16 @@ export class FifoCopy {
   readonly done: Promise<void>;
 
   constructor(file: string, to: Writable) {
-    const rfd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    // opening the write end cannot block: the read end is open
-    this.holdFd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    // Both ends are opened through one pinned inode, never twice by name.
+    const pinned = PinnedFile.open(file, 'fifo');
+    let rfd: number;
+    try {
+      rfd = pinned.reopen(fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      // opening the write end cannot block: the read end is open
+      this.holdFd = pinned.reopen(fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    } finally {
+      pinned.close();
+    }
     this.reader = new net.Socket({ fd: rfd, readable: true, writable: false });
     this.done = new Promise((resolve) => {
       this.reader.once('end', resolve);
@@ -68,19 +76,32 @@ export class FifoCopy {
  * unit's Exec* commands all get its StandardInput=), and an open for reading
  * waits for a writer. So a writer is briefly opened and closed now and then
  * until the pod ends: a waiting open goes through and reads end of file at
- * once, and so does a read the app might still make.
+ * once, and so does a read the app might still make. Those writers are
+ * opened through the FIFO pinned at the start, never by its name, which is
+ * the pod's to change.
  */
 export class FifoFeed {
   private readonly writer: net.Socket;
+  /**
+   * The FIFO, pinned before the pod starts. The pod can replace the name with
+   * a symlink to any host file; the writers opened later must reach this
+   * FIFO and nothing else.
+   */
+  private readonly fifo: PinnedFile;
   private inputEnded = false;
   private readerOpen = false;
   private pulse: NodeJS.Timeout | undefined;
+  private destroyed = false;
 
-  constructor(
-    private readonly file: string,
-    from: Readable,
-  ) {
-    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+  constructor(file: string, from: Readable) {
+    this.fifo = PinnedFile.open(file, 'fifo');
+    let fd: number;
+    try {
+      fd = this.fifo.reopen(fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    } catch (err) {
+      this.fifo.close();
+      throw err;
+    }
     this.writer = new net.Socket({ fd, readable: false, writable: true });
     this.writer.on('error', () => undefined);
     from.pipe(this.writer, { end: false });
@@ -97,12 +118,12 @@ export class FifoFeed {
   }
 
   private maybeEnd(): void {
-    if (!this.inputEnded || !this.readerOpen || this.pulse !== undefined) return;
+    if (!this.inputEnded || !this.readerOpen || this.pulse !== undefined || this.destroyed) return;
     // destroy once flushed: closing our descriptor is what the app sees as end of file
     this.writer.end(() => this.writer.destroy());
     this.pulse = setInterval(() => {
       try {
-        fs.closeSync(fs.openSync(this.file, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+        fs.closeSync(this.fifo.reopen(fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
       } catch {
         // ENXIO: nobody is reading or waiting to
       }
@@ -110,8 +131,10 @@ export class FifoFeed {
   }
 
   destroy(): void {
+    this.destroyed = true;
     clearInterval(this.pulse);
     this.writer.destroy();
+    this.fifo.close();
   }
 }
 

@@ -2,6 +2,7 @@
 // manifests and, as an override, in each app of a pod manifest, with the
 // same rules in both places.
 
+import { quote } from '../errors.js';
 import type { App, EnvironmentVariable, EventHandler, EventHandlerName, MountPoint, Port } from './types.js';
 import {
   checkUnique,
@@ -40,7 +41,7 @@ function parseEventHandlers(v: unknown, field: string): EventHandler[] {
     const f = sub(field, i);
     const o = expectObject(item, f);
     const name = expectNonEmptyString(o.name, sub(f, 'name'));
-    if (!(EVENT_HANDLER_NAMES as readonly string[]).includes(name)) fail(sub(f, 'name'), `must be "pre-start" or "post-stop", not "${name}"`);
+    if (!(EVENT_HANDLER_NAMES as readonly string[]).includes(name)) fail(sub(f, 'name'), `must be "pre-start" or "post-stop", not ${quote(name)}`);
     const exec = parseExec(o.exec, sub(f, 'exec'));
     if (exec.length === 0) fail(sub(f, 'exec'), 'must name a command to run');
     return { name: name as EventHandlerName, exec };
@@ -57,7 +58,7 @@ function parseEnvironment(v: unknown, field: string): EnvironmentVariable[] {
     const f = sub(field, i);
     const o = expectObject(item, f);
     const name = expectNonEmptyString(o.name, sub(f, 'name'));
-    if (!ENV_NAME.test(name)) fail(sub(f, 'name'), `"${name}" is not a valid environment variable name (letters, digits and "_", not starting with a digit)`);
+    if (!ENV_NAME.test(name)) fail(sub(f, 'name'), `${quote(name)} is not a valid environment variable name (letters, digits and "_", not starting with a digit)`);
     return { name, value: expectString(o.value, sub(f, 'value')) };
   });
   checkUnique(env, (e) => e.name, field, 'name', 'environment variable');

@@ -5,7 +5,7 @@
 // JSON null counts as absent: Go's encoder writes `null` for empty slices
 // that lack omitempty (rkt's pod manifests carry `"volumes":null`).
 
-import { ManifestError } from '../errors.js';
+import { ManifestError, quote } from '../errors.js';
 import { isACIdentifier, isACName } from './acname.js';
 
 export function fail(field: string, rule: string): never {
@@ -72,14 +72,14 @@ export function expectInt(v: unknown, field: string, min?: number, max?: number)
 
 export function expectACName(v: unknown, field: string): string {
   const s = expectNonEmptyString(v, field);
-  if (!isACName(s)) fail(field, `"${s}" is not a valid AC name (lowercase letters, digits and "-", starting and ending with a letter or digit)`);
+  if (!isACName(s)) fail(field, `${quote(s)} is not a valid AC name (lowercase letters, digits and "-", starting and ending with a letter or digit)`);
   return s;
 }
 
 export function expectACIdentifier(v: unknown, field: string): string {
   const s = expectNonEmptyString(v, field);
   if (!isACIdentifier(s)) {
-    fail(field, `"${s}" is not a valid AC identifier (lowercase letters, digits and "-._~/", starting and ending with a letter or digit)`);
+    fail(field, `${quote(s)} is not a valid AC identifier (lowercase letters, digits and "-._~/", starting and ending with a letter or digit)`);
   }
   return s;
 }
@@ -87,7 +87,7 @@ export function expectACIdentifier(v: unknown, field: string): string {
 /** POSIX absolute path: what the spec means by "absolute path" inside a rootfs or on the host. */
 export function expectAbsolutePath(v: unknown, field: string): string {
   const s = expectNonEmptyString(v, field);
-  if (!s.startsWith('/')) fail(field, `"${s}" must be an absolute path`);
+  if (!s.startsWith('/')) fail(field, `${quote(s)} must be an absolute path`);
   if (s.includes('\0')) fail(field, 'must not contain a NUL byte');
   return s;
 }
@@ -100,7 +100,10 @@ export function expectStringArray(v: unknown, field: string): string[] {
 export function expectStringMap(v: unknown, field: string): Record<string, string> {
   const o = expectObject(v, field);
   const out: Record<string, string> = {};
-  for (const [k, val] of Object.entries(o)) out[k] = expectString(val, sub(field, k));
+  // defineProperty: assigning to out["__proto__"] would drop the key silently
+  for (const [k, val] of Object.entries(o)) {
+    Object.defineProperty(out, k, { value: expectString(val, sub(field, k)), enumerable: true, writable: true, configurable: true });
+  }
   return out;
 }
 
@@ -110,7 +113,7 @@ export function checkUnique<T>(items: readonly T[], key: (item: T) => string, fi
   items.forEach((item, i) => {
     const k = key(item);
     const at = keyField === '' ? sub(field, i) : sub(sub(field, i), keyField);
-    if (seen.has(k)) fail(at, `duplicate ${what} "${k}"`);
+    if (seen.has(k)) fail(at, `duplicate ${what} ${quote(k)}`);
     seen.add(k);
   });
 }

@@ -3,7 +3,7 @@
 // Fields the spec does not define are accepted and dropped, so manifests
 // from newer tools still load; everything the spec defines is checked.
 
-import { ManifestError } from '../errors.js';
+import { ManifestError, quote } from '../errors.js';
 import type { Dependency, ImageManifest } from './types.js';
 import {
   checkUnique,
@@ -31,7 +31,7 @@ export function isSemVer(s: string): boolean {
 
 export function expectSemVer(v: unknown, field: string): string {
   const s = expectNonEmptyString(v, field);
-  if (!isSemVer(s)) fail(field, `"${s}" is not a semantic version such as 0.8.11`);
+  if (!isSemVer(s)) fail(field, `${quote(s)} is not a semantic version such as 0.8.11`);
   return s;
 }
 
@@ -62,7 +62,7 @@ function parseDependency(v: unknown, field: string): Dependency {
 export function validateImageManifest(value: unknown): ImageManifest {
   const o = expectObject(value, 'manifest');
   const kind = expectNonEmptyString(o.acKind, 'acKind');
-  if (kind !== 'ImageManifest') fail('acKind', `must be "ImageManifest", not "${kind}"`);
+  if (kind !== 'ImageManifest') fail('acKind', `must be "ImageManifest", not ${quote(kind)}`);
   const m: ImageManifest = {
     acKind: 'ImageManifest',
     acVersion: expectSemVer(o.acVersion, 'acVersion'),

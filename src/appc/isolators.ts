@@ -4,6 +4,7 @@
 // A known name with a malformed value is an error, at parse time, so a bad
 // limit is reported when the image is fetched, not when the pod boots.
 
+import { quote } from '../errors.js';
 import type { Isolator } from './types.js';
 import {
   checkUnique,
@@ -84,7 +85,7 @@ function checkCapabilitySet(value: unknown, field: string): void {
   if (set.length === 0) fail(sub(field, 'set'), 'must not be empty');
   set.forEach((c, i) => {
     const name = expectNonEmptyString(c, sub(sub(field, 'set'), i));
-    if (normalizeCapability(name) === undefined) fail(sub(sub(field, 'set'), i), `unknown Linux capability "${name}"`);
+    if (normalizeCapability(name) === undefined) fail(sub(sub(field, 'set'), i), `unknown Linux capability ${quote(name)}`);
   });
 }
 
@@ -100,12 +101,12 @@ function checkSeccompSet(value: unknown, field: string): void {
   set.forEach((c, i) => {
     const name = expectNonEmptyString(c, sub(sub(field, 'set'), i));
     if (!SYSCALL.test(name) && !SYSCALL_GROUP.test(name)) {
-      fail(sub(sub(field, 'set'), i), `"${name}" is neither a syscall name nor a "@scope/group" wildcard`);
+      fail(sub(sub(field, 'set'), i), `${quote(name)} is neither a syscall name nor a "@scope/group" wildcard`);
     }
   });
   if (present(o.errno)) {
     const errno = expectString(o.errno, sub(field, 'errno'));
-    if (errno !== '' && !ERRNO.test(errno)) fail(sub(field, 'errno'), `"${errno}" is not an errno name such as EPERM or ENOSYS`);
+    if (errno !== '' && !ERRNO.test(errno)) fail(sub(field, 'errno'), `${quote(errno)} is not an errno name such as EPERM or ENOSYS`);
   }
 }
 
@@ -151,9 +152,14 @@ export function isKnownIsolator(name: string): boolean {
   return Object.hasOwn(RULES, name);
 }
 
+/** The rule for a known isolator name; never one of Object.prototype's members. */
+function ruleOf(name: string): Rule | undefined {
+  return isKnownIsolator(name) ? RULES[name] : undefined;
+}
+
 /** Check one isolator value; unknown names pass. Throws ManifestError naming `field`. */
 export function checkIsolatorValue(name: string, value: unknown, field: string): void {
-  if (isKnownIsolator(name)) RULES[name]!.check(value, field);
+  ruleOf(name)?.check(value, field);
 }
 
 /** Parse and validate a list of isolators, including the rules that span the list. */
@@ -167,15 +173,15 @@ export function parseIsolators(v: unknown, field: string): Isolator[] {
     return { name, value: o.value };
   });
   checkUnique(
-    list.filter((iso) => RULES[iso.name]?.single === true),
+    list.filter((iso) => ruleOf(iso.name)?.single === true),
     (iso) => iso.name,
     field,
     'name',
     'isolator (only one allowed)',
   );
   list.forEach((iso, i) => {
-    for (const other of RULES[iso.name]?.conflicts ?? []) {
-      if (list.some((o) => o.name === other)) fail(sub(sub(field, i), 'name'), `"${iso.name}" cannot be combined with "${other}"`);
+    for (const other of ruleOf(iso.name)?.conflicts ?? []) {
+      if (list.some((o) => o.name === other)) fail(sub(sub(field, i), 'name'), `${quote(iso.name)} cannot be combined with ${quote(other)}`);
     }
   });
   return list;

@@ -1,6 +1,7 @@
 // Labels, annotations and image IDs: the metadata shared by image manifests,
 // their dependencies and pod manifests.
 
+import { quote } from '../errors.js';
 import type { Annotation, Label } from './types.js';
 import { checkUnique, expectACIdentifier, expectArray, expectObject, expectString, fail, sub } from './check.js';
 import { isImageId } from './image-ref.js';
@@ -36,15 +37,16 @@ function checkOsArch(labels: Label[], field: string): void {
   const osIndex = labels.findIndex((l) => l.name === 'os');
   if (osIndex < 0) return;
   const os = labels[osIndex]!.value;
-  const arches = VALID_OS_ARCH[os];
+  // own keys only: "constructor" and "__proto__" are values an image may carry
+  const arches = Object.hasOwn(VALID_OS_ARCH, os) ? VALID_OS_ARCH[os] : undefined;
   if (arches === undefined) {
-    fail(sub(sub(field, osIndex), 'value'), `unsupported os "${os}" (must be one of: ${Object.keys(VALID_OS_ARCH).sort().join(', ')})`);
+    fail(sub(sub(field, osIndex), 'value'), `unsupported os ${quote(os)} (must be one of: ${Object.keys(VALID_OS_ARCH).sort().join(', ')})`);
   }
   const archIndex = labels.findIndex((l) => l.name === 'arch');
   if (archIndex < 0) return;
   const arch = labels[archIndex]!.value;
   if (!arches.includes(arch)) {
-    fail(sub(sub(field, archIndex), 'value'), `unsupported arch "${arch}" for os "${os}" (must be one of: ${arches.join(', ')})`);
+    fail(sub(sub(field, archIndex), 'value'), `unsupported arch ${quote(arch)} for os ${quote(os)} (must be one of: ${arches.join(', ')})`);
   }
 }
 
@@ -89,7 +91,7 @@ export function parseAnnotations(v: unknown, field: string): Annotation[] {
     // AC Identifier, not AC Name: rkt's own annotations look like coreos.com/rkt/stage1/run.
     const name = expectACIdentifier(o.name, sub(f, 'name'));
     const value = expectString(o.value, sub(f, 'value'));
-    const rule = ANNOTATION_VALUE_RULES[name];
+    const rule = Object.hasOwn(ANNOTATION_VALUE_RULES, name) ? ANNOTATION_VALUE_RULES[name] : undefined;
     if (rule !== undefined && !rule[0](value)) fail(sub(f, 'value'), rule[1]);
     return { name, value };
   });
@@ -106,6 +108,6 @@ export function annotationValue(annotations: readonly Annotation[] | undefined, 
 export function expectImageId(v: unknown, field: string): string {
   const s = expectString(v, field);
   if (s === '') fail(field, 'is required');
-  if (!isImageId(s)) fail(field, `"${s}" is not an image ID ("sha512-" followed by lowercase hex digits)`);
+  if (!isImageId(s)) fail(field, `${quote(s)} is not an image ID ("sha512-" followed by lowercase hex digits)`);
   return s;
 }

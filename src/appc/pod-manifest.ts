@@ -2,6 +2,7 @@
 // additions rkt's schema carried: volume mode/uid/gid/recursive, per-mount
 // appVolume, hostIP/podPort on exposed ports, userAnnotations/userLabels.
 
+import { quote } from '../errors.js';
 import { isIP } from 'node:net';
 import type { ExposedPort, Mount, PodManifest, RuntimeApp, RuntimeImage, Volume } from './types.js';
 import {
@@ -36,7 +37,7 @@ function parseVolume(v: unknown, field: string): Volume {
   const o = expectObject(v, field);
   const name = expectACName(o.name, sub(field, 'name'));
   const kind = expectNonEmptyString(o.kind, sub(field, 'kind'));
-  if (kind !== 'host' && kind !== 'empty') fail(sub(field, 'kind'), `must be "host" or "empty", not "${kind}"`);
+  if (kind !== 'host' && kind !== 'empty') fail(sub(field, 'kind'), `must be "host" or "empty", not ${quote(kind)}`);
   const vol: Volume = { name, kind };
   if (kind === 'host') {
     vol.source = expectAbsolutePath(o.source, sub(field, 'source'));
@@ -50,7 +51,7 @@ function parseVolume(v: unknown, field: string): Volume {
   if (present(o.recursive)) vol.recursive = expectBool(o.recursive, sub(field, 'recursive'));
   if (kind === 'empty') {
     const mode = present(o.mode) ? expectString(o.mode, sub(field, 'mode')) : EMPTY_VOLUME_DEFAULTS.mode;
-    if (!OCTAL_MODE.test(mode) || parseInt(mode, 8) > 0o7777) fail(sub(field, 'mode'), `"${mode}" is not an octal file mode such as 0755`);
+    if (!OCTAL_MODE.test(mode) || parseInt(mode, 8) > 0o7777) fail(sub(field, 'mode'), `${quote(mode)} is not an octal file mode such as 0755`);
     vol.mode = mode;
     vol.uid = present(o.uid) ? expectInt(o.uid, sub(field, 'uid'), 0, 4294967294) : EMPTY_VOLUME_DEFAULTS.uid;
     vol.gid = present(o.gid) ? expectInt(o.gid, sub(field, 'gid'), 0, 4294967294) : EMPTY_VOLUME_DEFAULTS.gid;
@@ -95,7 +96,7 @@ function parseExposedPort(v: unknown, field: string): ExposedPort {
   const port: ExposedPort = { name: expectACName(o.name, sub(field, 'name')), hostPort: expectInt(o.hostPort, sub(field, 'hostPort'), 1, 65535) };
   if (present(o.hostIP)) {
     const ip = expectString(o.hostIP, sub(field, 'hostIP'));
-    if (isIP(ip) === 0) fail(sub(field, 'hostIP'), `"${ip}" is not an IPv4 or IPv6 address`);
+    if (isIP(ip) === 0) fail(sub(field, 'hostIP'), `${quote(ip)} is not an IPv4 or IPv6 address`);
     port.hostIP = ip;
   }
   if (present(o.podPort)) port.podPort = parsePort(o.podPort, sub(field, 'podPort'));
@@ -109,7 +110,7 @@ function checkPodWide(pm: PodManifest): void {
   pm.apps.forEach((app, i) => {
     app.mounts?.forEach((m, j) => {
       if (m.appVolume === undefined && !volumes.has(m.volume)) {
-        fail(`apps[${i}].mounts[${j}].volume`, `no volume named "${m.volume}" in the pod's volumes`);
+        fail(`apps[${i}].mounts[${j}].volume`, `no volume named ${quote(m.volume)} in the pod's volumes`);
       }
     });
   });
@@ -118,7 +119,7 @@ function checkPodWide(pm: PodManifest): void {
   pm.apps.forEach((app, i) => {
     app.app?.ports?.forEach((p, j) => {
       const other = owner.get(p.name);
-      if (other !== undefined) fail(`apps[${i}].app.ports[${j}].name`, `port "${p.name}" is already declared by app "${other}"`);
+      if (other !== undefined) fail(`apps[${i}].app.ports[${j}].name`, `port ${quote(p.name)} is already declared by app ${quote(other)}`);
       owner.set(p.name, app.name);
     });
   });
@@ -131,7 +132,7 @@ function checkPodWide(pm: PodManifest): void {
 export function validatePodManifest(value: unknown): PodManifest {
   const o = expectObject(value, 'manifest');
   const kind = expectNonEmptyString(o.acKind, 'acKind');
-  if (kind !== 'PodManifest') fail('acKind', `must be "PodManifest", not "${kind}"`);
+  if (kind !== 'PodManifest') fail('acKind', `must be "PodManifest", not ${quote(kind)}`);
   // rkt writes its own version here, not the spec's, so any semantic version goes.
   const acVersion = expectSemVer(o.acVersion, 'acVersion');
   const pm: PodManifest = {

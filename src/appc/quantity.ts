@@ -8,7 +8,7 @@
 // results round up, as Kubernetes does: asking for 0.5 bytes gets you 1.
 // The spec lists metric "K" where Kubernetes only knows "k"; both are taken.
 
-import { RktError } from '../errors.js';
+import { RktError, quote } from '../errors.js';
 
 /** A string that is not a quantity, or one too large to be meant. */
 export class QuantityError extends RktError {}
@@ -33,12 +33,12 @@ function exact(q: string | number): Exact {
   if (typeof q === 'number' && !Number.isFinite(q)) throw new QuantityError(`${text} is not a quantity`);
   const m = QUANTITY.exec(text);
   if (m === null) {
-    throw new QuantityError(`"${text}" is not a quantity; write a number with an optional suffix such as 500m, 2, 128Mi or 1G`);
+    throw new QuantityError(`${quote(text)} is not a quantity; write a number with an optional suffix such as 500m, 2, 128Mi or 1G`);
   }
   const [, sign, numeral, binary, exponent, decimal] = m;
   const [intPart, fracPart = ''] = numeral!.split('.');
   const digits = `${intPart}${fracPart}`.replace(/^0+(?=\d)/, '');
-  if (digits.length > MAX_DIGITS) throw new QuantityError(`"${text}" has too many digits to be a quantity`);
+  if (digits.length > MAX_DIGITS) throw new QuantityError(`${quote(text)} has too many digits to be a quantity`);
   let num = BigInt(digits === '' ? '0' : digits);
   let den = 10n ** BigInt(fracPart.length);
   if (sign === '-') num = -num;
@@ -46,7 +46,7 @@ function exact(q: string | number): Exact {
     num *= 1024n ** BINARY_POWER[binary]!;
   } else {
     const e = exponent !== undefined ? Number(exponent) : decimal !== undefined ? DECIMAL_EXPONENT[decimal]! : 0;
-    if (Math.abs(e) > MAX_EXPONENT) throw new QuantityError(`"${text}" is out of range for a quantity`);
+    if (Math.abs(e) > MAX_EXPONENT) throw new QuantityError(`${quote(text)} is out of range for a quantity`);
     if (e >= 0) num *= 10n ** BigInt(e);
     else den *= 10n ** BigInt(-e);
   }

@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Readable } from 'node:stream';
 import { ImageNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
-import type { Store } from '../store/store.js';
+import type { StagedImage, Store } from '../store/store.js';
 import { log } from '../log.js';
-import { verifyFileSignature } from './verify.js';
+import { stageVerified } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
 
 export type PullPolicy = 'never' | 'new' | 'update';
@@ -21,29 +22,45 @@ export function parsePullPolicy(value: string | undefined): PullPolicy {
   throw new UsageError(`unknown --pull-policy "${value}"; use never, new or update`);
 }
 
-/** Import an ACI from a local file, verifying its detached signature unless told not to. */
+/**
+ * Import an ACI from a local file, verifying its detached signature unless
+ * told not to. The file is opened and read once (see stageVerified): a second
+ * open could find other bytes there.
+ */
 export async function fetchFile(store: Store, globals: GlobalOptions, file: string, signature?: string): Promise<string> {
   const abs = path.resolve(file);
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(abs);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) throw new ImageNotFoundError(`image file ${file} does not exist`, { cause: err });
-    throw new RktError(`image file ${file} ${whyUnreadable(err)}`, { cause: err });
+  const source = await openImageFile(abs, file);
+  let staged: StagedImage;
+  if (globals.insecureOptions.image) {
+    log().warn('signature verification has been disabled (--insecure-options=image)');
+    staged = await store.stage(source);
+  } else {
+    staged = await stageVerified(store, globals, { source, name: abs, signaturePath: signature ?? `${abs}.asc` });
   }
-  if (!stat.isFile()) throw new UsageError(`${file} is not a regular file; give the path of an .aci file`);
-  const staged = await store.stage(fs.createReadStream(abs));
   try {
-    if (globals.insecureOptions.image) {
-      log().warn('signature verification has been disabled (--insecure-options=image)');
-    } else {
-      await verifyFileSignature(globals, staged.manifest.name, abs, signature ?? `${abs}.asc`);
-    }
     return store.commit(staged).id;
   } catch (err) {
     store.discard(staged);
     throw err;
   }
+}
+
+/** The image file as a stream over one open file description; a pipe is fine too, as it is read once. */
+async function openImageFile(abs: string, file: string): Promise<Readable> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(abs, 'r');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new ImageNotFoundError(`image file ${file} does not exist`, { cause: err });
+    if (isErrno(err, 'EISDIR')) throw new UsageError(`${file} is not a regular file; give the path of an .aci file`);
+    throw new RktError(`image file ${file} ${whyUnreadable(err)}`, { cause: err });
+  }
+  const st = await handle.stat();
+  if (!st.isFile() && !st.isFIFO()) {
+    await handle.close();
+    throw new UsageError(`${file} is not a regular file; give the path of an .aci file`);
+  }
+  return handle.createReadStream({ highWaterMark: 1 << 20 });
 }
 
 /**

@@ -1,15 +1,56 @@
-import fs from 'node:fs';
-import type { GlobalOptions } from '../config/global.js';
-import { TrustError } from '../errors.js';
+// A signed image's import: the file is read once, and each chunk goes both to
+// the store's staging and to the signature check, so the signature vouches
+// for exactly the bytes that are stored. Nothing is indexed before the
+// verdict: the staged blob is committed by the caller, or discarded here.
 
-/** Check a detached signature against the keys trusted for the image's name. */
-export async function verifyFileSignature(globals: GlobalOptions, imageName: string, dataPath: string, signaturePath: string): Promise<void> {
-  if (!fs.existsSync(signaturePath)) {
-    throw new TrustError(`no signature for ${dataPath}: looked for ${signaturePath}; pass --signature=FILE, or skip verification with --insecure-options=image`);
-  }
+import { PassThrough, type Readable } from 'node:stream';
+import type { GlobalOptions } from '../config/global.js';
+import type { StagedImage, Store } from '../store/store.js';
+import { tee } from '../util/tee.js';
+
+export interface SignedSource {
+  source: Readable;
+  /** How to name the image in messages (its path). */
+  name: string;
+  signaturePath: string;
+}
+
+/** Stage an image from `source` and check its detached signature against the keys trusted for its name. */
+export async function stageVerified(store: Store, globals: GlobalOptions, { source, name, signaturePath }: SignedSource): Promise<StagedImage> {
   const { Keystore } = await import('../trust/keystore.js');
-  const { verifySignature } = await import('../trust/verify.js');
+  const { beginVerification, SignatureMissingError } = await import('../trust/verify.js');
   const keystore = new Keystore({ localConfig: globals.localConfig, systemConfig: globals.systemConfig, userConfig: globals.userConfig });
-  const signer = await verifySignature({ keystore, imageName, dataPath, signaturePath });
-  process.stderr.write(`image: signature verified:\n${signer.userIds.map((u) => `  ${u}\n`).join('')}`);
+  let pending: Awaited<ReturnType<typeof beginVerification>>;
+  try {
+    pending = await beginVerification({ keystore, signaturePath, dataName: name });
+  } catch (err) {
+    source.destroy();
+    if (err instanceof SignatureMissingError) {
+      throw new SignatureMissingError(`no signature for ${name}: looked for ${signaturePath}; pass --signature=FILE, or skip verification with --insecure-options=image`);
+    }
+    throw err;
+  }
+
+  const toStore = new PassThrough({ highWaterMark: 1 << 20 });
+  // The importer may stop reading at the end of its archive; the check must still see every byte.
+  const feeding = tee(source, [{ stream: toStore, mayStopEarly: true }, { stream: pending.input }]);
+  let staged: StagedImage;
+  try {
+    staged = await store.stage(toStore);
+  } catch (err) {
+    pending.input.destroy();
+    source.destroy();
+    await feeding.catch(() => undefined);
+    throw err;
+  }
+  try {
+    toStore.destroy();
+    await feeding;
+    const signer = await pending.verdict(staged.manifest.name);
+    process.stderr.write(`image: signature verified:\n${signer.userIds.map((u) => `  ${u}\n`).join('')}`);
+    return staged;
+  } catch (err) {
+    store.discard(staged);
+    throw err;
+  }
 }

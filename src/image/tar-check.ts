@@ -13,7 +13,7 @@
 
 import tar from 'tar-stream';
 import type { ExtractEvents, Header } from 'tar-stream';
-import { ImageFormatError, ManifestError } from '../errors.js';
+import { ImageFormatError, ManifestError, printable, quote } from '../errors.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ImageManifest } from '../appc/types.js';
 import { BLOCK, ByteWindow, TarHeaderError, decodeEntry, padded, type DecodedEntry } from './tar-header.js';
@@ -214,8 +214,9 @@ export class AciTarChecker implements ArchiveView {
   }
 
   private refuse(entry: string | undefined, rule: string, cause?: unknown): ImageFormatError {
-    const where = entry === undefined ? '' : `entry ${JSON.stringify(entry)}: `;
-    return new ImageFormatError(`${this.image} is not a valid ACI: ${where}${rule}`, { cause });
+    // names and rules carry the archive's own bytes: shown escaped and cut
+    const where = entry === undefined ? '' : `entry ${quote(entry, 200)}: `;
+    return new ImageFormatError(`${this.image} is not a valid ACI: ${where}${printable(rule, 600)}`, { cause });
   }
 
   private parseError(err: Error): Error {
@@ -274,7 +275,7 @@ export class AciTarChecker implements ArchiveView {
     if (gapStart + d.headerAt + BLOCK !== dataAt || d.name !== header.name || d.linkname !== (header.linkname ?? '') || d.size !== header.size) {
       throw this.refuse(label, 'tar readers disagree about this header (ambiguous or malformed archive)');
     }
-    if (!type) throw this.refuse(label, `unsupported tar entry type ${JSON.stringify(d.raw.typeflag)}`);
+    if (!type) throw this.refuse(label, `unsupported tar entry type ${quote(d.raw.typeflag)}`);
     // Old tars mark directories by a trailing slash on a regular-file entry;
     // readers disagree on that, so it is refused rather than guessed.
     if (type === 'file' && d.name.endsWith('/')) throw this.refuse(label, 'regular file entry with a directory name');
@@ -307,7 +308,7 @@ export class AciTarChecker implements ArchiveView {
       return;
     }
     if (top !== 'rootfs') {
-      throw this.refuse(name, `unexpected top-level path "${top}": an ACI holds only "manifest" and "rootfs/"`);
+      throw this.refuse(name, `unexpected top-level path ${quote(top)}: an ACI holds only "manifest" and "rootfs/"`);
     }
     // Walk up until a directory already known to be sound.
     for (let q = p, i = q.lastIndexOf('/'); i > 0; i = q.lastIndexOf('/')) {
@@ -315,8 +316,8 @@ export class AciTarChecker implements ArchiveView {
       const k = this.paths.get(q) ?? 0;
       if (k & PARENT) break;
       const t = k & TYPE_MASK;
-      if (t === CODES.symlink) throw this.refuse(name, `path passes through "${q}", a symlink earlier in the archive`);
-      if (t && t !== CODES.directory) throw this.refuse(name, `parent "${q}" is a ${NAMES[t]}, not a directory`);
+      if (t === CODES.symlink) throw this.refuse(name, `path passes through ${quote(q)}, a symlink earlier in the archive`);
+      if (t && t !== CODES.directory) throw this.refuse(name, `parent ${quote(q)} is a ${NAMES[t]}, not a directory`);
     }
     if (type !== 'directory' && known & PARENT) {
       throw this.refuse(name, 'replaces a directory that earlier entries were written into');
@@ -327,13 +328,13 @@ export class AciTarChecker implements ArchiveView {
         // Absolute targets resolve inside the rootfs when the app runs, and
         // nothing is ever written through a symlink while extracting.
         if (!e.linkname.startsWith('/') && !staysInRootfs(p.slice(0, p.lastIndexOf('/')), e.linkname)) {
-          throw this.refuse(name, `symlink target "${e.linkname}" resolves outside rootfs/`);
+          throw this.refuse(name, `symlink target ${quote(e.linkname)} resolves outside rootfs/`);
         }
         break;
       case 'link': {
         const t = normalize(e.linkname);
         if ('rule' in t || !t.path.startsWith('rootfs/') || ((this.paths.get(t.path) ?? 0) & TYPE_MASK) !== CODES.file) {
-          throw this.refuse(name, `hard link target "${e.linkname}" is not an earlier regular file inside rootfs/`);
+          throw this.refuse(name, `hard link target ${quote(e.linkname)} is not an earlier regular file inside rootfs/`);
         }
         break;
       }

@@ -8,6 +8,8 @@
 // rules strict enough that GNU tar can only agree; the checker refuses the
 // archive when the two readings differ or the bytes are anything but plain.
 
+import { quote } from '../errors.js';
+
 export const BLOCK = 512;
 
 export interface RawHeader {
@@ -141,11 +143,11 @@ export function parsePax(data: Buffer, global: boolean): Map<string, string> {
     const key = record.slice(0, eq);
     const value = record.slice(eq + 1);
     const allowed = global ? GLOBAL_KEYS.has(key) : PAX_KEYS.has(key) || PAX_PREFIXES.some((p) => key.startsWith(p));
-    if (!allowed) throw new TarHeaderError(`unsupported pax ${global ? 'global ' : ''}header keyword "${key}"`);
+    if (!allowed) throw new TarHeaderError(`unsupported pax ${global ? 'global ' : ''}header keyword ${quote(key)}`);
     if (key === 'hdrcharset' && value !== 'ISO-IR 10646 2000 UTF-8') {
-      throw new TarHeaderError(`unsupported pax hdrcharset "${value}" (names must be UTF-8)`);
+      throw new TarHeaderError(`unsupported pax hdrcharset ${quote(value)} (names must be UTF-8)`);
     }
-    if (out.has(key)) throw new TarHeaderError(`pax header keyword "${key}" is repeated`);
+    if (out.has(key)) throw new TarHeaderError(`pax header keyword ${quote(key)} is repeated`);
     out.set(key, value);
     pos = end;
   }
@@ -188,7 +190,7 @@ export function decodeEntry(buf: Buffer): DecodedEntry {
       let size = raw.size;
       const paxSize = pax?.get('size');
       if (paxSize !== undefined) {
-        if (!/^[0-9]{1,15}$/.test(paxSize)) throw new TarHeaderError(`pax size "${paxSize}" is not a number`);
+        if (!/^[0-9]{1,15}$/.test(paxSize)) throw new TarHeaderError(`pax size ${quote(paxSize)} is not a number`);
         size = Number(paxSize);
       }
       for (const [what, v] of [['name', name], ['link name', linkname]] as const) {

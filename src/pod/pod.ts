@@ -6,8 +6,11 @@ import type { PodManifest } from '../appc/types.js';
 import { PodPaths } from '../stage1/contract.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock, type LockMode } from '../util/lock.js';
-import { NotARegularFileError, readSmallFile } from '../util/small-file.js';
+import { readPinned, UnexpectedFileError } from '../util/pinned-file.js';
 import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
+
+/** An exit status file holds a number of at most three digits. */
+const STATUS_MAX_BYTES = 64;
 
 export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
 
@@ -148,10 +151,10 @@ export class Pod {
       if (name.startsWith('.')) continue;
       let text: string;
       try {
-        text = readSmallFile(path.join(this.paths.statusDir, name), 16);
+        text = readPinned(path.join(this.paths.statusDir, name), undefined, STATUS_MAX_BYTES);
       } catch (err) {
         if (isErrno(err, 'ENOENT')) continue; // the pod is being removed while we read it
-        if (err instanceof NotARegularFileError || isErrno(err, 'ELOOP')) continue; // not ours: only the host writes statuses, as regular files
+        if (err instanceof UnexpectedFileError || isErrno(err, 'ELOOP')) continue; // not ours: only the host writes statuses, as regular files
         throw new RktError(`exit status of app ${name} in pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
       }
       if (/^\d{1,3}$/.test(text.trim())) out[name] = Number(text.trim());
@@ -162,7 +165,7 @@ export class Pod {
   pid(): number | undefined {
     for (const file of [this.paths.pid, this.paths.ppid]) {
       try {
-        const v = Number(readSmallFile(file, 32).trim());
+        const v = Number(readPinned(file, undefined, 32).trim());
         if (Number.isInteger(v) && v > 0) return v;
       } catch {
         // not written (yet)
@@ -171,9 +174,9 @@ export class Pod {
     return undefined;
   }
 
-  private mtime(file: string): Date | undefined {
+  private mtime(file: string, follow = true): Date | undefined {
     try {
-      return fs.statSync(file).mtime;
+      return (follow ? fs.statSync(file) : fs.lstatSync(file)).mtime;
     } catch {
       // not written (yet): the time is unknown
       return undefined;
@@ -194,7 +197,7 @@ export class Pod {
   exitedAt(): Date | undefined {
     let last: Date | undefined;
     for (const name of Object.keys(this.appExitStatuses())) {
-      const t = this.mtime(this.paths.appStatus(name));
+      const t = this.mtime(this.paths.appStatus(name), false);
       if (t && (!last || t > last)) last = t;
     }
     return last ?? this.mtime(this.paths.exitCause);
@@ -203,7 +206,7 @@ export class Pod {
   exitCause(): string | undefined {
     try {
       // one line, as the host wrote it; control characters never reach a terminal
-      const line = readSmallFile(this.paths.exitCause, 1024).split('\n')[0]!.replace(/[\x00-\x1f\x7f-\x9f]/g, '?').trim();
+      const line = readPinned(this.paths.exitCause, undefined, 2048).split('\n')[0]!.replace(/[\x00-\x1f\x7f-\x9f]/g, '?').trim();
       return line || undefined;
     } catch {
       // written only when a pod ends abnormally (and never anything but a regular file)

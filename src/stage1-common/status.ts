@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { isErrno } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { NotARegularFileError, readSmallFile } from '../util/small-file.js';
+import { readPinned, UnexpectedFileError } from '../util/pinned-file.js';
 import type { PodPaths } from '../stage1/contract.js';
 
 // What a stage1 leaves in the pod directory for stage0 to read: each app's
@@ -44,9 +44,9 @@ export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
     if (name.startsWith('.')) continue;
     let text: string;
     try {
-      text = readSmallFile(paths.appStatus(name), 16).trim();
+      text = readPinned(paths.appStatus(name), undefined, 64).trim();
     } catch (err) {
-      if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof NotARegularFileError) continue;
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof UnexpectedFileError) continue;
       throw err;
     }
     if (/^\d+$/.test(text)) out[name] = Number(text);
@@ -81,7 +81,7 @@ export function isPodProcess(paths: PodPaths, pid: number): boolean {
 export function readPid(paths: PodPaths): number | undefined {
   let text: string;
   try {
-    text = readSmallFile(paths.pid, 32).trim();
+    text = readPinned(paths.pid, undefined, 32).trim();
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
     throw err;

@@ -211,16 +211,40 @@ export class Keystore {
 
   /** Every key file and mask in every config dir, for display; keys are parsed and checked. */
   async list(): Promise<KeyFileEntry[]> {
+    const out = await this.allEntries();
+    for (const e of out) {
+      if (!e.mask) e.userIds = (await this.loadKeyFile(e.path, e.fingerprint)).getUserIDs();
+    }
+    return out;
+  }
+
+  /**
+   * Every key in every config dir, whatever it is trusted for and masked or
+   * not: the candidates to check a signature with while the image's name is
+   * not known yet. Only keysFor() says whom to trust. A key file that does
+   * not parse is left out here; keysFor() reports it when it matters.
+   */
+  async everyKey(): Promise<TrustedKey[]> {
+    const out: TrustedKey[] = [];
+    for (const e of await this.allEntries()) {
+      if (e.mask) continue;
+      try {
+        const key = await this.loadKeyFile(e.path, e.fingerprint);
+        out.push({ ...e, mask: false, key, userIds: key.getUserIDs() });
+      } catch (err) {
+        log().debug({ path: e.path, err: (err as Error).message }, 'skipping unusable key file');
+      }
+    }
+    return out;
+  }
+
+  private async allEntries(): Promise<KeyFileEntry[]> {
     const out: KeyFileEntry[] = [];
     for (const level of LEVELS) {
       out.push(...(await this.scanDir(level, this.rootDir(level), null)));
-      const base = this.prefixDir(level);
-      for (const prefix of await prefixDirsUnder(base)) {
+      for (const prefix of await prefixDirsUnder(this.prefixDir(level))) {
         out.push(...(await this.scanDir(level, this.prefixDir(level, prefix), prefix)));
       }
-    }
-    for (const e of out) {
-      if (!e.mask) e.userIds = (await this.loadKeyFile(e.path, e.fingerprint)).getUserIDs();
     }
     return out;
   }

@@ -2,7 +2,7 @@
 // qemu per pod and "qemu did not answer" is useless without saying which one,
 // and ends with what the user can check next.
 
-import { RktError } from '../../src/errors.js';
+import { RktError, printable } from '../../src/errors.js';
 
 /** Human duration for messages: 5000 -> "5s", 1500 -> "1.5s", 200 -> "200ms". */
 export function formatMs(ms: number): string {
@@ -48,7 +48,7 @@ export class QmpCommandError extends QmpError {
   readonly desc: string;
   readonly command: string;
   constructor(socketPath: string, command: string, errorClass: string, desc: string) {
-    super(`qemu refused QMP command '${command}': ${oneLine(desc)} [${errorClass}]`, socketPath);
+    super(`qemu refused QMP command '${command}': ${oneLine(desc)} [${oneLine(errorClass)}]`, socketPath);
     this.errorClass = errorClass;
     this.desc = desc;
     this.command = command;
@@ -117,8 +117,7 @@ export class QmpProtocolError extends QmpError {
   }
 }
 
-/** Messages must stay on one line; qemu descs and peer data could contain newlines. */
+/** Messages must stay on one line, printable: qemu descs and peer data could hold newlines or escape sequences. */
 function oneLine(s: string): string {
-  const flat = s.replace(/\s+/g, ' ').trim();
-  return flat.length > 200 ? `${flat.slice(0, 200)}...` : flat;
+  return printable(s.replace(/\s+/g, ' ').trim(), 200);
 }

@@ -3,11 +3,23 @@
 
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { QmpConnectError } from './errors.js';
+import { QmpConnectError, QmpProtocolError } from './errors.js';
 import type { QmpGreeting, QmpTimestamp } from './types.js';
 
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** One line from qemu as a message object; anything else is a QmpProtocolError. */
+export function parseMessage(line: string, socketPath: string): Record<string, unknown> {
+  let msg: unknown;
+  try {
+    msg = JSON.parse(line);
+  } catch (err) {
+    throw new QmpProtocolError(socketPath, `not JSON: ${line.slice(0, 80)}`, err);
+  }
+  if (!isRecord(msg)) throw new QmpProtocolError(socketPath, `not a JSON object: ${line.slice(0, 80)}`);
+  return msg;
 }
 
 export function parseGreeting(msg: Record<string, unknown>): QmpGreeting | undefined {

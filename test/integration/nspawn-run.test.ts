@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { RKT } from '../helpers/rkt.js';
-import { listPods, podStatus } from '../helpers/pods.js';
+import { listPods, podStatus, waitFor } from '../helpers/pods.js';
 import { assertNoLeftovers, buildStage1, setup } from './nspawn-common.js';
 
 // rkt run with the nspawn stage1, through the real CLI: output, statuses,
@@ -119,6 +119,49 @@ test('--interactive hands the app rkt run stdin', async (t) => {
   });
   t.is(r.exitCode, 0, String(r.stderr));
   t.is(String(r.stdout), 'got hello\nworld');
+});
+
+// A pod is root in its own rootfs: it can replace the FIFO the host feeds
+// its stdin through with a symlink to a host file. The host kept reopening
+// that path by name; now it only ever reaches the FIFO it made.
+test('--interactive: a symlink the pod plants at its stdin FIFO does not lead the host to the target', async (t) => {
+  const ne = await setup(t, aci);
+  // A host FIFO with a blocked open for reading: that open returns only if someone opens the FIFO for writing.
+  const trap = ne.env.file('trap.fifo');
+  await execa('mkfifo', [trap]);
+  let followed = false;
+  const trapOpen = fs.promises.open(trap, 'r').then((h) => {
+    followed = true;
+    return h.close();
+  });
+  t.teardown(async () => {
+    const fd = fs.openSync(trap, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+    await trapOpen;
+    fs.closeSync(fd);
+  });
+
+  const run = execa(RKT, [...ne.env.globals(), 'run', ...ne.flags, '--interactive', ne.image, '--exec=/bin/sh', '--', '-c', 'cat; echo fed; sleep 3'], {
+    reject: false,
+    input: 'hello\n',
+    timeout: 60_000,
+  });
+  let out = '';
+  run.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  await waitFor('the app to read its stdin to the end', async () => out.includes('fed') || run.exitCode !== null);
+  t.is(out, 'hello\nfed\n');
+  const uuid = ne.uuid();
+  const pid = fs.readFileSync(path.join(ne.env.dir, 'pods/run', uuid, 'pid'), 'utf8').trim();
+  // planted from inside the container: its namespaces, its root, its busybox
+  const plant = await execa('nsenter', [`--target=${pid}`, '--all', '--root', '--', '/rkt/bin/busybox', 'ln', '-sfn', trap, '/rkt/io/stdin'], { reject: false });
+  t.is(plant.exitCode, 0, String(plant.stderr));
+  t.true(fs.lstatSync(path.join(ne.env.dir, 'pods/run', uuid, 'stage1/rootfs/rkt/io/stdin')).isSymbolicLink());
+  await new Promise((r) => setTimeout(r, 1000)); // twenty of the feeder's 50 ms pulses
+  t.false(followed, 'the host opened the target of the symlink the pod planted');
+  // Its unit's exit hook no longer finds its stdin, so the pod cannot end by itself: a harm to itself only.
+  const stop = await ne.env.run(['stop', '--force', uuid]);
+  t.is(stop.exitCode, 0, String(stop.stderr));
+  const r = await run;
+  t.false(r.timedOut, 'rkt run ended once the pod was stopped');
 });
 
 test('an unknown pod network is refused with a clear error and no pod left running', async (t) => {

@@ -94,11 +94,16 @@ function world(t: { teardown: (fn: () => void) => void }, size = 64 * 1024): Wor
 
 const NAME = 'example.com/app';
 
+/** The image as the stream verifySignature reads once. */
+function data(file: string): { data: fs.ReadStream; dataName: string } {
+  return { data: fs.createReadStream(file, { highWaterMark: 1 << 20 }), dataName: file };
+}
+
 test('an armored RSA signature by a prefix-trusted key verifies', async (t) => {
   const w = world(t);
   await w.ks.addKey(await gpg.export(keys.rsa), { prefix: NAME });
   const sig = await gpg.sign(keys.rsa, w.image);
-  const signer = await verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig });
+  const signer = await verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig });
   t.deepEqual(signer, { fingerprint: keys.rsa.toLowerCase(), userIds: ['Rsa Signer <rsa@example.com>'] });
 });
 
@@ -106,7 +111,7 @@ test('a binary ed25519 signature by a root key verifies for any name', async (t)
   const w = world(t);
   await w.ks.addKey(await gpg.export(keys.ed), { root: true });
   const sig = await gpg.sign(keys.ed, w.image, { armor: false });
-  const signer = await verifySignature({ keystore: w.ks, imageName: 'other.org/thing', dataPath: w.image, signaturePath: sig });
+  const signer = await verifySignature({ keystore: w.ks, imageName: 'other.org/thing', ...data(w.image), signaturePath: sig });
   t.is(signer.fingerprint, keys.ed.toLowerCase());
 });
 
@@ -118,7 +123,7 @@ test('a signature by a signing subkey verifies against its trusted primary key',
   const issuer = /:signature packet: algo \d+, keyid ([0-9A-F]{16})/.exec(await gpg.run(['--list-packets', sig]))?.[1];
   t.truthy(issuer);
   t.not(issuer, keys.sub.slice(-16));
-  const signer = await verifySignature({ keystore: w.ks, imageName: `${NAME}/sub`, dataPath: w.image, signaturePath: sig });
+  const signer = await verifySignature({ keystore: w.ks, imageName: `${NAME}/sub`, ...data(w.image), signaturePath: sig });
   t.is(signer.fingerprint, keys.sub.toLowerCase());
 });
 
@@ -127,7 +132,7 @@ test('no trusted key for the name: the message says how to trust one or skip', a
   await w.ks.addKey(await gpg.export(keys.rsa), { prefix: NAME });
   const sig = await gpg.sign(keys.rsa, w.image);
   // "example.com/apples" is not under "example.com/app".
-  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: 'example.com/apples', dataPath: w.image, signaturePath: sig }), {
+  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: 'example.com/apples', ...data(w.image), signaturePath: sig }), {
     instanceOf: NoTrustedKeyError,
   });
   t.regex(err?.message ?? '', /rkt trust --prefix=example\.com\/apples <key file>/);
@@ -140,7 +145,7 @@ test('a signature by a key that is not trusted for the name is refused', async (
   // The stranger is trusted, but for another prefix only.
   await w.ks.addKey(await gpg.export(keys.stranger), { prefix: 'stranger.org' });
   const sig = await gpg.sign(keys.stranger, w.image);
-  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), {
+  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), {
     instanceOf: UntrustedSignerError,
   });
   t.regex(err?.message ?? '', new RegExp(keys.stranger.slice(-16), 'i'));
@@ -156,14 +161,14 @@ test('changed data is a bad signature', async (t) => {
   fs.readSync(fd, b, 0, 1, 1000);
   fs.writeSync(fd, Buffer.from([b[0]! ^ 0xff]), 0, 1, 1000);
   fs.closeSync(fd);
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), { instanceOf: BadSignatureError, message: /does not match/ });
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), { instanceOf: BadSignatureError, message: /does not match/ });
 });
 
 test('a SHA-1 signature is refused even though the data matches', async (t) => {
   const w = world(t);
   await w.ks.addKey(await gpg.export(keys.rsa), { prefix: NAME });
   const sig = await gpg.sign(keys.rsa, w.image, { extra: ['--digest-algo', 'SHA1'] });
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), {
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), {
     instanceOf: BadSignatureError,
     message: /not acceptable: .*SHA1/,
   });
@@ -174,13 +179,13 @@ test('a signature file that is not a signature is refused', async (t) => {
   await w.ks.addKey(await gpg.export(keys.rsa), { prefix: NAME });
   const junk = path.join(w.dir, 'junk.asc');
   fs.writeFileSync(junk, 'this is not a signature\n');
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: junk }), { instanceOf: BadSignatureError });
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: junk }), { instanceOf: BadSignatureError });
 });
 
 test('a missing signature file names the path looked for', async (t) => {
   const w = world(t);
   await w.ks.addKey(await gpg.export(keys.rsa), { prefix: NAME });
-  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: `${w.image}.asc` }), {
+  const err = await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: `${w.image}.asc` }), {
     instanceOf: SignatureMissingError,
   });
   t.true(err?.message.includes(`"${w.image}.asc"`));
@@ -193,7 +198,7 @@ test('a key that has expired since it signed is refused', async (t) => {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, await gpg.export(keys.expired));
   const sig = await gpg.sign(keys.expired, w.image, { fakedTime: '20200101T010000' });
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), {
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), {
     instanceOf: KeyValidityError,
     message: /expired on 2020-01-02/,
   });
@@ -203,11 +208,11 @@ test('a key revoked after signing is refused once its revocation is in the keyst
   const w = world(t);
   const sig = await gpg.sign(keys.revoked, w.image);
   const added = await w.ks.addKey(revokedBefore, { prefix: NAME });
-  t.truthy(await verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }));
+  t.truthy(await verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }));
   await gpg.revoke(keys.revoked);
   // The administrator replaces the trusted copy with the publisher's revoked key.
   fs.writeFileSync(added.path, await gpg.export(keys.revoked));
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), { instanceOf: KeyValidityError, message: /revoked/ });
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), { instanceOf: KeyValidityError, message: /revoked/ });
 });
 
 test('a masked key no longer verifies', async (t) => {
@@ -216,10 +221,10 @@ test('a masked key no longer verifies', async (t) => {
   fs.mkdirSync(path.dirname(sys), { recursive: true });
   fs.writeFileSync(sys, await gpg.export(keys.ed));
   const sig = await gpg.sign(keys.ed, w.image);
-  t.truthy(await verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }));
+  t.truthy(await verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }));
   fs.mkdirSync(path.join(w.local, 'trustedkeys/root.d'), { recursive: true });
   fs.writeFileSync(path.join(w.local, 'trustedkeys/root.d', keys.ed.toLowerCase()), '');
-  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig }), { instanceOf: NoTrustedKeyError });
+  await t.throwsAsync(verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig }), { instanceOf: NoTrustedKeyError });
 });
 
 test('a 200 MB image is verified as a stream', async (t) => {
@@ -236,7 +241,7 @@ test('a 200 MB image is verified as a stream', async (t) => {
   const sig = await gpg.sign(keys.rsa, w.image);
   const rssBefore = process.memoryUsage().rss;
   const started = performance.now();
-  const signer = await verifySignature({ keystore: w.ks, imageName: NAME, dataPath: w.image, signaturePath: sig });
+  const signer = await verifySignature({ keystore: w.ks, imageName: NAME, ...data(w.image), signaturePath: sig });
   const ms = performance.now() - started;
   const rssGrowth = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
   t.log(`verified 200 MiB in ${ms.toFixed(0)} ms (RSS grew ${rssGrowth.toFixed(0)} MiB)`);

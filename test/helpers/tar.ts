@@ -9,10 +9,15 @@ export interface Entry {
   data?: string | Buffer;
   linkname?: string;
   mode?: number;
+  uid?: number;
+  gid?: number;
   devmajor?: number;
   devminor?: number;
   pax?: Record<string, string>;
 }
+
+/** The mtime of every packed entry. */
+export const ENTRY_MTIME = new Date(1_500_000_000_000);
 
 /** Build a tar with tar-stream's pack, as an attacker would. */
 export async function packTar(entries: Entry[]): Promise<Buffer> {
@@ -24,8 +29,8 @@ export async function packTar(entries: Entry[]): Promise<Buffer> {
   for (const e of entries) {
     const type = e.type ?? 'file';
     const header = {
-      name: e.name, type, mode: e.mode, linkname: e.linkname, devmajor: e.devmajor, devminor: e.devminor,
-      mtime: new Date(1_500_000_000_000), ...(e.pax ? { pax: e.pax } : {}),
+      name: e.name, type, mode: e.mode, uid: e.uid ?? 0, gid: e.gid ?? 0, linkname: e.linkname, devmajor: e.devmajor, devminor: e.devminor,
+      mtime: ENTRY_MTIME, ...(e.pax ? { pax: e.pax } : {}),
     };
     await new Promise<void>((resolve, reject) => {
       const cb = (err?: Error | null): void => (err ? reject(err) : resolve());

@@ -4,10 +4,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import tar from 'tar-stream';
 import { ImageFormatError } from '../../src/errors.js';
 import { applyPathWhitelist, CorruptImageError, extractAciTar, renderLayers } from '../../src/image/render.js';
 import { needCommand, needRoot } from '../helpers/prereqs.js';
+import { ENTRY_MTIME, packTar, type Entry } from '../helpers/tar.js';
 
 // Rendering restores owners and device nodes: these tests need root.
 const asRoot = (impl: ImplementationFn<[]>): ImplementationFn<[]> => (t) => {
@@ -21,41 +21,12 @@ const serialRootTest = (title: string, impl: ImplementationFn<[]>): void => test
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'image-render-'));
 test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-interface Entry {
-  name: string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
-  data?: string;
-  linkname?: string;
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  devmajor?: number;
-  devminor?: number;
-}
-
-const MTIME = new Date(1_500_000_000_000);
 const manifest = (name: string, extra: Record<string, unknown> = {}): string =>
   JSON.stringify({ acKind: 'ImageManifest', acVersion: '0.8.11', name, ...extra });
 
 /** Write a tar built with tar-stream's pack and return its path and image ID. */
 async function writeTar(name: string, entries: Entry[]): Promise<{ tarPath: string; id: string }> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) chunks.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? 'file';
-    const header = { name: e.name, type, mode: e.mode, uid: e.uid ?? 0, gid: e.gid ?? 0, linkname: e.linkname, devmajor: e.devmajor, devminor: e.devminor, mtime: MTIME };
-    await new Promise<void>((resolve, reject) => {
-      const cb = (err?: Error | null): void => (err ? reject(err) : resolve());
-      if (type === 'file') pack.entry(header, e.data ?? '', cb);
-      else pack.entry(header, cb);
-    });
-  }
-  pack.finalize();
-  await done;
-  const data = Buffer.concat(chunks);
+  const data = await packTar(entries);
   const tarPath = path.join(dir, `${name}-${crypto.randomBytes(4).toString('hex')}.tar`);
   fs.writeFileSync(tarPath, data);
   return { tarPath, id: `sha512-${crypto.createHash('sha512').update(data).digest('hex')}` };
@@ -120,8 +91,8 @@ serialRootTest('extraction preserves owners, modes with setuid, links, devices a
   t.true(r('dev/null').isCharacterDevice());
   t.is(r('dev/null').rdev, 0x103);
   t.true(r('run/initctl').isFIFO());
-  t.is(r('home/user/notes').mtimeMs, MTIME.getTime());
-  t.is(r('home/user').mtimeMs, MTIME.getTime(), 'directory mtimes survive their contents');
+  t.is(r('home/user/notes').mtimeMs, ENTRY_MTIME.getTime());
+  t.is(r('home/user').mtimeMs, ENTRY_MTIME.getTime(), 'directory mtimes survive their contents');
   t.is(tarChildren(), 0);
 });
 

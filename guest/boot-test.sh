@@ -26,7 +26,7 @@
 #   --verbose          copy guest consoles to stderr
 #   --keep             keep the work directory
 # Needs root (9p passthrough, virtiofsd), qemu-system-x86, busybox-static,
-# gcc, cpio, python3 (QMP), and `npx tsc -p .` done (dist/stage1-kvm/agent-client.js).
+# gcc, cpio, python3 (QMP), and `npx tsc -p .` done (dist/stage1-kvm/agent-cli.js).
 # Exits 0 only if every check passed.
 set -euo pipefail
 
@@ -58,7 +58,7 @@ if [ -z "$kernel" ]; then
     || die "the guest kernel is not built yet: run kernel-config/build.sh (or pass --kernel)"
 fi
 [ -r "$kernel" ] || die "kernel $kernel not readable"
-client=$ROOT/dist/stage1-kvm/agent-client.js
+client=$ROOT/dist/stage1-kvm/agent-cli.js
 [ "$do_enter" = 0 ] || [ -f "$client" ] || die "$client missing: run 'npx tsc -p .' first"
 virtiofsd=
 for c in "$(command -v virtiofsd || true)" /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd; do

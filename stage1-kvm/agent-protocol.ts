@@ -196,16 +196,27 @@ export function encodeResize(rows: number, cols: number): Buffer {
   return Buffer.concat([u16(rows, 'rows'), u16(cols, 'cols')]);
 }
 
-/** EXIT payload: u32 status (exit code, or 128 + signal number). */
+/** The statuses an ERROR frame may carry: 125 setup, 126 not executable, 127 not found. */
+export const ERROR_STATUSES: ReadonlySet<number> = new Set([125, 126, 127]);
+
+/**
+ * EXIT payload: u32 status (exit code, or 128 + signal number). It becomes
+ * the host's exit status, so anything a process cannot exit with is refused
+ * (256 would read as success).
+ */
 export function decodeExit(p: Buffer): number {
   if (p.length !== 4) throw new AgentProtocolError(`EXIT payload of ${p.length} bytes, expected 4`);
-  return p.readUInt32BE(0);
+  const status = p.readUInt32BE(0);
+  if (status > 255) throw new AgentProtocolError(`EXIT status ${status} is not an exit status (0-255)`);
+  return status;
 }
 
-/** ERROR payload: u32 status + UTF-8 message. */
+/** ERROR payload: u32 status (125, 126 or 127) + UTF-8 message. */
 export function decodeError(p: Buffer): { status: number; message: string } {
   if (p.length < 4) throw new AgentProtocolError(`ERROR payload of ${p.length} bytes, expected at least 4`);
-  return { status: p.readUInt32BE(0), message: p.subarray(4).toString('utf8') };
+  const status = p.readUInt32BE(0);
+  if (!ERROR_STATUSES.has(status)) throw new AgentProtocolError(`ERROR status ${status} is not one of 125, 126, 127`);
+  return { status, message: p.subarray(4).toString('utf8') };
 }
 
 /** A frame from the guest, as the host takes it. */

@@ -4,7 +4,7 @@
 # virtio-fs, and check:
 #   - an app's output arrives on the host side of rkt.stdout, its exit
 #     status in /rkt/status on the host, and qemu exits by itself;
-#   - `rkt enter`-style sessions through the agent (stage1-kvm/agent-client.ts)
+#   - `rkt enter`-style sessions through the agent (stage1-kvm/agent-cli.ts)
 #     while a long-running app is up: output, stdin, exit codes, uid/gid,
 #     tty, a client killed mid-session;
 #   - an orderly stop (QMP system_powerdown, the ACPI power button);

@@ -4,7 +4,7 @@
 # virtio-fs, and check:
 #   - an app's output arrives on the host side of rkt.stdout, its exit
 #     status in /rkt/status on the host, and qemu exits by itself;
-#   - `rkt enter`-style sessions through the agent (stage1-kvm/agent-client.ts)
+#   - `rkt enter`-style sessions through the agent (stage1-kvm/agent-cli.ts)
 #     while a long-running app is up: output, stdin, exit codes, uid/gid,
 #     tty, a client killed mid-session;
 #   - an orderly stop (QMP system_powerdown, the ACPI power button);
@@ -26,7 +26,7 @@
 #   --verbose          copy guest consoles to stderr
 #   --keep             keep the work directory
 # Needs root (9p passthrough, virtiofsd), qemu-system-x86, busybox-static,
-# gcc, cpio, python3 (QMP), and `npx tsc -p .` done (dist/stage1-kvm/agent-client.js).
+# gcc, cpio, python3 (QMP), and `npx tsc -p .` done (dist/stage1-kvm/agent-cli.js).
 # Exits 0 only if every check passed.
 set -euo pipefail
 
@@ -58,7 +58,7 @@ if [ -z "$kernel" ]; then
     || die "the guest kernel is not built yet: run kernel-config/build.sh (or pass --kernel)"
 fi
 [ -r "$kernel" ] || die "kernel $kernel not readable"
-client=$ROOT/dist/stage1-kvm/agent-client.js
+client=$ROOT/dist/stage1-kvm/agent-cli.js
 [ "$do_enter" = 0 ] || [ -f "$client" ] || die "$client missing: run 'npx tsc -p .' first"
 virtiofsd=
 for c in "$(command -v virtiofsd || true)" /usr/libexec/virtiofsd /usr/lib/qemu/virtiofsd; do

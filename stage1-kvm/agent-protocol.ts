@@ -5,7 +5,7 @@
 //
 // A frame is: type (1 byte) + payload length (u32 big-endian) + payload.
 
-import { RktError, printable } from '../src/errors.js';
+import { RktError } from '../src/errors.js';
 
 export const PROTOCOL_VERSION = 1;
 export const FRAME_HEADER_BYTES = 5;
@@ -196,16 +196,38 @@ export function encodeResize(rows: number, cols: number): Buffer {
   return Buffer.concat([u16(rows, 'rows'), u16(cols, 'cols')]);
 }
 
-/** EXIT payload: u32 status (exit code, or 128 + signal number). */
+/** The statuses an ERROR frame may carry: 125 setup, 126 not executable, 127 not found. */
+export const ERROR_STATUSES: ReadonlySet<number> = new Set([125, 126, 127]);
+
+/**
+ * EXIT payload: u32 status (exit code, or 128 + signal number). It becomes
+ * the host's exit status, so anything a process cannot exit with is refused
+ * (256 would read as success).
+ */
 export function decodeExit(p: Buffer): number {
   if (p.length !== 4) throw new AgentProtocolError(`EXIT payload of ${p.length} bytes, expected 4`);
-  return p.readUInt32BE(0);
+  const status = p.readUInt32BE(0);
+  if (status > 255) throw new AgentProtocolError(`EXIT status ${status} is not an exit status (0-255)`);
+  return status;
 }
 
-/** ERROR payload: u32 status + UTF-8 message, returned fit to print (the guest wrote it). */
+/** Longest ERROR message shown, as the agent cuts it (ERROR_MSG_MAX). */
+export const ERROR_MESSAGE_MAX = 1024;
+
+/** A message from the guest as one printable line: control characters escaped, at most ERROR_MESSAGE_MAX characters. */
+export function guestText(s: string): string {
+  const cut = s.length > ERROR_MESSAGE_MAX ? `${s.slice(0, ERROR_MESSAGE_MAX)}...` : s;
+  // C0, DEL and C1 controls (ESC, CSI, newlines) would move the terminal's cursor or fake lines
+  // eslint-disable-next-line no-control-regex
+  return cut.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+/** ERROR payload: u32 status (125, 126 or 127) + UTF-8 message, returned fit to print (the guest wrote it). */
 export function decodeError(p: Buffer): { status: number; message: string } {
   if (p.length < 4) throw new AgentProtocolError(`ERROR payload of ${p.length} bytes, expected at least 4`);
-  return { status: p.readUInt32BE(0), message: printable(p.subarray(4).toString('utf8'), 1000) };
+  const status = p.readUInt32BE(0);
+  if (!ERROR_STATUSES.has(status)) throw new AgentProtocolError(`ERROR status ${status} is not one of 125, 126, 127`);
+  return { status, message: guestText(p.subarray(4).toString('utf8')) };
 }
 
 /** A frame from the guest, as the host takes it. */

@@ -29,9 +29,10 @@ function launcher(entry: string): string {
 }
 
 /**
- * What node runs: a stub importing the bundle. Modules that double as CLIs
- * (stage1-kvm/agent-client.ts) compare their own URL with process.argv[1]; in a
- * bundle their URL is the bundle's, so node must be started on another file.
+ * What node runs: a stub importing the bundle. A module that runs as a CLI
+ * when it is node's script (as stage1-kvm/agent-cli.ts does) compares its own
+ * URL with process.argv[1]; in a bundle its URL is the bundle's, so node must
+ * be started on another file.
  */
 function stub(entry: string): string {
   return `import './${entry}.mjs';\n`;

@@ -43,6 +43,14 @@ export const KVM_TIMEOUTS = {
   stopConnectMs: 500,
   /** virtiofsd creates its socket within moments. */
   virtiofsdStartMs: 5000,
+  /**
+   * The guest agent answers an EXEC at once (0.1-0.2 s under tcg); no answer
+   * within this means it is not running (a root app can kill it) or is
+   * stopped, and `rkt enter` says so instead of waiting.
+   */
+  agentAnswerMs: 10_000,
+  /** The agent writes a frame in one go; one left incomplete this long is a guest that stopped mid-frame. */
+  agentFrameMs: 10_000,
 } as const;
 
 export type Accel = 'kvm' | 'tcg';

@@ -39,7 +39,12 @@ function stdioFor(opts: GuestConfigOptions): StdioSpec {
   return { input: 'null', output: `file:${GUEST.stdoutFifo}`, error: `file:${GUEST.stderrFifo}` };
 }
 
-/** The unit text of one app, as the kvm guest runs it. */
+/**
+ * The unit text of one app, as the kvm guest runs it. Its /dev is private:
+ * the guest's has the virtio-serial ports (the agent's among them), the
+ * console, the kernel log and memory devices, none of which an app needs
+ * (guest/README.md, "Apps against the agent").
+ */
 export function kvmAppUnit(spec: AppSpec, opts: GuestConfigOptions): string {
   return appUnit(spec, {
     stdio: stdioFor(opts),
@@ -47,6 +52,7 @@ export function kvmAppUnit(spec: AppSpec, opts: GuestConfigOptions): string {
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
+    privateDevices: true,
     type: 'exec',
   });
 }

@@ -96,6 +96,18 @@ void session_reap(struct session *s);
 void session_maybe_finish(struct session *s, long long now, int drain_ms);
 void session_abort(struct session *s);
 
+/* Steps of starting an enter'd command, for its ERROR message (session.c). */
+enum child_step {
+	STEP_TERMINAL, STEP_CHROOT, STEP_CHDIR, STEP_SETGROUPS, STEP_SETGID, STEP_SETUID, STEP_EXEC,
+	STEP_NAMESPACES, STEP_CGROUP, STEP_CAPS, STEP_COUNT
+};
+
+/* app-context.c: put the calling process in the context of a running
+ * process of the app (cgroup, namespaces, capability bounding set,
+ * no_new_privs), or chroot into its rootfs root if it has none.
+ * 0 on success; -1 with errno and *step saying what failed. */
+int enter_app_context(const char *app, const char *root, int *step);
+
 /* io.c */
 int io_start(void);
 int flush_main(void);

@@ -1,16 +1,14 @@
 /*
  * One `rkt enter` session of rkt-agent: start the command of an EXEC
- * request inside the app (its namespaces, or a chroot into its rootfs),
+ * request inside the app (its context, see app-context.c),
  * move its stdio, report how it ended.
  */
 #define _GNU_SOURCE
 #include "agent.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,62 +62,19 @@ static void exec_command(char **argv, char **env)
 }
 
 struct child_error {
-	int step; /* index into steps[] */
+	int step; /* enum child_step */
 	int err;
 };
-static const char *const steps[] = { "open terminal", "chroot", "chdir", "setgroups", "setgid", "setuid", "exec",
-				     "join the app's namespaces" };
-
-/*
- * Join the namespaces of a running process of the app, as `rkt enter` does
- * with nsenter. systemd runs an app unit with RootDirectory= in a mount
- * namespace of its own, where its rootfs has /proc, /dev and /sys mounted;
- * a plain chroot from the agent's namespace would see bare directories
- * there. The app's processes are those whose root is its rootfs directory.
- * Returns 1 if joined (the root is then the app's), 0 if no app process has
- * a namespace of its own (fall back to chroot), -1 on error.
- */
-static int join_app_namespaces(const char *root)
-{
-	static const char *const kinds[] = { "ipc", "uts", "net", "mnt" }; /* mnt last: it changes /proc */
-	struct stat want, self, st;
-	struct dirent *e;
-	DIR *d;
-	int fds[4] = { -1, -1, -1, -1 }, found = 0, rc = 0;
-	char p[300];
-
-	if (stat(root, &want) < 0 || stat("/proc/self/ns/mnt", &self) < 0 || !(d = opendir("/proc"))) return 0;
-	while (!found && (e = readdir(d))) {
-		if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-		snprintf(p, sizeof p, "/proc/%s/root/", e->d_name);
-		if (stat(p, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino) continue;
-		snprintf(p, sizeof p, "/proc/%s/ns/mnt", e->d_name);
-		if (stat(p, &st) < 0 || st.st_ino == self.st_ino) continue; /* chrooted in our namespace */
-		found = 1;
-		for (int i = 0; i < 4; i++) {
-			struct stat mine;
-			snprintf(p, sizeof p, "/proc/%s/ns/%s", e->d_name, kinds[i]);
-			fds[i] = open(p, O_RDONLY | O_CLOEXEC);
-			snprintf(p, sizeof p, "/proc/self/ns/%s", kinds[i]);
-			/* only where it differs: setns() to one's own is harmless but useless */
-			if (fds[i] >= 0 && fstat(fds[i], &st) == 0 && stat(p, &mine) == 0 && st.st_ino == mine.st_ino) {
-				close(fds[i]);
-				fds[i] = -1;
-			}
-		}
-	}
-	closedir(d);
-	for (int i = 0; i < 4; i++) {
-		if (fds[i] < 0) continue;
-		if (rc == 0 && setns(fds[i], 0) < 0) rc = -1;
-		close(fds[i]);
-	}
-	return rc < 0 ? -1 : found;
-}
+static const char *const steps[STEP_COUNT] = {
+	[STEP_TERMINAL] = "open terminal", [STEP_CHROOT] = "chroot", [STEP_CHDIR] = "chdir",
+	[STEP_SETGROUPS] = "setgroups", [STEP_SETGID] = "setgid", [STEP_SETUID] = "setuid", [STEP_EXEC] = "exec",
+	[STEP_NAMESPACES] = "join the app's namespaces", [STEP_CGROUP] = "join the app's cgroup",
+	[STEP_CAPS] = "take the app's capability limits",
+};
 
 static void child(const struct request *r, const char *root, const char *pts, int fds[3], int errfd)
 {
-	struct child_error ce = { 0, 0 };
+	struct child_error ce = { STEP_TERMINAL, 0 };
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL); /* the agent blocks signals for its signalfd */
@@ -135,17 +90,13 @@ static void child(const struct request *r, const char *root, const char *pts, in
 	for (int i = 0; i < 3; i++)
 		if (dup2(fds[i], i) < 0) goto fail;
 	if (r->tty && fds[0] > 2) close(fds[0]);
-	ce.step = 7;
-	switch (join_app_namespaces(root)) {
-	case -1: goto fail;
-	case 0: ce.step = 1; if (chroot(root) < 0) goto fail; break;
-	default: break; /* setns(mnt) made the app's root ours */
-	}
-	ce.step = 2; if (chdir(r->cwd[0] ? r->cwd : "/") < 0) goto fail;
-	ce.step = 3; if (setgroups(r->ngroups, r->groups) < 0) goto fail;
-	ce.step = 4; if (setgid(r->gid) < 0) goto fail;
-	ce.step = 5; if (setuid(r->uid) < 0) goto fail;
-	ce.step = 6; exec_command(r->argv, r->env);
+	/* the app's namespaces (setns(mnt) makes the app's root ours), or a chroot */
+	if (enter_app_context(r->app, root, &ce.step) < 0) goto fail;
+	ce.step = STEP_CHDIR; if (chdir(r->cwd[0] ? r->cwd : "/") < 0) goto fail;
+	ce.step = STEP_SETGROUPS; if (setgroups(r->ngroups, r->groups) < 0) goto fail;
+	ce.step = STEP_SETGID; if (setgid(r->gid) < 0) goto fail;
+	ce.step = STEP_SETUID; if (setuid(r->uid) < 0) goto fail;
+	ce.step = STEP_EXEC; exec_command(r->argv, r->env);
 fail:
 	ce.err = errno;
 	if (write(errfd, &ce, sizeof ce) < 0) { /* the parent sees EOF and a dead child */ }
@@ -230,10 +181,10 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 	do n = read(perrc[0], &ce, sizeof ce); while (n < 0 && errno == EINTR);
 	close(perrc[0]);
 	if (n == sizeof ce) {
-		uint32_t st_code = ce.step == 6 ? (ce.err == ENOENT || ce.err == ENOTDIR ? ST_NOTFOUND : ST_NOEXEC) : ST_SETUP;
-		if (ce.step < 0 || ce.step > 7) ce.step = 7;
-		snprintf(msg, sizeof msg, "%s %s: %s", steps[ce.step],
-			 ce.step == 1 ? root : ce.step == 2 ? r.cwd : ce.step == 6 ? r.argv[0] : "", strerror(ce.err));
+		uint32_t st_code = ce.step == STEP_EXEC ? (ce.err == ENOENT || ce.err == ENOTDIR ? ST_NOTFOUND : ST_NOEXEC) : ST_SETUP;
+		if (ce.step < 0 || ce.step >= STEP_COUNT) ce.step = STEP_NAMESPACES;
+		const char *what = ce.step == STEP_CHROOT ? root : ce.step == STEP_CHDIR ? r.cwd : ce.step == STEP_EXEC ? r.argv[0] : NULL;
+		snprintf(msg, sizeof msg, "%s%s%s: %s", steps[ce.step], what ? " " : "", what ? what : "", strerror(ce.err));
 		send_error(st_code, msg);
 		waitpid(pid, NULL, 0);
 		goto close_pipes;

@@ -122,7 +122,11 @@ export interface AppUnitOptions {
   hooksPrivileged?: boolean;
   /** Mount /proc, /sys, /dev and /run inside the app's root (MountAPIVFS=). */
   mountApiVfs?: boolean;
-  /** A minimal private /dev instead of the whole of the pod's (PrivateDevices=). */
+  /**
+   * A minimal private /dev instead of the whole of the pod's (PrivateDevices=):
+   * the usual pseudo-devices and, for an app given a terminal (TTYPath=), that
+   * one, which systemd would not add by itself.
+   */
   privateDevices?: boolean;
   /** Root of the app inside the flavor's root; default /opt/stage2/<app>/rootfs. */
   rootDirectory?: string;
@@ -216,6 +220,11 @@ export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
     add('TTYReset', 'yes');
     if (options.stdio.ttyRows) add('TTYRows', String(options.stdio.ttyRows));
     if (options.stdio.ttyColumns) add('TTYColumns', String(options.stdio.ttyColumns));
+    if (options.privateDevices) {
+      // systemd opens TTYPath= under the unit's device policy, and the app reopens it by name (tty, ttyname)
+      add('DeviceAllow', `${unitPath(options.stdio.ttyPath, 'terminal')} rw`);
+      add('BindPaths', unitPath(options.stdio.ttyPath, 'terminal'));
+    }
   }
 
   const iso = spec.isolators;

@@ -126,6 +126,9 @@ test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' user
   t.regex(unit, /^ExecStopPost=\+"\/rkt\/bin\/rkt-app-exited" "a" "\$\{EXIT_CODE\}:\$\{EXIT_STATUS\}:\$\{SERVICE_RESULT\}"$/m);
   t.regex(unit, /^StandardOutput=file:\/run\/rkt\/stdout$/m);
   t.regex(unit, /^RootDirectoryStartOnly=yes$/m);
+  // apps see the usual pseudo-devices only: not the virtio ports (the agent's), the console, disks or memory
+  t.regex(unit, /^PrivateDevices=yes$/m);
+  t.notRegex(unit, /^(DeviceAllow|BindPaths)=/m);
   t.is(fs.readlinkSync(path.join(root, 'etc/systemd/system/rkt-pod.target.wants/b.service')), '../b.service');
   t.is(fs.readFileSync(path.join(root, 'rkt/apps'), 'utf8'), 'a\nb\n');
   // systemd resolves numeric User=/Group= through NSS only
@@ -138,6 +141,9 @@ test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' user
   t.regex(tty, /^StandardInput=tty$/m);
   t.regex(tty, /^TTYPath=\/dev\/ttyS0$/m);
   t.regex(tty, /^TTYRows=30$/m);
+  t.regex(tty, /^PrivateDevices=yes$/m);
+  t.regex(tty, /^DeviceAllow=\/dev\/ttyS0 rw$/m);
+  t.regex(tty, /^BindPaths=\/dev\/ttyS0$/m);
 });
 
 test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {

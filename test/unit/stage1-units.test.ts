@@ -216,6 +216,24 @@ test('a terminal for interactive apps, and flavor extras last', (t) => {
   t.true(u.trimEnd().endsWith('Slice=machine.slice'));
 });
 
+test('a private /dev keeps exactly the terminal an interactive app is given', (t) => {
+  const stdio = { input: 'tty', output: 'tty', error: 'tty', ttyPath: '/dev/ttyS0' };
+  const u = appUnit(spec(), { stdio, privateDevices: true });
+  t.deepEqual(values(u, 'PrivateDevices'), ['yes']);
+  // systemd adds no TTYPath= device to a private /dev: bound in, and let through the device policy
+  t.deepEqual(values(u, 'DeviceAllow'), ['/dev/ttyS0 rw']);
+  t.deepEqual(values(u, 'BindPaths'), ['/dev/ttyS0']);
+  const noTty = appUnit(spec(), { ...OPTS, privateDevices: true });
+  t.deepEqual(values(noTty, 'PrivateDevices'), ['yes']);
+  t.deepEqual(values(noTty, 'DeviceAllow'), []);
+  t.deepEqual(values(noTty, 'BindPaths'), []);
+  // without a private /dev (nspawn: the container's /dev) nothing changes
+  const shared = appUnit(spec(), { stdio });
+  t.deepEqual(values(shared, 'PrivateDevices'), []);
+  t.deepEqual(values(shared, 'DeviceAllow'), []);
+  t.deepEqual(values(shared, 'BindPaths'), []);
+});
+
 test('specifiers in the working directory and image name are escaped', (t) => {
   const u = appUnit(spec({ workingDirectory: '/data/100%', imageName: 'example.com/%n' }), OPTS);
   t.deepEqual(values(u, 'WorkingDirectory'), ['/data/100%%']);

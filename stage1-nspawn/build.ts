@@ -29,6 +29,7 @@ const KVM_ONLY = [
   'usr/lib/systemd/system/rkt-agent.service',
   'usr/lib/systemd/system/rkt-stdout.socket',
   'usr/lib/systemd/system/rkt-stderr.socket',
+  'usr/lib/systemd/system/rkt-report.socket',
 ];
 
 /** Host binaries added to the guest image's systemd, with the libraries they link. */

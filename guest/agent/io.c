@@ -3,9 +3,11 @@
  *
  * Why a forwarder: a virtio-serial port can be open in one process at a time
  * (the driver answers EBUSY to a second open), so apps cannot each open
- * rkt.stdout. Instead PID 1 creates two FIFOs (rkt-stdout.socket and
- * rkt-stderr.socket, ListenFIFO=/run/rkt/stdout and /run/rkt/stderr) that
- * any number of app units open with StandardOutput=file:/run/rkt/stdout, and
+ * rkt.stdout. Instead PID 1 creates FIFOs (rkt-stdout.socket,
+ * rkt-stderr.socket and rkt-report.socket: ListenFIFO=/run/rkt/stdout,
+ * /run/rkt/stderr and /run/rkt/report) that any number of app units open
+ * (StandardOutput=file:/run/rkt/stdout; the report hooks write the third,
+ * and an app's device policy would refuse them the port itself), and
  * the agent, which inherits the FIFOs from systemd, copies them to the ports
  * in a thread: a thread rather than a service of its own, because every
  * process systemd spawns costs tens of milliseconds of CPU under tcg.
@@ -39,14 +41,17 @@
 
 #define IO_LOCK "/run/rkt/io.lock"
 #define FLUSH_TIMEOUT_MS 5000
+#define NSTREAMS 3
 
 static const struct {
 	const char *fdname; /* FileDescriptorName= of the socket unit */
 	const char *fifo;
 	const char *port;
-} streams[2] = {
+} streams[NSTREAMS] = {
 	{ "rkt-stdout", "/run/rkt/stdout", "rkt.stdout" },
 	{ "rkt-stderr", "/run/rkt/stderr", "rkt.stderr" },
+	/* the apps' starts and exits, reported by their units' hooks (rkt-report) */
+	{ "rkt-report", "/run/rkt/report", "rkt.report" },
 };
 
 static int write_all(int fd, const uint8_t *p, size_t n)
@@ -64,18 +69,18 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 }
 
 /* The descriptors systemd passed (sd_listen_fds_with_names, without libsystemd). */
-static void inherited_fifos(int fifo[2])
+static void inherited_fifos(int fifo[NSTREAMS])
 {
 	const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
 	char *names = getenv("LISTEN_FDNAMES") ? strdup(getenv("LISTEN_FDNAMES")) : NULL;
 	char *save = NULL, *name;
 	int n;
-	fifo[0] = fifo[1] = -1;
+	for (int s = 0; s < NSTREAMS; s++) fifo[s] = -1;
 	if (!pid || !nfds || atoi(pid) != getpid()) return;
 	n = atoi(nfds);
 	name = names ? strtok_r(names, ":", &save) : NULL;
 	for (int i = 0; i < n; i++, name = name ? strtok_r(NULL, ":", &save) : NULL)
-		for (int s = 0; s < 2; s++)
+		for (int s = 0; s < NSTREAMS; s++)
 			if (name && strcmp(name, streams[s].fdname) == 0) fifo[s] = 3 + i;
 	free(names);
 }
@@ -141,7 +146,7 @@ static void make_port_links(void)
 }
 
 struct io_state {
-	int fifo[2];
+	int fifo[NSTREAMS];
 	int lock;
 };
 
@@ -150,10 +155,10 @@ struct io_state {
 static void *io_thread(void *arg)
 {
 	struct io_state *io = arg;
-	int port[2] = { -1, -1 };
+	int port[NSTREAMS] = { -1, -1, -1 };
 	static uint8_t buf[65536];
 
-	for (int s = 0; s < 2; s++) {
+	for (int s = 0; s < NSTREAMS; s++) {
 		char path[300];
 		/* ports are announced while the kernel boots; allow a late one 2 s */
 		for (int tries = 0; tries < 40 && !find_port(streams[s].port, path, sizeof path); tries++)
@@ -163,13 +168,14 @@ static void *io_thread(void *arg)
 		if (port[s] < 0) logmsg("virtio-serial port %s missing: app output to it is discarded", streams[s].port);
 	}
 	for (;;) {
-		struct pollfd pf[2] = { { io->fifo[0], POLLIN, 0 }, { io->fifo[1], POLLIN, 0 } };
-		if (poll(pf, 2, -1) < 0) {
+		struct pollfd pf[NSTREAMS];
+		for (int s = 0; s < NSTREAMS; s++) pf[s] = (struct pollfd){ io->fifo[s], POLLIN, 0 };
+		if (poll(pf, NSTREAMS, -1) < 0) {
 			if (errno == EINTR) continue;
 			logmsg("io poll: %s", strerror(errno));
 			return NULL;
 		}
-		for (int s = 0; s < 2; s++) {
+		for (int s = 0; s < NSTREAMS; s++) {
 			ssize_t n;
 			if (!pf[s].revents) continue;
 			flock(io->lock, LOCK_EX);
@@ -193,7 +199,7 @@ int io_start(void)
 
 	make_port_links();
 	inherited_fifos(io.fifo);
-	for (int s = 0; s < 2; s++) {
+	for (int s = 0; s < NSTREAMS; s++) {
 		if (io.fifo[s] < 0) io.fifo[s] = open(streams[s].fifo, O_RDWR | O_CLOEXEC); /* started by hand */
 		if (io.fifo[s] < 0) {
 			logmsg("no %s: %s; app output is not forwarded", streams[s].fifo, strerror(errno));
@@ -224,9 +230,9 @@ static long long now_ms(void)
 
 int flush_main(void)
 {
-	int fifo[2], lock;
+	int fifo[NSTREAMS], lock;
 	long long deadline = now_ms() + FLUSH_TIMEOUT_MS;
-	for (int s = 0; s < 2; s++) {
+	for (int s = 0; s < NSTREAMS; s++) {
 		/* a reader that never reads: only to ask how much is queued */
 		fifo[s] = open(streams[s].fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
 		if (fifo[s] < 0) return 0; /* no FIFOs, nothing to flush */
@@ -236,7 +242,7 @@ int flush_main(void)
 	for (;;) {
 		int queued = 0, q;
 		flock(lock, LOCK_EX);
-		for (int s = 0; s < 2; s++)
+		for (int s = 0; s < NSTREAMS; s++)
 			if (ioctl(fifo[s], FIONREAD, &q) == 0) queued += q;
 		flock(lock, LOCK_UN);
 		if (!queued) return 0;

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
@@ -10,7 +11,7 @@ import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
-import { bootTimeoutMs, extraKernelParams, forcedShare, KVM_ENV, KVM_TIMEOUTS, stopTimeoutMs, type Share } from './config.js';
+import { bootTimeoutMs, checkShare, extraKernelParams, KVM_ENV, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
 import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
@@ -20,8 +21,10 @@ import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STA
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { FileFollower, lastLines, pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
-import { findQemu, findVirtiofsd, makeOutputFifos, startVirtiofsd, type Helper } from './qemu.js';
+import { checkIdRange, claimPodIds, readIdFiles, type PodIdLease } from './pod-ids.js';
+import { findQemu, findVirtiofsd, makeQemuDir, startVirtiofsd, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
+import { createVmCgroup, removeVmCgroup, vmMemoryLimitBytes } from './vm-cgroup.js';
 import { exitCause, PodVm, type VmEnd } from './vm.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of
@@ -29,7 +32,7 @@ import { exitCause, PodVm, type VmEnd } from './vm.js';
 // networks, assembles the apps' root filesystems (in the pod's private
 // mount namespace, set up by stage0) and writes their systemd units and the
 // guest's network configuration into the stage1 rootfs; start() shares that
-// rootfs into a qemu VM (virtio-fs, or 9p) and boots it, and copies the
+// rootfs into a qemu VM (virtio-fs) and boots it, and copies the
 // apps' output to our stdout and stderr (or connects the terminal to the
 // serial console for --interactive).
 
@@ -49,6 +52,7 @@ interface Plan {
   accel: AccelChoice;
   size: VmSize;
   qemu: string;
+  virtiofsd: string;
   kernel: string;
   tscKhz: number | undefined;
   hostname: string;
@@ -62,6 +66,8 @@ export class VmEngine implements PodEngine<VmEnd> {
   private readonly guardian: KvmGuardian;
   private readonly drains: Promise<void>[] = [];
   private follower: FileFollower | undefined;
+  private ids: PodIdLease | undefined;
+  private cgroupProcs: string[] = [];
 
   constructor(
     private readonly paths: PodPaths,
@@ -100,11 +106,15 @@ export class VmEngine implements PodEngine<VmEnd> {
     log().debug(`VM size: ${size.explain}`);
     const tscKhz = accel.accel === 'tcg' ? hostTscKhz() : undefined;
     if (accel.accel === 'tcg' && tscKhz === undefined) log().debug('host TSC rate unknown: keeping the PIT so that the guest can calibrate');
-    forcedShare(); // a bad value is refused now, not after the network is up
+    checkShare();
+    checkIdRange(readIdFiles());
+    const virtiofsd = findVirtiofsd();
+    if (!virtiofsd) throw new KvmHostError('virtiofsd is not installed; the kvm stage1 shares the pod\'s files with its VM through it (Debian 12: apt-get install qemu-system-common; later releases: apt-get install virtiofsd)');
     return {
       accel,
       size,
       qemu: findQemu(),
+      virtiofsd,
       kernel: kernelPath(this.paths.stage1Rootfs),
       tscKhz,
       hostname: checkHostname(this.args.hostname ?? `rkt-${this.args.uuid}`),
@@ -113,7 +123,10 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   async prepare(): Promise<void> {
     this.plan = this.check();
-    this.network = await setupNetwork(this.paths, this.args, this.plan.hostname);
+    // the pod's own ids: qemu runs as them, its taps and files belong to them
+    this.ids = claimPodIds(this.args.uuid);
+    log().debug(`pod ids: slot ${this.ids.slot}, qemu runs as uid ${this.ids.qemu.uid}, gid ${this.ids.qemu.gid}`);
+    this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, this.ids.qemu);
     const dns = this.network.dnsFiles;
     for (const spec of this.specs) {
       await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns) });
@@ -123,23 +136,14 @@ export class VmEngine implements PodEngine<VmEnd> {
       ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
-    makeOutputFifos(this.paths.dir, mkfifo);
+    makeQemuDir(this.paths.dir, this.ids.qemu, mkfifo);
   }
 
-  private async chooseShare(coherent: boolean): Promise<{ share: Share; virtiofsd?: Helper }> {
-    const forced = forcedShare();
-    if (forced === '9p') return { share: '9p' };
-    const bin = findVirtiofsd();
-    if (!bin) {
-      if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd is not installed (apt-get install virtiofsd)`);
-      log().debug('virtiofsd not found: sharing the pod with 9p');
-      return { share: '9p' };
-    }
-    const h = await startVirtiofsd(bin, this.paths.dir, this.paths.stage1Rootfs, coherent, KVM_TIMEOUTS.virtiofsdStartMs);
-    if (h) return { share: 'virtiofs', virtiofsd: h };
-    if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd did not start (see ${podFile(this.paths.dir, 'virtiofsdLog')})`);
-    log().debug('virtiofsd did not start: sharing the pod with 9p');
-    return { share: '9p' };
+  /** virtiofsd serving the stage1 rootfs; a pod whose virtiofsd does not start fails: there is no fallback (config.ts, checkShare). */
+  private async startShare(coherent: boolean): Promise<Helper> {
+    const h = await startVirtiofsd(this.plan!.virtiofsd, this.paths.dir, this.paths.stage1Rootfs, coherent, KVM_TIMEOUTS.virtiofsdStartMs);
+    if (!h) throw new KvmHostError(`virtiofsd did not start, so the pod's files cannot reach its VM (see ${podFile(this.paths.dir, 'virtiofsdLog')})`);
+    return h;
   }
 
   async start(): Promise<void> {
@@ -148,13 +152,13 @@ export class VmEngine implements PodEngine<VmEnd> {
     const { paths, args } = this;
     // Only host volumes change under the guest's feet; without them the guest may cache freely.
     const coherent = this.specs.some((s) => s.mounts.some((m) => m.kind === 'host'));
-    const { share, virtiofsd } = await this.chooseShare(coherent);
-    if (virtiofsd) this.guardian.watch(virtiofsd.pid);
     const accel = plan.accel.accel;
+    // before any helper starts, so that each can be put in it
+    this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
+    const virtiofsd = await this.startShare(coherent);
+    this.guardian.watch(virtiofsd.pid);
     const cmdline = kernelCmdline({
       accel,
-      share,
-      coherent,
       uuid: args.uuid,
       hostname: plan.hostname,
       debug: args.debug,
@@ -163,7 +167,10 @@ export class VmEngine implements PodEngine<VmEnd> {
       ...(!customKernel() && { kernelHz: STAGE1_KERNEL_HZ }),
       extra: extraKernelParams(),
     });
-    log().debug(`booting ${plan.kernel} (${accel}, ${share}): ${cmdline}`);
+    log().debug(`booting ${plan.kernel} (${accel}): ${cmdline}`);
+    const ids = this.ids!.qemu;
+    // qemu connects to virtiofsd's socket as the pod's uid
+    fs.chownSync(podFile(paths.dir, 'virtiofsSocket'), ids.uid, ids.gid);
     this.vm = new PodVm(plan.qemu, {
       podDir: paths.dir,
       uuid: args.uuid,
@@ -172,9 +179,9 @@ export class VmEngine implements PodEngine<VmEnd> {
       cpus: plan.size.cpus,
       kernel: plan.kernel,
       cmdline,
-      share,
-      rootfs: paths.stage1Rootfs,
       pit: accel === 'tcg' && plan.tscKhz === undefined,
+      ids,
+      cgroupProcs: this.cgroupProcs,
       ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
     });
     await this.vm.start((pid) => this.guardian.watch(pid));
@@ -227,5 +234,8 @@ export class VmEngine implements PodEngine<VmEnd> {
     // qemu is gone (or going: its tap is removed under it, which it survives)
     await teardownNetwork(this.paths.dir);
     await this.guardian.done();
+    const left = await removeVmCgroup(this.paths.dir, this.args.uuid);
+    if (left.length > 0) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
+    this.ids?.release();
   }
 }

@@ -5,8 +5,8 @@ import type { GuestPanickedEventData, ShutdownEventData } from './qmp.js';
 import { KVM_TIMEOUTS } from './config.js';
 import { KvmBootError } from './errors.js';
 import { lastLines } from './output.js';
-import { podFile, socketPath } from './pod-files.js';
-import { startQemu, type Helper, type VmConfig } from './qemu.js';
+import { podFile, socketPath, writePidFile } from './pod-files.js';
+import { closeQemuDir, startQemu, type QemuProcess, type VmConfig } from './qemu.js';
 
 // One pod's VM as the run entrypoint sees it: the qemu process, the QMP
 // connection it keeps for the VM's events, and, once qemu is gone, what
@@ -27,7 +27,8 @@ function sleep(ms: number): Promise<void> {
 }
 
 export class PodVm {
-  private qemu!: Helper;
+  private qemu!: QemuProcess;
+  private qemuPid: number | undefined;
   private qmp: QmpClient | undefined;
   private shutdown: ShutdownEventData | undefined;
   private panic: GuestPanickedEventData | undefined;
@@ -40,18 +41,29 @@ export class PodVm {
     readonly config: VmConfig,
   ) {}
 
+  /** qemu's pid, or its launcher's until qemu's is known. */
   get pid(): number {
-    return this.qemu.pid;
+    return this.qemuPid ?? this.qemu.pid;
   }
 
   get hasEnded(): boolean {
     return this.endValue !== undefined;
   }
 
-  /** Start qemu and connect to its monitor; rejects with qemu's own complaint if it exits first. */
+  /**
+   * Start qemu, connect to its monitor, close its directory to it and let
+   * the guest run; rejects with qemu's own complaint if it exits first.
+   * `onSpawn` is told the launcher's pid, then qemu's.
+   */
   async start(onSpawn?: (pid: number) => void): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);
     if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
+    const known = this.qemu.qemuPid.then((pid) => {
+      if (pid === undefined) return;
+      this.qemuPid = pid;
+      writePidFile(this.config.podDir, 'qemuPid', pid);
+      onSpawn?.(pid);
+    });
     this.ended = this.qemu.exited.then((e) => {
       this.endValue = { ...e, ...(this.shutdown && { shutdown: this.shutdown }), ...(this.panic && { panic: this.panic }) };
       log().debug({ ...this.endValue }, 'qemu exited');
@@ -74,7 +86,9 @@ export class PodVm {
     }
     const qmp = first.c;
     this.qmp = qmp;
-    log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.qemu.pid}`);
+    // qemu writes its pid before it starts: known by now
+    await known;
+    log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.pid}`);
     qmp.on('SHUTDOWN', (ev) => {
       this.shutdown = ev.data;
       log().debug({ ...ev.data }, 'VM shutdown');
@@ -86,6 +100,13 @@ export class PodVm {
       if (ev.data.action !== 'poweroff') void this.quit();
     });
     qmp.on('close', (r: QmpCloseReason) => log().debug(`QMP connection closed: ${r.message}`));
+    // qemu has made every file it makes (all its chardevs are open once the monitor answers)
+    closeQemuDir(this.config.podDir);
+    try {
+      await qmp.cont({ timeoutMs: KVM_TIMEOUTS.commandMs });
+    } catch (err) {
+      throw new KvmBootError(`qemu did not start the VM: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /**

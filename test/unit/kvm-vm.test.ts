@@ -29,9 +29,9 @@ function config(over: Partial<VmConfig> = {}): VmConfig {
     cpus: 2,
     kernel: '/k/bzImage',
     cmdline: 'console=ttyS0',
-    share: '9p',
-    rootfs: `/var/lib/rkt/pods/run/${UUID}/stage1/rootfs`,
     pit: false,
+    ids: { uid: 0x70010000, gid: 0x70010000 },
+    cgroupProcs: [],
     ...over,
   };
 }
@@ -43,8 +43,8 @@ function opt(args: string[], flag: string): string[] {
 
 test('qemu: microvm, accelerator, size, kernel, no reboot', (t) => {
   const a = qemuArgs(config());
-  t.deepEqual(opt(a, '-M'), ['microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on']);
-  t.deepEqual(opt(a, '-accel'), ['tcg']);
+  t.deepEqual(opt(a, '-M'), ['microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on,memory-backend=mem']);
+  t.deepEqual(opt(a, '-accel'), ['tcg,tb-size=256']);
   t.deepEqual(opt(a, '-cpu'), ['max']);
   t.deepEqual(opt(a, '-smp'), ['2']);
   t.deepEqual(opt(a, '-m'), ['256M']);
@@ -61,34 +61,32 @@ test('qemu: console socket and log, output ports, agent, two QMP sockets', (t) =
   const a = qemuArgs(config());
   const dir = config().podDir;
   const chardevs = opt(a, '-chardev');
-  t.true(chardevs.includes(`socket,id=console,path=${dir}/console.sock,server=on,wait=off,logfile=${dir}/console.log,logappend=on`));
-  t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/stdout`));
-  t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/stderr`));
-  t.true(chardevs.includes(`socket,id=agent,path=${dir}/agent.sock,server=on,wait=off`));
+  t.true(chardevs.includes(`socket,id=console,path=${dir}/qemu/console.sock,server=on,wait=off,logfile=${dir}/qemu/console.log,logappend=on`));
+  t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/qemu/stdout`));
+  t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/qemu/stderr`));
+  t.true(chardevs.includes(`socket,id=agent,path=${dir}/qemu/agent.sock,server=on,wait=off`));
   const devices = opt(a, '-device');
   for (const port of ['rkt.stdout', 'rkt.stderr', 'rkt.agent']) t.true(devices.some((d) => d.startsWith('virtserialport,') && d.endsWith(`name=${port}`)), port);
   t.deepEqual(opt(a, '-serial'), ['chardev:console']);
-  t.deepEqual(opt(a, '-qmp'), [`unix:${dir}/qmp.sock,server=on,wait=off`, `unix:${dir}/qmp-ctl.sock,server=on,wait=off`]);
+  t.deepEqual(opt(a, '-qmp'), [`unix:${dir}/qemu/qmp.sock,server=on,wait=off`, `unix:${dir}/qemu/qmp-ctl.sock,server=on,wait=off`]);
 });
 
-test('qemu: 9p shares the stage1 rootfs; virtio-fs adds shared memory and the vhost-user device', (t) => {
-  const p9 = qemuArgs(config());
-  t.deepEqual(opt(p9, '-fsdev'), [`local,id=root,path=${config().rootfs},security_model=passthrough,multidevs=remap`]);
-  t.true(opt(p9, '-device').includes('virtio-9p-device,fsdev=root,mount_tag=rktroot'));
-  const vfs = qemuArgs(config({ share: 'virtiofs', memoryMiB: 384 }));
+test('qemu: virtio-fs shares the stage1 rootfs, over shared memory; never 9p', (t) => {
+  const vfs = qemuArgs(config({ memoryMiB: 384 }));
   t.regex(opt(vfs, '-M')[0]!, /,memory-backend=mem$/);
   t.deepEqual(opt(vfs, '-object'), ['memory-backend-memfd,id=mem,size=384M,share=on']);
   t.true(opt(vfs, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=rktroot'));
   t.deepEqual(opt(vfs, '-fsdev'), []);
+  t.false(vfs.some((a) => /9p|virtfs/.test(a)));
 });
 
 test('qemu: commas in paths are doubled; over-long socket paths become relative', (t) => {
   t.is(optValue('/a,b'), '/a,,b');
   const long = `/${'x'.repeat(90)}/${UUID}`;
-  t.is(socketPath(long, 'qmp'), 'qmp.sock');
-  t.is(socketPath('/short', 'qmp'), '/short/qmp.sock');
-  const a = qemuArgs(config({ podDir: long, rootfs: `${long}/stage1/rootfs` }));
-  t.deepEqual(opt(a, '-qmp'), ['unix:qmp.sock,server=on,wait=off', 'unix:qmp-ctl.sock,server=on,wait=off']);
+  t.is(socketPath(long, 'qmp'), 'qemu/qmp.sock');
+  t.is(socketPath('/short', 'qmp'), '/short/qemu/qmp.sock');
+  const a = qemuArgs(config({ podDir: long }));
+  t.deepEqual(opt(a, '-qmp'), ['unix:qemu/qmp.sock,server=on,wait=off', 'unix:qemu/qmp-ctl.sock,server=on,wait=off']);
 });
 
 function spec(name: string): AppSpec {
@@ -151,7 +149,8 @@ test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {
   t.regex(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-shutdown' } }, dir), /powered off before every app/);
   fs.writeFileSync(path.join(dir, 'qemu.log'), 'qemu-system-x86_64: -kernel x: could not load kernel\n');
   t.regex(exitCause({ code: 1, signal: null }, dir), /exit status 1: -kernel x: could not load kernel/);
-  fs.writeFileSync(path.join(dir, 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
+  fs.mkdirSync(path.join(dir, 'qemu'));
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
   t.is(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } }, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
   t.regex(exitCause({ code: 0, signal: null, panic: { action: 'pause' } }, dir), /^guest panicked/);
 });

@@ -7,7 +7,7 @@ import { inNetns } from '../src/net/netns.js';
 import type { Env } from '../src/stage1-common/env-config.js';
 import { KVM_ENV, qemuOverride, virtiofsdOverride, type Accel } from './config.js';
 import { KvmHostError } from './errors.js';
-import { hostDevice, isUnder, jailArgv, JAIL_MOUNT_POINT, PID_FD, systemTree, type JailDevice, type JailSpec } from './jail.js';
+import { hostDevice, isUnder, JAIL_ROOT, jailArgv, PID_FD, prepareJailRoot, systemTree, type JailDevice, type JailSpec } from './jail.js';
 import { ROOT_TAG } from './kernel.js';
 import type { PodIds } from './pod-ids.js';
 import { podFile, QEMU_DIR, socketPath, writePidFile } from './pod-files.js';
@@ -206,6 +206,7 @@ export function qemuJail(qemu: string, c: VmConfig, host: { devices: (p: string,
   if (c.accel === 'kvm') devices.push(host.devices('/dev/kvm', true));
   if ((c.nics ?? []).length > 0) devices.push(host.devices('/dev/net/tun', true));
   return {
+    root: path.join(c.podDir, JAIL_ROOT),
     ids: c.ids,
     cwd: c.podDir,
     readOnly,
@@ -222,8 +223,9 @@ export interface QemuProcess extends Helper {
 }
 
 export function startQemu(qemu: string, c: VmConfig): QemuProcess {
-  fs.mkdirSync(JAIL_MOUNT_POINT, { recursive: true, mode: 0o755 });
-  const jail = jailArgv(qemuJail(qemu, c, { devices: hostDevice, system: systemTree() }), [qemu, ...qemuArgs(c)]);
+  const spec = qemuJail(qemu, c, { devices: hostDevice, system: systemTree() });
+  prepareJailRoot(spec);
+  const jail = jailArgv(spec, [qemu, ...qemuArgs(c)]);
   // nsenter execs the jail's launcher in place, which keeps the parent-death signal set by setpriv
   const argv = c.netns !== undefined ? inNetns(c.netns, jail) : jail;
   const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', { pidPipe: true });

@@ -133,7 +133,7 @@ test.serial('qemu runs unprivileged, without capabilities, under seccomp, in its
     .split('\n')
     .map((l) => l.split(' ')[4]!);
   t.is(mounts[0], '/');
-  t.deepEqual(mounts.slice(1).sort(), ['/usr', path.join(dir, 'qemu'), path.join(dir, 'stage1/rootfs/kernel/bzImage'), path.join(dir, 'virtiofs.sock')].sort());
+  t.deepEqual(mounts.slice(1).sort(), ['/dev', '/usr', path.join(dir, 'qemu'), path.join(dir, 'stage1/rootfs/kernel/bzImage'), path.join(dir, 'virtiofs.sock')].sort());
 
   // the pod's cgroup, with the stated limit: the guest's RAM plus qemu's overhead
   const cg = cgroupDirs(pid);
@@ -161,7 +161,8 @@ test.serial('qemu runs unprivileged, without capabilities, under seccomp, in its
     [
       'echo "id $(id -u) $(id -g)"',
       'echo "root $(ls -A / | tr "\\n" " ")"',
-      'for f in /etc/shadow /etc/passwd /proc/1/environ /sys/kernel /root /home; do [ -e "$f" ] && echo "sees $f"; done',
+      'for f in /etc/shadow /etc/passwd /proc/1/environ /proc/self /sys/kernel /root /home; do [ -e "$f" ] && echo "sees $f"; done',
+      'for d in /proc /.old; do [ -z "$(ls -A $d)" ] || echo "sees in $d"; done',
       `cat ${dir}/pod >/dev/null 2>&1 && echo "reads the pod manifest"`,
       `touch ${dir}/qemu/new 2>/dev/null && echo "creates in qemu/"`,
       `rm -f ${dir}/qemu/qmp.sock 2>/dev/null; [ -S ${dir}/qemu/qmp.sock ] || echo "removed qmp.sock"`,
@@ -174,9 +175,10 @@ test.serial('qemu runs unprivileged, without capabilities, under seccomp, in its
     ].join('\n'),
   );
   t.regex(inside, new RegExp(`^id ${uid} ${gid}$`, 'm'));
-  // the root: /usr, the host's links into it (/bin -> usr/bin...), /dev, and the way to the pod directory
+  // the root: /usr, the host's links into it (/bin -> usr/bin...), /dev, the way to the pod
+  // directory, and the empty mount points the launcher used on its way in
   const links = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'].filter((d) => fs.lstatSync(`/${d}`, { throwIfNoEntry: false })?.isSymbolicLink());
-  const expected = [...new Set(['dev', 'usr', dir.split('/')[1]!, ...links])].sort();
+  const expected = [...new Set(['.old', 'proc', 'dev', 'usr', dir.split('/')[1]!, ...links])].sort();
   t.deepEqual(/^root (.*)$/m.exec(inside)?.[1]?.trim().split(' ').sort(), expected);
   t.notRegex(inside, /^(sees|reads|creates|removed|replaced|writes|mounts)\b/m);
   t.regex(inside, /^dev net null urandom ?$/m, 'devices: null, urandom, and net/tun for the NIC (tcg: no kvm)');

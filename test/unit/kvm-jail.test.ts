@@ -5,7 +5,7 @@ import path from 'node:path';
 import { limitMemory, ourHierarchies } from '../../src/stage1-common/cgroups.js';
 import { checkShare } from '../../stage1-kvm/config.js';
 import { KvmHostError } from '../../stage1-kvm/errors.js';
-import { hostDevice, isUnder, jailArgv, jailSteps, systemTree, type JailDevice } from '../../stage1-kvm/jail.js';
+import { hostDevice, isUnder, jailArgv, jailSteps, prepareJailRoot, systemTree, type JailDevice } from '../../stage1-kvm/jail.js';
 import { checkIdRange, claimPodIds, FIRST_ID, firstSlot, parseSubIds, qemuIds, SLOT_IDS, SLOTS, type IdFiles } from '../../stage1-kvm/pod-ids.js';
 import { QEMU_SANDBOX, qemuArgs, qemuJail, type VmConfig } from '../../stage1-kvm/qemu.js';
 import { QEMU_OVERHEAD_MIB, vmMemoryLimitBytes } from '../../stage1-kvm/vm-cgroup.js';
@@ -68,10 +68,14 @@ test('jail: the launcher joins the cgroups first, drops to the pod ids, and ends
   const spec = qemuJail('/usr/bin/qemu-system-x86_64', config({ accel: 'kvm' }), HOST);
   const steps = jailSteps(spec);
   t.deepEqual(steps.slice(0, 2), ['cgroup', '/sys/fs/cgroup/memory/rkt-x/cgroup.procs']);
-  t.deepEqual(steps.slice(2, 5), ['link', '/lib64', 'usr/lib64']);
-  t.true(steps.join(' ').includes(`rw ${POD}/qemu`));
-  t.true(steps.join(' ').includes('dev /dev/kvm 1 2 private'));
+  t.true(steps.join(' ').includes(`ro /usr ro ${POD}/stage1/rootfs/kernel/bzImage rw ${POD}/qemu rw ${POD}/virtiofs.sock`));
+  t.true(steps.join(' ').endsWith('dev /dev/null 1 2 shared dev /dev/urandom 1 2 shared dev /dev/kvm 1 2 private'));
+  t.false(steps.includes('dir'), 'no directory to make on /dev without net/tun');
+  const withNic = jailSteps(qemuJail('/usr/bin/q', config({ nics: ['-netdev', 'x'] }), HOST));
+  t.true(withNic.join(' ').includes('dir /dev/net dev /dev/null'), '/dev/net is made before the nodes');
+  t.is(spec.root, `${POD}/qemu-root`);
   const argv = jailArgv(spec, ['/usr/bin/qemu-system-x86_64', '-S']);
+  t.is(argv[argv.indexOf('rkt-qemu-jail') + 1], `${POD}/qemu-root`);
   t.deepEqual(argv.slice(0, 7), ['unshare', '--mount', '--ipc', '--uts', '--propagation', 'private', '--']);
   t.deepEqual(argv.slice(-3), ['--', '/usr/bin/qemu-system-x86_64', '-S']);
   const wait = argv[argv.indexOf('rkt-qemu-jail') + 5]!;
@@ -79,6 +83,22 @@ test('jail: the launcher joins the cgroups first, drops to the pod ids, and ends
   const build = argv[argv.indexOf('-c') + 1]!;
   t.regex(build, /pivot_root \. \.old\numount -l \/\.old/);
   t.regex(build, /exec unshare --pid -- /);
+});
+
+test('jail: its root is laid out with the mount points and links, and only added to', (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'kernel'), 'k');
+  fs.mkdirSync(path.join(dir, 'qemu'));
+  const spec = { ...qemuJail('/usr/bin/q', config(), HOST), root: path.join(dir, 'qemu-root'), readOnly: ['/usr', path.join(dir, 'kernel')], writable: [path.join(dir, 'qemu')] };
+  prepareJailRoot(spec);
+  prepareJailRoot(spec);
+  const r = spec.root;
+  t.true(fs.statSync(path.join(r, 'usr')).isDirectory());
+  t.true(fs.statSync(path.join(r, dir, 'kernel')).isFile());
+  t.is(fs.statSync(path.join(r, dir, 'kernel')).size, 0);
+  t.true(fs.statSync(path.join(r, dir, 'qemu')).isDirectory());
+  t.is(fs.readlinkSync(path.join(r, 'lib64')), 'usr/lib64');
+  for (const d of ['dev', 'proc', '.old']) t.true(fs.statSync(path.join(r, d)).isDirectory());
 });
 
 test('jail: host devices by number; the system tree as links or directories', (t) => {

@@ -42,8 +42,14 @@ export const KVM_TIMEOUTS = {
   qmpConnectMs: 15_000,
   /** `rkt stop` finds the monitor at once, or the VM is not up (yet). */
   stopConnectMs: 500,
-  /** virtiofsd creates its socket within moments. */
-  virtiofsdStartMs: 5000,
+  /**
+   * virtiofsd creates its socket within moments, but a loaded host can take
+   * seconds: a virtiofsd that misses this fails the pod (there is no other
+   * share to fall back to), so it is as generous as qmpConnectMs.
+   */
+  virtiofsdStartMs: 15_000,
+  /** qemu answers `cont` at once; the bound is qmpConnectMs's, for the same loaded host. */
+  contMs: 15_000,
 } as const;
 
 export type Accel = 'kvm' | 'tcg';

@@ -103,7 +103,7 @@ export class PodVm {
     // qemu has made every file it makes (all its chardevs are open once the monitor answers)
     closeQemuDir(this.config.podDir);
     try {
-      await qmp.cont({ timeoutMs: KVM_TIMEOUTS.commandMs });
+      await qmp.cont({ timeoutMs: KVM_TIMEOUTS.contMs });
     } catch (err) {
       throw new KvmBootError(`qemu did not start the VM: ${(err as Error).message}`, { cause: err });
     }

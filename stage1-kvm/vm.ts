@@ -58,17 +58,21 @@ export class PodVm {
   async start(onSpawn?: (pid: number) => void): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);
     if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
-    const known = this.qemu.qemuPid.then((pid) => {
-      if (pid === undefined) return;
-      this.qemuPid = pid;
-      writePidFile(this.config.podDir, 'qemuPid', pid);
-      onSpawn?.(pid);
-    });
     this.ended = this.qemu.exited.then((e) => {
       this.endValue = { ...e, ...(this.shutdown && { shutdown: this.shutdown }), ...(this.panic && { panic: this.panic }) };
       log().debug({ ...this.endValue }, 'qemu exited');
       return this.endValue;
     });
+    // The jail reports qemu's pid as it starts it; only from then on is there
+    // a monitor to wait for (polling before would back off past the moment it
+    // appears). No pid (the jail failed) or none in time: the monitor's own
+    // wait below says what happened.
+    const pid = await Promise.race([this.qemu.qemuPid, sleep(KVM_TIMEOUTS.qmpConnectMs).then(() => undefined)]);
+    if (pid !== undefined) {
+      this.qemuPid = pid;
+      writePidFile(this.config.podDir, 'qemuPid', pid);
+      onSpawn?.(pid);
+    }
     const connect = QmpClient.connect(socketPath(this.config.podDir, 'qmp'), { retryUntilMs: KVM_TIMEOUTS.qmpConnectMs, timeoutMs: KVM_TIMEOUTS.qmpConnectMs });
     const failed = (e: VmEnd): KvmBootError => new KvmBootError(`qemu failed to start (${describeEnd(e)}): ${qemuComplaint(this.config.podDir)}`);
     let first: { c: QmpClient } | { e: VmEnd };
@@ -86,8 +90,6 @@ export class PodVm {
     }
     const qmp = first.c;
     this.qmp = qmp;
-    // qemu writes its pid before it starts: known by now
-    await known;
     log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.pid}`);
     qmp.on('SHUTDOWN', (ev) => {
       this.shutdown = ev.data;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { limitMemory, ourHierarchies } from '../../src/stage1-common/cgroups.js';
 import { checkShare } from '../../stage1-kvm/config.js';
 import { KvmHostError } from '../../stage1-kvm/errors.js';
-import { hostDevice, isUnder, jailArgv, jailSteps, prepareJailRoot, systemTree, type JailDevice } from '../../stage1-kvm/jail.js';
+import { fstabField, hostDevice, isUnder, jailArgv, jailFstab, jailSteps, prepareJailRoot, systemTree, type JailDevice } from '../../stage1-kvm/jail.js';
 import { checkIdRange, claimPodIds, FIRST_ID, firstSlot, parseSubIds, qemuIds, SLOT_IDS, SLOTS, type IdFiles } from '../../stage1-kvm/pod-ids.js';
 import { QEMU_SANDBOX, qemuArgs, qemuJail, type VmConfig } from '../../stage1-kvm/qemu.js';
 import { QEMU_OVERHEAD_MIB, vmMemoryLimitBytes } from '../../stage1-kvm/vm-cgroup.js';
@@ -68,8 +68,7 @@ test('jail: the launcher joins the cgroups first, drops to the pod ids, and ends
   const spec = qemuJail('/usr/bin/qemu-system-x86_64', config({ accel: 'kvm' }), HOST);
   const steps = jailSteps(spec);
   t.deepEqual(steps.slice(0, 2), ['cgroup', '/sys/fs/cgroup/memory/rkt-x/cgroup.procs']);
-  t.true(steps.join(' ').includes(`ro /usr ro ${POD}/stage1/rootfs/kernel/bzImage rw ${POD}/qemu rw ${POD}/virtiofs.sock`));
-  t.true(steps.join(' ').endsWith('dev /dev/null 1 2 shared dev /dev/urandom 1 2 shared dev /dev/kvm 1 2 private'));
+  t.is(steps.slice(2).join(' '), 'dev /dev/null 1 2 shared dev /dev/urandom 1 2 shared dev /dev/kvm 1 2 private');
   t.false(steps.includes('dir'), 'no directory to make on /dev without net/tun');
   const withNic = jailSteps(qemuJail('/usr/bin/q', config({ nics: ['-netdev', 'x'] }), HOST));
   t.true(withNic.join(' ').includes('dir /dev/net dev /dev/null'), '/dev/net is made before the nodes');
@@ -78,10 +77,22 @@ test('jail: the launcher joins the cgroups first, drops to the pod ids, and ends
   t.is(argv[argv.indexOf('rkt-qemu-jail') + 1], `${POD}/qemu-root`);
   t.deepEqual(argv.slice(0, 7), ['unshare', '--mount', '--ipc', '--uts', '--propagation', 'private', '--']);
   t.deepEqual(argv.slice(-3), ['--', '/usr/bin/qemu-system-x86_64', '-S']);
-  const wait = argv[argv.indexOf('rkt-qemu-jail') + 5]!;
+  t.is(argv[argv.indexOf('rkt-qemu-jail') + 2], `${POD}/qemu-root.fstab`);
+  const wait = argv[argv.indexOf('rkt-qemu-jail') + 6]!;
   t.regex(wait, /setpriv --reuid="\$uid" --regid="\$gid" --clear-groups --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs --pdeathsig=KILL -- "\$@"/);
   const build = argv[argv.indexOf('-c') + 1]!;
+  t.regex(build, /mount -a -T "\$fstab"/);
   t.regex(build, /pivot_root \. \.old\numount -l \/\.old/);
+  t.deepEqual(jailFstab(spec).trim().split('\n'), [
+    `${POD}/qemu-root ${POD}/qemu-root none bind 0 0`,
+    `rkt-qemu-dev ${POD}/qemu-root/dev tmpfs mode=0755,size=64k,nr_inodes=64 0 0`,
+    `/usr ${POD}/qemu-root/usr none bind,ro,nosuid,nodev 0 0`,
+    `${POD}/stage1/rootfs/kernel/bzImage ${POD}/qemu-root${POD}/stage1/rootfs/kernel/bzImage none bind,ro,nosuid,nodev 0 0`,
+    `${POD}/qemu ${POD}/qemu-root${POD}/qemu none bind,nosuid,nodev 0 0`,
+    `${POD}/virtiofs.sock ${POD}/qemu-root${POD}/virtiofs.sock none bind,nosuid,nodev 0 0`,
+    `proc ${POD}/qemu-root/proc proc nosuid,nodev,noexec 0 0`,
+  ]);
+  t.is(fstabField('/a b\tc\nd\\e'), '/a\\040b\\011c\\012d\\134e');
   t.regex(build, /exec unshare --pid -- /);
 });
 
@@ -99,6 +110,7 @@ test('jail: its root is laid out with the mount points and links, and only added
   t.true(fs.statSync(path.join(r, dir, 'qemu')).isDirectory());
   t.is(fs.readlinkSync(path.join(r, 'lib64')), 'usr/lib64');
   for (const d of ['dev', 'proc', '.old']) t.true(fs.statSync(path.join(r, d)).isDirectory());
+  t.is(fs.readFileSync(`${r}.fstab`, 'utf8'), jailFstab(spec));
 });
 
 test('jail: host devices by number; the system tree as links or directories', (t) => {

@@ -15,11 +15,11 @@ import type { PodIds } from './pod-ids.js';
 //     needs (null, urandom; kvm and net/tun when used), made in the jail and,
 //     for kvm and tun, owned by the pod's uid: no device node of the host
 //     changes. The host's tree is unmounted (pivot_root), so no path leads
-//     back to it; no /proc, no /sys (their mount points /proc and /.old stay,
-//     empty). The root itself is a directory of the
-//     pod (qemu-root/, root's), laid out beforehand by the run entrypoint,
-//     so that the launcher runs few programs: each costs a millisecond or
-//     two.
+//     back to it; no /proc, no /sys (the mount points /proc and /.old stay,
+//     empty). The root itself is a directory of the pod (qemu-root/,
+//     root's), laid out beforehand by the run entrypoint with an fstab of
+//     every mount, so that the launcher runs few programs: each costs a
+//     millisecond or two.
 //   - its own pid namespace (it is PID 1 there and sees no other process),
 //     IPC and UTS namespaces; the pod's network namespace (where its taps
 //     are).

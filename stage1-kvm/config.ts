@@ -1,4 +1,5 @@
 import { envChoice, envPath, envSeconds, envText, type Env } from '../src/stage1-common/env-config.js';
+import { KvmHostError } from './errors.js';
 
 // Everything that tunes the kvm flavor: the environment variables it reads
 // (one naming scheme, RKT_KVM_*, plus rkt's own
@@ -9,7 +10,7 @@ import { envChoice, envPath, envSeconds, envText, type Env } from '../src/stage1
 export const KVM_ENV = {
   /** kvm | tcg: force the accelerator instead of choosing by the host. */
   accel: 'RKT_KVM_ACCEL',
-  /** virtiofs | 9p: force how the pod is shared into the guest. */
+  /** How the pod is shared into the guest: virtiofs, the only way left (9p is refused, see checkShare). */
   share: 'RKT_KVM_SHARE',
   /** A guest kernel (bzImage) to boot instead of the stage1's own. */
   kernel: 'RKT_KVM_KERNEL',
@@ -41,8 +42,14 @@ export const KVM_TIMEOUTS = {
   qmpConnectMs: 15_000,
   /** `rkt stop` finds the monitor at once, or the VM is not up (yet). */
   stopConnectMs: 500,
-  /** virtiofsd creates its socket within moments. */
-  virtiofsdStartMs: 5000,
+  /**
+   * virtiofsd creates its socket within moments, but a loaded host can take
+   * seconds: a virtiofsd that misses this fails the pod (there is no other
+   * share to fall back to), so it is as generous as qmpConnectMs.
+   */
+  virtiofsdStartMs: 15_000,
+  /** qemu answers `cont` at once; the bound is qmpConnectMs's, for the same loaded host. */
+  contMs: 15_000,
   /**
    * The guest agent answers an EXEC at once (0.1-0.2 s under tcg); no answer
    * within this means it is not running (a root app can kill it) or is
@@ -54,14 +61,23 @@ export const KVM_TIMEOUTS = {
 } as const;
 
 export type Accel = 'kvm' | 'tcg';
-export type Share = '9p' | 'virtiofs';
 
 export function forcedAccel(env: Env = process.env): Accel | undefined {
   return envChoice(env, KVM_ENV.accel, ['kvm', 'tcg'] as const);
 }
 
-export function forcedShare(env: Env = process.env): Share | undefined {
-  return envChoice(env, KVM_ENV.share, ['9p', 'virtiofs'] as const);
+/**
+ * RKT_KVM_SHARE may only say virtiofs. 9p was the fallback where virtiofsd
+ * was missing, but qemu's 9p server needs root to keep the guest's owners
+ * and modes on the host (security_model=passthrough: a file the guest's root
+ * makes setuid is a setuid-root file on the host), and its mapped models
+ * cannot serve the host's tree as it is (the pod's symlinks, the owners of
+ * its files): so 9p is refused rather than run unconfined.
+ */
+export function checkShare(env: Env = process.env): void {
+  if (envChoice(env, KVM_ENV.share, ['9p', 'virtiofs'] as const) === '9p') {
+    throw new KvmHostError(`${KVM_ENV.share}=9p is not supported: qemu's 9p server cannot be confined (it needs root to keep the guest's file owners); unset ${KVM_ENV.share} and install virtiofsd`);
+  }
 }
 
 export function kernelOverride(env: Env = process.env): string | undefined {

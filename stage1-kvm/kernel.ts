@@ -3,7 +3,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import type { Accel } from './accel.js';
 import type { Env } from '../src/stage1-common/env-config.js';
-import { hostTscOverride, kernelOverride, KVM_ENV, type Share } from './config.js';
+import { hostTscOverride, kernelOverride, KVM_ENV } from './config.js';
 import { KvmHostError } from './errors.js';
 
 // The guest kernel and its command line.
@@ -11,7 +11,7 @@ import { KvmHostError } from './errors.js';
 // The kernel is the one shipped in the stage1 image (/kernel/bzImage,
 // built by kernel-config/build.sh), unless RKT_KVM_KERNEL names
 // another. Its command line tells it where its root filesystem is (the
-// pod's stage1 rootfs, shared by 9p or virtio-fs), starts systemd with the
+// pod's stage1 rootfs, shared by virtio-fs), starts systemd with the
 // pod's target, and, under tcg, gives it the host's TSC rate: microvm has
 // no PIT (we turn it off, it costs boot time), HPET or PM timer, so a tcg
 // guest cannot calibrate its TSC by itself and hangs now and then in early
@@ -21,10 +21,8 @@ import { KvmHostError } from './errors.js';
 export const STAGE1_KERNEL = '/kernel/bzImage';
 /** CONFIG_HZ of the stage1's own kernel (tinyconfig's default; kernel-config/). */
 export const STAGE1_KERNEL_HZ = 250;
-/** The virtio-fs tag / 9p mount tag of the guest's root filesystem. */
+/** The virtio-fs tag of the guest's root filesystem. */
 export const ROOT_TAG = 'rktroot';
-
-export type { Share };
 
 /** Whether the kernel to boot is another than the stage1's own. */
 export function customKernel(env: Env = process.env): boolean {
@@ -113,13 +111,6 @@ export function hostTscKhz(env: Env = process.env, src: TscSources = hostTscSour
 
 export interface CmdlineOptions {
   accel: Accel;
-  share: Share;
-  /**
-   * The host may change files in the share while the pod runs (host
-   * volumes): the guest must not cache beyond what is open. Otherwise the
-   * faster caching modes are safe (guest/README.md, "Share caching").
-   */
-  coherent: boolean;
   /** The pod UUID: systemd's machine ID, as rkt's nspawn flavor does it. */
   uuid: string;
   hostname: string;
@@ -138,13 +129,6 @@ export interface CmdlineOptions {
   extra?: string;
 }
 
-export function rootParams(share: Share, coherent: boolean): string[] {
-  // virtio-fs caching is virtiofsd's choice (its -o cache=)
-  if (share === 'virtiofs') return [`root=${ROOT_TAG}`, 'rootfstype=virtiofs'];
-  // msize: fewer round trips per read; cache=loose keeps what the guest
-  // read, cache=mmap only what mmap needs (the host may change files)
-  return [`root=${ROOT_TAG}`, 'rootfstype=9p', `rootflags=trans=virtio,version=9p2000.L,msize=524288,cache=${coherent ? 'mmap' : 'loose'}`];
-}
 
 /** A hostname that can go on the kernel command line and into the UTS namespace. */
 export function checkHostname(h: string): string {
@@ -161,7 +145,9 @@ export function kernelCmdline(o: CmdlineOptions): string {
     'pci=off',
     // a panicking guest reboots at once, which -no-reboot turns into qemu's exit
     'panic=-1',
-    ...rootParams(o.share, o.coherent),
+    // virtio-fs caching is virtiofsd's choice (its -o cache=)
+    `root=${ROOT_TAG}`,
+    'rootfstype=virtiofs',
     'rw',
     'init=/usr/lib/systemd/systemd',
     'systemd.unit=rkt-pod.target',

@@ -7,11 +7,13 @@ import { parseNetList } from '../src/net/netlist.js';
 import { setupPodNetwork } from '../src/net/pod-network.js';
 import { setupKvmTaps, qemuNetArgs, type GuestNetConfig } from './taps.js';
 import type { PodDnsFiles } from '../src/net/dns.js';
+import type { HostIds } from '../src/stage1-common/pod-ids.js';
 
 // The host side of a kvm pod's network. The pod gets a network namespace
 // and its CNI networks exactly as a container pod would (src/net/); then a
-// tap per CNI interface, mirrored to it, which qemu — started inside the
-// namespace — opens as the VM's virtio-net NIC with the CNI interface's MAC.
+// tap per CNI interface, mirrored to it and owned by the pod's ids, which
+// qemu — started inside the namespace, unprivileged — opens as the VM's
+// virtio-net NIC with the CNI interface's MAC.
 // The guest configures that NIC with the CNI result (guest-net.ts), so to
 // the host and to other pods the VM simply is the pod. Teardown is the
 // library's, idempotent: the run entrypoint calls it on every exit it
@@ -45,7 +47,7 @@ export function checkNetRequest(nets: readonly string[]): void {
  * Set up the pod's networks (nothing is left on the host if this throws).
  * `none`: a namespace with loopback only and no NIC in the VM.
  */
-export async function setupNetwork(paths: PodPaths, args: RunArgs, hostname: string): Promise<KvmNetwork> {
+export async function setupNetwork(paths: PodPaths, args: RunArgs, hostname: string, tapOwner: HostIds): Promise<KvmNetwork> {
   checkNetRequest(args.net);
   const req = podNetRequest(paths, args, hostname);
   const t0 = Date.now();
@@ -57,7 +59,7 @@ export async function setupNetwork(paths: PodPaths, args: RunArgs, hostname: str
   }
   let guest: GuestNetConfig[];
   try {
-    guest = await setupKvmTaps(paths.dir);
+    guest = await setupKvmTaps(paths.dir, { owner: tapOwner });
   } catch (err) {
     await teardownNetwork(paths.dir);
     throw err;

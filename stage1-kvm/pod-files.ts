@@ -8,23 +8,29 @@ import { writeFileAtomic } from '../src/util/atomic.js';
 // entrypoint, QMP for stop and status tools, the guest agent), the app
 // output FIFOs, logs, and the pids of the helper processes so that stop and
 // gc can find them even after the run entrypoint is gone.
+//
+// Every file qemu opens by name lives in QEMU_DIR: the only part of the pod
+// directory its jail shows it (jail.ts), and the only one it may write,
+// until the VM runs (vm.ts). A new socket or FIFO for qemu goes there too.
+
+export const QEMU_DIR = 'qemu';
 
 export const POD_FILES = {
   /** Guest serial console (server, nowait): rkt attach, --interactive. */
-  console: 'console.sock',
+  console: `${QEMU_DIR}/console.sock`,
   /** Everything the guest printed on its console. */
-  consoleLog: 'console.log',
+  consoleLog: `${QEMU_DIR}/console.log`,
   /** QMP socket held by the run entrypoint for the VM's events. */
-  qmp: 'qmp.sock',
+  qmp: `${QEMU_DIR}/qmp.sock`,
   /** Second QMP socket, for stop (qemu serves one client per socket). */
-  qmpCtl: 'qmp-ctl.sock',
+  qmpCtl: `${QEMU_DIR}/qmp-ctl.sock`,
   /** virtio-serial port rkt.agent (rkt enter). */
-  agent: 'agent.sock',
+  agent: `${QEMU_DIR}/agent.sock`,
   /** Prefix of qemu's pipe chardevs: <name>.in and <name>.out FIFOs. */
-  stdout: 'stdout',
-  stderr: 'stderr',
+  stdout: `${QEMU_DIR}/stdout`,
+  stderr: `${QEMU_DIR}/stderr`,
   /** virtio-serial port rkt.report: what the guest reports about its apps (report-channel.ts), a pipe chardev like the output. */
-  report: 'report',
+  report: `${QEMU_DIR}/report`,
   virtiofsSocket: 'virtiofs.sock',
   qemuPid: 'qemu.pid',
   virtiofsdPid: 'virtiofsd.pid',

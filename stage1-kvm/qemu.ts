@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { log } from '../src/log.js';
 import { executable, which } from '../src/stage1-common/host-tools.js';
@@ -7,8 +8,10 @@ import { inNetns } from '../src/net/netns.js';
 import type { Env } from '../src/stage1-common/env-config.js';
 import { KVM_ENV, qemuOverride, type Accel } from './config.js';
 import { KvmHostError } from './errors.js';
-import { ROOT_TAG, type Share } from './kernel.js';
-import { podFile, socketPath, writePidFile } from './pod-files.js';
+import { hostDevice, isUnder, JAIL_ROOT, jailArgv, PID_FD, prepareJailRoot, systemTree, type JailDevice, type JailSpec } from './jail.js';
+import { ROOT_TAG } from './kernel.js';
+import type { HostIds } from '../src/stage1-common/pod-ids.js';
+import { podFile, QEMU_DIR, socketPath } from './pod-files.js';
 
 // qemu for one pod: its command line and how it is started, and how the
 // pod's helper processes are started (qemu here, virtiofsd in virtiofsd.ts).
@@ -17,7 +20,10 @@ import { podFile, socketPath, writePidFile } from './pod-files.js';
 // kernel kills them when the run entrypoint dies, however it dies: a pod
 // never leaves an orphan VM behind. The pod lock (fd 3 of the run
 // entrypoint) is replaced in them (by /dev/null, or qemu's console socket):
-// only the run entrypoint may keep the pod "running".
+// only the run entrypoint may keep the pod "running". qemu runs in its jail
+// (jail.ts), unprivileged, under its own seccomp filter, and starts paused:
+// the run entrypoint closes qemu's directory to it before the guest runs a
+// single instruction (vm.ts).
 
 
 /** A value inside a qemu option list, where "," separates options and ",," is a literal comma. */
@@ -50,19 +56,35 @@ export interface VmConfig {
   cpus: number;
   kernel: string;
   cmdline: string;
-  share: Share;
-  /** The guest's root filesystem: the pod's stage1 rootfs. */
-  rootfs: string;
   /** Keep the PIT when the guest cannot be told the TSC rate (tcg without tsc_early_khz). */
   pit: boolean;
   /** The pod's network namespace: qemu runs in it, where its taps are. */
   netns?: string;
   /** -netdev/-device arguments of the pod's NICs (network.ts). */
   nics?: string[];
+  /** The pod's own uid and gid, which qemu runs as (pod-ids.ts). */
+  ids: HostIds;
+  /** The cgroup.procs files of the pod's cgroups (vm-cgroup.ts). */
+  cgroupProcs: string[];
 }
 
 /** The descriptor on which qemu finds its end of the serial console's socket pair. */
 export const QEMU_CONSOLE_FD = 3;
+
+/**
+ * qemu's seccomp filter: its default deny list (reboot, swapon, kexec,
+ * module loading, ptrace...) plus obsolete system calls, any change of
+ * credentials, fork and exec, and scheduler and resource-limit changes.
+ */
+export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+
+/**
+ * tcg's translation cache, in MiB. qemu's own default is 1 GiB on a host
+ * with 8 GiB or more: the cgroup's memory limit would have to leave room
+ * for all of it (vm-cgroup.ts). A pod's boot and a busy shell loop fill
+ * about 53 MiB; when the cache is full, qemu flushes it and translates again.
+ */
+export const TCG_TB_MIB = 256;
 
 /** qemu's command line for the pod (without the binary). */
 export function qemuArgs(c: VmConfig): string[] {
@@ -80,15 +102,15 @@ export function qemuArgs(c: VmConfig): string[] {
     'acpi=on',
   ];
   const a: string[] = ['-name', `rkt-${c.uuid},process=rkt-${c.uuid}`];
-  const mem: string[] = [];
-  if (c.share === 'virtiofs') {
-    // vhost-user needs guest memory qemu can hand to virtiofsd
-    machine.push('memory-backend=mem');
-    mem.push('-object', `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`);
-  }
-  a.push('-M', machine.join(','), '-accel', c.accel, '-cpu', c.accel === 'kvm' ? 'host' : 'max');
+  // vhost-user needs guest memory qemu can hand to virtiofsd
+  machine.push('memory-backend=mem');
+  const mem = ['-object', `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`];
+  a.push('-M', machine.join(','), '-accel', c.accel === 'kvm' ? 'kvm' : `tcg,tb-size=${TCG_TB_MIB}`, '-cpu', c.accel === 'kvm' ? 'host' : 'max');
   a.push('-smp', String(c.cpus), '-m', `${c.memoryMiB}M`, ...mem);
   a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
+  a.push('-sandbox', QEMU_SANDBOX);
+  // paused until the run entrypoint has closed qemu's directory to it (vm.ts)
+  a.push('-S');
   // virtio 1.0 over MMIO: vhost-user-fs refuses legacy devices
   a.push('-global', 'virtio-mmio.force-legacy=false');
   a.push('-kernel', c.kernel, '-append', c.cmdline);
@@ -109,29 +131,45 @@ export function qemuArgs(c: VmConfig): string[] {
   // says "guest panicked" on that signal only, never on console text.
   a.push('-device', 'pvpanic', '-action', 'panic=shutdown');
   a.push(...(c.nics ?? []));
-  if (c.share === 'virtiofs') {
-    a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
-  } else {
-    // passthrough: the guest's root creates files with their real owners; remap: the
-    // app rootfs overlays and volumes are other filesystems, keep their inodes apart
-    a.push('-fsdev', `local,id=root,path=${optValue(c.rootfs)},security_model=passthrough,multidevs=remap`);
-    a.push('-device', `virtio-9p-device,fsdev=root,mount_tag=${ROOT_TAG}`);
-  }
+  // the pod's files, served by virtiofsd (there is no 9p: config.ts, checkShare)
+  a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
   // Two monitors: qemu serves one client per socket, and the run entrypoint keeps the first.
   a.push('-qmp', `unix:${sock('qmp')},server=on,wait=off`);
   a.push('-qmp', `unix:${sock('qmpCtl')},server=on,wait=off`);
   return a;
 }
 
-/** Create the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out) in the pod directory, outside the guest's share; stale ones are replaced. */
-export function makeOutputFifos(podDir: string, mkfifo: (p: string) => void): void {
+/**
+ * qemu's directory in the pod (pod-files.ts): root's, but writable by the
+ * pod's group until closeQemuDir, so that qemu can create its sockets and
+ * console log; in it the FIFOs of qemu's pipe chardevs (<name>.in,
+ * <name>.out), owned by the pod's ids. Stale ones are replaced.
+ */
+export function makeQemuDir(podDir: string, ids: HostIds, mkfifo: (p: string) => void): void {
+  const dir = path.join(podDir, QEMU_DIR);
+  fs.mkdirSync(dir, { recursive: true });
+  fs.chownSync(dir, 0, ids.gid);
+  fs.chmodSync(dir, 0o770);
   for (const f of ['stdout', 'stderr', 'report'] as const) {
     for (const end of ['in', 'out']) {
       const p = `${podFile(podDir, f)}.${end}`;
       fs.rmSync(p, { force: true });
       mkfifo(p);
+      fs.chownSync(p, ids.uid, ids.gid);
     }
   }
+}
+
+/**
+ * Once qemu has made its files, and before the guest runs: its directory
+ * becomes root's alone. A qemu taken over by the guest can then replace
+ * none of them, say by a symlink to a host file that the run entrypoint,
+ * `rkt enter` or `rkt attach` would open as root.
+ */
+export function closeQemuDir(podDir: string): void {
+  const dir = path.join(podDir, QEMU_DIR);
+  fs.chmodSync(dir, 0o755);
+  fs.chownSync(dir, 0, 0);
 }
 
 export interface Helper {
@@ -141,20 +179,17 @@ export interface Helper {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export interface QemuHelper extends Helper {
-  /** Our end of the serial console's socket pair (none if the spawn failed). */
-  console: Duplex | undefined;
-}
-
-/** `fd3`: what the helper gets as descriptor 3, /dev/null unless said (never the pod lock we hold there). */
-export function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, fd3: 'pipe' | 'null' = 'null'): Helper {
+/** What a helper gets as descriptors 3 and up: /dev/null at 3 (never the pod lock we hold there) unless `consoleFd3`, qemu's console socket; a pid pipe at 4. */
+export function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, opts: { consoleFd3?: boolean; pidPipe?: boolean } = {}): Helper {
   const setpriv = findSetpriv();
   const out = fs.openSync(logFile, 'a');
   const devNull = fs.openSync('/dev/null', 'r+');
   log().debug({ argv }, `starting ${name}`);
   let child: ChildProcess;
   try {
-    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio: [devNull, out, out, fd3 === 'pipe' ? 'pipe' : devNull] });
+    // node makes a 'pipe' a socket pair: qemu's socket chardev takes its end (fd 3) as a connected client
+    const stdio: StdioOptions = [devNull, out, out, opts.consoleFd3 ? 'pipe' : devNull, ...(opts.pidPipe ? (['pipe'] as const) : [])];
+    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio });
   } finally {
     fs.closeSync(out);
     fs.closeSync(devNull);
@@ -170,11 +205,54 @@ export function spawnHelper(podDir: string, argv: string[], logFile: string, nam
   return { child, pid: child.pid, exited };
 }
 
-export function startQemu(qemu: string, c: VmConfig): QemuHelper {
-  // nsenter execs qemu in place: the pid, the parent-death signal set by setpriv and the console's descriptor stay qemu's
-  const argv = [...(c.netns !== undefined ? inNetns(c.netns, [qemu]) : [qemu]), ...qemuArgs(c)];
-  // node makes a 'pipe' a socket pair: qemu's socket chardev takes its end as a connected client
-  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', 'pipe');
-  if (h.pid > 0) writePidFile(c.podDir, 'qemuPid', h.pid);
-  return { ...h, console: (h.child.stdio[QEMU_CONSOLE_FD] as Duplex | null) ?? undefined };
+/** What qemu's jail holds for this pod. */
+export function qemuJail(qemu: string, c: VmConfig, host: { devices: (p: string, isPrivate: boolean) => JailDevice | undefined; system: Pick<JailSpec, 'readOnly' | 'links'> }): JailSpec {
+  const readOnly = [...host.system.readOnly];
+  for (const f of [qemu, c.kernel]) if (!readOnly.some((d) => isUnder(f, d))) readOnly.push(f);
+  const devices = [host.devices('/dev/null', false), host.devices('/dev/urandom', false)];
+  if (c.accel === 'kvm') devices.push(host.devices('/dev/kvm', true));
+  if ((c.nics ?? []).length > 0) devices.push(host.devices('/dev/net/tun', true));
+  return {
+    root: path.join(c.podDir, JAIL_ROOT),
+    ids: c.ids,
+    cwd: c.podDir,
+    readOnly,
+    writable: [path.join(c.podDir, QEMU_DIR), podFile(c.podDir, 'virtiofsSocket')],
+    links: host.system.links,
+    devices: devices.filter((d): d is JailDevice => d !== undefined),
+    cgroupProcs: c.cgroupProcs,
+  };
+}
+
+export interface QemuProcess extends Helper {
+  /** qemu's own pid (the helper's is its launcher's), once the jail has started it. */
+  qemuPid: Promise<number | undefined>;
+  /** Our end of the serial console's socket pair (none if the spawn failed). */
+  console: Duplex | undefined;
+}
+
+export function startQemu(qemu: string, c: VmConfig): QemuProcess {
+  const spec = qemuJail(qemu, c, { devices: hostDevice, system: systemTree() });
+  prepareJailRoot(spec);
+  const jail = jailArgv(spec, [qemu, ...qemuArgs(c)]);
+  // nsenter execs the jail's launcher in place, which keeps the parent-death signal set by setpriv
+  const argv = c.netns !== undefined ? inNetns(c.netns, jail) : jail;
+  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', { consoleFd3: true, pidPipe: true });
+  return { ...h, qemuPid: readPid(h.child), console: (h.child.stdio[QEMU_CONSOLE_FD] as Duplex | null) ?? undefined };
+}
+
+/** The pid the launcher writes on its pid pipe; undefined if it ends first. */
+function readPid(child: ChildProcess): Promise<number | undefined> {
+  const pipe = child.stdio[PID_FD] as NodeJS.ReadableStream | null | undefined;
+  if (!pipe) return Promise.resolve(undefined);
+  return new Promise((resolve) => {
+    let text = '';
+    pipe.setEncoding('utf8');
+    pipe.on('data', (d: string) => (text += d));
+    pipe.on('error', () => resolve(undefined));
+    pipe.on('end', () => {
+      const n = Number(text.trim());
+      resolve(Number.isInteger(n) && n > 0 ? n : undefined);
+    });
+  });
 }

@@ -13,7 +13,8 @@ import { readState, writeState, type TapState } from '../src/net/state.js';
 // VM runtimes that reuse CNI). The guest takes eth0's MAC address, its
 // addresses and its routes, so to the host and to other pods the VM simply
 // is the pod. qemu runs inside the namespace (nsenter --net=...) and opens
-// the tap by name.
+// the tap by name; the tap belongs to the pod's own uid and gid, so that an
+// unprivileged qemu may attach to it (and to no other).
 
 export interface GuestRoute {
   /** CIDR, or "default". */
@@ -99,7 +100,7 @@ async function readInterface(netns: string, ifName: string): Promise<Pick<GuestN
  * return the guest configuration of each, in interface order. Recorded in
  * the pod's network state, so teardownPodNetwork removes them too.
  */
-export async function setupKvmTaps(podDir: string, opts: { multiQueue?: boolean } = {}): Promise<GuestNetConfig[]> {
+export async function setupKvmTaps(podDir: string, opts: { multiQueue?: boolean; owner?: { uid: number; gid: number } } = {}): Promise<GuestNetConfig[]> {
   const st = readState(podDir);
   if (!st || st.tornDown) throw new NetworkSetupError(`the network of pod ${podDir} is not set up; call setupPodNetwork first`);
   if (st.mode === 'host') throw new NetworkSetupError('--net=host cannot be used with a VM: the guest has its own network stack; use --net=default or a named network');
@@ -114,7 +115,8 @@ export async function setupKvmTaps(podDir: string, opts: { multiQueue?: boolean 
       writeState(podDir, st);
       const iface = await readInterface(netns, n.ifName);
       const what = `cannot connect ${tap.name} to ${n.ifName} for network "${n.name}"`;
-      await tcOrIp(netns, ['ip', 'tuntap', 'add', 'dev', tap.name, 'mode', 'tap', ...(opts.multiQueue ? ['multi_queue'] : [])], what);
+      const owner = opts.owner ? ['user', String(opts.owner.uid), 'group', String(opts.owner.gid)] : [];
+      await tcOrIp(netns, ['ip', 'tuntap', 'add', 'dev', tap.name, 'mode', 'tap', ...owner, ...(opts.multiQueue ? ['multi_queue'] : [])], what);
       await tcOrIp(netns, ['ip', 'link', 'set', 'dev', tap.name, 'mtu', String(iface.mtu), 'up'], what);
       for (const [from, to] of [
         [n.ifName, tap.name],

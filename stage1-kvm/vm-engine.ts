@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import os from 'node:os';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
@@ -7,12 +9,12 @@ import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
-import { claimPodIds, type PodIds } from '../src/stage1-common/pod-ids.js';
+import { checkIdRange, claimPodIds, qemuIds, readIdFiles, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
-import { bootTimeoutMs, extraKernelParams, forcedShare, KVM_ENV, KVM_TIMEOUTS, stopTimeoutMs, type Share } from './config.js';
+import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
 import { connectConsole } from './console.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
@@ -24,9 +26,10 @@ import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STA
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { pipeFifo } from './output.js';
 import { podFile } from './pod-files.js';
-import { findQemu, makeOutputFifos, type Helper } from './qemu.js';
+import { findQemu, makeQemuDir, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
 import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
+import { createVmCgroup, removeVmCgroup, vmMemoryLimitBytes } from './vm-cgroup.js';
 import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of
@@ -34,7 +37,7 @@ import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
 // networks, assembles the apps' root filesystems (in the pod's private
 // mount namespace, set up by stage0) and writes their systemd units and the
 // guest's network configuration into the stage1 rootfs; start() shares that
-// rootfs into a qemu VM (virtio-fs, or 9p) and boots it, and copies the
+// rootfs into a qemu VM (virtio-fs) and boots it, and copies the
 // apps' output to our stdout and stderr (or connects the terminal to the
 // serial console for --interactive); the VM keeps the console's log.
 
@@ -54,12 +57,10 @@ interface Plan {
   accel: AccelChoice;
   size: VmSize;
   qemu: string;
+  virtiofsd: string;
   kernel: string;
   tscKhz: number | undefined;
   hostname: string;
-  share: Share;
-  /** virtiofs: the binary. */
-  virtiofsd?: string;
 }
 
 export class VmEngine implements PodEngine<VmEnd> {
@@ -71,6 +72,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   private ids: PodIds | undefined;
   private readonly guardian: KvmGuardian;
   private readonly drains: Promise<void>[] = [];
+  private cgroupProcs: string[] = [];
 
   constructor(
     private readonly paths: PodPaths,
@@ -111,11 +113,15 @@ export class VmEngine implements PodEngine<VmEnd> {
     log().debug(`VM size: ${size.explain}`);
     const tscKhz = accel.accel === 'tcg' ? hostTscKhz() : undefined;
     if (accel.accel === 'tcg' && tscKhz === undefined) log().debug('host TSC rate unknown: keeping the PIT so that the guest can calibrate');
+    checkShare();
+    checkIdRange(readIdFiles());
+    const virtiofsd = findVirtiofsd();
+    if (!virtiofsd) throw new KvmHostError('virtiofsd is not installed; the kvm stage1 shares the pod\'s files with its VM through it (Debian 12: apt-get install qemu-system-common; later releases: apt-get install virtiofsd)');
     return {
-      ...this.chooseShare(),
       accel,
       size,
       qemu: findQemu(),
+      virtiofsd,
       kernel: kernelPath(this.paths.stage1Rootfs),
       tscKhz,
       hostname: checkHostname(this.args.hostname ?? `rkt-${this.args.uuid}`),
@@ -124,40 +130,37 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   async prepare(): Promise<void> {
     this.plan = this.check();
-    this.network = await setupNetwork(this.paths, this.args, this.plan.hostname);
+    // the pod's own block of ids: the guest's ids on shared files (guest-ids.ts), and qemu's,
+    // which its taps and files belong to
+    this.ids = claimPodIds(this.args.uuid);
+    const qemu = qemuIds(this.ids);
+    log().debug(`pod ids: slot ${this.ids.slot}, guest ids from ${this.ids.base}, qemu runs as uid ${qemu.uid}, gid ${qemu.gid}`);
+    this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, qemu);
     const dns = this.network.dnsFiles;
-    if (this.plan.share === 'virtiofs') this.ids = claimPodIds(this.args.uuid);
-    const idShift = this.ids && guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
+    const idShift = guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
     for (const spec of this.specs) {
-      await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), ...(idShift && { idShift }) });
+      await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), idShift });
     }
     const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
       ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
-    makeOutputFifos(this.paths.dir, mkfifo);
+    makeQemuDir(this.paths.dir, qemu, mkfifo);
   }
 
   /**
-   * virtio-fs where virtiofsd is installed, else 9p. Chosen before anything
-   * is mounted: over virtio-fs the apps' files are assembled with the pod's
-   * ids (guest-ids.ts), which 9p could not serve.
+   * virtiofsd serving the guest's root (guest-root.ts) with the pod's ids, in
+   * the pod's cgroup (its v2 one: rkt-idmap joins it before exec). A pod
+   * whose virtiofsd does not start fails: there is no other share
+   * (config.ts, checkShare).
    */
-  private chooseShare(): { share: Share; virtiofsd?: string } {
-    const forced = forcedShare();
-    if (forced === '9p') return { share: '9p' };
-    const bin = findVirtiofsd();
-    if (bin) return { share: 'virtiofs', virtiofsd: bin };
-    if (forced) throw new KvmHostError(`${KVM_ENV.share}=virtiofs, but virtiofsd is not installed (apt-get install virtiofsd)`);
-    log().debug('virtiofsd not found: sharing the pod with 9p');
-    return { share: '9p' };
-  }
-
-  private async startVirtiofsd(bin: string, coherent: boolean): Promise<Helper> {
-    const root = await assembleGuestRoot(this.paths, this.specs, this.ids!.base, idmapHelper(this.paths.stage1Rootfs));
-    const h = await startVirtiofsd(bin, { podDir: this.paths.dir, root, base: this.ids!.base, helper: idmapHelper(this.paths.stage1Rootfs), coherent }, KVM_TIMEOUTS.virtiofsdStartMs);
-    if (!h) throw new KvmHostError(`virtiofsd did not start (see ${podFile(this.paths.dir, 'virtiofsdLog')}); ${KVM_ENV.share}=9p shares the pod over 9p instead`);
+  private async startShare(coherent: boolean): Promise<Helper> {
+    const helper = idmapHelper(this.paths.stage1Rootfs);
+    const root = await assembleGuestRoot(this.paths, this.specs, this.ids!.base, helper);
+    const v2 = this.cgroupProcs.map((p) => path.dirname(p)).find((d) => fs.existsSync(path.join(d, 'cgroup.controllers')));
+    const h = await startVirtiofsd(this.plan!.virtiofsd, { podDir: this.paths.dir, root, base: this.ids!.base, helper, coherent, ...(v2 !== undefined && { cgroup: v2 }) }, KVM_TIMEOUTS.virtiofsdStartMs);
+    if (!h) throw new KvmHostError(`virtiofsd did not start, so the pod's files cannot reach its VM (see ${podFile(this.paths.dir, 'virtiofsdLog')})`);
     return h;
   }
 
@@ -167,13 +170,13 @@ export class VmEngine implements PodEngine<VmEnd> {
     const { paths, args } = this;
     // Only host volumes change under the guest's feet; without them the guest may cache freely.
     const coherent = this.specs.some((s) => s.mounts.some((m) => m.kind === 'host'));
-    const share = plan.share;
-    if (plan.virtiofsd) this.guardian.watch((await this.startVirtiofsd(plan.virtiofsd, coherent)).pid);
     const accel = plan.accel.accel;
+    // before any helper starts, so that each can be put in it
+    this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
+    const virtiofsd = await this.startShare(coherent);
+    this.guardian.watch(virtiofsd.pid);
     const cmdline = kernelCmdline({
       accel,
-      share,
-      coherent,
       uuid: args.uuid,
       hostname: plan.hostname,
       debug: args.debug,
@@ -182,7 +185,10 @@ export class VmEngine implements PodEngine<VmEnd> {
       ...(!customKernel() && { kernelHz: STAGE1_KERNEL_HZ }),
       extra: extraKernelParams(),
     });
-    log().debug(`booting ${plan.kernel} (${accel}, ${share}): ${cmdline}`);
+    log().debug(`booting ${plan.kernel} (${accel}): ${cmdline}`);
+    const ids = qemuIds(this.ids!);
+    // qemu connects to virtiofsd's socket as the pod's uid
+    fs.chownSync(podFile(paths.dir, 'virtiofsSocket'), ids.uid, ids.gid);
     this.vm = new PodVm(plan.qemu, {
       podDir: paths.dir,
       uuid: args.uuid,
@@ -191,9 +197,9 @@ export class VmEngine implements PodEngine<VmEnd> {
       cpus: plan.size.cpus,
       kernel: plan.kernel,
       cmdline,
-      share,
-      rootfs: paths.stage1Rootfs,
       pit: accel === 'tcg' && plan.tscKhz === undefined,
+      ids,
+      cgroupProcs: this.cgroupProcs,
       ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
     }, { ...(args.debug && !args.interactive && { debug: process.stderr }) });
     await this.vm.start((pid) => this.guardian.watch(pid));
@@ -248,6 +254,8 @@ export class VmEngine implements PodEngine<VmEnd> {
     // qemu is gone (or going: its tap is removed under it, which it survives)
     await teardownNetwork(this.paths.dir);
     await this.guardian.done();
+    const left = await removeVmCgroup(this.paths.dir, this.args.uuid);
+    if (left.length > 0) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
     // the pod's ids are free for another pod once nothing of this one runs
     this.ids?.lock.release();
   }

@@ -9,8 +9,8 @@ import { capLine, MAX_LINE_CHARS } from '../src/util/untrusted-text.js';
 import { ConsoleRelay, type ConsoleRelayOptions } from './console-relay.js';
 import { consoleTail } from './console-log.js';
 import { lastLines } from './output.js';
-import { podFile, socketPath } from './pod-files.js';
-import { startQemu, type QemuHelper, type VmConfig } from './qemu.js';
+import { podFile, socketPath, writePidFile } from './pod-files.js';
+import { closeQemuDir, startQemu, type QemuProcess, type VmConfig } from './qemu.js';
 
 // One pod's VM as the run entrypoint sees it: the qemu process, the QMP
 // connection it keeps for the VM's events, the host end of its serial
@@ -30,7 +30,8 @@ export interface VmEnd {
 
 
 export class PodVm {
-  private qemu!: QemuHelper;
+  private qemu!: QemuProcess;
+  private qemuPid: number | undefined;
   private relay: ConsoleRelay | undefined;
   private qmp: QmpClient | undefined;
   private shutdown: ShutdownEventData | undefined;
@@ -45,15 +46,20 @@ export class PodVm {
     private readonly consoleOptions: ConsoleRelayOptions = {},
   ) {}
 
+  /** qemu's pid, or its launcher's until qemu's is known. */
   get pid(): number {
-    return this.qemu.pid;
+    return this.qemuPid ?? this.qemu.pid;
   }
 
   get hasEnded(): boolean {
     return this.endValue !== undefined;
   }
 
-  /** Start qemu and connect to its monitor; rejects with qemu's own complaint if it exits first. */
+  /**
+   * Start qemu, connect to its monitor, close its directory to it and let
+   * the guest run; rejects with qemu's own complaint if it exits first.
+   * `onSpawn` is told the launcher's pid, then qemu's.
+   */
   async start(onSpawn?: (pid: number) => void): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);
     if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
@@ -65,6 +71,16 @@ export class PodVm {
       log().debug({ ...this.endValue }, 'qemu exited');
       return this.endValue;
     });
+    // The jail reports qemu's pid as it starts it; only from then on is there
+    // a monitor to wait for (polling before would back off past the moment it
+    // appears). No pid (the jail failed) or none in time: the monitor's own
+    // wait below says what happened.
+    const pid = await Promise.race([this.qemu.qemuPid, sleep(KVM_TIMEOUTS.qmpConnectMs).then(() => undefined)]);
+    if (pid !== undefined) {
+      this.qemuPid = pid;
+      writePidFile(this.config.podDir, 'qemuPid', pid);
+      onSpawn?.(pid);
+    }
     const connect = QmpClient.connect(socketPath(this.config.podDir, 'qmp'), { retryUntilMs: KVM_TIMEOUTS.qmpConnectMs, timeoutMs: KVM_TIMEOUTS.qmpConnectMs });
     const failed = (e: VmEnd): KvmBootError => new KvmBootError(`qemu failed to start (${describeEnd(e)}): ${qemuComplaint(this.config.podDir)}`);
     let first: { c: QmpClient } | { e: VmEnd };
@@ -82,7 +98,7 @@ export class PodVm {
     }
     const qmp = first.c;
     this.qmp = qmp;
-    log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.qemu.pid}`);
+    log().debug(`QMP connected: qemu ${qmp.qemuVersion}, pid ${this.pid}`);
     qmp.on('SHUTDOWN', (ev) => {
       this.shutdown = ev.data;
       log().debug({ ...ev.data }, 'VM shutdown');
@@ -94,6 +110,13 @@ export class PodVm {
       if (ev.data.action !== 'poweroff') void this.quit();
     });
     qmp.on('close', (r: QmpCloseReason) => log().debug(`QMP connection closed: ${r.message}`));
+    // qemu has made every file it makes (all its chardevs are open once the monitor answers)
+    closeQemuDir(this.config.podDir);
+    try {
+      await qmp.cont({ timeoutMs: KVM_TIMEOUTS.contMs });
+    } catch (err) {
+      throw new KvmBootError(`qemu did not start the VM: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /**

@@ -13,6 +13,9 @@ export const NSPAWN_ENV = {
   stopTimeout: 'RKT_NSPAWN_STOP_TIMEOUT',
 } as const;
 
+/** Where the pod's hand-made cgroups are recorded in the pod directory, for gc. */
+export const CGROUPS_FILE = 'nspawn-cgroups.json';
+
 export const NSPAWN_TIMEOUTS = {
   /** Output still in flight when the container ends is read within this. */
   drainMs: 3000,

@@ -13,8 +13,8 @@ import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { writePid } from '../src/stage1-common/status.js';
 import type { EngineEnd, PodEngine } from '../src/stage1-common/supervisor.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
-import { createPodCgroups, ourHierarchies, removeCgroups } from './cgroups.js';
-import { NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
+import { createPodCgroups, hostHierarchies, removeCgroupsWaiting } from '../src/stage1-common/cgroups.js';
+import { CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
 import { PodContainer } from './container.js';
 import { NspawnBootError, NspawnHostError } from './errors.js';
 import { drain, FifoCopy, FifoFeed, mkfifo } from './io.js';
@@ -62,12 +62,8 @@ async function privateNspawnRuntime(): Promise<void> {
 
 /** The container's processes are gone with its init; their cgroups empty within moments. */
 async function removePodCgroups(dirs: string[]): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    const left = removeCgroups(dirs);
-    if (left.length === 0) return;
-    if (i === 49) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const left = await removeCgroupsWaiting(dirs);
+  if (left.length > 0) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
 }
 
 interface Plan {
@@ -170,8 +166,7 @@ export class ContainerEngine implements PodEngine {
     const { paths, args } = this;
     const register = machinedAvailable();
     if (!register) {
-      const hierarchies = ourHierarchies(fs.readFileSync('/proc/self/cgroup', 'utf8'), fs.readFileSync('/proc/self/mountinfo', 'utf8'));
-      this.cgroupProcs = createPodCgroups(paths.dir, args.uuid, hierarchies);
+      this.cgroupProcs = createPodCgroups(paths.dir, CGROUPS_FILE, args.uuid, hostHierarchies());
       for (const p of this.cgroupProcs) this.guardian.watchCgroup(path.dirname(p));
     }
     const { argv, env } = nspawnCommand({

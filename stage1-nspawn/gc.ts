@@ -5,7 +5,8 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
-import { cgroupPids, recordedCgroups, removeCgroups } from './cgroups.js';
+import { cgroupPids, recordedCgroups, removeCgroupsWaiting } from '../src/stage1-common/cgroups.js';
+import { CGROUPS_FILE } from './config.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { machineName } from './nspawn-args.js';
 import { alive, runningPodInit } from './pod-process.js';
@@ -33,13 +34,9 @@ async function killLeftoverInit(paths: PodPaths, uuid: string): Promise<void> {
 }
 
 async function removeLeftoverCgroups(podDir: string, uuid: string): Promise<boolean> {
-  const dirs = recordedCgroups(podDir).filter((d) => fs.existsSync(d));
+  const dirs = recordedCgroups(podDir, CGROUPS_FILE).filter((d) => fs.existsSync(d));
   if (dirs.length === 0) return true;
-  for (let i = 0; i < 50; i++) {
-    const left = removeCgroups(dirs);
-    if (left.length === 0) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  if ((await removeCgroupsWaiting(dirs)).length === 0) return true;
   const pids = dirs.flatMap(cgroupPids);
   log().warn(`pod ${uuid}: cannot remove its cgroups ${dirs.join(', ')}${pids.length > 0 ? `: processes ${pids.join(', ')} are still in them` : ''}`);
   return false;

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { LockBusyError, RktError } from '../errors.js';
+import { isErrno, LockBusyError, RktError } from '../errors.js';
 import { FileLock } from '../util/lock.js';
 
 // Per-pod blocks of host ids, for the processes of a pod that must not run
@@ -30,6 +30,12 @@ export const SLOTS = (0x7ffe0000 - FIRST_ID) / SLOT_IDS;
 export const POD_IDS_DIR = '/run/rkt/pod-ids';
 
 export class PodIdsError extends RktError {}
+
+/** A uid and gid on the host. */
+export interface HostIds {
+  uid: number;
+  gid: number;
+}
 
 export interface PodIds {
   slot: number;
@@ -64,4 +70,76 @@ export function claimPodIds(uuid: string, dir = POD_IDS_DIR): PodIds {
     }
   }
   throw new PodIdsError(`all ${SLOTS} blocks of pod ids are in use (${dir}); stop some pods`);
+}
+
+/** qemu's ids in a pod's block: the first past the guest's, so that no guest id is qemu's. */
+export function qemuIds(ids: { base: number }): HostIds {
+  const id = ids.base + QEMU_ID_OFFSET;
+  return { uid: id, gid: id };
+}
+
+interface SubIdEntry {
+  name: string;
+  start: number;
+  count: number;
+}
+
+/** Entries of /etc/subuid or /etc/subgid ("name:start:count"); other lines are skipped, as shadow-utils does. */
+export function parseSubIds(text: string): SubIdEntry[] {
+  const out: SubIdEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([^:#\s][^:]*):(\d+):(\d+)$/.exec(line.trim());
+    if (m) out.push({ name: m[1]!, start: Number(m[2]), count: Number(m[3]) });
+  }
+  return out;
+}
+
+/** The names and ids (third field) of /etc/passwd or /etc/group. */
+function fileIds(text: string): { name: string; id: number }[] {
+  return text
+    .split('\n')
+    .map((l) => l.split(':'))
+    .filter((f) => f.length >= 3 && /^\d+$/.test(f[2]!))
+    .map((f) => ({ name: f[0]!, id: Number(f[2]) }));
+}
+
+export interface IdFiles {
+  subuid: string;
+  subgid: string;
+  passwd: string;
+  group: string;
+}
+
+export function readIdFiles(etc = '/etc'): IdFiles {
+  const read = (f: string): string => {
+    try {
+      return fs.readFileSync(path.join(etc, f), 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return '';
+      throw err;
+    }
+  };
+  return { subuid: read('subuid'), subgid: read('subgid'), passwd: read('passwd'), group: read('group') };
+}
+
+const RANGE_END = FIRST_ID + SLOTS * SLOT_IDS;
+const RANGE = `${FIRST_ID}-${RANGE_END - 1} (0x${FIRST_ID.toString(16)}-0x${(RANGE_END - 1).toString(16)})`;
+
+/** Refuse a host whose users, groups or subordinate ids reach into the pods' ids. */
+export function checkIdRange(files: IdFiles): void {
+  const inside = (id: number): boolean => id >= FIRST_ID && id < RANGE_END;
+  for (const [text, file] of [
+    [files.subuid, '/etc/subuid'],
+    [files.subgid, '/etc/subgid'],
+  ] as const) {
+    const other = parseSubIds(text).find((e) => e.start < RANGE_END && FIRST_ID < e.start + e.count);
+    if (other) throw new PodIdsError(`the subordinate ids of user ${other.name} in ${file} reach into the ids the kvm stage1 runs pods as (${RANGE}); move them below ${FIRST_ID}`);
+  }
+  for (const [text, file, what] of [
+    [files.passwd, '/etc/passwd', 'user'],
+    [files.group, '/etc/group', 'group'],
+  ] as const) {
+    const taken = fileIds(text).find((u) => inside(u.id));
+    if (taken) throw new PodIdsError(`${what} ${taken.name} in ${file} has id ${taken.id}, inside the ids the kvm stage1 runs pods as (${RANGE}); give it another id`);
+  }
 }

@@ -15,6 +15,8 @@ import { ConsoleRelay } from '../../stage1-kvm/console-relay.js';
 function tmp(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvm-console-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // the pod's qemu directory, where the console's files live (pod-files.ts)
+  fs.mkdirSync(path.join(dir, 'qemu'));
   return dir;
 }
 
@@ -32,7 +34,7 @@ async function socketPair(dir: string): Promise<[net.Socket, net.Socket]> {
 
 function connect(dir: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const c = net.createConnection(path.join(dir, 'console.sock'));
+    const c = net.createConnection(path.join(dir, 'qemu', 'console.sock'));
     c.once('connect', () => resolve(c));
     c.once('error', reject);
   });
@@ -72,10 +74,10 @@ test('guest output: filtered into console.log and --debug, raw to the client; ke
   await until('the keys at the guest', () => fromClient().toString() === 'ls\r');
   qemu.end();
   await relay.closed;
-  t.is(fs.readFileSync(path.join(dir, 'console.log'), 'utf8'), 'boot red\nok\ufffd!\n');
+  t.is(fs.readFileSync(path.join(dir, 'qemu', 'console.log'), 'utf8'), 'boot red\nok\ufffd!\n');
   t.is(debugText, 'boot red\nok\ufffd!\n');
   await until('the client to be disconnected', () => client.destroyed || client.readableEnded);
-  t.false(fs.existsSync(path.join(dir, 'console.sock')), 'console.sock is removed with the VM');
+  t.false(fs.existsSync(path.join(dir, 'qemu', 'console.sock')), 'console.sock is removed with the VM');
 });
 
 test('one client at a time: the second is served once the first has gone', async (t) => {
@@ -109,16 +111,16 @@ test('a guest that prints without end: the log on disk stays within twice its ca
   }
   qemu.end();
   await relay.closed;
-  const cur = fs.statSync(path.join(dir, 'console.log')).size;
-  const prev = fs.statSync(path.join(dir, 'console.log.1')).size;
+  const cur = fs.statSync(path.join(dir, 'qemu', 'console.log')).size;
+  const prev = fs.statSync(path.join(dir, 'qemu', 'console.log.1')).size;
   t.true(cur <= CONSOLE_LOG_MAX_BYTES && prev <= CONSOLE_LOG_MAX_BYTES, `${cur} + ${prev}`);
-  t.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith('console')).sort(), ['console.log', 'console.log.1']);
+  t.deepEqual(fs.readdirSync(path.join(dir, 'qemu')).filter((f) => f.startsWith('console')).sort(), ['console.log', 'console.log.1']);
   t.deepEqual(consoleTail(dir, 2), ['flood line', 'flood line']);
 });
 
 test('console log: rotates at its cap, keeps one previous file, and the tail reads across both', (t) => {
   const dir = tmp(t);
-  const file = path.join(dir, 'console.log');
+  const file = path.join(dir, 'qemu', 'console.log');
   const l = new ConsoleLog(file, 100);
   for (let i = 0; i < 30; i++) l.append(`line ${i}\n`);
   l.close();

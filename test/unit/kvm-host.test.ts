@@ -86,19 +86,19 @@ test('TSC rate: override, sysfs, kernel log, cpuinfo, in that order', (t) => {
 const UUID = '0c7d4f36-9a52-4a53-b1c5-2b8a3f1e0d11';
 
 test('kernel command line: root share, identity, quiet unless debugging, tsc under tcg, extra params last', (t) => {
-  const base = { uuid: UUID, hostname: 'rkt-x', coherent: false };
-  const quiet = kernelCmdline({ ...base, accel: 'tcg', share: '9p', debug: false, tscKhz: 2596122, extra: ' foo=bar ' });
+  const base = { uuid: UUID, hostname: 'rkt-x' };
+  const quiet = kernelCmdline({ ...base, accel: 'tcg', debug: false, tscKhz: 2596122, extra: ' foo=bar ' });
   t.regex(quiet, /^console=ttyS0 /);
-  t.regex(quiet, / root=rktroot rootfstype=9p rootflags=trans=virtio,version=9p2000\.L,msize=\d+,cache=loose /);
+  t.regex(quiet, / root=rktroot rootfstype=virtiofs rw /);
+  t.notRegex(quiet, /9p|rootflags/);
   t.regex(quiet, / init=\/usr\/lib\/systemd\/systemd systemd\.unit=rkt-pod\.target /);
   t.regex(quiet, / systemd\.machine_id=0c7d4f369a524a53b1c52b8a3f1e0d11 systemd\.hostname=rkt-x /);
   t.regex(quiet, / quiet /);
   t.regex(quiet, / tsc_early_khz=2596122 foo=bar$/);
-  t.regex(kernelCmdline({ ...base, accel: 'tcg', share: '9p', debug: false, tscKhz: 2596122, kernelHz: 250 }), / tsc_early_khz=2596122 lpj=10384488$/);
-  t.regex(kernelCmdline({ ...base, accel: 'tcg', share: '9p', debug: false, interactive: true }), / loglevel=3 /);
-  t.regex(kernelCmdline({ ...base, coherent: true, accel: 'tcg', share: '9p', debug: false }), /,cache=mmap /);
-  t.throws(() => kernelCmdline({ ...base, hostname: 'a b init=/bin/sh', accel: 'tcg', share: '9p', debug: false }), { instanceOf: KvmHostError });
-  const debug = kernelCmdline({ ...base, accel: 'kvm', share: 'virtiofs', debug: true, tscKhz: 2596122 });
+  t.regex(kernelCmdline({ ...base, accel: 'tcg', debug: false, tscKhz: 2596122, kernelHz: 250 }), / tsc_early_khz=2596122 lpj=10384488$/);
+  t.regex(kernelCmdline({ ...base, accel: 'tcg', debug: false, interactive: true }), / loglevel=3 /);
+  t.throws(() => kernelCmdline({ ...base, hostname: 'a b init=/bin/sh', accel: 'tcg', debug: false }), { instanceOf: KvmHostError });
+  const debug = kernelCmdline({ ...base, accel: 'kvm', debug: true, tscKhz: 2596122 });
   t.notRegex(debug, /quiet/);
   t.notRegex(debug, /tsc_early_khz/);
   t.regex(debug, /rootfstype=virtiofs/);

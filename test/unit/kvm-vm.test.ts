@@ -28,9 +28,9 @@ function config(over: Partial<VmConfig> = {}): VmConfig {
     cpus: 2,
     kernel: '/k/bzImage',
     cmdline: 'console=ttyS0',
-    share: '9p',
-    rootfs: `/var/lib/rkt/pods/run/${UUID}/stage1/rootfs`,
     pit: false,
+    ids: { uid: 0x70010000, gid: 0x70010000 },
+    cgroupProcs: [],
     ...over,
   };
 }
@@ -42,8 +42,8 @@ function opt(args: string[], flag: string): string[] {
 
 test('qemu: microvm, accelerator, size, kernel, no reboot', (t) => {
   const a = qemuArgs(config());
-  t.deepEqual(opt(a, '-M'), ['microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on']);
-  t.deepEqual(opt(a, '-accel'), ['tcg']);
+  t.deepEqual(opt(a, '-M'), ['microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on,memory-backend=mem']);
+  t.deepEqual(opt(a, '-accel'), ['tcg,tb-size=256']);
   t.deepEqual(opt(a, '-cpu'), ['max']);
   t.deepEqual(opt(a, '-smp'), ['2']);
   t.deepEqual(opt(a, '-m'), ['256M']);
@@ -64,33 +64,31 @@ test('qemu: console on an inherited socket (no log file), output ports, agent, t
   t.false(a.some((x) => x.includes('logfile')), 'qemu writes no console log of its own');
   t.true(opt(a, '-device').includes('pvpanic'));
   t.deepEqual(opt(a, '-action'), ['panic=shutdown']);
-  t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/stdout`));
-  t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/stderr`));
-  t.true(chardevs.includes(`socket,id=agent,path=${dir}/agent.sock,server=on,wait=off`));
+  t.true(chardevs.includes(`pipe,id=stdout,path=${dir}/qemu/stdout`));
+  t.true(chardevs.includes(`pipe,id=stderr,path=${dir}/qemu/stderr`));
+  t.true(chardevs.includes(`socket,id=agent,path=${dir}/qemu/agent.sock,server=on,wait=off`));
   const devices = opt(a, '-device');
   for (const port of ['rkt.stdout', 'rkt.stderr', 'rkt.agent']) t.true(devices.some((d) => d.startsWith('virtserialport,') && d.endsWith(`name=${port}`)), port);
   t.deepEqual(opt(a, '-serial'), ['chardev:console']);
-  t.deepEqual(opt(a, '-qmp'), [`unix:${dir}/qmp.sock,server=on,wait=off`, `unix:${dir}/qmp-ctl.sock,server=on,wait=off`]);
+  t.deepEqual(opt(a, '-qmp'), [`unix:${dir}/qemu/qmp.sock,server=on,wait=off`, `unix:${dir}/qemu/qmp-ctl.sock,server=on,wait=off`]);
 });
 
-test('qemu: 9p shares the stage1 rootfs; virtio-fs adds shared memory and the vhost-user device', (t) => {
-  const p9 = qemuArgs(config());
-  t.deepEqual(opt(p9, '-fsdev'), [`local,id=root,path=${config().rootfs},security_model=passthrough,multidevs=remap`]);
-  t.true(opt(p9, '-device').includes('virtio-9p-device,fsdev=root,mount_tag=rktroot'));
-  const vfs = qemuArgs(config({ share: 'virtiofs', memoryMiB: 384 }));
+test('qemu: virtio-fs shares the stage1 rootfs, over shared memory; never 9p', (t) => {
+  const vfs = qemuArgs(config({ memoryMiB: 384 }));
   t.regex(opt(vfs, '-M')[0]!, /,memory-backend=mem$/);
   t.deepEqual(opt(vfs, '-object'), ['memory-backend-memfd,id=mem,size=384M,share=on']);
   t.true(opt(vfs, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=rktroot'));
   t.deepEqual(opt(vfs, '-fsdev'), []);
+  t.false(vfs.some((a) => /9p|virtfs/.test(a)));
 });
 
 test('qemu: commas in paths are doubled; over-long socket paths become relative', (t) => {
   t.is(optValue('/a,b'), '/a,,b');
   const long = `/${'x'.repeat(90)}/${UUID}`;
-  t.is(socketPath(long, 'qmp'), 'qmp.sock');
-  t.is(socketPath('/short', 'qmp'), '/short/qmp.sock');
-  const a = qemuArgs(config({ podDir: long, rootfs: `${long}/stage1/rootfs` }));
-  t.deepEqual(opt(a, '-qmp'), ['unix:qmp.sock,server=on,wait=off', 'unix:qmp-ctl.sock,server=on,wait=off']);
+  t.is(socketPath(long, 'qmp'), 'qemu/qmp.sock');
+  t.is(socketPath('/short', 'qmp'), '/short/qemu/qmp.sock');
+  const a = qemuArgs(config({ podDir: long }));
+  t.deepEqual(opt(a, '-qmp'), ['unix:qemu/qmp.sock,server=on,wait=off', 'unix:qemu/qmp-ctl.sock,server=on,wait=off']);
 });
 
 function spec(name: string): AppSpec {
@@ -155,7 +153,8 @@ test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {
   fs.writeFileSync(path.join(dir, 'qemu.log'), 'qemu-system-x86_64: -kernel x: could not load kernel\n');
   t.regex(exitCause({ code: 1, signal: null }, dir), /exit status 1: -kernel x: could not load kernel/);
   t.regex(exitCause({ code: 0, signal: null, panic: { action: 'pause' } }, dir), /^guest panicked$/);
-  fs.writeFileSync(path.join(dir, 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
+  fs.mkdirSync(path.join(dir, 'qemu'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log'), 'booting\r\n[    1.0] Kernel panic - not syncing: Requested init /x failed (error -2).\r\n');
   const panicked = { code: 0, signal: null, panic: { action: 'poweroff' }, shutdown: { guest: true, reason: 'guest-panic' } } as const;
   t.is(exitCause(panicked, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
   t.is(exitCause({ code: 0, signal: null, shutdown: { guest: true, reason: 'guest-panic' } }, dir), 'guest panicked: not syncing: Requested init /x failed (error -2).');
@@ -163,7 +162,8 @@ test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {
 
 test('exit cause: a "Kernel panic" line on the console without the host\'s signal is not a panic', (t) => {
   const dir = tmp(t);
-  fs.writeFileSync(path.join(dir, 'console.log'), 'app says:\n[    1.0] Kernel panic - not syncing: fake\n');
+  fs.mkdirSync(path.join(dir, 'qemu'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log'), 'app says:\n[    1.0] Kernel panic - not syncing: fake\n');
   for (const end of [
     { code: 0, signal: null, shutdown: { guest: true, reason: 'guest-shutdown' } },
     { code: 0, signal: null, shutdown: { guest: true, reason: 'guest-reset' } },
@@ -177,7 +177,8 @@ test('exit cause: a "Kernel panic" line on the console without the host\'s signa
 
 test('exit cause: guest text in it is one printable line of bounded length', (t) => {
   const dir = tmp(t);
-  fs.writeFileSync(path.join(dir, 'console.log'), `Kernel panic - \x1b]0;owned\x07\x1b[2J\u009b31m\x7f\x00${'x'.repeat(10 * 1024)}\n`);
+  fs.mkdirSync(path.join(dir, 'qemu'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log'), `Kernel panic - \x1b]0;owned\x07\x1b[2J\u009b31m\x7f\x00${'x'.repeat(10 * 1024)}\n`);
   const cause = exitCause({ code: 0, signal: null, panic: { action: 'poweroff' } }, dir);
   t.regex(cause, /^guest panicked: x+…$/);
   t.true(cause.length <= 600, String(cause.length));
@@ -208,8 +209,9 @@ test('a helper is recognized by the pod directory or UUID in its command line on
 
 test('boot timeout: the console lines it prints and its error carry no control characters and are capped', (t) => {
   const dir = tmp(t);
-  fs.writeFileSync(path.join(dir, 'console.log.1'), 'older line\n');
-  fs.writeFileSync(path.join(dir, 'console.log'), `\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\r\n\u009b6n${'w'.repeat(5000)}\r\n\x1b[1A\x1b[2Klast\x07\r\n`);
+  fs.mkdirSync(path.join(dir, 'qemu'));
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log.1'), 'older line\n');
+  fs.writeFileSync(path.join(dir, 'qemu', 'console.log'), `\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x1b[0m\r\n\u009b6n${'w'.repeat(5000)}\r\n\x1b[1A\x1b[2Klast\x07\r\n`);
   const { lines, error } = bootTimeoutReport(dir, 90_000);
   t.deepEqual(lines, ['older line', 'red', `${'w'.repeat(299)}…`, 'last']);
   t.is(error.message, `the VM did not start the apps within 90 s (last console line: last); set RKT_KVM_BOOT_TIMEOUT to wait longer`);

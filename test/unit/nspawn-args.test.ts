@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../src/errors.js';
-import { ourHierarchies, podCgroupDirs, recordedCgroups, CGROUPS_FILE } from '../../stage1-nspawn/cgroups.js';
+import { ourHierarchies, podCgroupDirs, recordedCgroups } from '../../src/stage1-common/cgroups.js';
+import { CGROUPS_FILE } from '../../stage1-nspawn/config.js';
 import { extraCapabilities, machinedAvailable, nspawnCommand, type NspawnOptions } from '../../stage1-nspawn/nspawn-args.js';
 import { checkNetwork, insecure, takeFlavorFlags } from '../../stage1-nspawn/options.js';
 
@@ -136,7 +137,7 @@ test('the pod cgroups go below ours in every writable hierarchy', (t) => {
 test('only recorded rkt- cgroup directories are ever removed by gc', (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nspawn-cg-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  t.deepEqual(recordedCgroups(dir), []);
+  t.deepEqual(recordedCgroups(dir, CGROUPS_FILE), []);
   fs.writeFileSync(path.join(dir, CGROUPS_FILE), JSON.stringify([`/sys/fs/cgroup/memory/rkt-${UUID}`, '/sys/fs/cgroup/memory', 'relative/rkt-x', 7]));
-  t.deepEqual(recordedCgroups(dir), [`/sys/fs/cgroup/memory/rkt-${UUID}`]);
+  t.deepEqual(recordedCgroups(dir, CGROUPS_FILE), [`/sys/fs/cgroup/memory/rkt-${UUID}`]);
 });

@@ -1,25 +1,21 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { isErrno } from '../src/errors.js';
-import { log } from '../src/log.js';
-import { writeFileAtomic } from '../src/util/atomic.js';
+import { isErrno } from '../errors.js';
+import { log } from '../log.js';
+import { writeFileAtomic } from '../util/atomic.js';
 
-// The pod's own cgroup, on hosts where no systemd creates one for it.
+// A pod's own cgroup, made by hand (cgroupfs), for the flavors that put
+// host processes in one: nspawn's container where no systemd-machined makes
+// a scope for it, kvm's qemu (always, for its memory limit).
 //
-// systemd-nspawn --keep-unit puts the container in the cgroup nspawn runs
-// in, and the container's systemd takes that cgroup (its cgroup namespace
-// root) as its own to manage. Run from a shell, that would be the caller's
-// cgroup, or "/" of a v1 hierarchy: two pods would fight over the same
-// system.slice, and the pod's units would land at the top of the host's
-// tree. So every pod gets rkt-<uuid> below the caller's cgroup, in every
-// hierarchy it is in (v1 controllers, name=systemd, the v2 tree), and nspawn
-// is started in it. Below the caller, not at the root: the caller's limits
-// (a CI job's memory cgroup, a user slice) keep applying to its pods.
+// Every pod gets rkt-<uuid> below the caller's cgroup, in every hierarchy
+// the caller is in (v1 controllers, name=systemd, the v2 tree), whether the
+// host is v1, v2 or hybrid. Below the caller, not at the root: the caller's
+// limits (a CI job's memory cgroup, a user slice) keep applying to its pods.
 //
-// The directories are recorded in the pod directory before they are made,
-// so that gc can remove them after a crash, deepest first once empty.
-
-export const CGROUPS_FILE = 'nspawn-cgroups.json';
+// The directories are recorded in a file of the pod directory (one name per
+// flavor) before they are made, so that gc can remove them after a crash,
+// deepest first once empty.
 
 export interface Hierarchy {
   /** Where the hierarchy is mounted, e.g. /sys/fs/cgroup/memory or /sys/fs/cgroup. */
@@ -120,14 +116,19 @@ function delegateControllers(dir: string): void {
   }
 }
 
+/** The hierarchies the calling process is in. */
+export function hostHierarchies(): Hierarchy[] {
+  return ourHierarchies(fs.readFileSync('/proc/self/cgroup', 'utf8'), fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+}
+
 /**
  * Create the pod's cgroups and return the cgroup.procs files a process
- * writes its pid into to join them all. Records them in the pod directory
- * first.
+ * writes its pid into to join them all. Records them in `recordFile` of the
+ * pod directory first.
  */
-export function createPodCgroups(podDir: string, uuid: string, hierarchies: readonly Hierarchy[]): string[] {
+export function createPodCgroups(podDir: string, recordFile: string, uuid: string, hierarchies: readonly Hierarchy[]): string[] {
   const dirs = podCgroupDirs(hierarchies, uuid);
-  writeFileAtomic(path.join(podDir, CGROUPS_FILE), JSON.stringify(dirs) + '\n');
+  writeFileAtomic(path.join(podDir, recordFile), JSON.stringify(dirs) + '\n');
   hierarchies.forEach((h, i) => {
     const dir = dirs[i]!;
     fs.mkdirSync(dir, { recursive: true });
@@ -137,9 +138,9 @@ export function createPodCgroups(podDir: string, uuid: string, hierarchies: read
   return dirs.map((d) => path.join(d, 'cgroup.procs'));
 }
 
-export function recordedCgroups(podDir: string): string[] {
+export function recordedCgroups(podDir: string, recordFile: string): string[] {
   try {
-    const v: unknown = JSON.parse(fs.readFileSync(path.join(podDir, CGROUPS_FILE), 'utf8'));
+    const v: unknown = JSON.parse(fs.readFileSync(path.join(podDir, recordFile), 'utf8'));
     return Array.isArray(v) ? v.filter((d): d is string => typeof d === 'string' && path.isAbsolute(d) && path.basename(d).startsWith('rkt-')) : [];
   } catch {
     // none recorded (the pod never got as far), or unreadable: clean-up then has no cgroup to remove
@@ -178,9 +179,8 @@ export function cgroupPids(dir: string): number[] {
 }
 
 /**
- * Remove the pod's cgroups, children first. A cgroup with a process left
- * in it cannot go: those are reported, not killed, since a stranger's pid
- * is never ours to kill here.
+ * Remove the pod's cgroups, children first, and return those that could
+ * not go: a cgroup with a process left in it. Nothing is killed here.
  */
 export function removeCgroups(dirs: readonly string[]): string[] {
   const left: string[] = [];
@@ -194,4 +194,48 @@ export function removeCgroups(dirs: readonly string[]): string[] {
     }
   }
   return left;
+}
+
+/**
+ * removeCgroups, retried for up to `waitMs`: processes that have just been
+ * killed leave their cgroups within moments. Returns what is left.
+ */
+export async function removeCgroupsWaiting(dirs: readonly string[], waitMs = 1000): Promise<string[]> {
+  const end = Date.now() + waitMs;
+  for (;;) {
+    const left = removeCgroups(dirs);
+    if (left.length === 0 || Date.now() >= end) return left;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function writeIfPresent(file: string, value: string): boolean {
+  if (!fs.existsSync(file)) return false;
+  fs.writeFileSync(file, value);
+  return true;
+}
+
+/**
+ * Limit the memory of a pod's cgroups to `bytes`, swap included: on a v1
+ * memory hierarchy memory.limit_in_bytes (and memory.memsw.limit_in_bytes
+ * where swap is accounted), on v2 memory.max and memory.swap.max=0 where the
+ * memory controller reaches the pod's cgroup (a hybrid host has it on v1
+ * only). Returns the files that now hold the limit: none means that the
+ * host gave us no memory controller to use.
+ */
+export function limitMemory(hierarchies: readonly Hierarchy[], dirs: readonly string[], bytes: number): string[] {
+  const set: string[] = [];
+  hierarchies.forEach((h, i) => {
+    const dir = dirs[i]!;
+    if (h.version === 1 && h.controllers.includes('memory')) {
+      fs.writeFileSync(path.join(dir, 'memory.limit_in_bytes'), String(bytes));
+      // memsw (memory + swap) may not be below the memory limit: set after it
+      writeIfPresent(path.join(dir, 'memory.memsw.limit_in_bytes'), String(bytes));
+      set.push(path.join(dir, 'memory.limit_in_bytes'));
+    } else if (h.version === 2 && writeIfPresent(path.join(dir, 'memory.max'), String(bytes))) {
+      writeIfPresent(path.join(dir, 'memory.swap.max'), '0');
+      set.push(path.join(dir, 'memory.max'));
+    }
+  });
+  return set;
 }

@@ -222,3 +222,42 @@ test.serial('9p is refused before anything is set up, with what to do', async (t
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /RKT_KVM_SHARE=9p is not supported: qemu's 9p server cannot be confined .*; unset RKT_KVM_SHARE and install virtiofsd/);
 });
+
+/** A process and all its descendants. */
+function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      const kids = fs.readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim();
+      if (kids !== '') out.push(...kids.split(/\s+/).map(Number));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+// What virtiofsd may keep, in its own user namespace (stage1-kvm/virtiofsd.ts):
+// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_SETGID, CAP_SETUID, to act for
+// the guest's users on what the pod's block of ids owns, and nothing else.
+const VIRTIOFSD_CAPS = (1n << 0n) | (1n << 1n) | (1n << 3n) | (1n << 6n) | (1n << 7n);
+
+test.serial('virtiofsd runs as the pod\'s ids, with its documented capabilities only, under seccomp, in its own namespaces and the pod\'s cgroup', async (t) => {
+  const { bg, dir } = await startPod(t);
+  const helper = Number(fs.readFileSync(path.join(dir, 'virtiofsd.pid'), 'utf8').trim());
+  const procs = processTree(helper).filter((p) => argvOf(p)[0]!.endsWith('virtiofsd'));
+  t.true(procs.length > 0, 'virtiofsd runs');
+  let filtered = 0;
+  for (const p of procs) {
+    const st = procStatus(p);
+    t.true(st.uid.every((u) => u >= 0x70000000) && st.gid.every((g) => g >= 0x70000000), `pid ${p}: uid ${st.uid.join(' ')}, gid ${st.gid.join(' ')}`);
+    for (const [name, v] of Object.entries({ CapEff: st.capEff, CapPrm: st.capPrm })) t.is(BigInt(`0x${v}`) & ~VIRTIOFSD_CAPS, 0n, `pid ${p} ${name} ${v}`);
+    t.not(fs.readlinkSync(`/proc/${p}/ns/mnt`), fs.readlinkSync('/proc/self/ns/mnt'), `pid ${p}: own mount namespace`);
+    t.not(fs.readlinkSync(`/proc/${p}/ns/user`), fs.readlinkSync('/proc/self/ns/user'), `pid ${p}: own user namespace`);
+    if (st.seccomp === '2') filtered++;
+    // the pod's cgroup on the unified (v2) hierarchy, which virtiofsd's launcher joins before exec
+    const v2 = fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    t.true(v2 !== undefined && v2.endsWith(`/rkt-${bg.uuid}`), `pid ${p} in the pod's cgroup: ${v2}`);
+  }
+  t.true(filtered > 0, 'the process that serves the guest runs under its seccomp filter');
+});

@@ -11,16 +11,19 @@ import { KVM, podDir, runInBackground, setup } from './kvm-common.js';
 // compromised guest) floods it, prints fake kernel panics and terminal
 // escape sequences on it; the host must keep a bounded log, decide that
 // the guest panicked only from qemu's pvpanic signal, and show guest text
-// to nobody but a raw `rkt attach` with its control characters in. The app
-// reaches the console through the guest's /dev (MountAPIVFS: the pod's
-// devtmpfs), as `echo > /dev/ttyS0` in kvm-console.test.ts does.
+// to nobody but a raw `rkt attach` with its control characters in. Apps
+// have a private /dev without the console, so the app does what a
+// compromised guest would: it leaves its cgroup (and so its device policy)
+// and mounts a devtmpfs of its own, through which it reaches ttyS0 and kmsg.
 
 const CONSOLE_LOG_MAX = 1024 * 1024;
 const FLOOD_MIB = 50;
 
 /** A root app that holds the capabilities a compromised guest would use. */
 const ROOT_APP = { exec: ['/bin/sh', '-c', 'true'], user: '0', group: '0' };
-const CAPS = '--caps-retain=CAP_SYS_BOOT,CAP_DAC_OVERRIDE';
+const CAPS = '--caps-retain=CAP_SYS_BOOT,CAP_DAC_OVERRIDE,CAP_SYS_ADMIN';
+/** The compromised guest's way to the console: out of its cgroup, a devtmpfs at /m. */
+const ESCAPE = 'echo $$ > /sys/fs/cgroup/cgroup.procs && mkdir -p /m && mount -t devtmpfs devtmpfs /m';
 
 /** Control characters a terminal acts on, in text decoded from valid UTF-8: C0 but \n and \t, DEL, C1. */
 // eslint-disable-next-line no-control-regex
@@ -50,10 +53,10 @@ test.serial(`a root app writes ${FLOOD_MIB} MiB to the serial console: the conso
   const chunk = line.repeat(Math.floor(65536 / line.length));
   const rounds = Math.ceil((FLOOD_MIB * 1024 * 1024) / chunk.length);
   const { env } = await setup(t, ROOT_APP);
-  const exec = ['/bin/sh', '-c', `i=0; while [ $i -lt ${rounds} ]; do cat /flood.txt; i=$((i+1)); done > /dev/ttyS0 && echo flooded`];
+  const exec = ['/bin/sh', '-c', `${ESCAPE} && i=0; while [ $i -lt ${rounds} ]; do cat /flood.txt; i=$((i+1)); done > /m/ttyS0 && echo flooded`];
   const flood = await buildAci(env.root, { name: 'example.com/flood', app: { ...ROOT_APP, exec }, files: { 'flood.txt': chunk } });
   const t0 = Date.now();
-  const { child, uuid } = await runInBackground(t, env, [flood]);
+  const { child, uuid } = await runInBackground(t, env, [flood, CAPS]);
   let maxCur = 0;
   let maxPrev = 0;
   let done = false;
@@ -61,8 +64,8 @@ test.serial(`a root app writes ${FLOOD_MIB} MiB to the serial console: the conso
   while (!done) {
     const dir = podDir(env, uuid);
     if (dir !== undefined) {
-      maxCur = Math.max(maxCur, sizeOf(path.join(dir, 'console.log')));
-      maxPrev = Math.max(maxPrev, sizeOf(path.join(dir, 'console.log.1')));
+      maxCur = Math.max(maxCur, sizeOf(path.join(dir, 'qemu', 'console.log')));
+      maxPrev = Math.max(maxPrev, sizeOf(path.join(dir, 'qemu', 'console.log.1')));
     }
     await sleep(100);
   }
@@ -71,19 +74,20 @@ test.serial(`a root app writes ${FLOOD_MIB} MiB to the serial console: the conso
   t.is(r.exitCode, 0, String(r.stderr));
   t.regex(String(r.stdout), /flooded/, 'the app wrote everything');
   const dir = podDir(env, uuid)!;
-  t.true(fs.existsSync(path.join(dir, 'console.log.1')), 'the log was rotated: more than the cap went through it');
+  t.true(fs.existsSync(path.join(dir, 'qemu', 'console.log.1')), 'the log was rotated: more than the cap went through it');
   t.true(maxCur <= CONSOLE_LOG_MAX && maxPrev <= CONSOLE_LOG_MAX, `console.log reached ${maxCur} bytes, console.log.1 ${maxPrev}`);
   const big = fs.readdirSync(dir).filter((f) => fs.statSync(path.join(dir, f)).isFile() && sizeOf(path.join(dir, f)) > CONSOLE_LOG_MAX);
   t.deepEqual(big, [], 'no file of the pod grew beyond the cap');
-  t.regex(fs.readFileSync(path.join(dir, 'console.log'), 'utf8'), /flood-0123456789/);
+  t.regex(fs.readFileSync(path.join(dir, 'qemu', 'console.log'), 'utf8'), /flood-0123456789/);
   t.is((await podStatus(env, uuid)).exit_cause, undefined);
 });
 
 test.serial('a fake "Kernel panic" on the console (and in the kernel log) is not a panic', async (t) => {
   const { env, image } = await setup(t, ROOT_APP);
   const script = [
-    "echo '[    9.999999] Kernel panic - not syncing: fake panic from an app' > /dev/ttyS0",
-    "echo '<0>Kernel panic - not syncing: fake panic through kmsg' > /dev/kmsg",
+    ESCAPE,
+    "echo '[    9.999999] Kernel panic - not syncing: fake panic from an app' > /m/ttyS0",
+    "echo '<0>Kernel panic - not syncing: fake panic through kmsg' > /m/kmsg",
     'echo wrote-fake-panic',
     // an abnormal end that is no panic: the guest powers off under its apps
     'busybox poweroff -f',
@@ -92,7 +96,7 @@ test.serial('a fake "Kernel panic" on the console (and in the kernel log) is not
   const r = await env.run(['run', ...KVM, `--uuid-file-save=${uuidFile}`, image, CAPS, '--exec=/bin/sh', '--', '-c', script], { timeout: 240_000 });
   t.regex(String(r.stdout), /wrote-fake-panic/, String(r.stderr));
   const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
-  const consoleLog = fs.readFileSync(path.join(podDir(env, uuid)!, 'console.log'), 'utf8');
+  const consoleLog = fs.readFileSync(path.join(podDir(env, uuid)!, 'qemu', 'console.log'), 'utf8');
   t.regex(consoleLog, /Kernel panic - not syncing: fake panic from an app/, 'the fake line did reach the console');
   const st = await podStatus(env, uuid);
   t.truthy(st.exit_cause, 'the pod ended before its app could report');
@@ -103,7 +107,7 @@ test.serial('a fake "Kernel panic" on the console (and in the kernel log) is not
 test.serial('escape sequences and C1 controls printed by the guest reach neither --debug stderr nor rkt status', async (t) => {
   const { env, image } = await setup(t, ROOT_APP);
   const uuidFile = env.file('uuid');
-  const r = await execa(RKT, [...env.globals(), '--debug', 'run', ...KVM, `--uuid-file-save=${uuidFile}`, image, CAPS, '--exec=/bin/sh', '--', '-c', `${JUNK_SH} > /dev/ttyS0 && busybox poweroff -f`], {
+  const r = await execa(RKT, [...env.globals(), '--debug', 'run', ...KVM, `--uuid-file-save=${uuidFile}`, image, CAPS, '--exec=/bin/sh', '--', '-c', `${ESCAPE} && ${JUNK_SH} > /m/ttyS0 && busybox poweroff -f`], {
     reject: false,
     stdin: 'ignore',
     encoding: 'buffer',
@@ -115,7 +119,7 @@ test.serial('escape sequences and C1 controls printed by the guest reach neither
   t.notRegex(stderr, /pwned-title|ZXZpbA==/, 'OSC strings go whole');
   const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
   const dir = podDir(env, uuid)!;
-  assertPrintable(t, 'console.log', fs.readFileSync(path.join(dir, 'console.log')));
+  assertPrintable(t, 'console.log', fs.readFileSync(path.join(dir, 'qemu', 'console.log')));
   for (const args of [['status', uuid], ['status', '--format=json', uuid], ['list', '--full']]) {
     const s = await execa(RKT, [...env.globals(), ...args], { reject: false, encoding: 'buffer' });
     t.is(s.exitCode, 0);

@@ -83,9 +83,6 @@ ldconfig -r "$stage" -f /etc/ld.so.conf -C /etc/ld.so.cache 2>/dev/null \
 # --- busybox and the guest agent ------------------------------------------------------
 cp --preserve=mode,timestamps /bin/busybox "$stage/rkt/bin/busybox"
 ln -s busybox "$stage/rkt/bin/sh"
-# systemd runs /bin/mount for .mount units (tmp.mount: a tmpfs /tmp, the guest's
-# root being read-only); busybox's takes the same arguments
-ln -s ../../rkt/bin/busybox "$stage/usr/bin/mount"
 "$HERE/agent/build.sh" "$stage/rkt/bin/rkt-agent"
 
 # --- Units, system.conf, /etc, rkt-app-exited ---------------------------------------

@@ -21,6 +21,7 @@ import { guestView, idmapBind } from './guest-ids.js';
 //                          apps are reported over the report channel
 //   /opt/stage2/<app>/rootfs  each app's rootfs with its volumes (rootfs.ts,
 //                          assembled with the pod's ids)
+//   /tmp                   <pod>/guest-tmp, owned by the pod's block
 // Everything else the guest writes lives in its own tmpfs (/run, mounted
 // by its systemd).
 //
@@ -31,6 +32,8 @@ import { guestView, idmapBind } from './guest-ids.js';
 // /run/rkt/guest stays an empty directory.
 
 export const GUEST_ROOT_MOUNT = '/run/rkt/guest';
+/** The guest's /tmp in the pod directory, owned by the pod's block. */
+export const GUEST_TMP = 'guest-tmp';
 
 async function mount(args: string[]): Promise<void> {
   const r = await execa('mount', args, { reject: false, stdin: 'ignore' });
@@ -58,8 +61,15 @@ export async function assembleGuestRoot(paths: PodPaths, specs: AppSpec[], base:
   fs.mkdirSync(top, { mode: 0o755 });
   await idmapBind(helper, paths.stage1Rootfs, top, guestView(base), true);
   const rkt = giveRkt(paths, base);
-  await mount(['--bind', rkt, path.join(top, 'rkt')]);
-  await mount(['-o', 'remount,bind,nosuid,nodev', path.join(top, 'rkt')]);
+  // mount(8) applies the flags of a bind itself (a second mount call in one process)
+  await mount(['--bind', '-o', 'nosuid,nodev', rkt, path.join(top, 'rkt')]);
+  // the guest's /tmp, where systemd builds each app's private /dev: on the host, so that the
+  // guest spends no process of its own mounting a tmpfs there
+  const tmp = path.join(paths.dir, GUEST_TMP);
+  fs.mkdirSync(tmp, { recursive: true, mode: 0o1777 });
+  fs.chmodSync(tmp, 0o1777);
+  fs.lchownSync(tmp, hostId({ base }, 0), hostId({ base }, 0));
+  await mount(['--bind', '-o', 'nosuid,nodev', tmp, path.join(top, 'tmp')]);
   for (const s of specs) {
     const rel = path.relative(paths.stage1Rootfs, s.rootfs);
     if (rel.startsWith('..')) throw new KvmHostError(`app ${s.name}: its rootfs ${s.rootfs} is outside the stage1 rootfs`);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { log } from '../src/log.js';
+import { mkfifo } from '../src/util/fifo.js';
 import { executable, which } from '../src/stage1-common/host-tools.js';
 import { inNetns } from '../src/net/netns.js';
 import type { Env } from '../src/stage1-common/env-config.js';
@@ -141,11 +142,11 @@ export function qemuArgs(c: VmConfig): string[] {
 
 /**
  * qemu's directory in the pod (pod-files.ts): root's, but writable by the
- * pod's group until closeQemuDir, so that qemu can create its sockets and
- * console log; in it the FIFOs of qemu's pipe chardevs (<name>.in,
- * <name>.out), owned by the pod's ids. Stale ones are replaced.
+ * pod's group until closeQemuDir, so that qemu can create its sockets; in
+ * it the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out), owned by
+ * the pod's ids. Stale ones are replaced.
  */
-export function makeQemuDir(podDir: string, ids: HostIds, mkfifo: (p: string) => void): void {
+export function makeQemuDir(podDir: string, ids: HostIds): void {
   const dir = path.join(podDir, QEMU_DIR);
   fs.mkdirSync(dir, { recursive: true });
   fs.chownSync(dir, 0, ids.gid);
@@ -153,7 +154,6 @@ export function makeQemuDir(podDir: string, ids: HostIds, mkfifo: (p: string) =>
   for (const f of ['stdout', 'stderr', 'report'] as const) {
     for (const end of ['in', 'out']) {
       const p = `${podFile(podDir, f)}.${end}`;
-      fs.rmSync(p, { force: true });
       mkfifo(p);
       fs.chownSync(p, ids.uid, ids.gid);
     }

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
@@ -40,11 +39,6 @@ import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
 // rootfs into a qemu VM (virtio-fs) and boots it, and copies the
 // apps' output to our stdout and stderr (or connects the terminal to the
 // serial console for --interactive); the VM keeps the console's log.
-
-function mkfifo(p: string): void {
-  const r = spawnSync('mkfifo', ['-m', '0600', p], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new KvmHostError(`mkfifo failed: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
-}
 
 /** Exit status for a VM that ended before its apps could report: a kill looks like one. */
 function abnormalStatus(end: VmEnd): number {
@@ -146,7 +140,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
-    makeQemuDir(this.paths.dir, qemu, mkfifo);
+    makeQemuDir(this.paths.dir, qemu);
   }
 
   /**

@@ -1,9 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import { spawnSync } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { PinnedFile } from '../src/util/pinned-file.js';
-import { NspawnHostError } from './errors.js';
 
 // The apps' standard streams, between the pod's units and rkt run. Each app
 // unit opens FIFOs in the container's root (StandardOutput=file:/rkt/io/...;
@@ -17,13 +15,6 @@ import { NspawnHostError } from './errors.js';
 // a write end of our own from the start and close it only when the pod is
 // over: then the reader sees end of file as soon as every app's copy of the
 // FIFO is gone, which is at once, the container's processes being dead.
-
-/** Make FIFOs (mode 0600: systemd opens them as root), replacing what was there; node has no mkfifo(). */
-export function mkfifo(...files: string[]): void {
-  for (const f of files) fs.rmSync(f, { force: true });
-  const r = spawnSync('mkfifo', ['-m', '600', ...files], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
-  if (r.status !== 0) throw new NspawnHostError(`mkfifo ${files.join(' ')} failed: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
-}
 
 /** Copies one FIFO to a stream until the pod is over. */
 export class FifoCopy {

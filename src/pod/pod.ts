@@ -3,14 +3,11 @@ import path from 'node:path';
 import { PodNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import { parsePodManifest } from '../appc/pod-manifest.js';
 import type { PodManifest } from '../appc/types.js';
-import { PodPaths } from '../stage1/contract.js';
+import { PodPaths, readAppExitStatuses } from '../stage1/contract.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock, type LockMode } from '../util/lock.js';
-import { readPinned, UnexpectedFileError } from '../util/pinned-file.js';
+import { readPinned } from '../util/pinned-file.js';
 import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
-
-/** An exit status file holds a number of at most three digits. */
-const STATUS_MAX_BYTES = 64;
 
 export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
 
@@ -139,28 +136,13 @@ export class Pod {
 
   /** Exit statuses written by stage1, by app name. */
   appExitStatuses(): Record<string, number> {
-    const out: Record<string, number> = {};
-    let names: string[];
     try {
-      names = fs.readdirSync(this.paths.statusDir);
-    } catch {
-      // no status dir: stage1 has not run (or its rootfs is gone); no app has a status
-      return out;
+      return readAppExitStatuses(this.paths);
+    } catch (err) {
+      throw new RktError(`the exit statuses of pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
     }
-    for (const name of names) {
-      if (name.startsWith('.')) continue;
-      let text: string;
-      try {
-        text = readPinned(path.join(this.paths.statusDir, name), undefined, STATUS_MAX_BYTES);
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) continue; // the pod is being removed while we read it
-        if (err instanceof UnexpectedFileError || isErrno(err, 'ELOOP')) continue; // not ours: only the host writes statuses, as regular files
-        throw new RktError(`exit status of app ${name} in pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
-      }
-      if (/^\d{1,3}$/.test(text.trim())) out[name] = Number(text.trim());
-    }
-    return out;
   }
+
 
   pid(): number | undefined {
     for (const file of [this.paths.pid, this.paths.ppid]) {

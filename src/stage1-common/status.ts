@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { isErrno } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic.js';
-import { readPinned, UnexpectedFileError } from '../util/pinned-file.js';
+import { readPinned } from '../util/pinned-file.js';
 import type { PodPaths } from '../stage1/contract.js';
 
 // What a stage1 leaves in the pod directory for stage0 to read: each app's
@@ -27,31 +27,6 @@ export function writeAppExitStatus(paths: PodPaths, app: string, code: number): 
   if (!Number.isInteger(code) || code < 0 || code > 255) throw new RangeError(`exit status of app "${app}" must be 0..255, not ${code}`);
   fs.mkdirSync(paths.statusDir, { recursive: true });
   writeFileAtomic(paths.appStatus(app), String(code));
-}
-
-/** Exit statuses of the apps that have one; apps still running (or never started) are absent. */
-export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
-  let names: string[];
-  try {
-    names = fs.readdirSync(paths.statusDir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return {};
-    throw err;
-  }
-  const out: Record<string, number> = {};
-  for (const name of names) {
-    // temporaries of writeFileAtomic start with a dot
-    if (name.startsWith('.')) continue;
-    let text: string;
-    try {
-      text = readPinned(paths.appStatus(name), undefined, 64).trim();
-    } catch (err) {
-      if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof UnexpectedFileError) continue;
-      throw err;
-    }
-    if (/^\d+$/.test(text)) out[name] = Number(text);
-  }
-  return out;
 }
 
 /** Tell stage0 (rkt status --wait-ready) that every app has been started. */

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { RktError, isErrno, whyUnreadable } from '../errors.js';
+import { readPinned, UnexpectedFileError } from '../util/pinned-file.js';
 
 // The stage0/stage1 contract (rkt's stage1 implementor's guide). stage0
 // prepares a pod directory and executes the stage1's entrypoints, found by
@@ -151,4 +152,39 @@ export function readRunOptions(paths: PodPaths): Record<string, unknown> | undef
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new RktError(`the pod's options ${file} are not a JSON object; the pod directory is damaged: remove the pod and run it again`);
   return v as Record<string, unknown>;
+}
+
+/** An exit status file holds a number of at most three digits. */
+const STATUS_MAX_BYTES = 64;
+
+/**
+ * Exit statuses of the apps that have one, by app name; apps still running
+ * (or never started) are absent. The one reader of exit-status/, for stage0
+ * and stage1 alike: only the host writes it, as regular files, so anything
+ * else there (a link, a FIFO, a file too large) is skipped, never opened.
+ * Other read errors are thrown.
+ */
+export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
+  let names: string[];
+  try {
+    names = fs.readdirSync(paths.statusDir);
+  } catch (err) {
+    // no status dir: stage1 has not run (or the pod is being removed); no app has a status
+    if (isErrno(err, 'ENOENT')) return {};
+    throw err;
+  }
+  const out: Record<string, number> = {};
+  for (const name of names) {
+    // temporaries of writeFileAtomic start with a dot
+    if (name.startsWith('.')) continue;
+    let text: string;
+    try {
+      text = readPinned(paths.appStatus(name), undefined, STATUS_MAX_BYTES).trim();
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof UnexpectedFileError) continue;
+      throw err;
+    }
+    if (/^\d{1,3}$/.test(text)) out[name] = Number(text);
+  }
+  return out;
 }

@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import test, { type ExecutionContext } from 'ava';
-import { FifoCopy, FifoFeed, mkfifo } from '../../stage1-nspawn/io.js';
+import { FifoCopy, FifoFeed } from '../../stage1-nspawn/io.js';
+import { mkfifo } from '../../src/util/fifo.js';
 import { PinnedFile, UnexpectedFileError, readPinned } from '../../src/util/pinned-file.js';
 
 // The host's side of the pod's standard streams and other files in the pod's

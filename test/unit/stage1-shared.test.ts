@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { UsageError } from '../../src/errors.js';
-import { PodPaths } from '../../src/stage1/contract.js';
+import { PodPaths, readAppExitStatuses } from '../../src/stage1/contract.js';
 import { parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs } from '../../src/stage1-common/entry.js';
 import { RootfsError, ensureMountTarget, resolveInRoot } from '../../src/stage1-common/rootfs.js';
 import { mountsUnder, type MountInfo } from '../../src/util/mounts.js';
-import { exitStatusOf, isPodProcess, markReady, readAppExitStatuses, readPid, writeAppExitStatus, writePid } from '../../src/stage1-common/status.js';
+import { exitStatusOf, isPodProcess, markReady, readPid, writeAppExitStatus, writePid } from '../../src/stage1-common/status.js';
 
 function tmp(t: { teardown(fn: () => void): void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stage1-shared-'));

@@ -3,24 +3,26 @@
 // else that escapes to the CLI is a bug: one line that says so, the stack
 // only with --debug.
 //
-// Exit statuses of rkt (stage0) and of the stage1 entrypoints:
+// Exit statuses of rkt (stage0) and of the stage1 entrypoints. rkt 1.x exits
+// 254 whenever rkt itself fails, whatever the cause (its cobra usage errors
+// included), and scripts written for rkt test for it; we do the same. The
+// stderr line says which kind of failure it was:
 //
 //   code  meaning
 //   0     success
-//   1     a user error (a RktError): the stderr line says what to do
-//   2     wrong flags or arguments (UsageError), as most CLIs and rkt's cobra
-//   70    an internal error, i.e. a bug in rkt: an exception that is not a
-//         RktError, in stage0 or in a stage1 entrypoint (EX_SOFTWARE of sysexits.h)
-//   254   a stage1 entrypoint failed (a RktError raised in stage1), as rkt's
-//         stage1s do; stage0 passes it on
+//   254   rkt failed: a user error (the line says what to do), wrong flags
+//         or arguments (the line names them), a stage1 failure passed on by
+//         stage0, or an internal error ("this is a bug")
 //   other `rkt run`, `run-prepared` and `enter` exit with the app's status
-//         (128+N when a signal N ended it), so an app can exit 1, 70 or 254 too
+//         (128+N when a signal N ended it), so an app can exit 254 too
+//
+// The names below keep the kinds apart in the code, though they share a value.
 
 export const EXIT = {
   ok: 0,
-  failure: 1,
-  usage: 2,
-  internal: 70,
+  failure: 254,
+  usage: 254,
+  internal: 254,
   stage1Failure: 254,
 } as const;
 
@@ -33,7 +35,7 @@ export class RktError extends Error {
   }
 }
 
-/** Wrong flags or arguments: exit status 2 like most CLIs (and rkt's cobra usage errors). */
+/** Wrong flags or arguments (exit status 254, as rkt's cobra usage errors). */
 export class UsageError extends RktError {
   constructor(message: string, opts: { cause?: unknown } = {}) {
     super(message, { ...opts, exitCode: EXIT.usage });

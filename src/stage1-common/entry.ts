@@ -139,7 +139,7 @@ export function parseGcArgs(argv: readonly string[]): GcArgs {
   return { uuid: oneUuid(p.positionals, 'gc'), debug: p.booleans.has('debug') };
 }
 
-/** Report a failure and exit: 254 for a stage1 failure, 2 for bad arguments, 70 for a bug. */
+/** Report a failure and exit 254 (rkt's code for any failure of a stage1 program); the line says which kind. */
 function failed(err: unknown): never {
   const code = reportFailure(err);
   process.exit(err instanceof RktError && !(err instanceof UsageError) ? STAGE1_FAILURE : code);

@@ -283,7 +283,7 @@ test('unknown and ambiguous pod UUIDs are errors', async (t) => {
   const first = uuids.map((u) => u[0]!);
   const shared = first.find((c, i) => first.indexOf(c) !== i)!;
   const amb = await env.run(['status', shared]);
-  t.is(amb.exitCode, 2);
+  t.is(amb.exitCode, 254);
   t.regex(String(amb.stderr), /ambiguous/);
 });
 

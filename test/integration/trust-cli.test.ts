@@ -117,7 +117,7 @@ for (const [label, input] of [
   test(`${label} on stdin trusts nothing and fails`, async (t) => {
     const e = env(t);
     const r = await e.run(['trust', '--prefix=example.com/app', files.pub], { input });
-    t.is(r.exitCode, 1);
+    t.is(r.exitCode, 254);
     t.regex(String(r.stderr), /Are you sure you want to trust this key/);
     t.regex(String(r.stderr), /rkt: key ".*" was not trusted/);
     nothingWritten(t, e);
@@ -127,7 +127,7 @@ for (const [label, input] of [
 test('several keys are reviewed one by one; a refused one is not written, the accepted one is', async (t) => {
   const e = env(t);
   const r = await e.run(['trust', '--prefix=example.com', files.pub, files.pub2], { input: 'no\nyes\n' });
-  t.is(r.exitCode, 1);
+  t.is(r.exitCode, 254);
   t.false(fs.existsSync(prefixPath(e, 'example.com', fpr)));
   t.true(fs.existsSync(prefixPath(e, 'example.com', fpr2)));
 });
@@ -143,7 +143,7 @@ for (const [label, args, message] of usage) {
   test(`usage error: ${label}`, async (t) => {
     const e = env(t);
     const r = await e.run(args());
-    t.is(r.exitCode, 2, String(r.stderr));
+    t.is(r.exitCode, 254, String(r.stderr));
     t.regex(oneLine(r.stderr), message);
     nothingWritten(t, e);
   });
@@ -152,7 +152,7 @@ for (const [label, args, message] of usage) {
 test('without a key file, --prefix says discovery is not supported and to pass the key file', async (t) => {
   const e = env(t);
   const r = await e.run(['trust', '--prefix=coreos.com/etcd']);
-  t.is(r.exitCode, 1);
+  t.is(r.exitCode, 254);
   t.regex(oneLine(r.stderr), /meta discovery is not supported yet.*rkt trust --prefix=coreos\.com\/etcd KEYFILE/);
   nothingWritten(t, e);
 });
@@ -167,12 +167,12 @@ test('bad key files are one-line errors and nothing is written', async (t) => {
   ];
   for (const [file, message] of cases) {
     const r = await e.run(['trust', '--prefix=example.com/app', '--skip-fingerprint-review', file()]);
-    t.is(r.exitCode, 1, file());
+    t.is(r.exitCode, 254, file());
     t.regex(oneLine(r.stderr), message);
   }
   // A bad file anywhere in the list stops everything before the first write.
   const r = await e.run(['trust', '--prefix=example.com/app', '--skip-fingerprint-review', files.pub, files.junk]);
-  t.is(r.exitCode, 1);
+  t.is(r.exitCode, 254);
   nothingWritten(t, e);
 });
 
@@ -187,7 +187,7 @@ test('keys over plain http need --insecure-allow-http', async (t) => {
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
   const refused = await e.run(['trust', '--prefix=example.com/app', '--skip-fingerprint-review', `${base}/pubkeys.gpg`]);
-  t.is(refused.exitCode, 1);
+  t.is(refused.exitCode, 254);
   t.regex(oneLine(refused.stderr), /plain http.*--insecure-allow-http/);
   nothingWritten(t, e);
 

@@ -45,6 +45,8 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
   const watcher = new EventWatcher(dataDir);
   const streams = new Set<grpcTypes.ServerWritableStream<unknown, unknown>>();
 
+  // A server stream ends with a status by an 'error' event (grpc-js sends it
+  // as the trailers); destroy() would drop the call without one.
   const fail = (err: unknown): grpcTypes.ServiceError => {
     const { status, message } = statusOf(err);
     if (status === 'INTERNAL') log().warn(`api-service: ${message}`);
@@ -94,7 +96,7 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
         int64(filter.since_time, 'since_time');
         until = int64(filter.until_time, 'until_time');
       } catch (err) {
-        call.destroy(fail(err));
+        call.emit('error', fail(err));
         return;
       }
       if (until > 0 && until * 1000 <= Date.now()) {
@@ -133,7 +135,7 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
         },
         (err: unknown) => {
           streams.delete(call);
-          if (!cancelled) call.destroy(fail(err));
+          if (!cancelled) call.emit('error', fail(err));
         },
       );
     },

@@ -5,49 +5,15 @@ import { apiClient, call, collect, FLY, needFlyStage1, startApiService, uuidOf, 
 import { reapPods, waitFor } from '../helpers/pods.js';
 import { needRoot } from '../helpers/prereqs.js';
 import { RktEnv } from '../helpers/rkt.js';
+import type { EventMsg, ImageMsg, PodMsg } from '../../src/api/messages.js';
 
 // rkt api-service as a client sees it: the real service on a loopback port
 // of its own rkt world, pods run with the fly stage1, every method called
 // with a real gRPC client.
 
-interface KV {
-  Key: string;
-  value: string;
-}
-interface App {
-  name: string;
-  image: { id: string; name: string; version: string };
-  state: string;
-  exit_code: number;
-}
-interface Pod {
-  id: string;
-  pid: number;
-  state: string;
-  apps: App[];
-  manifest: Buffer;
-  annotations: KV[];
-  created_at: string;
-  started_at: string;
-}
-interface Image {
-  id: string;
-  name: string;
-  version: string;
-  import_timestamp: string;
-  manifest: Buffer;
-  size: string;
-  labels: KV[];
-  annotations: KV[];
-  base_format: { type: string; version: string };
-}
-interface Event {
-  type: string;
-  id: string;
-  from: string;
-  time: string;
-  data: KV[];
-}
+type Pod = PodMsg;
+type Image = ImageMsg;
+type Event = EventMsg;
 
 async function world(t: ExecutionContext): Promise<{ env: RktEnv; api: ApiService }> {
   needRoot('rkt api-service tests run pods');

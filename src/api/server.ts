@@ -172,6 +172,10 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
 /** Serve until SIGINT or SIGTERM, then shut down cleanly. */
 export async function runApiService(globals: GlobalOptions, listen: string): Promise<void> {
   const service = await startApiService(globals, listen);
+  const { host } = parseListen(listen);
+  if (!/^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(host)) {
+    say(`warning: the API service has no authentication: anyone who can reach ${service.address} can read every pod's manifest and every image's; keep it on a loopback address unless that is what you want`);
+  }
   say(`API service listening on ${service.address}`);
   await new Promise<void>((resolve) => {
     const stop = (sig: NodeJS.Signals) => {

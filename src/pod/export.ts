@@ -122,9 +122,10 @@ function holdTree(dataDir: string, src: Source): FileLock | undefined {
 }
 
 // Inside the private mount namespace: assemble the rootfs read-only at $3, then hand over to tar.
+// The upper layer is the app's work, untrusted: overlayfs is told to follow no redirect it might hold.
 const ASSEMBLE = [
   'case "$1" in',
-  '  overlay) mount -t overlay overlay -o "ro,lowerdir=$2" "$3" ;;',
+  '  overlay) mount -t overlay overlay -o "ro,redirect_dir=nofollow,metacopy=off,lowerdir=$2" "$3" ;;',
   '  copy) mount --bind "$2" "$3" ;;',
   'esac',
   'shift 3',

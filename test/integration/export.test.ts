@@ -1,11 +1,12 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
 import { FLY, needFlyStage1, uuidOf } from '../helpers/api-client.js';
 import { podStatus, reapPods, waitFor } from '../helpers/pods.js';
-import { needRoot } from '../helpers/prereqs.js';
-import { RktEnv } from '../helpers/rkt.js';
+import { needFile, needRoot } from '../helpers/prereqs.js';
+import { REPO, RktEnv } from '../helpers/rkt.js';
 
 // rkt export as a user runs it: a fly pod's app changes its rootfs and
 // exits, the app is exported, the ACI is fetched back and run, and what the
@@ -119,4 +120,39 @@ test.serial('a running pod is not exported', async (t) => {
   t.false(fs.existsSync(env.file('running.aci')));
   await env.run(['stop', '--force', uuid]);
   await child;
+});
+
+test.serial('an nspawn pod exports the same way', async (t) => {
+  const { env, image } = await setup(t);
+  const nspawnAci = path.join(REPO, 'build', 'stage1-coreos.aci');
+  needFile(nspawnAci, 'build it with "node dist/stage1-nspawn/build.js build/stage1-coreos.aci"');
+  const r = await env.run(['run', '--insecure-options=image', `--stage1-path=${nspawnAci}`, `--uuid-file-save=${env.file('uuid')}`, image, '--exec=/bin/sh', '--', '-c', 'echo from-nspawn > /made; rm /etc/motd'], { timeout: 300_000 });
+  t.is(r.exitCode, 0, String(r.stderr));
+  const out = env.file('nspawn.aci');
+  const e = await env.run(['export', uuidOf(env.file('uuid')), out]);
+  t.is(e.exitCode, 0, String(e.stderr));
+  t.is(String((await execa('tar', ['-xzOf', out, 'rootfs/made'])).stdout), 'from-nspawn');
+  t.notRegex(String((await execa('tar', ['-tzf', out])).stdout), /rootfs\/etc\/motd/);
+});
+
+test.serial('where overlayfs was refused, the private copy the app ran in is exported', async (t) => {
+  needRoot('rkt export tests run pods');
+  needFlyStage1();
+  // a ":" in the data dir's path is one thing overlayfs options cannot carry: the pod gets a private copy
+  const env = new RktEnv('rkt-export:copy-');
+  t.teardown(async () => {
+    await reapPods(env);
+    env.cleanup();
+  });
+  const image = await buildAci(env.root, { name: 'example.com/exporter', app: { exec: ['/bin/true'], user: '0', group: '0' }, files: { 'etc/motd': 'welcome\n' } });
+  const uuid = await runPod(env, [image, '--exec=/bin/sh', '--', '-c', 'echo copied > /made; rm /etc/motd']);
+  const pod = fs.readdirSync(path.join(env.dir, 'pods', 'run'))[0]!;
+  t.false(fs.existsSync(path.join(env.dir, 'pods', 'run', pod, 'overlay', 'busybox', 'work', 'work')), 'the pod ran without overlayfs');
+  const out = env.file('copy.aci');
+  const e = await env.run(['export', uuid, out]);
+  t.is(e.exitCode, 0, String(e.stderr));
+  t.is(String((await execa('tar', ['-xzOf', out, 'rootfs/made'])).stdout), 'copied');
+  const names = String((await execa('tar', ['-tzf', out])).stdout).split('\n');
+  t.true(names.includes('rootfs/bin/busybox'), 'the whole rootfs, not only what the app changed');
+  t.false(names.includes('rootfs/etc/motd'));
 });

@@ -12,10 +12,10 @@ import { REPO, RktEnv } from '../helpers/rkt.js';
 // exits, the app is exported, the ACI is fetched back and run, and what the
 // app left behind is there (and what it deleted is not).
 
-async function setup(t: ExecutionContext): Promise<{ env: RktEnv; image: string }> {
+async function setup(t: ExecutionContext, prefix = 'rkt-export-'): Promise<{ env: RktEnv; image: string }> {
   needRoot('rkt export tests run pods');
   needFlyStage1();
-  const env = new RktEnv('rkt-export-');
+  const env = new RktEnv(prefix);
   t.teardown(async () => {
     await reapPods(env);
     env.cleanup();
@@ -136,15 +136,8 @@ test.serial('an nspawn pod exports the same way', async (t) => {
 });
 
 test.serial('where overlayfs was refused, the private copy the app ran in is exported', async (t) => {
-  needRoot('rkt export tests run pods');
-  needFlyStage1();
   // a ":" in the data dir's path is one thing overlayfs options cannot carry: the pod gets a private copy
-  const env = new RktEnv('rkt-export:copy-');
-  t.teardown(async () => {
-    await reapPods(env);
-    env.cleanup();
-  });
-  const image = await buildAci(env.root, { name: 'example.com/exporter', app: { exec: ['/bin/true'], user: '0', group: '0' }, files: { 'etc/motd': 'welcome\n' } });
+  const { env, image } = await setup(t, 'rkt-export:copy-');
   const uuid = await runPod(env, [image, '--exec=/bin/sh', '--', '-c', 'echo copied > /made; rm /etc/motd']);
   const pod = fs.readdirSync(path.join(env.dir, 'pods', 'run'))[0]!;
   t.false(fs.existsSync(path.join(env.dir, 'pods', 'run', pod, 'overlay', 'busybox', 'work', 'work')), 'the pod ran without overlayfs');

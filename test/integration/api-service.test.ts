@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import test, { type ExecutionContext } from 'ava';
 import { status as Status, Metadata, type ServiceError, type ClientReadableStream } from '@grpc/grpc-js';
 import { buildAci } from '../helpers/aci.js';
@@ -120,6 +121,31 @@ test.serial('ListPods and InspectPod show pods, their states, apps and exit code
   await rejects(t, call(api.client, 'InspectPod', { id: '00000000-0000-0000-0000-000000000000' }), Status.NOT_FOUND, /no pod/);
 });
 
+test.serial('a running pod shows its apps running, its stage1 pid and cgroup, which the cgroup filters match', async (t) => {
+  const { env, api } = await world(t);
+  const img = await image(env, 'example.com/api-run', '1.0.0', ['/bin/sh', '-c', 'sleep 120']);
+  const child = env.run(['run', ...FLY, `--uuid-file-save=${env.file('uuid')}`, img], { timeout: 300_000 });
+  await waitFor('the pod UUID', async () => fs.existsSync(env.file('uuid')) && fs.readFileSync(env.file('uuid'), 'utf8').trim() !== '', 60_000);
+  const uuid = uuidOf(env.file('uuid'));
+  const ready = await env.run(['status', '--wait-ready=60s', uuid]);
+  t.is(ready.exitCode, 0, String(ready.stderr));
+  const { pod } = await call<{ pod: Pod }>(api.client, 'InspectPod', { id: uuid });
+  t.is(pod.state, 'POD_STATE_RUNNING');
+  t.is(pod.apps[0]!.state, 'APP_STATE_RUNNING');
+  t.true(pod.pid > 0);
+  t.regex(pod.cgroup, /^\//);
+  t.is(fs.readFileSync(`/proc/${pod.pid}/cgroup`, 'utf8').match(/^0::(.*)$/m)?.[1], pod.cgroup);
+  const ids = async (filter: object) => (await call<{ pods: Pod[] }>(api.client, 'ListPods', { filters: [filter] })).pods.map((p) => p.id);
+  t.deepEqual(await ids({ cgroups: [pod.cgroup] }), [uuid]);
+  t.deepEqual(await ids({ pod_sub_cgroups: [`${pod.cgroup}/some.scope`] }), [uuid]);
+  t.deepEqual(await ids({ cgroups: [`${pod.cgroup}/not-the-pod`] }), [], 'cgroups match whole');
+  t.deepEqual(await ids({ states: ['POD_STATE_RUNNING'] }), [uuid]);
+  const stop = await env.run(['stop', '--force', uuid]);
+  t.is(stop.exitCode, 0, String(stop.stderr));
+  await child;
+  t.is((await call<{ pod: Pod }>(api.client, 'InspectPod', { id: uuid })).pod.state, 'POD_STATE_EXITED');
+});
+
 test.serial('ListImages and InspectImage show the store and apply the filters', async (t) => {
   const { env, api } = await world(t);
   const before = Math.floor(Date.now() / 1000) - 1;
@@ -183,10 +209,11 @@ test.serial('ListenEvents reports a pod being prepared, starting, its app exitin
   const everything = listen(api, {});
   const exits = listen(api, { types: ['EVENT_TYPE_POD_EXITED', 'EVENT_TYPE_APP_EXITED'] });
   const others = listen(api, { ids: ['00000000-0000-0000-0000-000000000000'] });
+  const later = listen(api, { since_time: String(Math.floor(Date.now() / 1000) + 3600) });
   t.teardown(() => {
-    for (const s of [everything, exits, others]) s.stream.cancel();
+    for (const s of [everything, exits, others, later]) s.stream.cancel();
   });
-  await Promise.all([everything.ready, exits.ready, others.ready]);
+  await Promise.all([everything.ready, exits.ready, others.ready, later.ready]);
 
   const r = await env.run(['run', ...FLY, `--uuid-file-save=${env.file('uuid')}`, img]);
   t.is(r.exitCode, 5, String(r.stderr));
@@ -217,6 +244,8 @@ test.serial('ListenEvents reports a pod being prepared, starting, its app exitin
     'a filtered stream gets only the types it asked for',
   );
   t.deepEqual(others.events, [], 'a stream for another id gets nothing');
+  t.deepEqual(later.events, [], 'a stream since a future time gets nothing yet');
+  t.true(everything.events.every((e) => Math.abs(Number(e.time) - Date.now() / 1000) < 600), 'event times are seconds since the epoch');
 });
 
 test.serial('ListenEvents ends at until_time, at once when that is past', async (t) => {

@@ -19,6 +19,7 @@ import { ApiError, statusOf } from './status.js';
 // can end the service.
 
 export const DEFAULT_LISTEN = 'localhost:15441';
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** host:port, with [v6] hosts; port 0 asks for any free port. */
 export function parseListen(addr: string): { host: string; port: number } {
@@ -44,6 +45,7 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
   const dataDir = globals.dir;
   const watcher = new EventWatcher(dataDir);
   const streams = new Set<grpcTypes.ServerWritableStream<unknown, unknown>>();
+  let closing = false;
 
   // A server stream ends with a status by an 'error' event (grpc-js sends it
   // as the trailers); destroy() would drop the call without one.
@@ -115,7 +117,14 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
         const mine = events.filter((e) => eventMatches(e, filter));
         if (mine.length > 0) call.write({ events: mine });
       });
-      if (until > 0) deadline = setTimeout(() => call.end(), until * 1000 - Date.now());
+      if (until > 0) {
+        // setTimeout takes at most about 24.8 days; a later until_time is reached in steps
+        const arm = (): void => {
+          const left = until * 1000 - Date.now();
+          deadline = left > MAX_TIMER_MS ? setTimeout(arm, MAX_TIMER_MS) : setTimeout(() => call.end(), left);
+        };
+        arm();
+      }
       call.on('cancelled', finish);
       call.on('close', finish);
       call.on('finish', finish);
@@ -128,14 +137,14 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
       call.on('cancelled', () => {
         cancelled = true;
       });
-      streamLogs(dataDir, call.request, { send: (lines) => call.write({ lines }), cancelled: () => cancelled }).then(
+      streamLogs(dataDir, call.request, { send: (lines) => call.write({ lines }), cancelled: () => cancelled || closing }).then(
         () => {
           streams.delete(call);
-          if (!cancelled) call.end();
+          if (!cancelled && !closing) call.end();
         },
         (err: unknown) => {
           streams.delete(call);
-          if (!cancelled) call.emit('error', fail(err));
+          if (!cancelled && !closing) call.emit('error', fail(err));
         },
       );
     },
@@ -154,6 +163,7 @@ export async function startApiService(globals: GlobalOptions, listen: string): P
     address,
     close: () =>
       new Promise<void>((resolve) => {
+        closing = true;
         watcher.stop();
         for (const s of streams) s.end();
         streams.clear();

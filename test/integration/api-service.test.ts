@@ -255,6 +255,14 @@ test.serial('ListenEvents ends at until_time, at once when that is past', async 
   const started = Date.now();
   await collect(api.client, 'ListenEvents', { filter: { until_time: String(now + 2) } });
   t.true(Date.now() - started < 30_000, 'the stream ended by itself');
+  // beyond what one timer can wait (about 24.8 days): the stream stays open
+  const far = listen(api, { until_time: String(now + 40 * 24 * 3600) });
+  await far.ready;
+  let ended = false;
+  void far.ended.then(() => (ended = true));
+  await new Promise((r) => setTimeout(r, 1500));
+  t.false(ended, 'a far until_time does not end the stream early');
+  far.stream.cancel();
 });
 
 test.serial('GetLogs answers with a clear status where a pod keeps no logs, and refuses what it cannot honour', async (t) => {

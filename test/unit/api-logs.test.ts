@@ -5,6 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import { streamLogs } from '../../src/api/logs.js';
 import type { GetLogsRequest } from '../../src/api/messages.js';
 import { mkfifo } from '../../src/util/fifo.js';
+import { FileLock } from '../../src/util/lock.js';
 
 // GetLogs reads a kvm pod's console log (qemu/console.log and its rotated
 // console.log.1) from a directory qemu can write: what is there may be
@@ -92,4 +93,44 @@ test('a pod with no console log has no logs', async (t) => {
   fs.rmSync(qemu, { recursive: true });
   const err = await t.throwsAsync(lines(dataDir, req()));
   t.regex(err.message, /has no logs/);
+});
+
+test('follow streams what is appended, across a rotation, until the pod stops running or the client goes', async (t) => {
+  const { dataDir, qemu } = podWorld(t);
+  const log = path.join(qemu, 'console.log');
+  fs.writeFileSync(log, 'one\n');
+  // the run entrypoint holds the pod's lock while it runs
+  const lock = FileLock.acquire(path.dirname(qemu), 'exclusive');
+  t.teardown(() => lock.release());
+  const got: string[] = [];
+  let stop = false;
+  const streaming = streamLogs(dataDir, req({ follow: true }), { send: (l) => got.push(...l), cancelled: () => stop });
+  const until = async (what: string, fn: () => boolean) => {
+    const end = Date.now() + 10_000;
+    while (!fn()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(got)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  await until('the first line', () => got.includes('one'));
+  fs.appendFileSync(log, 'two\nthr');
+  await until('the second line', () => got.includes('two'));
+  t.false(got.some((l) => l.startsWith('thr')), 'an unfinished line waits for its end');
+  fs.appendFileSync(log, 'ee\n');
+  fs.renameSync(log, `${log}.1`);
+  fs.writeFileSync(log, 'four\n');
+  await until('the line after the rotation', () => got.includes('four'));
+  t.deepEqual(got, ['one', 'two', 'three', 'four']);
+  lock.release();
+  // resolves only when the loop saw the pod was no longer running
+  await streaming;
+
+  const again: string[] = [];
+  const relock = FileLock.acquire(path.dirname(qemu), 'exclusive');
+  t.teardown(() => relock.release());
+  const cancelled = streamLogs(dataDir, req({ follow: true }), { send: (l) => again.push(...l), cancelled: () => stop });
+  stop = true;
+  // the pod still runs: only the client's going away ends this one
+  await cancelled;
+  t.deepEqual(again, ['one', 'two', 'three', 'four'], 'what was there was sent before the client went');
 });

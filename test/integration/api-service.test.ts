@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { status as Status, Metadata, type ServiceError, type ClientReadableStream } from '@grpc/grpc-js';
 import { buildAci } from '../helpers/aci.js';
@@ -54,6 +55,22 @@ async function rejects(t: ExecutionContext, p: Promise<unknown>, code: Status, m
   if (message) t.regex(err.details, message);
 }
 
+/** Every path under dir with its type, mode, size and mtime; SQLite's own files are left out. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const name of fs.readdirSync(d)) {
+      const p = path.join(d, name);
+      if (p.startsWith(path.join(dir, 'cas', 'db'))) continue;
+      const st = fs.lstatSync(p);
+      out[path.relative(dir, p)] = `${st.mode}:${st.size}:${st.mtimeMs}`;
+      if (st.isDirectory()) walk(p);
+    }
+  };
+  walk(dir);
+  return out;
+}
+
 test.serial('GetInfo reports the versions and the global flags the service runs with', async (t) => {
   const { env, api } = await world(t);
   const { info } = await call<{ info: { rkt_version: string; appc_version: string; api_version: string; global_flags: Record<string, unknown> } }>(api.client, 'GetInfo', {});
@@ -79,6 +96,7 @@ test.serial('ListPods and InspectPod show pods, their states, apps and exit code
   t.is(prep.exitCode, 0, String(prep.stderr));
   const prepared = String(prep.stdout).trim();
 
+  const before = snapshot(env.dir);
   const all = (await call<{ pods: Pod[] }>(api.client, 'ListPods', {})).pods;
   t.deepEqual(all.map((p) => p.id).sort(), [exited, prepared].sort());
   const byId = new Map(all.map((p) => [p.id, p]));
@@ -119,6 +137,7 @@ test.serial('ListPods and InspectPod show pods, their states, apps and exit code
   await rejects(t, call(api.client, 'InspectPod', {}), Status.INVALID_ARGUMENT);
   await rejects(t, call(api.client, 'InspectPod', { id: 'not a uuid!' }), Status.INVALID_ARGUMENT);
   await rejects(t, call(api.client, 'InspectPod', { id: '00000000-0000-0000-0000-000000000000' }), Status.NOT_FOUND, /no pod/);
+  t.deepEqual(snapshot(env.dir), before, 'every call only read: the data dir is as it was (the index database aside)');
 });
 
 test.serial('a running pod shows its apps running, its stage1 pid and cgroup, which the cgroup filters match', async (t) => {

@@ -205,6 +205,12 @@ export async function exportPodApp(dataDir: string, uuid: string, output: string
   if (path.extname(output) !== '.aci') throw new UsageError(`the output file must end in .aci (given ${output})`);
   const target = path.resolve(output);
   if (!opts.overwrite && fs.existsSync(target)) throw new UsageError(`${output} already exists; choose another file or pass --overwrite`);
+  try {
+    fs.accessSync(path.dirname(target), fs.constants.W_OK);
+  } catch (err) {
+    const why = isErrno(err, 'ENOENT') ? 'does not exist' : `is not writable (${(err as Error).message})`;
+    throw new UsageError(`cannot write ${output}: its directory ${path.dirname(target)} ${why}`, { cause: err });
+  }
   let pod = Pod.find(dataDir, uuid);
   checkExited(pod);
   const lock = pod.lock('shared', false);

@@ -98,6 +98,10 @@ test.serial('export picks the app with --app when the pod has several, and refus
   t.regex(String(notExited.stderr), /is prepared; only exited pods can be exported/);
   t.false(fs.existsSync(env.file('prepared.aci')));
 
+  const noDir = await env.run(['export', '--app=first', uuid, env.file('no/such/dir/x.aci')]);
+  t.is(noDir.exitCode, 254);
+  t.regex(String(noDir.stderr), /its directory .*no\/such\/dir does not exist/);
+
   const unknown = await env.run(['export', '00000000-0000-0000-0000-000000000000', env.file('none.aci')]);
   t.is(unknown.exitCode, 254);
   t.regex(String(unknown.stderr), /no pod with UUID/);

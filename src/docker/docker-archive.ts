@@ -103,6 +103,17 @@ function parseSaveManifest(bytes: Buffer, where: string): SaveEntry[] {
   });
 }
 
+function pickEntry(entries: SaveEntry[], ref: DockerArchiveRef, where: string): SaveEntry {
+  if (ref.ref !== undefined) {
+    const entry = entries.find((e) => e.RepoTags.includes(ref.ref!) || e.RepoTags.includes(`docker.io/library/${ref.ref}`));
+    if (entry) return entry;
+    const tags = entries.flatMap((e) => e.RepoTags);
+    throw new ImageNotFoundError(`${where} has no image tagged ${quote(ref.ref)} (it has: ${tags.map((t) => quote(t)).join(', ') || 'no tags'})`);
+  }
+  if (entries.length === 1) return entries[0]!;
+  throw new ImageNotFoundError(`${where} holds ${entries.length} images; name one with docker-archive:${ref.path}:REPO:TAG`);
+}
+
 export async function resolveDockerArchive(ref: DockerArchiveRef): Promise<ResolvedImage> {
   const file = path.resolve(ref.path);
   const where = `the docker archive ${ref.path}`;
@@ -113,38 +124,34 @@ export async function resolveDockerArchive(ref: DockerArchiveRef): Promise<Resol
     if (isErrno(err, 'ENOENT')) throw new ImageNotFoundError(`${where} does not exist`, { cause: err });
     throw new RktError(`${where} ${whyUnreadable(err)}`, { cause: err });
   }
-  // The descriptor stays open for the layers' reads and closes with the process.
-  if (!fs.fstatSync(fd).isFile()) throw new RktError(`${where} is not a regular file; give the path of a "docker save" tarball`);
-  const members = indexArchive(fd, where);
-  const entries = parseSaveManifest(memberBytes(fd, members, 'manifest.json', MAX_MANIFEST_BYTES, where), where);
+  let members: Map<string, Member>;
+  let entries: SaveEntry[];
+  let configBytes: Buffer;
   let entry: SaveEntry | undefined;
-  if (ref.ref !== undefined) {
-    entry = entries.find((e) => e.RepoTags.includes(ref.ref!) || e.RepoTags.includes(`docker.io/library/${ref.ref}`));
-    if (!entry) {
-      const tags = entries.flatMap((e) => e.RepoTags);
-      throw new ImageNotFoundError(`${where} has no image tagged ${quote(ref.ref)} (it has: ${tags.map((t) => quote(t)).join(', ') || 'no tags'})`);
-    }
-  } else if (entries.length === 1) {
-    entry = entries[0];
-  } else {
-    throw new ImageNotFoundError(`${where} holds ${entries.length} images; name one with docker-archive:${ref.path}:REPO:TAG`);
+  try {
+    if (!fs.fstatSync(fd).isFile()) throw new RktError(`${where} is not a regular file; give the path of a "docker save" tarball`);
+    members = indexArchive(fd, where);
+    entries = parseSaveManifest(memberBytes(fd, members, 'manifest.json', MAX_MANIFEST_BYTES, where), where);
+    entry = pickEntry(entries, ref, where);
+    configBytes = memberBytes(fd, members, entry.Config, MAX_CONFIG_BYTES, where);
+  } finally {
+    fs.closeSync(fd);
   }
-  const configBytes = memberBytes(fd, members, entry!.Config, MAX_CONFIG_BYTES, where);
   const config = parseImageConfig(configBytes, `the image config of ${where}`);
-  if (config.diffIds.length !== entry!.Layers.length) {
-    throw new ImageDocumentError(`${where}: manifest.json lists ${entry!.Layers.length} layers but the config ${config.diffIds.length}`);
+  if (config.diffIds.length !== entry.Layers.length) {
+    throw new ImageDocumentError(`${where}: manifest.json lists ${entry.Layers.length} layers but the config ${config.diffIds.length}`);
   }
-  const layers = entry!.Layers.map((name, i) => {
+  const layers = entry.Layers.map((name, i) => {
     const m = members.get(name.split('/').filter((c) => c !== '' && c !== '.').join('/'));
     if (!m) throw new ImageDocumentError(`${where}: layer ${quote(name)} is missing from the archive`);
     const what = `layer ${i + 1} of ${where}`;
     return {
       diffId: config.diffIds[i]!,
       what,
-      open: async (): Promise<Readable> => (m.size === 0 ? Readable.from([]) : fs.createReadStream('', { fd, start: m.offset, end: m.offset + m.size - 1, autoClose: false, highWaterMark: 1 << 20 })),
+      open: async (): Promise<Readable> => (m.size === 0 ? Readable.from([]) : fs.createReadStream(file, { start: m.offset, end: m.offset + m.size - 1, highWaterMark: 1 << 20 })),
     };
   });
-  const tag = ref.ref ?? entry!.RepoTags[0];
+  const tag = ref.ref ?? entry.RepoTags[0];
   let name = aciNameOf(path.basename(file).replace(/\.tar$/, ''));
   let version = 'latest';
   if (tag) {

@@ -63,6 +63,9 @@ export function layerAciName(chainId: string): string {
 
 async function stageAndCommit(store: Store, aci: Readable, extra?: Promise<unknown>): Promise<string> {
   let staged: StagedImage;
+  // The converter fails this stream with its own error; the store's import
+  // reports it, and until then it must not count as unhandled.
+  aci.on('error', () => undefined);
   try {
     staged = await store.stage(aci);
     await extra;

@@ -69,6 +69,8 @@ export function convertLayer(input: Readable, spec: LayerAciSpec): { aci: Readab
   pack.entry({ name: 'rootfs', type: 'directory', mode: 0o755, uid: 0, gid: 0, mtime: new Date(0) });
 
   extract.on('entry', (header, stream, next) => {
+    // a refusal destroys the entry's stream with the extractor's error, which is reported there
+    stream.on('error', () => undefined);
     let rel: string;
     try {
       rel = clean(header.name, spec.what);
@@ -144,7 +146,7 @@ export function convertLayer(input: Readable, spec: LayerAciSpec): { aci: Readab
       out.destroy(err);
       reject(err);
     });
-    extract.once('error', fail);
+    extract.on('error', fail);
     extract.once('finish', () => {
       try {
         const paths = new Set<string>();

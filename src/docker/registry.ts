@@ -104,7 +104,7 @@ export class RegistryClient {
       this.authorization = basic;
       const check = await this.get('/v2/');
       check.body.resume();
-      if (check.status === 401) throw new RegistryAuthError(`${this.name} refused the user name and password of its dockerAuth entry; check the entry for "${this.name}" in auth.d`);
+      if (check.status === 401) throw new RegistryAuthError(`${this.name} refused the user name and password; check the dockerAuth entry for "${this.name}" in auth.d`);
       return;
     }
     if (challenge?.scheme !== 'bearer') {

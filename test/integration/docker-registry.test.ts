@@ -6,7 +6,7 @@ import { needFile, needRoot } from '../helpers/prereqs.js';
 import { busyboxLayer, buildImage, writeOciLayout, type BuiltImage } from '../helpers/oci.js';
 import { makeTestCA, skopeoPush, TestRegistry, type TestCA } from '../helpers/registry.js';
 import { reapPods } from '../helpers/pods.js';
-import type { Entry } from '../helpers/tar.js';
+import { threeLayers } from './docker-common.js';
 
 // rkt against Debian's docker-registry started here: TLS from a throw-away
 // CA (trusted by rkt through NODE_EXTRA_CA_CERTS, as a user would), htpasswd
@@ -17,41 +17,6 @@ import type { Entry } from '../helpers/tar.js';
 const FLY_ACI = path.join(REPO, 'build/stage1-fly.aci');
 const USER = 'tester';
 const PASSWORD = 'sekrit-pw';
-
-/** Three layers: a whiteout, an opaque directory, a whited-out directory. */
-export function threeLayers(): Entry[][] {
-  return [
-    [
-      ...busyboxLayer(),
-      { name: 'etc/removed.conf', data: 'should be gone\n' },
-      { name: 'etc/kept.conf', data: 'kept\n' },
-      { name: 'opt/', type: 'directory' },
-      { name: 'opt/dir/', type: 'directory' },
-      { name: 'opt/dir/a', data: 'a' },
-      { name: 'opt/dir/b', data: 'b' },
-      { name: 'var/', type: 'directory' },
-      { name: 'var/old/', type: 'directory' },
-      { name: 'var/old/x', data: 'x' },
-    ],
-    [
-      { name: 'etc/', type: 'directory' },
-      { name: 'etc/.wh.removed.conf', data: '' },
-      { name: 'opt/dir/', type: 'directory' },
-      { name: 'opt/dir/.wh..wh..opq', data: '' },
-      { name: 'opt/dir/c', data: 'c' },
-      { name: 'app/', type: 'directory', mode: 0o755 },
-      { name: 'app/data.txt', data: 'layer two data\n' },
-    ],
-    [
-      { name: 'var/', type: 'directory' },
-      { name: 'var/.wh.old', data: '' },
-      { name: 'app/', type: 'directory', mode: 0o755 },
-      { name: 'app/data.txt', data: 'layer three data\n' },
-      { name: 'home/', type: 'directory' },
-      { name: 'home/app/', type: 'directory', uid: 1000, gid: 1000 },
-    ],
-  ];
-}
 
 const REPORT = [
   'echo "user=$(id -u):$(id -g) pwd=$(pwd) greeting=$GREETING"',

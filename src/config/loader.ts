@@ -92,10 +92,10 @@ function strList(json: Json, key: string, file: string): string[] {
 /** Keys (domains, registries) already configured by a file of the dir being read, for the duplicate rule. */
 type SeenInDir = Map<string, string>;
 
-function claim(seen: SeenInDir, key: string, file: string, what: string): void {
-  const other = seen.get(key);
+function claim(seen: SeenInDir, what: 'domain' | 'registry', key: string, file: string): void {
+  const other = seen.get(`${what} ${key}`);
   if (other !== undefined) throw new ConfigError(`config file ${file}: ${what} "${key}" is already configured in ${other}; keep it in one file per directory`);
-  seen.set(key, file);
+  seen.set(`${what} ${key}`, file);
 }
 
 function apply(cfg: RktConfig, dirName: DirName, file: string, json: Json, seen: SeenInDir): void {
@@ -130,7 +130,7 @@ function apply(cfg: RktConfig, dirName: DirName, file: string, json: Json, seen:
       if (typeof creds !== 'object' || creds === null) throw new ConfigError(`config file ${file}: "credentials" is required`);
       const entry: AuthEntry = { domains: strList(json, 'domains', file), type, credentials: creds as Record<string, string> };
       for (const d of entry.domains) {
-        claim(seen, `auth ${d}`, file, 'domain');
+        claim(seen, 'domain', d, file);
         cfg.auth.set(d, entry);
       }
       break;
@@ -142,7 +142,7 @@ function apply(cfg: RktConfig, dirName: DirName, file: string, json: Json, seen:
       }
       const entry: DockerAuthEntry = { registries: strList(json, 'registries', file), credentials: { user: creds.user, password: creds.password } };
       for (const r of entry.registries) {
-        claim(seen, `dockerAuth ${r}`, file, 'registry');
+        claim(seen, 'registry', r, file);
         cfg.dockerAuth.set(r, entry);
       }
       break;

@@ -94,6 +94,8 @@ async function storeLayer(store: Store, layer: LayerSource, chainId: string, low
     const found = store.findByName(name);
     if (found.length > 0) {
       const id = found[found.length - 1]!.id;
+      // used again: image gc must age it with the images that depend on it
+      store.touch(id);
       log().debug({ layer: layer.what, id }, 'layer already in the store');
       const wl = store.manifest(id).pathWhitelist ?? [];
       return { id, paths: new Set(wl.map((p) => p.slice(1)).filter((p) => p !== '.' && p !== '')) };

@@ -9,7 +9,8 @@ import type { Readable } from 'node:stream';
 import { RktError, printable } from '../errors.js';
 
 export const MAX_REDIRECTS = 5;
-const IDLE_TIMEOUT_MS = Number(process.env.RKT_HTTP_IDLE_TIMEOUT_MS) || 60_000;
+// A registry that stops sending for this long is given up on (a stalled download never hangs rkt).
+const IDLE_TIMEOUT_MS = 60_000;
 
 export class HttpError extends RktError {}
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { ImageNotFoundError, RktError, isErrno, quote, whyUnreadable } from '../errors.js';
-import { BLOCK, TarHeaderError, isZeroBlock, padded, parseHeaderBlock, parsePax } from '../image/tar-header.js';
+import { readAt, walkTar } from './tar-walk.js';
 import { sha256Of } from './digest.js';
 import type { ResolvedImage } from './image.js';
 import { ImageDocumentError, MAX_CONFIG_BYTES, MAX_LAYERS, MAX_MANIFEST_BYTES, parseImageConfig } from './manifest.js';
@@ -17,58 +17,20 @@ import { parseDockerImageString } from './reference.js';
 import { aciNameOf } from './remote.js';
 
 const MAX_MEMBERS = 100_000;
-const MAX_META = 1024 * 1024;
 
 interface Member {
   offset: number;
   size: number;
 }
 
-function readAt(fd: number, pos: number, len: number, file: string): Buffer {
-  const buf = Buffer.alloc(len);
-  let off = 0;
-  while (off < len) {
-    const n = fs.readSync(fd, buf, off, len - off, pos + off);
-    if (n === 0) throw new ImageDocumentError(`${file} ends in the middle of an entry; the archive is truncated`);
-    off += n;
-  }
-  return buf;
-}
-
 /** Names of the archive's regular files, with where their data lies. */
 export function indexArchive(fd: number, file: string): Map<string, Member> {
   const members = new Map<string, Member>();
-  const total = fs.fstatSync(fd).size;
-  let pos = 0;
-  let longName: string | undefined;
-  let paxPath: string | undefined;
-  try {
-    while (pos + BLOCK <= total) {
-      const block = readAt(fd, pos, BLOCK, file);
-      if (isZeroBlock(block)) break;
-      const h = parseHeaderBlock(block);
-      const dataAt = pos + BLOCK;
-      if (h.typeflag === 'x' || h.typeflag === 'L' || h.typeflag === 'g') {
-        if (h.size > MAX_META) throw new TarHeaderError('extended header larger than 1 MiB');
-        const data = readAt(fd, dataAt, h.size, file);
-        if (h.typeflag === 'x') paxPath = parsePax(data, false).get('path');
-        else if (h.typeflag === 'L') longName = data.toString('utf8').replace(/\0.*$/s, '');
-      } else {
-        const name = (paxPath ?? longName ?? h.name).split('/').filter((c) => c !== '' && c !== '.').join('/');
-        if (h.typeflag === '0' || h.typeflag === '\0') {
-          if (dataAt + h.size > total) throw new ImageDocumentError(`${file} is truncated: ${quote(name)} runs past its end`);
-          members.set(name, { offset: dataAt, size: h.size });
-          if (members.size > MAX_MEMBERS) throw new ImageDocumentError(`${file} has more than ${MAX_MEMBERS} members; it is not a docker save archive`);
-        }
-        paxPath = undefined;
-        longName = undefined;
-      }
-      pos = dataAt + padded(h.size);
-    }
-  } catch (err) {
-    if (err instanceof TarHeaderError) throw new ImageDocumentError(`${file} is not a valid tar archive: ${err.message}`);
-    throw err;
-  }
+  walkTar(fd, file, (e) => {
+    if (e.typeflag !== '0' && e.typeflag !== '\0') return;
+    members.set(e.name, { offset: e.dataAt, size: e.size });
+    if (members.size > MAX_MEMBERS) throw new ImageDocumentError(`${file} has more than ${MAX_MEMBERS} members; it is not a docker save archive`);
+  });
   return members;
 }
 

@@ -10,6 +10,7 @@
 // nothing half-written (complete layers stay for the next attempt).
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
@@ -25,6 +26,7 @@ import { appOf } from './app-config.js';
 import { verified } from './digest.js';
 import type { LayerSource, ResolvedImage } from './image.js';
 import { convertLayer } from './layer.js';
+import { walkTar } from './tar-walk.js';
 import { resolveDockerArchive } from './docker-archive.js';
 import { resolveOciLayout } from './oci-layout.js';
 import { formatDockerRef, parseDockerImageString } from './reference.js';
@@ -87,6 +89,26 @@ interface StoredLayer {
   paths: Set<string>;
 }
 
+/**
+ * The paths that exist after a stored layer: its whitelist when it has one
+ * (it deleted something), else what was there before plus its own entries.
+ */
+function pathsAfter(store: Store, id: string, lower: ReadonlySet<string>): Set<string> {
+  const wl = store.manifest(id).pathWhitelist;
+  if (wl) return new Set(wl.map((p) => p.slice(1)).filter((p) => p !== '.' && p !== ''));
+  const paths = new Set(lower);
+  const file = store.blobPath(id);
+  const fd = fs.openSync(file, 'r');
+  try {
+    walkTar(fd, file, (e) => {
+      if (e.name.startsWith('rootfs/')) paths.add(e.name.slice('rootfs/'.length));
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  return paths;
+}
+
 async function storeLayer(store: Store, layer: LayerSource, chainId: string, lower: ReadonlySet<string>, labels: Label[]): Promise<StoredLayer> {
   const name = layerAciName(chainId);
   const lock = FileLock.acquire(path.join(store.layout.imageLockDir, name.replace('/', '-')), 'exclusive');
@@ -97,8 +119,7 @@ async function storeLayer(store: Store, layer: LayerSource, chainId: string, low
       // used again: image gc must age it with the images that depend on it
       store.touch(id);
       log().debug({ layer: layer.what, id }, 'layer already in the store');
-      const wl = store.manifest(id).pathWhitelist ?? [];
-      return { id, paths: new Set(wl.map((p) => p.slice(1)).filter((p) => p !== '.' && p !== '')) };
+      return { id, paths: pathsAfter(store, id, lower) };
     }
     log().debug({ layer: layer.what }, 'fetching layer');
     const raw = await layer.open();

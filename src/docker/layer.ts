@@ -3,7 +3,9 @@
 // pathWhitelist lists every path that exists once this layer is laid over
 // the ones below it, so that rendering the layers in order (each layer's
 // whitelist applied after it, exact entries, see src/image/whitelist.ts)
-// deletes what the whiteouts delete.
+// deletes what the whiteouts delete. Unlike docker2aci, a layer without
+// whiteouts gets no whitelist: it has nothing to delete, and big images
+// would not fit their path lists into ACI manifests.
 //
 //   dir/.wh.NAME      deletes dir/NAME (and all under it) from lower layers
 //   dir/.wh..wh..opq  hides everything lower layers put in dir
@@ -152,7 +154,7 @@ export function convertLayer(input: Readable, spec: LayerAciSpec): { aci: Readab
         const paths = new Set<string>();
         for (const p of spec.lower) if (!underAny(p, deleted, false) && !underAny(p, opaque, true)) paths.add(p);
         for (const p of own) paths.add(p);
-        const manifest = layerManifest(spec, paths, spec.lower.size > 0 || deleted.size > 0 || opaque.size > 0);
+        const manifest = layerManifest(spec, paths, deleted.size > 0 || opaque.size > 0);
         const json = Buffer.from(JSON.stringify(manifest));
         if (json.length > MAX_MANIFEST_SIZE) {
           throw new ImageFormatError(`${spec.what}: the image has ${paths.size} paths, too many to list in an ACI manifest of at most 1 MiB`);
@@ -170,12 +172,13 @@ export function convertLayer(input: Readable, spec: LayerAciSpec): { aci: Readab
   return { aci: out, done };
 }
 
-function layerManifest(spec: LayerAciSpec, paths: Set<string>, pruned: boolean): ImageManifest {
+function layerManifest(spec: LayerAciSpec, paths: Set<string>, deletes: boolean): ImageManifest {
   const m: ImageManifest = { acKind: 'ImageManifest', acVersion: '0.8.11', name: spec.name, labels: spec.labels };
-  // An empty whitelist would keep everything: a layer that leaves nothing
-  // lists only "/." (the root itself, exactly), which keeps nothing below it.
-  if (paths.size > 0) m.pathWhitelist = [...paths].sort().map((p) => `/${p}`);
-  else if (pruned) m.pathWhitelist = ['/.'];
+  // Only a layer that deletes needs a whitelist: after any other, the tree
+  // holds exactly what the layers so far put there. An empty whitelist would
+  // keep everything, so a layer that leaves nothing lists only "/." (the
+  // root itself, exactly), which keeps nothing below it.
+  if (deletes) m.pathWhitelist = paths.size > 0 ? [...paths].sort().map((p) => `/${p}`) : ['/.'];
   if (spec.annotations) m.annotations = spec.annotations;
   return m;
 }

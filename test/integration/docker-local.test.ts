@@ -41,13 +41,16 @@ test('oci:PATH:REF fetches a named image of an OCI layout; a layout with several
   needFile(FLY_ACI, 'build it with "node dist/stage1-fly/build.js build/stage1-fly.aci"');
   const env = setup(t);
   const layout = env.file('myimage');
-  writeOciLayout(layout, { v1: await image(), other: await buildImage({ layers: [[{ name: 'x', data: 'x' }]] }) });
+  const base = await buildImage({ layers: threeLayers().slice(0, 1) });
+  writeOciLayout(layout, { v1: await image(), other: await buildImage({ layers: [[{ name: 'x', data: 'x' }]] }), base });
   const ambiguous = await env.run(['--insecure-options=image', 'fetch', `oci:${layout}`]);
   t.is(ambiguous.exitCode, 254);
-  t.regex(String(ambiguous.stderr), /holds 2 images; name one with oci:.*:REF/);
+  t.regex(String(ambiguous.stderr), /holds 3 images; name one with oci:.*:REF/);
   const missing = await env.run(['--insecure-options=image', 'fetch', `oci:${layout}:v9`]);
   t.is(missing.exitCode, 254);
-  t.regex(String(missing.stderr), /no image named "v9" \(it has: "v1", "other"\)/);
+  t.regex(String(missing.stderr), /no image named "v9" \(it has: "v1", "other", "base"\)/);
+  // the lowest layer comes from the store below, and the whiteouts above it still delete
+  t.is((await env.run(['--insecure-options=image', 'fetch', `oci:${layout}:base`])).exitCode, 0);
   const r = await env.run(['--insecure-options=image', 'run', `--stage1-path=${FLY_ACI}`, `oci:${layout}:v1`], { timeout: 180_000 });
   t.is(r.exitCode, 0, String(r.stderr));
   checkRun(t, String(r.stdout));

@@ -62,6 +62,12 @@ test('a layer moves under rootfs/, whiteouts vanish from it, and its whitelist l
   t.is(entries[entries.length - 1], 'manifest');
 });
 
+test('a layer without whiteouts needs no whitelist', async (t) => {
+  const { manifest, paths } = await convert([{ name: 'new', data: 'n' }], ['old']);
+  t.is(manifest.pathWhitelist, undefined);
+  t.deepEqual(paths, ['new', 'old']);
+});
+
 test('a layer that leaves nothing keeps nothing when rendered', async (t) => {
   const { manifest } = await convert([{ name: '.wh.only', data: '' }], ['only']);
   t.deepEqual(manifest.pathWhitelist, ['/.']);

@@ -157,6 +157,7 @@ test('layers in the store are not fetched again; concurrent fetches of images sh
   let registry: TestRegistry | undefined;
   t.teardown(async () => {
     registry?.stop();
+    await reapPods(env);
     env.cleanup();
   });
   registry = await TestRegistry.start(env.file('registry'));
@@ -180,4 +181,17 @@ test('layers in the store are not fetched again; concurrent fetches of images sh
   t.is(oneLine(again.stdout), oneLine(ra.stdout));
   t.is(registry.blobGets(baseDigest), 1);
   t.is(registry.blobGets(a.layers[1]!.digest), 1);
+
+  // with the registry gone, --pull-policy=never still finds the stored image, and prepare takes it
+  registry.stop();
+  const never = await env.run([...flags, '--pull-policy=never', `docker://${registry.host}/share/a:1`]);
+  t.is(never.exitCode, 0, String(never.stderr));
+  t.is(oneLine(never.stdout), oneLine(ra.stdout));
+  const missing = await env.run([...flags, '--pull-policy=never', `docker://${registry.host}/share/a:2`]);
+  t.is(missing.exitCode, 254);
+  t.regex(oneLine(missing.stderr), /not in the store and --pull-policy=never forbids fetching it/);
+  needFile(FLY_ACI, 'build it with "node dist/stage1-fly/build.js build/stage1-fly.aci"');
+  const prep = await env.run(['--insecure-options=image', 'prepare', `--stage1-path=${FLY_ACI}`, '--pull-policy=never', `docker://${registry.host}/share/b:1`]);
+  t.is(prep.exitCode, 0, String(prep.stderr));
+  t.regex(oneLine(prep.stdout), /^[0-9a-f-]{36}$/);
 });

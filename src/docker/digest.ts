@@ -5,7 +5,7 @@
 
 import crypto from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { RktError } from '../errors.js';
+import { RktError, printable } from '../errors.js';
 
 export class DigestMismatchError extends RktError {}
 
@@ -63,12 +63,18 @@ export class VerifyingStream extends Transform {
 /** `source` through a VerifyingStream; destroying either end destroys both. */
 export function verified(source: Readable, expected: Expected): VerifyingStream {
   const v = new VerifyingStream(expected);
-  source.once('error', (err) => v.destroy(err));
+  source.once('error', (err) => v.destroy(interrupted(err, expected.name)));
   v.once('close', () => {
     if (!source.destroyed) source.destroy();
   });
   source.pipe(v);
   return v;
+}
+
+/** A failure of the underlying connection or file, as a one-line error. */
+export function interrupted(err: Error, name: string): RktError {
+  if (err instanceof RktError) return err;
+  return new RktError(`reading ${name} was interrupted (${printable(err.message, 100)}); try again`, { cause: err });
 }
 
 /** Read a whole (verified, bounded) stream into memory. */

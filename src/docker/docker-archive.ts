@@ -92,6 +92,11 @@ export async function resolveDockerArchive(ref: DockerArchiveRef): Promise<Resol
   let entry: SaveEntry | undefined;
   try {
     if (!fs.fstatSync(fd).isFile()) throw new RktError(`${where} is not a regular file; give the path of a "docker save" tarball`);
+    const magic = Buffer.alloc(6);
+    fs.readSync(fd, magic, 0, 6, 0);
+    if ((magic[0] === 0x1f && magic[1] === 0x8b) || magic.toString('latin1', 0, 3) === 'BZh' || magic.toString('latin1', 1, 6) === '7zXZ\0') {
+      throw new RktError(`${where} is compressed; decompress it first (docker save writes a plain tar)`);
+    }
     members = indexArchive(fd, where);
     entries = parseSaveManifest(memberBytes(fd, members, 'manifest.json', MAX_MANIFEST_BYTES, where), where);
     entry = pickEntry(entries, ref, where);

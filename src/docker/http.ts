@@ -7,6 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { RktError, printable } from '../errors.js';
+import { interrupted } from './digest.js';
 
 export const MAX_REDIRECTS = 5;
 // A registry that stops sending for this long is given up on (a stalled download never hangs rkt).
@@ -102,13 +103,17 @@ export async function readBody(res: HttpResponse, max: number, what: string): Pr
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of res.body) {
-    size += (c as Buffer).length;
-    if (size > max) {
-      res.body.destroy();
-      throw new HttpError(`${what} is larger than the limit of ${max} bytes; the registry is misbehaving`);
+  try {
+    for await (const c of res.body) {
+      size += (c as Buffer).length;
+      if (size > max) {
+        res.body.destroy();
+        throw new HttpError(`${what} is larger than the limit of ${max} bytes; the registry is misbehaving`);
+      }
+      chunks.push(c as Buffer);
     }
-    chunks.push(c as Buffer);
+  } catch (err) {
+    throw interrupted(err as Error, what);
   }
   return Buffer.concat(chunks);
 }

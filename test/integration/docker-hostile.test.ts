@@ -110,6 +110,34 @@ test('an endless blob stops at the size its descriptor states', async (t) => {
   await refused(t, env, `docker://${reg.host}/e/img:v1`, /longer than the \d+ bytes its descriptor states/);
 });
 
+test('a download cut off half-way is a one-line error', async (t) => {
+  const img = await small();
+  const blob = img.layers[0]!.blob;
+  const { env, reg } = await world(t, {
+    override: (req, res) => {
+      if (!req.url?.endsWith(img.layers[0]!.digest)) return false;
+      res.writeHead(200, { 'content-length': blob.length });
+      res.write(blob.subarray(0, blob.length >> 1), () => res.destroy());
+      return true;
+    },
+  });
+  reg.add('e/img', 'v1', img);
+  await refused(t, env, `docker://${reg.host}/e/img:v1`, /interrupted|cut short/);
+});
+
+test('a redirect loop ends after a few hops', async (t) => {
+  const { env, reg } = await world(t, {
+    override: (req, res) => {
+      if (!req.url?.includes('/blobs/')) return false;
+      res.writeHead(307, { location: req.url });
+      res.end();
+      return true;
+    },
+  });
+  reg.add('r/img', 'v1', await small());
+  await refused(t, env, `docker://${reg.host}/r/img:v1`, /more than 5 redirects/);
+});
+
 test('a blob with other bytes than its digest is refused', async (t) => {
   const { env, reg } = await world(t);
   const img = await small();

@@ -1,6 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { execa } from 'execa';
 import { RktEnv, REPO } from '../helpers/rkt.js';
 import { needCommand, needFile } from '../helpers/prereqs.js';
@@ -77,6 +78,11 @@ test('docker-archive:PATH fetches a docker save tarball, and reuses the layers a
   t.is(f.exitCode, 0, String(f.stderr));
   const after = fs.readdirSync(path.join(env.dir, 'cas/blob/sha512'), { recursive: true }).length;
   t.true(after - before <= 2, `only the top image may be new (${before} -> ${after})`);
+  const gz = env.file('saved.tar.gz');
+  fs.writeFileSync(gz, zlib.gzipSync(fs.readFileSync(archive)));
+  const compressed = await env.run(['--insecure-options=image', 'fetch', `docker-archive:${gz}`]);
+  t.is(compressed.exitCode, 254);
+  t.regex(String(compressed.stderr), /is compressed; decompress it first/);
   const tagged = await env.run(['--insecure-options=image', 'fetch', `docker-archive:${archive}:example.org/team/app:3.0`]);
   t.is(tagged.exitCode, 254);
   t.regex(String(tagged.stderr), /no image tagged "example.org\/team\/app:3.0"/);

@@ -34,4 +34,6 @@ export interface AppReports {
   exits(): AppExit[];
   /** Apps the kernel's OOM killer ended. */
   oomKilled(): Set<string>;
+  /** Apps that never ran because their pre-start event handler failed. */
+  preStartFailed?(): Set<string>;
 }

@@ -1,7 +1,9 @@
+import path from 'node:path';
 import { RktError } from '../errors.js';
 import { oomScoreAdj } from '../appc/isolators.js';
 import { POD_ROOT } from './app-reports.js';
 import type { AppSpec, VolumeMount } from './app-spec.js';
+import type { EventHandlerName } from '../appc/types.js';
 
 // systemd units for a pod's apps, for the flavors whose pod is booted by a
 // systemd of their own (kvm in a VM, nspawn in a container). What differs
@@ -138,8 +140,21 @@ export interface AppUnitOptions {
    * app's own environment sets is kept.
    */
   unsetEnvironment?: readonly string[];
+  /**
+   * Bind each volume again onto its target inside the app's own mount
+   * namespace (BindPaths=), for a flavor whose pod sees the app's rootfs
+   * with its volumes as one file system (kvm over virtio-fs): the app then
+   * has a mount there, read-only where asked.
+   */
+  volumeBinds?: readonly VolumeBind[];
   /** Further [Service] lines a flavor needs, as [key, value]; written last. */
   extra?: ReadonlyArray<readonly [string, string]>;
+}
+
+/** A volume to bind again inside the app's mount namespace: its symlink-free path in the app's root. */
+export interface VolumeBind {
+  path: string;
+  readOnly: boolean;
 }
 
 /** What systemd puts in a service's environment besides what the unit sets. */
@@ -157,6 +172,9 @@ export const MANAGER_ENVIRONMENT: readonly string[] = [
   'RUNTIME_DIRECTORY',
 ];
 
+/** How long a post-stop handler may run before systemd kills it. */
+export const POST_STOP_TIMEOUT = '90s';
+
 /** CPUQuota= from millicores: 1000m is one whole CPU, 100%. */
 export function cpuQuota(millis: number): string {
   if (!Number.isFinite(millis) || millis <= 0) throw new UnitError(`CPU limit ${millis}m is not positive`);
@@ -169,17 +187,21 @@ function rwVolumes(mounts: readonly VolumeMount[]): string[] {
   return mounts.filter((m) => !m.readOnly).map((m) => m.target);
 }
 
-/**
- * The service unit running one app. `spec.rootfs` is the host's view and is
- * not used: inside the pod the app's root is `options.rootDirectory`.
- */
-export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
+/** What a unit runs: the app itself, or one of its event handlers (spec/aci.md). */
+type UnitRole = 'app' | EventHandlerName;
+
+/** The [Service] lines every unit of an app shares: its root, credentials, environment, isolators. */
+function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [string, string][] {
   const root = options.rootDirectory ?? `/opt/stage2/${spec.name}/rootfs`;
   const svc: [string, string][] = [];
   const add = (k: string, v: string): void => void svc.push([k, v]);
 
-  add('Type', options.type ?? 'exec');
+  // a handler is a command that runs to its end: the app waits for pre-start, the pod for post-stop
+  add('Type', role === 'app' ? (options.type ?? 'exec') : 'oneshot');
   add('Restart', 'no');
+  // rkt: a pre-start may take long (it downloads a data set, say); post-stop is bounded like a stop
+  if (role === 'pre-start') add('TimeoutStartSec', 'infinity');
+  if (role === 'post-stop') add('TimeoutStartSec', POST_STOP_TIMEOUT);
   add('RootDirectory', unitPath(root, 'root directory'));
   if (options.hooksInStage1Root) add('RootDirectoryStartOnly', 'yes');
   if (options.mountApiVfs) add('MountAPIVFS', 'yes');
@@ -200,19 +222,25 @@ export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
   const unset = (options.unsetEnvironment ?? MANAGER_ENVIRONMENT).filter((n) => !own.has(n));
   if (unset.length > 0) add('UnsetEnvironment', unset.join(' '));
 
+  const argv = role === 'app' ? spec.exec : role === 'pre-start' ? spec.eventHandlers.preStart : spec.eventHandlers.postStop;
   let exec: string;
   try {
-    exec = execLine(spec.exec);
+    exec = execLine(argv ?? []);
   } catch (err) {
-    throw new UnitError(`app "${spec.name}": ${(err as Error).message}`);
+    throw new UnitError(`app "${spec.name}"${role === 'app' ? '' : ` (${role} handler)`}: ${(err as Error).message}`);
   }
   add('ExecStart', exec);
   const priv = options.hooksPrivileged ? '+' : '';
-  // "-": a failing start hook must not stop the app it reports on
-  for (const c of options.execStartPost ?? []) add('ExecStartPost', `-${priv}${c}`);
-  for (const c of options.execStopPost ?? []) add('ExecStopPost', `${priv}${c}`);
+  if (role === 'app') {
+    // "-": a failing start hook must not stop the app it reports on
+    for (const c of options.execStartPost ?? []) add('ExecStartPost', `-${priv}${c}`);
+    for (const c of options.execStopPost ?? []) add('ExecStopPost', `${priv}${c}`);
+  } else {
+    add('ExecStopPost', `${priv}${handlerExitHook(spec.name, role)}`);
+  }
 
-  add('StandardInput', options.stdio.input);
+  // A handler never reads the app's input: that is the app's alone.
+  add('StandardInput', role === 'app' ? options.stdio.input : 'null');
   add('StandardOutput', options.stdio.output);
   add('StandardError', options.stdio.error);
   if (options.stdio.ttyPath !== undefined) {
@@ -226,6 +254,7 @@ export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
       add('BindPaths', unitPath(options.stdio.ttyPath, 'terminal'));
     }
   }
+  for (const b of options.volumeBinds ?? []) add(b.readOnly ? 'BindReadOnlyPaths' : 'BindPaths', volumeBind(spec, root, b));
 
   const iso = spec.isolators;
   add('CapabilityBoundingSet', iso.capabilities.join(' '));
@@ -246,16 +275,79 @@ export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
     if (rw.length > 0) add('ReadWritePaths', rw.join(' '));
   }
   for (const [k, v] of options.extra ?? []) add(k, v);
+  return svc;
+}
 
+/**
+ * One entry of BindPaths=/BindReadOnlyPaths=: the volume as the flavor's
+ * root sees it (under the app's root directory, where the host put it) bound
+ * again onto its target inside the app's own mount namespace, so that the
+ * app sees a mount there, read-only when asked. Each path is one quoted word.
+ */
+function volumeBind(spec: AppSpec, root: string, b: VolumeBind): string {
+  const what = `volume target of app "${spec.name}"`;
+  const target = unitListPath(b.path, what).replace(/^"|"$/g, '');
+  const source = unitListPath(path.posix.join(root, b.path), what).replace(/^"|"$/g, '');
+  // norbind: exactly this volume; a volume mounted inside it gets its own entry
+  return `"${source}":"${target}":norbind`;
+}
+
+function unitText(spec: AppSpec, description: string, unitLines: readonly string[], svc: readonly [string, string][]): string {
   return [
     '# Generated by rkt from the pod manifest; do not edit.',
     '[Unit]',
-    `Description=rkt app ${spec.name} (${spec.imageName.replace(/%/g, '%%').replace(/[\n\r]/g, ' ')})`,
+    `Description=${description} ${spec.name} (${spec.imageName.replace(/%/g, '%%').replace(/[\n\r]/g, ' ')})`,
+    ...unitLines,
     '',
     '[Service]',
     ...svc.map(([k, v]) => `${k}=${v}`),
     '',
   ].join('\n');
+}
+
+/**
+ * The service unit running one app. `spec.rootfs` is the host's view and is
+ * not used: inside the pod the app's root is `options.rootDirectory`.
+ * With event handlers, the app's unit requires its pre-start unit to have
+ * succeeded, and starts its post-stop unit once it has stopped (see
+ * appUnitFiles).
+ */
+export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
+  const unitLines: string[] = [];
+  if (spec.eventHandlers.preStart) {
+    const pre = handlerUnitName(spec.name, 'pre-start');
+    unitLines.push(`Requires=${pre}`, `After=${pre}`);
+  }
+  if (spec.eventHandlers.postStop) {
+    const post = handlerUnitName(spec.name, 'post-stop');
+    unitLines.push(`OnSuccess=${post}`, `OnFailure=${post}`);
+  }
+  return unitText(spec, 'rkt app', unitLines, serviceLines(spec, options, 'app'));
+}
+
+/**
+ * The unit running one of the app's event handlers: the app's own root,
+ * credentials, environment, isolators and stdio, the handler as its one
+ * command. Its exit hook tells the pod what came of it (handlerExitHook).
+ */
+export function handlerUnit(spec: AppSpec, handler: EventHandlerName, options: AppUnitOptions): string {
+  // post-stop starts after the app, possibly while the pod is shutting down: it must not be
+  // stopped by that shutdown, and the shutdown must wait for it
+  const unitLines = handler === 'post-stop' ? ['DefaultDependencies=no', 'Before=shutdown.target'] : [];
+  return unitText(spec, `rkt ${handler} handler of app`, unitLines, serviceLines(spec, options, handler));
+}
+
+/** The name of the unit running an app's event handler; "." never occurs in an AC name, so no app's unit has it. */
+export function handlerUnitName(app: string, handler: EventHandlerName): string {
+  return `${app}.${handler}.service`;
+}
+
+/** Every unit file of one app, as [file name, text]: its own, then its handlers'. */
+export function appUnitFiles(spec: AppSpec, options: AppUnitOptions): [string, string][] {
+  const files: [string, string][] = [[appUnitName(spec.name), appUnit(spec, options)]];
+  if (spec.eventHandlers.preStart) files.push([handlerUnitName(spec.name, 'pre-start'), handlerUnit(spec, 'pre-start', options)]);
+  if (spec.eventHandlers.postStop) files.push([handlerUnitName(spec.name, 'post-stop'), handlerUnit(spec, 'post-stop', options)]);
+  return files;
 }
 
 /** Entries for an /etc/passwd or /etc/group file, one line each. */
@@ -315,11 +407,26 @@ export function podTarget(apps: readonly string[], description = 'rkt pod'): str
  * The hooks that report an app to the host in every flavor whose pod boots
  * systemd (see app-reports.ts): "started" once systemd has executed it, and
  * the shared exit hook. The hook's argument is one word, so that an
- * unset variable cannot shift the others; the hook splits it.
+ * unset variable cannot shift the others; the hook splits it. An app with a
+ * post-stop handler only has its exit noted here ("--defer"): the report
+ * goes out once the handler has run, so that the pod cannot end under it.
  */
-export function reportHooks(app: string): Pick<AppUnitOptions, 'execStartPost' | 'execStopPost'> {
+export function reportHooks(spec: Pick<AppSpec, 'name' | 'eventHandlers'>): Pick<AppUnitOptions, 'execStartPost' | 'execStopPost'> {
+  const exited = spec.eventHandlers.postStop ? [POD_ROOT.appExited, '--defer', spec.name] : [POD_ROOT.appExited, spec.name];
   return {
-    execStartPost: [execLine([POD_ROOT.report, 'started', app])],
-    execStopPost: [`${execLine([POD_ROOT.appExited, app])} "\${EXIT_CODE}:\${EXIT_STATUS}:\${SERVICE_RESULT}"`],
+    execStartPost: [execLine([POD_ROOT.report, 'started', spec.name])],
+    execStopPost: [`${execLine(exited)} ${EXIT_INFO}`],
   };
+}
+
+/** systemd's account of how a unit's command ended, as one word for rkt-app-exited. */
+const EXIT_INFO = '"${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"';
+
+/**
+ * A handler unit's exit hook: after pre-start, nothing when it succeeded,
+ * else the app's end with the handler's status (the app never starts); after
+ * post-stop, the app's own exit noted by its unit.
+ */
+function handlerExitHook(app: string, handler: EventHandlerName): string {
+  return `${execLine([POD_ROOT.appExited, `--${handler}`, app])} ${EXIT_INFO}`;
 }

@@ -23,6 +23,7 @@ function spec(over: Partial<AppSpec> = {}): AppSpec {
     ],
     workingDirectory: '/srv',
     readOnlyRootFS: false,
+    eventHandlers: {},
     mounts: [],
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/store/tree/rootfs',

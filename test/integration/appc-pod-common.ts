@@ -1,0 +1,165 @@
+import type { ExecutionContext } from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { RktEnv, REPO } from '../helpers/rkt.js';
+import { buildAci } from '../helpers/aci.js';
+import { reapPods } from '../helpers/pods.js';
+import { needFile } from '../helpers/prereqs.js';
+
+// Shared by the appc conformance tests, which run the same pods on every
+// flavor: the stage1 images built into build/ from this tree (see
+// README.md), a private rkt world per test, and the issue's pod of two
+// apps sharing an empty volume, with event handlers and mount checks.
+
+export type Flavor = 'kvm' | 'nspawn' | 'fly';
+
+const STAGE1_FILE: Record<Flavor, string> = { kvm: 'stage1-kvm.aci', nspawn: 'stage1-coreos.aci', fly: 'stage1-fly.aci' };
+
+/** Flags selecting the flavor's stage1 image built from this tree. */
+export function stage1Flags(flavor: Flavor): string[] {
+  const aci = path.join(REPO, 'build', STAGE1_FILE[flavor]);
+  needFile(aci, `build it with: node dist/stage1-${flavor === 'nspawn' ? 'nspawn' : flavor}/build.js ${path.join('build', STAGE1_FILE[flavor])} (scripts/setup.sh does)`);
+  // fly shares the host's network; the others get a pod network of their own, which these pods do not need
+  return ['--insecure-options=image', `--stage1-path=${aci}`, `--net=${flavor === 'fly' ? 'host' : 'none'}`];
+}
+
+export function world(t: ExecutionContext, prefix: string): RktEnv {
+  const env = new RktEnv(prefix);
+  t.teardown(async () => {
+    await reapPods(env);
+    env.cleanup();
+  });
+  return env;
+}
+
+/** A host directory every app user may write (kvm shows its owner, an unprivileged user, as the app's uid). */
+export function hostOutDir(env: RktEnv): string {
+  const out = env.file('out');
+  fs.mkdirSync(out, { mode: 0o777 });
+  fs.chmodSync(out, 0o777);
+  fs.chownSync(out, 4242, 4242);
+  return out;
+}
+
+/** The mountinfo line an app printed for `mountPoint` after `tag`, split into fields. */
+export function mountLine(stdout: string, tag: string, mountPoint: string): string[] | undefined {
+  for (const line of stdout.split('\n')) {
+    if (!line.startsWith(`${tag} `)) continue;
+    const f = line.slice(tag.length + 1).split(' ');
+    if (f[4] === mountPoint) return f;
+  }
+  return undefined;
+}
+
+/** The mount options (field 6) of a mountinfo line. */
+export function mountOptions(fields: string[] | undefined): string[] {
+  return (fields?.[5] ?? '').split(',');
+}
+
+/**
+ * The issue's pod: app "writer" and app "reader" share the empty volume
+ * "shared" (writable for the writer, read-only for the reader by their
+ * images' mount points), and both mount the host volume "out". The writer
+ * has a pre-start handler that must finish before its exec (it sleeps,
+ * then writes a file the exec reads) and a post-stop handler that writes
+ * into the host volume after the writer has ended; both print who they
+ * run as and what environment they see.
+ */
+export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; reader: string }> {
+  const mountPoints = (ro: boolean): unknown[] => [
+    { name: 'shared', path: '/shared', readOnly: ro },
+    { name: 'out', path: '/out' },
+  ];
+  const writer = await buildAci(env.root, {
+    name: 'example.com/writer',
+    app: {
+      exec: ['/bin/sh', '-c', 'cat /shared/pre; grep " /shared " /proc/self/mountinfo | sed "s/^/writer-mnt /"; echo from-writer > /shared/data; sleep 2'],
+      user: '1000',
+      group: '1000',
+      environment: [{ name: 'IMAGE_VAR', value: 'from-image' }],
+      mountPoints: mountPoints(false),
+      eventHandlers: [
+        { name: 'pre-start', exec: ['/bin/sh', '-c', 'sleep 1; echo "writer-pre $(id -u):$(id -g) $IMAGE_VAR $POD_VAR $AC_APP_NAME $(pwd)" > /shared/pre'] },
+        { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo "writer-post $(id -u):$(id -g) $IMAGE_VAR $POD_VAR $(cat /shared/data)" > /out/post-stop'] },
+      ],
+    },
+  });
+  const reader = await buildAci(env.root, {
+    name: 'example.com/reader',
+    app: {
+      exec: [
+        '/bin/sh',
+        '-c',
+        'n=0; until [ -e /shared/data ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n+1)); done; echo "reader-data $(cat /shared/data)"; ' +
+          'grep " /shared " /proc/self/mountinfo | sed "s/^/reader-mnt /"; if touch /shared/x 2>/dev/null; then echo reader-write allowed; else echo reader-write refused; fi',
+      ],
+      user: '0',
+      group: '0',
+      mountPoints: mountPoints(true),
+    },
+  });
+  return { writer, reader };
+}
+
+/** The `rkt run` arguments of the shared-volume pod after the flavor's flags. */
+export function sharedVolumeArgs(images: { writer: string; reader: string }, out: string): string[] {
+  return ['--volume=shared,kind=empty,mode=0777', `--volume=out,kind=host,source=${out}`, '--set-env=POD_VAR=from-pod', images.writer, '---', images.reader];
+}
+
+export interface FlavorCase {
+  flavor: Flavor;
+  /** ms: kvm pods boot a VM (tcg on hosts without kvm). */
+  timeout: number;
+}
+
+/** The issue's shared-volume pod: handlers in order, as the app, with its environment; the volume a mount of its own. */
+export async function checkSharedVolumePod(t: ExecutionContext, c: FlavorCase): Promise<void> {
+  const env = world(t, `rkt-appc-${c.flavor}-`);
+  const out = hostOutDir(env);
+  const images = await sharedVolumePod(env);
+  const r = await env.run(['run', ...stage1Flags(c.flavor), ...sharedVolumeArgs(images, out)], { timeout: c.timeout });
+  const stdout = String(r.stdout);
+  t.is(r.exitCode, 0, `${stdout}\n${String(r.stderr)}`);
+  // pre-start ran to its end before the exec, as the app's user, with its environment and working directory
+  t.regex(stdout, /^writer-pre 1000:1000 from-image from-pod writer \/$/m);
+  t.regex(stdout, /^reader-data from-writer$/m);
+  // post-stop ran after the app, as the app, and before the pod ended
+  t.is(fs.readFileSync(path.join(out, 'post-stop'), 'utf8'), 'writer-post 1000:1000 from-image from-pod from-writer\n');
+  // the volume is a mount at the app's mount point, read-only where the mount point asks
+  const w = mountLine(stdout, 'writer-mnt', '/shared');
+  const rd = mountLine(stdout, 'reader-mnt', '/shared');
+  t.truthy(w, `no mountinfo entry for /shared in the writer:\n${stdout}`);
+  t.truthy(rd, `no mountinfo entry for /shared in the reader:\n${stdout}`);
+  t.true(mountOptions(w).includes('rw'), w?.join(' '));
+  t.true(mountOptions(rd).includes('ro'), rd?.join(' '));
+  t.regex(stdout, /^reader-write refused$/m);
+}
+
+/** A failing pre-start fails its app with the handler's status, which rkt status shows with the reason; the app never runs. */
+export async function checkFailingPreStart(t: ExecutionContext, c: FlavorCase): Promise<void> {
+  const env = world(t, `rkt-appc-${c.flavor}-`);
+  const out = hostOutDir(env);
+  const image = await buildAci(env.root, {
+    name: 'example.com/prestart-fails',
+    app: {
+      exec: ['/bin/sh', '-c', 'echo ran > /out/app'],
+      user: '0',
+      group: '0',
+      mountPoints: [{ name: 'out', path: '/out' }],
+      eventHandlers: [
+        { name: 'pre-start', exec: ['/bin/sh', '-c', 'echo pre-start failing; exit 7'] },
+        { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo ran > /out/post-stop'] },
+      ],
+    },
+  });
+  const uuidFile = env.file('uuid');
+  const r = await env.run(['run', ...stage1Flags(c.flavor), `--uuid-file-save=${uuidFile}`, `--volume=out,kind=host,source=${out}`, image], { timeout: c.timeout });
+  t.is(r.exitCode, 7, `${String(r.stdout)}\n${String(r.stderr)}`);
+  t.regex(String(r.stdout), /pre-start failing/);
+  t.regex(String(r.stderr), /app prestart-fails was not started: its pre-start event handler exited with status 7/);
+  t.deepEqual(fs.readdirSync(out), [], 'neither the app nor its post-stop handler may run');
+  const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
+  const st = await env.run(['status', uuid]);
+  t.regex(String(st.stdout), /^app-prestart-fails=7$/m);
+  t.regex(String(st.stdout), /^exit-cause=app prestart-fails was not started: its pre-start event handler exited with status 7$/m);
+}

@@ -2,8 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { resolveInRoot } from '../src/stage1-common/rootfs.js';
-import { appUnitFiles, appUnitName, credentialEntries, reportHooks, type AppUnitOptions, type StdioSpec, type VolumeBind } from '../src/stage1-common/units.js';
+import { appUnitFiles, appUnitName, credentialEntries, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 
 // What the host writes into the pod's stage1 rootfs (the guest's root
 // filesystem) before booting it: one systemd unit per app, hooked into the
@@ -22,6 +21,8 @@ export const GUEST = {
 } as const;
 
 export interface GuestConfigOptions {
+  /** --insecure-options=paths: the apps get the guest's /dev instead of a private one. */
+  sharedDevices?: boolean;
   /** --interactive: the one app gets the serial console as its terminal. */
   interactive?: { rows?: number; columns?: number };
 }
@@ -41,39 +42,27 @@ function stdioFor(opts: GuestConfigOptions): StdioSpec {
 }
 
 /**
- * Each volume where the app sees it, without symlinks: the host mounted it
- * there on its side, and the guest's systemd binds it again inside the app's
- * mount namespace (BindPaths=), so that the app sees a mount of its own,
- * read-only where asked. Over virtio-fs the host's binds are invisible to
- * the guest: it sees one file system. Resolved on the host before boot, in
- * the app's rootfs, as the host mounted it (rootfs.ts).
- */
-export function volumeBinds(spec: AppSpec): VolumeBind[] {
-  return spec.mounts.map((m) => ({ path: resolveInRoot(spec.rootfs, m.target).inner, readOnly: m.readOnly }));
-}
-
-/**
  * The options of every unit of one app, as the kvm guest runs it. Its /dev
- * is private: the guest's has the virtio-serial ports (the agent's among
- * them), the console, the kernel log and memory devices, none of which an
- * app needs (guest/README.md, "Apps against the agent").
+ * is private unless --insecure-options=paths: the guest's has the
+ * virtio-serial ports (the agent's among them), the console, the kernel log
+ * and memory devices, none of which an app needs (guest/README.md, "Apps
+ * against the agent").
  */
-function kvmUnitOptions(spec: AppSpec, opts: GuestConfigOptions, binds: readonly VolumeBind[]): AppUnitOptions {
+function kvmUnitOptions(spec: AppSpec, opts: GuestConfigOptions): AppUnitOptions {
   return {
     stdio: stdioFor(opts),
     ...reportHooks(spec),
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
-    privateDevices: true,
+    privateDevices: !opts.sharedDevices,
     type: 'exec',
-    volumeBinds: binds,
   };
 }
 
 /** The unit files of one app (its own and its event handlers'), as the kvm guest runs them. */
-export function kvmAppUnits(spec: AppSpec, opts: GuestConfigOptions, binds: readonly VolumeBind[] = volumeBinds(spec)): [string, string][] {
-  return appUnitFiles(spec, kvmUnitOptions(spec, opts, binds));
+export function kvmAppUnits(spec: AppSpec, opts: GuestConfigOptions): [string, string][] {
+  return appUnitFiles(spec, kvmUnitOptions(spec, opts));
 }
 
 function inRoot(rootfs: string, p: string): string {

@@ -23,7 +23,8 @@ import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './ns
 import { rootfsEtcOptions, setupNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
 import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
-import { STAGE1, withAllCapabilities, writePodConfig } from './pod-units.js';
+import { STAGE1, writePodConfig } from './pod-units.js';
+import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
@@ -182,6 +183,7 @@ export class ContainerEngine implements PodEngine {
       ipc: this.opts.ipc,
       register,
       insecureSeccomp: insecure(this.opts, 'seccomp'),
+      insecurePaths: insecure(this.opts, 'paths'),
       ...(this.netnsPath !== undefined && { netnsPath: this.netnsPath }),
     });
     this.container = new PodContainer({ argv, env, cgroupProcs: this.cgroupProcs, terminal: this.tty, showConsole: args.debug });

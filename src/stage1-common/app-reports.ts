@@ -14,6 +14,8 @@ export const POD_ROOT = {
   /** The apps' names, one per line, written by the host before boot: the hook's list of whom to wait for. */
   apps: '/rkt/apps',
   status: '/rkt/status',
+  /** Exits of apps with a post-stop handler, noted by their hook until the handler has run (rkt-app-exited --defer). */
+  deferred: '/rkt/deferred',
   /** Writes one report line to the host (rkt-report WORDS...): each flavor has its own. */
   report: '/rkt/bin/rkt-report',
   /** nspawn's report channel: a FIFO the host opens before the container starts. */

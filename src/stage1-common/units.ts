@@ -1,4 +1,3 @@
-import path from 'node:path';
 import { RktError } from '../errors.js';
 import { oomScoreAdj } from '../appc/isolators.js';
 import { POD_ROOT } from './app-reports.js';
@@ -140,21 +139,8 @@ export interface AppUnitOptions {
    * app's own environment sets is kept.
    */
   unsetEnvironment?: readonly string[];
-  /**
-   * Bind each volume again onto its target inside the app's own mount
-   * namespace (BindPaths=), for a flavor whose pod sees the app's rootfs
-   * with its volumes as one file system (kvm over virtio-fs): the app then
-   * has a mount there, read-only where asked.
-   */
-  volumeBinds?: readonly VolumeBind[];
   /** Further [Service] lines a flavor needs, as [key, value]; written last. */
   extra?: ReadonlyArray<readonly [string, string]>;
-}
-
-/** A volume to bind again inside the app's mount namespace: its symlink-free path in the app's root. */
-export interface VolumeBind {
-  path: string;
-  readOnly: boolean;
 }
 
 /** What systemd puts in a service's environment besides what the unit sets. */
@@ -254,7 +240,6 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
       add('BindPaths', unitPath(options.stdio.ttyPath, 'terminal'));
     }
   }
-  for (const b of options.volumeBinds ?? []) add(b.readOnly ? 'BindReadOnlyPaths' : 'BindPaths', volumeBind(spec, root, b));
 
   const iso = spec.isolators;
   add('CapabilityBoundingSet', iso.capabilities.join(' '));
@@ -276,20 +261,6 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
   }
   for (const [k, v] of options.extra ?? []) add(k, v);
   return svc;
-}
-
-/**
- * One entry of BindPaths=/BindReadOnlyPaths=: the volume as the flavor's
- * root sees it (under the app's root directory, where the host put it) bound
- * again onto its target inside the app's own mount namespace, so that the
- * app sees a mount there, read-only when asked. Each path is one quoted word.
- */
-function volumeBind(spec: AppSpec, root: string, b: VolumeBind): string {
-  const what = `volume target of app "${spec.name}"`;
-  const target = unitListPath(b.path, what).replace(/^"|"$/g, '');
-  const source = unitListPath(path.posix.join(root, b.path), what).replace(/^"|"$/g, '');
-  // norbind: exactly this volume; a volume mounted inside it gets its own entry
-  return `"${source}":"${target}":norbind`;
 }
 
 function unitText(spec: AppSpec, description: string, unitLines: readonly string[], svc: readonly [string, string][]): string {
@@ -333,13 +304,23 @@ export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
 export function handlerUnit(spec: AppSpec, handler: EventHandlerName, options: AppUnitOptions): string {
   // post-stop starts after the app, possibly while the pod is shutting down: it must not be
   // stopped by that shutdown, and the shutdown must wait for it
-  const unitLines = handler === 'post-stop' ? ['DefaultDependencies=no', 'Before=shutdown.target'] : [];
+  // and it runs only after the app did: a failed pre-start triggers OnFailure= too, but the app never
+  // ran, and its exit note (the hook's --defer) is missing
+  const unitLines = handler === 'post-stop' ? ['DefaultDependencies=no', 'Before=shutdown.target', `ConditionPathExists=${POD_ROOT.deferred}/${spec.name}`] : [];
   return unitText(spec, `rkt ${handler} handler of app`, unitLines, serviceLines(spec, options, handler));
 }
 
 /** The name of the unit running an app's event handler; "." never occurs in an AC name, so no app's unit has it. */
 export function handlerUnitName(app: string, handler: EventHandlerName): string {
   return `${app}.${handler}.service`;
+}
+
+/** The names of every unit of one app: its own, then its handlers'. */
+export function appUnitNames(spec: Pick<AppSpec, 'name' | 'eventHandlers'>): string[] {
+  const names = [appUnitName(spec.name)];
+  if (spec.eventHandlers.preStart) names.push(handlerUnitName(spec.name, 'pre-start'));
+  if (spec.eventHandlers.postStop) names.push(handlerUnitName(spec.name, 'post-stop'));
+  return names;
 }
 
 /** Every unit file of one app, as [file name, text]: its own, then its handlers'. */

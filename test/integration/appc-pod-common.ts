@@ -1,4 +1,4 @@
-import type { ExecutionContext } from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { RktEnv, REPO } from '../helpers/rkt.js';
@@ -162,4 +162,83 @@ export async function checkFailingPreStart(t: ExecutionContext, c: FlavorCase): 
   const st = await env.run(['status', uuid]);
   t.regex(String(st.stdout), /^app-prestart-fails=7$/m);
   t.regex(String(st.stdout), /^exit-cause=app prestart-fails was not started: its pre-start event handler exited with status 7$/m);
+}
+
+interface Confinement {
+  seccomp: string;
+  capBnd: string;
+  pid1CapBnd: string;
+  /** mountinfo entries of /proc/sys, as option lists. */
+  procSys: string[][];
+  ttyS0: boolean;
+}
+
+const CONFINEMENT_PROBE = [
+  'grep "^Seccomp:" /proc/self/status | sed "s/^/probe-/"',
+  'grep "^CapBnd:" /proc/self/status | sed "s/^/probe-/"',
+  'grep "^CapBnd:" /proc/1/status | sed "s/^/probe-pid1-/"',
+  'grep " /proc/sys " /proc/self/mountinfo | sed "s/^/probe-mnt /"',
+  'if [ -e /dev/ttyS0 ]; then echo probe-ttyS0; fi',
+].join('; ');
+
+async function probeConfinement(t: ExecutionContext, c: FlavorCase, env: RktEnv, image: string, insecure: string): Promise<Confinement> {
+  const r = await env.run(['run', ...stage1Flags(c.flavor), `--insecure-options=image${insecure}`, image], { timeout: c.timeout });
+  const out = String(r.stdout);
+  t.is(r.exitCode, 0, `${out}\n${String(r.stderr)}`);
+  const field = (name: string): string => new RegExp(`^probe-${name}:\\s*(\\S+)$`, 'm').exec(out)?.[1] ?? `(no ${name} in ${out})`;
+  return {
+    seccomp: field('Seccomp'),
+    capBnd: field('CapBnd'),
+    pid1CapBnd: field('pid1-CapBnd'),
+    procSys: out
+      .split('\n')
+      .filter((l) => l.startsWith('probe-mnt '))
+      .map((l) => mountOptions(l.slice('probe-mnt '.length).split(' '))),
+    ttyS0: /^probe-ttyS0$/m.test(out),
+  };
+}
+
+/**
+ * --insecure-options=seccomp,capabilities,paths do all they say: no seccomp
+ * filter at all, the full bounding set (PID 1's, the most the pod has), and
+ * no masked or read-only kernel paths (kvm: the guest's whole /dev).
+ */
+export async function checkInsecureOptions(t: ExecutionContext, c: FlavorCase): Promise<void> {
+  const env = world(t, `rkt-appc-${c.flavor}-`);
+  const image = await buildAci(env.root, { name: 'example.com/probe', app: { exec: ['/bin/sh', '-c', CONFINEMENT_PROBE], user: '0', group: '0' } });
+  const strict = await probeConfinement(t, c, env, image, '');
+  const loose = await probeConfinement(t, c, env, image, ',seccomp,capabilities,paths');
+  t.log(`${c.flavor} default: ${JSON.stringify(strict)}`);
+  t.log(`${c.flavor} insecure: ${JSON.stringify(loose)}`);
+  t.is(loose.seccomp, '0', 'seccomp off: no filter at all');
+  t.is(loose.capBnd, loose.pid1CapBnd, 'capabilities off: the whole bounding set');
+  t.false(loose.procSys.some((o) => o.includes('ro')), 'paths off: /proc/sys is not read-only');
+  if (c.flavor === 'fly') {
+    // fly isolates nothing: the same either way
+    t.deepEqual(strict, loose);
+    return;
+  }
+  t.is(strict.seccomp, '2', 'by default apps run under a seccomp filter');
+  t.not(strict.capBnd, strict.pid1CapBnd, "by default apps get rkt's smaller bounding set");
+  if (c.flavor === 'nspawn') t.true(strict.procSys.some((o) => o.includes('ro')), 'by default /proc/sys is read-only');
+  if (c.flavor === 'kvm') {
+    t.false(strict.ttyS0, 'by default apps get a private /dev');
+    t.true(loose.ttyS0, "paths off: the guest's /dev");
+  }
+}
+
+/** Register the conformance tests for one flavor (each flavor's test file is one call). */
+export function conformanceTests(c: FlavorCase): void {
+  test('two apps share an empty volume: pre-start before the exec, post-stop after it, both as the app; the volume a mount, read-only where asked', async (t) => {
+    t.timeout(c.timeout + 60_000);
+    await checkSharedVolumePod(t, c);
+  });
+  test('a failing pre-start fails its app with the handler status and a reason; neither the app nor its post-stop runs', async (t) => {
+    t.timeout(c.timeout + 60_000);
+    await checkFailingPreStart(t, c);
+  });
+  test('--insecure-options=seccomp,capabilities,paths switch off all they name', async (t) => {
+    t.timeout(2 * c.timeout + 60_000);
+    await checkInsecureOptions(t, c);
+  });
 }

@@ -282,23 +282,10 @@ test('event handlers: units of their own with the app context; the app requires 
   t.deepEqual(values(pre, 'TimeoutStartSec'), ['infinity']);
   t.deepEqual(values(pre, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--pre-start" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
   t.deepEqual(values(post, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--post-stop" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
-  t.true(post.includes('\nDefaultDependencies=no\nBefore=shutdown.target\n'));
+  t.true(post.includes('\nDefaultDependencies=no\nBefore=shutdown.target\nConditionPathExists=/rkt/deferred/web\n'));
   // without handlers: one unit, reported at once
   const plain = appUnitFiles(spec(), { ...OPTS, ...reportHooks(spec()) });
   t.is(plain.length, 1);
   t.deepEqual(values(plain[0]![1], 'ExecStopPost'), ['"/rkt/bin/rkt-app-exited" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
 });
 
-test('volume binds: each volume bound again on its own path, read-only where asked, every path one quoted word', (t) => {
-  const u = appUnit(spec(), {
-    ...OPTS,
-    volumeBinds: [
-      { path: '/data', readOnly: false },
-      { path: '/etc/my conf', readOnly: true },
-      { path: '/odd:name', readOnly: false },
-    ],
-  });
-  t.deepEqual(values(u, 'BindPaths'), ['"/opt/stage2/web/rootfs/data":"/data":norbind', '"/opt/stage2/web/rootfs/odd:name":"/odd:name":norbind']);
-  t.deepEqual(values(u, 'BindReadOnlyPaths'), ['"/opt/stage2/web/rootfs/etc/my conf":"/etc/my conf":norbind']);
-  t.throws(() => appUnit(spec(), { ...OPTS, volumeBinds: [{ path: '/a"b', readOnly: false }] }), { instanceOf: UnitError, message: /quote/ });
-});

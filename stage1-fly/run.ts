@@ -3,7 +3,7 @@ import os from 'node:os';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
-import { ISOLATOR } from '../src/appc/isolators.js';
+import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
@@ -40,13 +40,6 @@ function checkNetwork(args: RunArgs): void {
     return;
   }
   throw new UsageError(`the fly stage1 shares the host network and supports only --net=host, not --net=${args.net.join(',')}`);
-}
-
-/** fly enforces no resource isolator (rkt's fly did not either); say which ones are left unapplied. */
-function noteIgnoredIsolators(spec: AppSpec): void {
-  const names = new Set([...spec.isolators.app, ...spec.isolators.pod].map((i) => i.name));
-  names.delete(ISOLATOR.noNewPrivileges);
-  if (names.size > 0) log().debug(`app ${spec.name}: fly does not enforce isolators ${[...names].join(', ')}`);
 }
 
 interface RunningApp {
@@ -256,8 +249,9 @@ export async function run(argv: string[]): Promise<number> {
   // `rkt enter` joins our mount namespace through this pid.
   writePid(paths, process.pid);
 
+  // rkt's fly ignored isolators; here a limit fly cannot apply is refused rather than dropped
+  checkIsolators(specs, FLY_ISOLATORS);
   for (const spec of specs) {
-    noteIgnoredIsolators(spec);
     const r = await prepareAppRootfs(paths, spec, { extraMounts: FLY_MOUNTS, resolvConf: '/etc/resolv.conf', hosts: FALLBACK_HOSTS });
     log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}`);
   }

@@ -6,6 +6,7 @@ import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { relaxed, storedInsecureOptions, withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
@@ -103,6 +104,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       this.specs = this.specs.map(withAllCapabilities);
     }
     if (relaxed(this.insecure, 'seccomp')) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
+    checkIsolators(this.specs, KVM_ISOLATORS, relaxed(this.insecure, 'seccomp') ? SECCOMP_ISOLATORS : undefined);
     if (relaxed(this.insecure, 'paths')) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));

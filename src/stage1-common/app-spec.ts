@@ -230,6 +230,10 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
   if (!app) throw new AppSpecError(`app "${ra.name}": neither the pod manifest nor image ${image.name} says how to run it`);
   const exec = ra.app?.exec?.length ? ra.app.exec : image.app?.exec;
   if (!exec?.length) throw new AppSpecError(`app "${ra.name}" has no exec: image ${image.name} names no command; give one with --exec`);
+  const activated = (app.ports ?? []).find((p) => p.socketActivated === true);
+  if (activated) {
+    throw new AppSpecError(`app "${ra.name}": port "${activated.name}" asks for socket activation (app.ports[].socketActivated), which this rkt does not support; set it to false and let the app listen itself`);
+  }
   const user = resolveId(opts.treeRootfs, app.user, 'user', ra.name);
   const group = resolveId(opts.treeRootfs, app.group, 'group', ra.name);
 

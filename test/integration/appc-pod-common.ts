@@ -41,14 +41,19 @@ export function hostOutDir(env: RktEnv): string {
   return out;
 }
 
-/** The mountinfo line an app printed for `mountPoint` after `tag`, split into fields. */
+/**
+ * The mountinfo line an app printed for `mountPoint` after `tag`, split into
+ * fields: the last one, the mount on top, which is what the app sees there
+ * (kvm's guest can show virtio-fs's own submount below it).
+ */
 export function mountLine(stdout: string, tag: string, mountPoint: string): string[] | undefined {
+  let found: string[] | undefined;
   for (const line of stdout.split('\n')) {
     if (!line.startsWith(`${tag} `)) continue;
     const f = line.slice(tag.length + 1).split(' ');
-    if (f[4] === mountPoint) return f;
+    if (f[4] === mountPoint) found = f;
   }
-  return undefined;
+  return found;
 }
 
 /** The mount options (field 6) of a mountinfo line. */

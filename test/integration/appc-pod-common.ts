@@ -75,10 +75,11 @@ export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; re
     { name: 'shared', path: '/shared', readOnly: ro },
     { name: 'out', path: '/out' },
   ];
+  // the writer renames its file into place: the reader waits for the name, and must never see it half written
   const writer = await buildAci(env.root, {
     name: 'example.com/writer',
     app: {
-      exec: ['/bin/sh', '-c', 'cat /shared/pre; grep " /shared " /proc/self/mountinfo | sed "s/^/writer-mnt /"; echo from-writer > /shared/data; sleep 2'],
+      exec: ['/bin/sh', '-c', 'cat /shared/pre; grep " /shared " /proc/self/mountinfo | sed "s/^/writer-mnt /"; echo from-writer > /shared/.data; mv /shared/.data /shared/data; sleep 2'],
       user: '1000',
       group: '1000',
       environment: [{ name: 'IMAGE_VAR', value: 'from-image' }],

@@ -5,7 +5,7 @@ import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { loadPodManifest, resolveAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, preStartExplanation, writeAppExitStatus, writeExitCause, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
@@ -241,7 +241,11 @@ export async function run(argv: string[]): Promise<number> {
 
   const paths = new PodPaths(process.cwd());
   const tools = findHostTools();
-  const specs = loadAppSpecs(paths);
+  const pm = loadPodManifest(paths);
+  if ((pm.ports ?? []).length > 0) {
+    throw new UsageError(`the fly stage1 shares the host network and forwards no ports (${pm.ports!.map((p) => p.name).join(', ')}): drop --port, the apps listen on the host directly`);
+  }
+  const specs = resolveAppSpecs(paths, pm);
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 
   const sup = new Supervisor(paths, tools, args.interactive);

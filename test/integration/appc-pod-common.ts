@@ -1,9 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktEnv, REPO } from '../helpers/rkt.js';
+import { execa } from 'execa';
+import { RktEnv, REPO, RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
-import { reapPods } from '../helpers/pods.js';
+import { reapPods, waitFor } from '../helpers/pods.js';
 import { needFile } from '../helpers/prereqs.js';
 
 // Shared by the appc conformance tests, which run the same pods on every
@@ -233,6 +234,39 @@ export async function checkInsecureOptions(t: ExecutionContext, c: FlavorCase): 
   }
 }
 
+/** rkt stop: the app is stopped, then its post-stop handler runs, before the pod ends; fly refuses a forwarded port. */
+export async function checkPostStopOnStop(t: ExecutionContext, c: FlavorCase): Promise<void> {
+  const env = world(t, `rkt-appc-${c.flavor}-`);
+  const out = hostOutDir(env);
+  const image = await buildAci(env.root, {
+    name: 'example.com/stopped',
+    app: {
+      exec: ['/bin/sh', '-c', 'echo up > /out/up; exec sleep 600'],
+      user: '0',
+      group: '0',
+      mountPoints: [{ name: 'out', path: '/out' }],
+      ports: [{ name: 'http', protocol: 'tcp', port: 80 }],
+      eventHandlers: [{ name: 'post-stop', exec: ['/bin/sh', '-c', 'echo cleaned > /out/post-stop'] }],
+    },
+  });
+  const uuidFile = env.file('uuid');
+  const child = execa(RKT, [...env.globals(), 'run', ...stage1Flags(c.flavor), `--uuid-file-save=${uuidFile}`, `--volume=out,kind=host,source=${out}`, image], { reject: false, stdin: 'ignore' });
+  t.teardown(() => void child.kill('SIGKILL'));
+  await waitFor('the app', async () => fs.existsSync(path.join(out, 'up')), c.timeout);
+  const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
+  const stop = await env.run(['stop', uuid], { timeout: c.timeout });
+  t.is(stop.exitCode, 0, String(stop.stderr));
+  const r = await child;
+  t.not(r.exitCode, undefined);
+  t.is(fs.existsSync(path.join(out, 'post-stop')) ? fs.readFileSync(path.join(out, 'post-stop'), 'utf8') : '(none)', 'cleaned\n', `${String(r.stdout)}\n${String(r.stderr)}`);
+  if (c.flavor === 'fly') {
+    // the default network, which fly takes for the host's: stage0 lets the port through, fly must refuse it
+    const p = await env.run(['run', ...stage1Flags(c.flavor).filter((f) => !f.startsWith('--net=')), '--port=http:18080', image], { timeout: c.timeout });
+    t.is(p.exitCode, 254);
+    t.regex(String(p.stderr), /fly stage1 shares the host network and forwards no ports \(http\)/);
+  }
+}
+
 /** Register the conformance tests for one flavor (each flavor's test file is one call). */
 export function conformanceTests(c: FlavorCase): void {
   test('two apps share an empty volume: pre-start before the exec, post-stop after it, both as the app; the volume a mount, read-only where asked', async (t) => {
@@ -242,6 +276,10 @@ export function conformanceTests(c: FlavorCase): void {
   test('a failing pre-start fails its app with the handler status and a reason; neither the app nor its post-stop runs', async (t) => {
     t.timeout(c.timeout + 60_000);
     await checkFailingPreStart(t, c);
+  });
+  test('rkt stop: the post-stop handler of a stopped app runs before the pod ends', async (t) => {
+    t.timeout(2 * c.timeout + 60_000);
+    await checkPostStopOnStop(t, c);
   });
   test('--insecure-options=seccomp,capabilities,paths switch off all they name', async (t) => {
     t.timeout(2 * c.timeout + 60_000);

@@ -142,23 +142,22 @@ export async function checkSharedVolumePod(t: ExecutionContext, c: FlavorCase): 
   t.regex(stdout, /^reader-write refused$/m);
 }
 
+/** An image whose root app runs `script` with the host volume "out" at /out, and the given event handlers. */
+function outImage(env: RktEnv, name: string, script: string, eventHandlers: unknown[], app: Record<string, unknown> = {}): Promise<string> {
+  return buildAci(env.root, {
+    name,
+    app: { exec: ['/bin/sh', '-c', script], user: '0', group: '0', mountPoints: [{ name: 'out', path: '/out' }], eventHandlers, ...app },
+  });
+}
+
 /** A failing pre-start fails its app with the handler's status, which rkt status shows with the reason; the app never runs. */
 export async function checkFailingPreStart(t: ExecutionContext, c: FlavorCase): Promise<void> {
   const env = world(t, `rkt-appc-${c.flavor}-`);
   const out = hostOutDir(env);
-  const image = await buildAci(env.root, {
-    name: 'example.com/prestart-fails',
-    app: {
-      exec: ['/bin/sh', '-c', 'echo ran > /out/app'],
-      user: '0',
-      group: '0',
-      mountPoints: [{ name: 'out', path: '/out' }],
-      eventHandlers: [
-        { name: 'pre-start', exec: ['/bin/sh', '-c', 'echo pre-start failing; exit 7'] },
-        { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo ran > /out/post-stop'] },
-      ],
-    },
-  });
+  const image = await outImage(env, 'example.com/prestart-fails', 'echo ran > /out/app', [
+    { name: 'pre-start', exec: ['/bin/sh', '-c', 'echo pre-start failing; exit 7'] },
+    { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo ran > /out/post-stop'] },
+  ]);
   const uuidFile = env.file('uuid');
   const r = await env.run(['run', ...stage1Flags(c.flavor), `--uuid-file-save=${uuidFile}`, `--volume=out,kind=host,source=${out}`, image], { timeout: c.timeout });
   t.is(r.exitCode, 7, `${String(r.stdout)}\n${String(r.stderr)}`);
@@ -238,16 +237,8 @@ export async function checkInsecureOptions(t: ExecutionContext, c: FlavorCase): 
 export async function checkPostStopOnStop(t: ExecutionContext, c: FlavorCase): Promise<void> {
   const env = world(t, `rkt-appc-${c.flavor}-`);
   const out = hostOutDir(env);
-  const image = await buildAci(env.root, {
-    name: 'example.com/stopped',
-    app: {
-      exec: ['/bin/sh', '-c', 'echo up > /out/up; exec sleep 600'],
-      user: '0',
-      group: '0',
-      mountPoints: [{ name: 'out', path: '/out' }],
-      ports: [{ name: 'http', protocol: 'tcp', port: 80 }],
-      eventHandlers: [{ name: 'post-stop', exec: ['/bin/sh', '-c', 'echo cleaned > /out/post-stop'] }],
-    },
+  const image = await outImage(env, 'example.com/stopped', 'echo up > /out/up; exec sleep 600', [{ name: 'post-stop', exec: ['/bin/sh', '-c', 'echo cleaned > /out/post-stop'] }], {
+    ports: [{ name: 'http', protocol: 'tcp', port: 80 }],
   });
   const uuidFile = env.file('uuid');
   const child = execa(RKT, [...env.globals(), 'run', ...stage1Flags(c.flavor), `--uuid-file-save=${uuidFile}`, `--volume=out,kind=host,source=${out}`, image], { reject: false, stdin: 'ignore' });

@@ -258,6 +258,22 @@ export async function checkPostStopOnStop(t: ExecutionContext, c: FlavorCase): P
   }
 }
 
+/** Two apps may declare the same port name; forwarding that name is refused as ambiguous, naming both apps (rkt's rule). */
+export async function checkSharedPortName(t: ExecutionContext, c: FlavorCase): Promise<void> {
+  const env = world(t, `rkt-appc-${c.flavor}-`);
+  const image = (name: string, port: number): Promise<string> =>
+    buildAci(env.root, { name: `example.com/${name}`, app: { exec: ['/bin/sh', '-c', `echo ${name} up`], user: '0', group: '0', ports: [{ name: 'http', protocol: 'tcp', port }] } });
+  const web = await image('web', 80);
+  const api = await image('api', 8080);
+  const r = await env.run(['run', ...stage1Flags(c.flavor), web, '---', api], { timeout: c.timeout });
+  t.is(r.exitCode, 0, String(r.stderr));
+  t.regex(String(r.stdout), /^web up$/m);
+  t.regex(String(r.stdout), /^api up$/m);
+  const fwd = await env.run(['run', ...stage1Flags(c.flavor).filter((f) => !f.startsWith('--net=')), '--port=http:18081', web, '---', api], { timeout: c.timeout });
+  t.is(fwd.exitCode, 254);
+  t.regex(String(fwd.stderr), /port "http" is declared by apps "web" and "api", so forwarding it is ambiguous/);
+}
+
 /** Register the conformance tests for one flavor (each flavor's test file is one call). */
 export function conformanceTests(c: FlavorCase): void {
   test('two apps share an empty volume: pre-start before the exec, post-stop after it, both as the app; the volume a mount, read-only where asked', async (t) => {
@@ -271,6 +287,10 @@ export function conformanceTests(c: FlavorCase): void {
   test('rkt stop: the post-stop handler of a stopped app runs before the pod ends', async (t) => {
     t.timeout(2 * c.timeout + 60_000);
     await checkPostStopOnStop(t, c);
+  });
+  test('two apps may declare the same port name; only forwarding it is refused, as ambiguous', async (t) => {
+    t.timeout(c.timeout + 60_000);
+    await checkSharedPortName(t, c);
   });
   test('--insecure-options=seccomp,capabilities,paths switch off all they name', async (t) => {
     t.timeout(2 * c.timeout + 60_000);

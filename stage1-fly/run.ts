@@ -160,14 +160,14 @@ class Supervisor {
     const pre = spec.eventHandlers.preStart;
     if (pre) {
       const status = await this.runHandler(app, 'pre-start', pre);
+      // a stop that came while the handler ran: the app is not started at all, and that is no failure of the handler
+      if (this.stopping !== undefined) return this.finish(app, 128 + (os.constants.signals[this.stopping] ?? 0), false);
       if (status !== 0) {
         const why = preStartExplanation(spec.name, status);
         say(why);
         writeExitCause(this.paths, why);
         return this.finish(app, status, false);
       }
-      // a stop that came while the handler ran: the app is not started at all
-      if (this.stopping !== undefined) return this.finish(app, 128 + (os.constants.signals[this.stopping] ?? 0), false);
     }
     const child = this.spawnInApp(spec, spec.exec, this.interactive ? 'inherit' : 'ignore');
     app.child = child;

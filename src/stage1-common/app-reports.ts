@@ -36,6 +36,8 @@ export interface AppReports {
   exits(): AppExit[];
   /** Apps the kernel's OOM killer ended. */
   oomKilled(): Set<string>;
+  /** Apps whose pre-start event handler is running: the pod is up, and their start may take long. */
+  preStarting?(): Set<string>;
   /** Apps that never ran because their pre-start event handler failed. */
   preStartFailed?(): Set<string>;
 }

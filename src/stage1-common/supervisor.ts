@@ -205,7 +205,8 @@ export class PodSupervisor {
 
   /**
    * Mark the pod ready once every app has been started (or has already
-   * exited). A pod that gets nowhere within the boot timeout is killed.
+   * exited). A pod that gets nowhere within the boot timeout is killed; an
+   * app whose pre-start handler is running has got somewhere.
    */
   private async waitUntilStarted(): Promise<void> {
     const t0 = Date.now();
@@ -220,7 +221,10 @@ export class PodSupervisor {
         return;
       }
       const failure = this.engine.startFailure?.();
-      const timedOut = Date.now() >= deadline;
+      // an app whose pre-start handler runs has got past the boot: its handler may take as long as it needs (rkt)
+      const preStarting = this.engine.reports.preStarting?.() ?? new Set<string>();
+      const booting = this.engine.specs.some((s) => !started.has(s.name) && !preStarting.has(s.name));
+      const timedOut = booting && Date.now() >= deadline;
       if (failure !== undefined || timedOut) {
         this.engine.kill();
         await this.engine.ended;

@@ -222,6 +222,8 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
     for (const c of options.execStartPost ?? []) add('ExecStartPost', `-${priv}${c}`);
     for (const c of options.execStopPost ?? []) add('ExecStopPost', `${priv}${c}`);
   } else {
+    // the pod is up and the app on its way: the boot timeout no longer applies to it (a pre-start may take long)
+    if (role === 'pre-start') svc.splice(svc.findIndex(([k]) => k === 'ExecStart'), 0, ['ExecStartPre', `-${priv}${execLine([POD_ROOT.report, 'pre-start', spec.name])}`]);
     add('ExecStopPost', `${priv}${handlerExitHook(spec.name, role)}`);
   }
 

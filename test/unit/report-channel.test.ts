@@ -10,6 +10,7 @@ const APPS = new Set(['web', 'db']);
 
 test('the grammar: started, exited with a status and the OOM flag or a failed pre-start, net-error', (t) => {
   t.deepEqual(parseReportLine('started web', APPS), { kind: 'started', app: 'web' });
+  t.deepEqual(parseReportLine('pre-start web', APPS), { kind: 'pre-start', app: 'web' });
   t.deepEqual(parseReportLine('exited db 0 -', APPS), { kind: 'exited', app: 'db', status: 0, oom: false, preStart: false });
   t.deepEqual(parseReportLine('exited web 137 oom', APPS), { kind: 'exited', app: 'web', status: 137, oom: true, preStart: false });
   t.deepEqual(parseReportLine('exited web 3 pre-start', APPS), { kind: 'exited', app: 'web', status: 3, oom: false, preStart: true });
@@ -27,6 +28,8 @@ test('anything else is refused: unknown apps, bad statuses, extra words, path tr
     'exited web 3',
     'exited web 3 maybe',
     'exited web 3 pre-stop',
+    'pre-start nobody',
+    'pre-start web now',
     'exited web 3 pre-start oom',
     'exited web 3 - more',
     'Started web',
@@ -62,7 +65,8 @@ test('the first exit reported for an app is final; lines split anywhere are put 
 
 test('a failed pre-start is the end of its app, and says so', (t) => {
   const r = new ChannelReports(['web', 'db']);
-  r.push('exited web 3 pre-start\nexited web 0 -\n');
+  r.push('pre-start web\nexited web 3 pre-start\nexited web 0 -\n');
+  t.deepEqual([...r.preStarting()], ['web']);
   t.deepEqual(r.exits(), [{ app: 'web', status: 3 }]);
   t.deepEqual([...r.preStartFailed()], ['web']);
   t.deepEqual([...r.started()], ['web']);

@@ -279,6 +279,9 @@ test('event handlers: units of their own with the app context; the app requires 
     t.deepEqual(values(h, 'Environment'), values(app, 'Environment'));
   }
   t.deepEqual(values(pre, 'ExecStart'), ['"/bin/prep" "100%%"']);
+  // it tells the host the pod is up, so that a long handler is not taken for a stuck boot
+  t.deepEqual(values(pre, 'ExecStartPre'), ['-+"/rkt/bin/rkt-report" "pre-start" "web"']);
+  t.deepEqual(values(post, 'ExecStartPre'), []);
   t.deepEqual(values(pre, 'TimeoutStartSec'), ['infinity']);
   t.deepEqual(values(pre, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--pre-start" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
   t.deepEqual(values(post, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--post-stop" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);

@@ -1,5 +1,6 @@
 import { PodPaths } from '../src/stage1/contract.js';
-import { enableDebug, parseRunArgs } from '../src/stage1-common/entry.js';
+import { log } from '../src/log.js';
+import { enableDebug, parseRunArgs, refuseRunFlags } from '../src/stage1-common/entry.js';
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { writePid } from '../src/stage1-common/status.js';
 import { PodSupervisor } from '../src/stage1-common/supervisor.js';
@@ -15,6 +16,13 @@ export async function run(argv: string[]): Promise<number> {
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
   noteRunContext('kvm', args);
+  refuseRunFlags('kvm', args, {
+    privateUsers: 'the guest\'s ids are never the host\'s already (each pod gets its own block of host ids); run without it',
+    disableCapabilities: 'the apps\' capability isolators are applied inside the VM and cannot be switched off; run without --insecure-options=capabilities or use the nspawn stage1',
+    disableSeccomp: 'the apps\' units keep their seccomp filter inside the VM; run without --insecure-options=seccomp or use the nspawn stage1',
+  });
+  // the guest's units mask no /proc or /sys path: --disable-paths leaves nothing to switch off
+  if (args.disablePaths) log().debug('the kvm guest masks no kernel paths for the apps: --disable-paths changes nothing');
   // rkt enter and stop find the pod's process through this; its mtime is the pod's start time.
   writePid(paths, process.pid);
   const engine = new VmEngine(paths, args);

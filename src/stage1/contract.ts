@@ -26,6 +26,17 @@ export type Entrypoint = Exclude<keyof typeof ANNOTATION, 'interfaceVersion'>;
 /** Environment variable naming the inherited, locked pod directory descriptor. */
 export const LOCK_FD_ENV = 'RKT_LOCK_FD';
 
+/**
+ * What a crossing entrypoint (attach, app/*) gets in its environment to reach
+ * into the pod: the enter entrypoint's absolute path, the pid stage0 gives
+ * enter, and (for some) the app.
+ */
+export const CROSSING_ENV = {
+  enterCmd: 'RKT_STAGE1_ENTERCMD',
+  enterPid: 'RKT_STAGE1_ENTERPID',
+  enterApp: 'RKT_STAGE1_ENTERAPP',
+} as const;
+
 /** Paths inside one pod directory, relative to which every entrypoint runs. */
 export class PodPaths {
   constructor(readonly dir: string) {}
@@ -41,6 +52,14 @@ export class PodPaths {
   }
   get stage1Rootfs(): string {
     return path.join(this.dir, 'stage1', 'rootfs');
+  }
+  /** resolv.conf stage0 wrote for --dns-conf-mode=resolv=stage0 (rkt's path). */
+  get stage0ResolvConf(): string {
+    return path.join(this.stage1Rootfs, 'etc', 'rkt-resolv.conf');
+  }
+  /** hosts stage0 wrote for --dns-conf-mode=hosts=stage0 (rkt's path). */
+  get stage0Hosts(): string {
+    return path.join(this.stage1Rootfs, 'etc', 'rkt-hosts');
   }
   get stage1TreeStoreId(): string {
     return path.join(this.dir, 'stage1TreeStoreID');
@@ -96,7 +115,11 @@ export class PodPaths {
   get exitCause(): string {
     return path.join(this.dir, 'exit-cause');
   }
-  /** Options stage0 used, for entrypoints started later (enter, stop, gc). */
+  /**
+   * stage0's record of how the pod was prepared and run (for run-prepared),
+   * and the channel of this implementation's extensions to rkt's contract:
+   * a stage1 reads from it only what no flag of rkt's carries.
+   */
   get runOptions(): string {
     return path.join(this.dir, 'run-options.json');
   }
@@ -106,7 +129,11 @@ export class PodPaths {
   }
 }
 
-/** Options stage0 records in run-options.json for the stage1. */
+/**
+ * What stage0 records in run-options.json. Stage1s read only the extensions
+ * (`systemConfig`, `ipc`); the rest is stage0's own memory of the command
+ * line for `rkt run-prepared`, and reaches stage1 as rkt's flags.
+ */
 export interface RunOptions {
   uuid: string;
   net: string[];

@@ -26,7 +26,7 @@ async function runningApp(dir: string, uuid: string, wanted: string | undefined,
     throw new UsageError(`pod ${pod.uuid} has no app "${app}"; its apps are ${apps.join(', ')}`);
   }
   const pid = pod.pid();
-  if (pid === undefined) throw new RktError(`pod ${pod.uuid} has not written its pid yet; wait for it to start (rkt status --wait-ready)`);
+  if (pid === undefined) throw new RktError(`pod ${pod.uuid} has not given its pid yet (its stage1 writes a pid file, or a ppid file whose process has one child); wait for it to start (rkt status --wait-ready)`);
   return { pod, app, pid };
 }
 

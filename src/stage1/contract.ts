@@ -23,6 +23,16 @@ export const ANNOTATION = {
 
 export type Entrypoint = Exclude<keyof typeof ANNOTATION, 'interfaceVersion'>;
 
+/**
+ * This implementation's own stage1 annotations, extensions to rkt's contract.
+ * `hostExitStatus`: the stage1's host side writes the apps' exit statuses to
+ * `exit-status/` in the pod directory, out of the pod's reach; without it
+ * stage0 reads them where rkt's contract puts them, stage1/rootfs/rkt/status/.
+ */
+export const EXTENSION_ANNOTATION = {
+  hostExitStatus: 'rkt-ts/stage1/host-exit-status',
+} as const;
+
 /** Environment variable naming the inherited, locked pod directory descriptor. */
 export const LOCK_FD_ENV = 'RKT_LOCK_FD';
 
@@ -107,6 +117,10 @@ export class PodPaths {
   appStatus(app: string): string {
     return path.join(this.statusDir, app);
   }
+  /** Where rkt's contract has a stage1 write the apps' exit statuses (inside its rootfs). */
+  get rktStatusDir(): string {
+    return path.join(this.stage1Rootfs, 'rkt', 'status');
+  }
   /** Set by stage1 once every app has been started (rkt status --wait-ready). */
   get ready(): string {
     return path.join(this.dir, 'ready');
@@ -181,6 +195,21 @@ export function readRunOptions(paths: PodPaths): Record<string, unknown> | undef
   return v as Record<string, unknown>;
 }
 
+/** A directory of exit status files, one per app; `within`: a tree no link in it may leave. */
+export interface StatusDir {
+  dir: string;
+  within?: string;
+}
+
+export function hostStatusDir(paths: PodPaths): StatusDir {
+  return { dir: paths.statusDir };
+}
+
+/** The pod's stage1 rootfs's rkt/status/, read without leaving the rootfs: the pod can write there. */
+export function rktStatusDir(paths: PodPaths): StatusDir {
+  return { dir: paths.rktStatusDir, within: paths.stage1Rootfs };
+}
+
 /** An exit status file holds a number of at most three digits. */
 const STATUS_MAX_BYTES = 64;
 
@@ -191,10 +220,10 @@ const STATUS_MAX_BYTES = 64;
  * else there (a link, a FIFO, a file too large) is skipped, never opened.
  * Other read errors are thrown.
  */
-export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
+export function readAppExitStatuses(paths: PodPaths, where: StatusDir = hostStatusDir(paths)): Record<string, number> {
   let names: string[];
   try {
-    names = fs.readdirSync(paths.statusDir);
+    names = fs.readdirSync(where.dir);
   } catch (err) {
     // no status dir: stage1 has not run (or the pod is being removed); no app has a status
     if (isErrno(err, 'ENOENT')) return {};
@@ -206,7 +235,7 @@ export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
     if (name.startsWith('.')) continue;
     let text: string;
     try {
-      text = readPinned(paths.appStatus(name), undefined, STATUS_MAX_BYTES).trim();
+      text = readPinned(path.join(where.dir, name), where.within, STATUS_MAX_BYTES).trim();
     } catch (err) {
       if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof UnexpectedFileError) continue;
       throw err;

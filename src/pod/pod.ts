@@ -167,6 +167,21 @@ export class Pod {
     return this.statusWhere;
   }
 
+  /**
+   * Whether stage1 says every app has started: our stage1s touch `ready` in
+   * the pod directory; rkt's contract has a stage1 point the symlink
+   * stage1/rootfs/rkt/supervisor-status at "ready" (read, never followed).
+   */
+  isReady(): boolean {
+    if (this.statusDir().dir === this.paths.statusDir) return fs.existsSync(this.paths.ready);
+    try {
+      return fs.readlinkSync(this.paths.rktSupervisorStatus) === 'ready';
+    } catch {
+      // not (yet) a symlink
+      return false;
+    }
+  }
+
   /** Exit statuses written by stage1, by app name. */
   appExitStatuses(): Record<string, number> {
     try {

@@ -117,6 +117,10 @@ export class PodPaths {
   appStatus(app: string): string {
     return path.join(this.statusDir, app);
   }
+  /** rkt's readiness mark: a symlink to "ready" once the pod's supervisor is (inside the stage1 rootfs). */
+  get rktSupervisorStatus(): string {
+    return path.join(this.stage1Rootfs, 'rkt', 'supervisor-status');
+  }
   /** Where rkt's contract has a stage1 write the apps' exit statuses (inside its rootfs). */
   get rktStatusDir(): string {
     return path.join(this.stage1Rootfs, 'rkt', 'status');

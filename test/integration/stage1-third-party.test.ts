@@ -70,6 +70,7 @@ echo $$ > pid.tmp && $BB mv pid.tmp pid
 $BB chroot "$root" "$@" &
 child=$!
 echo $child > stage1-sh-child
+$BB mkdir -p stage1/rootfs/rkt && $BB ln -s ready stage1/rootfs/rkt/supervisor-status
 trap '$BB kill -TERM $child' TERM INT HUP
 # a trapped signal interrupts wait: wait again until the app is gone
 while :; do wait $child; status=$?; $BB kill -0 $child 2>/dev/null || break; done
@@ -168,7 +169,9 @@ test('run, status, list, enter, stop and gc work with a stage1 a user wrote to r
   });
   await waitFor('uuid file', async () => fs.existsSync(uuidFile));
   const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
-  await waitFor('the pod to give its pid', async () => (await podStatus(w.env, uuid)).pid !== undefined, 60_000);
+  const ready = await w.rkt(['status', '--wait-ready=60s', uuid]);
+  t.is(ready.exitCode, 0, String(ready.stderr));
+  t.regex(String(ready.stdout), /^pid=\d+$/m);
 
   t.deepEqual(w.calls()[0], ['run', '--net=default', `--local-config=${w.env.localConfig}`, '--hostname=tp', uuid]);
   t.deepEqual(w.calls()[1], ['run-lock', 'ok']);

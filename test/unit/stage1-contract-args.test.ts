@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { RktError, UsageError } from '../../src/errors.js';
 import { attachArgv, enterArgv, gcArgv, runArgv, stopArgv, type RunFlags } from '../../src/stage1/args.js';
-import { PodPaths } from '../../src/stage1/contract.js';
+import { spawn } from 'node:child_process';
+import { Pod } from '../../src/pod/pod.js';
+import { EXTENSION_ANNOTATION, PodPaths } from '../../src/stage1/contract.js';
 import { dnsConfModeFor, dnsRequestFor, parseDnsConfMode, writeStage0DnsFiles } from '../../src/stage1/dns-conf.js';
 import { interfaceVersion } from '../../src/stage1/invoke.js';
 import { parseAttachArgs, parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs, refuseRunFlags } from '../../src/stage1-common/entry.js';
@@ -131,4 +133,49 @@ test('stage0 DNS files that are missing, links or hostile are refused, not follo
   t.throws(() => dnsRequestFor(paths, { resolv: 'stage0', hosts: 'default' }), { instanceOf: UsageError });
   fs.writeFileSync(paths.stage0ResolvConf, 'x'.repeat(70000));
   t.throws(() => dnsRequestFor(paths, { resolv: 'stage0', hosts: 'default' }), { message: /larger than/ });
+});
+
+test('stage0 reads what a stage1 without our extension writes where rkt\'s contract says, and only then', async (t) => {
+  const data = fs.mkdtempSync(path.join(os.tmpdir(), 'contract-pod-'));
+  t.teardown(() => fs.rmSync(data, { recursive: true, force: true }));
+  const stage1 = (annotations: { name: string; value: string }[]) => ({ acKind: 'ImageManifest', acVersion: '0.8.11', name: 'example.com/s1', annotations });
+  const make = (uuid: string, annotations: { name: string; value: string }[]) => {
+    const pod = new Pod(data, uuid, 'run');
+    fs.mkdirSync(path.join(pod.paths.rktStatusDir), { recursive: true });
+    fs.writeFileSync(pod.paths.stage1Manifest, JSON.stringify(stage1(annotations)));
+    fs.writeFileSync(path.join(pod.paths.rktStatusDir, 'app'), '7\n');
+    fs.symlinkSync('ready', pod.paths.rktSupervisorStatus);
+    return pod;
+  };
+  const theirs = make('11111111-1111-4111-8111-111111111111', []);
+  t.deepEqual(theirs.appExitStatuses(), { app: 7 });
+  t.true(theirs.isReady());
+  // ours: only what the host wrote counts, whatever the pod put in its rootfs
+  const ours = make('22222222-2222-4222-8222-222222222222', [{ name: EXTENSION_ANNOTATION.hostExitStatus, value: 'true' }]);
+  t.deepEqual(ours.appExitStatuses(), {});
+  t.false(ours.isReady());
+  // a link out of the stage1 rootfs is not followed
+  fs.rmSync(path.join(theirs.paths.rktStatusDir, 'app'));
+  fs.writeFileSync(path.join(data, 'outside'), '9');
+  fs.symlinkSync(path.join(data, 'outside'), path.join(theirs.paths.rktStatusDir, 'app'));
+  t.deepEqual(new Pod(data, theirs.uuid, 'run').appExitStatuses(), {});
+
+  // ppid: the one child of that process is the pid
+  const parent = spawn('/bin/sh', ['-c', 'sleep 30; true'], { stdio: 'ignore' });
+  t.teardown(() => parent.kill('SIGKILL'));
+  fs.writeFileSync(theirs.paths.ppid, `${parent.pid}\n`);
+  const childOf = async () => {
+    for (let i = 0; i < 100; i++) {
+      const p = theirs.pid();
+      if (p !== undefined) return p;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return undefined;
+  };
+  const child = await childOf();
+  t.truthy(child);
+  t.not(child, parent.pid);
+  t.regex(fs.readFileSync(`/proc/${child}/cmdline`, 'utf8'), /^sleep\0/);
+  fs.writeFileSync(theirs.paths.pid, '4242\n');
+  t.is(theirs.pid(), 4242);
 });

@@ -18,7 +18,6 @@ export async function run(argv: string[]): Promise<number> {
   noteRunContext('kvm', args);
   refuseRunFlags('kvm', args, {
     privateUsers: 'the guest\'s ids are never the host\'s already (each pod gets its own block of host ids); run without it',
-    disableCapabilities: 'the apps\' capability isolators are applied inside the VM and cannot be switched off; run without --insecure-options=capabilities or use the nspawn stage1',
     disableSeccomp: 'the apps\' units keep their seccomp filter inside the VM; run without --insecure-options=seccomp or use the nspawn stage1',
   });
   // the guest's units mask no /proc or /sys path: --disable-paths leaves nothing to switch off

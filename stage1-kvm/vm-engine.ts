@@ -4,7 +4,7 @@ import os from 'node:os';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { loadAppSpecs, withAllCapabilities, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
@@ -92,7 +92,9 @@ export class VmEngine implements PodEngine<VmEnd> {
   /** Everything that can be refused is refused here, before anything exists on the host. */
   private check(): Plan {
     checkNetRequest(this.args.net);
-    this.specs = loadAppSpecs(this.paths);
+    const loaded = loadAppSpecs(this.paths);
+    if (this.args.disableCapabilities) log().warn('--insecure-options=capabilities: apps keep every capability');
+    this.specs = this.args.disableCapabilities ? loaded.map(withAllCapabilities) : loaded;
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);

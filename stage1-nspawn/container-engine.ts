@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
-import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { loadAppSpecs, withAllCapabilities, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
@@ -23,7 +23,7 @@ import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './ns
 import { rootfsEtcOptions, setupNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
 import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
-import { STAGE1, withAllCapabilities, writePodConfig } from './pod-units.js';
+import { STAGE1, writePodConfig } from './pod-units.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { LINUX_CAPABILITIES } from '../src/appc/capabilities.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
 import { appUnit, appUnitName, credentialEntries, podTarget, reportHooks, type StdioSpec } from '../src/stage1-common/units.js';
@@ -68,12 +67,6 @@ function stdioFor(interactive: InteractiveIo | undefined): StdioSpec {
     };
   }
   return { input: interactive ? `file:${STAGE1.stdin}` : 'null', output: `file:${STAGE1.stdout}`, error: `file:${STAGE1.stderr}` };
-}
-
-/** The spec with every capability, for --insecure-options=capabilities. */
-export function withAllCapabilities(spec: AppSpec): AppSpec {
-  const { capabilitiesRetain: _r, capabilitiesRemove: _d, ...rest } = spec.isolators;
-  return { ...spec, isolators: { ...rest, capabilities: [...LINUX_CAPABILITIES] } };
 }
 
 /** The unit text of one app, as the pod's systemd runs it. */

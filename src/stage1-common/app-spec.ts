@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
-import { DEFAULT_CAPABILITIES } from '../appc/capabilities.js';
+import { DEFAULT_CAPABILITIES, LINUX_CAPABILITIES } from '../appc/capabilities.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import { capabilitiesRemoveSet, capabilitiesRetainSet, cpuLimitMillis, memoryLimit, noNewPrivileges } from '../appc/isolators.js';
 import { parsePodManifest } from '../appc/pod-manifest.js';
@@ -69,6 +69,12 @@ export interface AppSpec {
   treeRootfs: string;
   /** Where the app's rootfs is assembled (its chroot). */
   rootfs: string;
+}
+
+/** The spec with every capability: rkt's --disable-capabilities-restriction (--insecure-options=capabilities). */
+export function withAllCapabilities(spec: AppSpec): AppSpec {
+  const { capabilitiesRetain: _r, capabilitiesRemove: _d, ...rest } = spec.isolators;
+  return { ...spec, isolators: { ...rest, capabilities: [...LINUX_CAPABILITIES] } };
 }
 
 export interface ResolveOptions {

@@ -5,7 +5,8 @@ import path from 'node:path';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES, LINUX_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { enterProperties, escapeExecArg } from '../../stage1-nspawn/enter-props.js';
-import { nspawnAppUnit, STAGE1, withAllCapabilities, writePodConfig, hostUnitCopy } from '../../stage1-nspawn/pod-units.js';
+import { nspawnAppUnit, STAGE1, writePodConfig, hostUnitCopy } from '../../stage1-nspawn/pod-units.js';
+import { withAllCapabilities } from '../../src/stage1-common/app-spec.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {

@@ -1,9 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
+import path from 'node:path';
+import { execa } from 'execa';
 import { buildAci } from '../helpers/aci.js';
 import { listPods, reapPods } from '../helpers/pods.js';
 import { needFile, needRoot } from '../helpers/prereqs.js';
 import { RktEnv, REPO } from '../helpers/rkt.js';
-import path from 'node:path';
 
 // How our flavors take the run flags of rkt's stage1 contract that stage0
 // now passes (docs/stage1-interface.md, "run"): each is honoured, or the
@@ -66,4 +67,33 @@ test('fly: the DNS flags reach the app through --dns-conf-mode; the --disable-* 
   t.is(users.exitCode, 254);
   t.regex(String(users.stderr), /stage1: the fly stage1 cannot honour --private-users: /);
   t.deepEqual((await listPods(env)).filter((p) => p.state === 'running'), []);
+});
+
+test('every flavor\'s entrypoints refuse a flag outside the contract with a usage error, status 254', async (t) => {
+  const flavors = [
+    { aci: FLY_ACI, run: '/run', gc: '/gc' },
+    { aci: path.join(REPO, 'build', 'stage1-coreos.aci'), run: '/nspawn/run', gc: '/nspawn/gc' },
+    { aci: KVM_ACI, run: '/kvm/run', gc: '/kvm/gc' },
+  ];
+  for (const f of flavors) {
+    const { env } = await world(t, f.aci);
+    const image = await buildAci(env.root, { name: 'example.com/flags', app: { exec: ['/bin/true'], user: '0', group: '0' } });
+    const prepared = await env.run(['--insecure-options=image', 'prepare', '--quiet', `--stage1-path=${f.aci}`, image]);
+    t.is(prepared.exitCode, 0, String(prepared.stderr));
+    const uuid = String(prepared.stdout).trim();
+    const dir = path.join(env.dir, 'pods', 'prepared', uuid);
+    // executed by hand, as stage0 would, with the pod directory as working directory
+    const entry = (which: string, args: string[]) => execa(path.join(dir, 'stage1', 'rootfs', which), args, { cwd: dir, reject: false });
+    for (const [which, args, why] of [
+      [f.run, ['--bogus', uuid], /^stage1: unknown flag --bogus$/m],
+      [f.run, ['--mutable', uuid], /--mutable: this stage1 does not run mutable pods/],
+      [f.run, ['--dns-conf-mode=resolv=somewhere', uuid], /--dns-conf-mode=resolv=somewhere: expected/],
+      [f.gc, ['--force', uuid], /^stage1: unknown flag --force$/m],
+    ] as const) {
+      const r = await entry(which, [...args]);
+      t.is(r.exitCode, 254, `${f.aci} ${which} ${args.join(' ')}: ${r.stderr}`);
+      t.regex(String(r.stderr), why);
+    }
+    t.is((await env.run(['rm', uuid])).exitCode, 0);
+  }
 });

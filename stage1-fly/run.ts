@@ -204,7 +204,8 @@ export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
   checkNetwork(args);
-  if (args.hostname !== undefined) log().debug(`fly shares the host's UTS namespace; ignoring --hostname=${args.hostname}`);
+  // as rkt's fly: the pod shares the host's UTS namespace; said, not refused, so that scripts written for rkt keep working
+  if (args.hostname !== undefined) log().warn(`the fly stage1 shares the host's hostname; --hostname=${args.hostname} has no effect`);
   if (args.mdsToken !== undefined) log().debug('fly has no metadata service; ignoring --mds-token');
   refuseRunFlags('fly', args, { privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids' });
   // fly restricts none of what these relax, as rkt's fly: there is nothing to switch off

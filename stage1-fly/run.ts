@@ -6,7 +6,8 @@ import { log, say } from '../src/log.js';
 import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadPodManifest, resolveAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
+import type { DnsConfMode } from '../src/stage1/args.js';
+import { enableDebug, parseRunArgs, refuseRunFlags, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, preStartExplanation, writeAppExitStatus, writeExitCause, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
 import { appCommand, appEnv, findHostTools, guardianCommand, processStartTime, type HostTools } from './exec.js';
@@ -40,6 +41,25 @@ function checkNetwork(args: RunArgs): void {
     return;
   }
   throw new UsageError(`the fly stage1 shares the host network and supports only --net=host, not --net=${args.net.join(',')}`);
+}
+
+/**
+ * /etc/resolv.conf and /etc/hosts by --dns-conf-mode, as rkt's fly: "host"
+ * and "stage0" bind the host's file or the one stage0 wrote over the app's,
+ * read-only; by default the app keeps its own, or gets the host's
+ * resolv.conf and a stub hosts when the image has none; "none" adds nothing.
+ */
+function dnsFiles(paths: PodPaths, mode: DnsConfMode): { extraMounts: ExtraMount[]; resolvConf?: string; hosts?: string } {
+  const extraMounts: ExtraMount[] = [];
+  const out: { extraMounts: ExtraMount[]; resolvConf?: string; hosts?: string } = { extraMounts };
+  const bind = (source: string, target: string) => extraMounts.push({ kind: 'bind', source, target, readOnly: true });
+  if (mode.resolv === 'host') bind('/etc/resolv.conf', '/etc/resolv.conf');
+  else if (mode.resolv === 'stage0') bind(paths.stage0ResolvConf, '/etc/resolv.conf');
+  else if (mode.resolv === 'default') out.resolvConf = '/etc/resolv.conf';
+  if (mode.hosts === 'host') bind('/etc/hosts', '/etc/hosts');
+  else if (mode.hosts === 'stage0') bind(paths.stage0Hosts, '/etc/hosts');
+  else out.hosts = FALLBACK_HOSTS;
+  return out;
 }
 
 interface RunningApp {
@@ -235,8 +255,12 @@ export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
   checkNetwork(args);
-  if (args.hostname !== undefined) log().debug(`fly shares the host's UTS namespace; ignoring --hostname=${args.hostname}`);
+  // as rkt's fly: the pod shares the host's UTS namespace; said, not refused, so that scripts written for rkt keep working
+  if (args.hostname !== undefined) log().warn(`the fly stage1 shares the host's hostname; --hostname=${args.hostname} has no effect`);
   if (args.mdsToken !== undefined) log().debug('fly has no metadata service; ignoring --mds-token');
+  refuseRunFlags('fly', args, { privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids' });
+  // fly restricts none of what these relax, as rkt's fly: there is nothing to switch off
+  if (args.disableCapabilities || args.disablePaths || args.disableSeccomp) log().debug('fly applies no capability, path or seccomp restriction: nothing to disable');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);
 
   const paths = new PodPaths(process.cwd());
@@ -256,7 +280,8 @@ export async function run(argv: string[]): Promise<number> {
   // rkt's fly ignored isolators; here a limit fly cannot apply is refused rather than dropped
   checkIsolators(specs, FLY_ISOLATORS);
   for (const spec of specs) {
-    const r = await prepareAppRootfs(paths, spec, { extraMounts: FLY_MOUNTS, resolvConf: '/etc/resolv.conf', hosts: FALLBACK_HOSTS });
+    const dns = dnsFiles(paths, args.dnsConfMode);
+    const r = await prepareAppRootfs(paths, spec, { ...dns, extraMounts: [...FLY_MOUNTS, ...dns.extraMounts] });
     log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}`);
   }
   const early = sup.stopSignal;

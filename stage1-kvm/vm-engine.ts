@@ -5,7 +5,7 @@ import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
-import { relaxed, storedInsecureOptions, withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
@@ -62,8 +62,6 @@ interface Plan {
 
 export class VmEngine implements PodEngine<VmEnd> {
   specs: AppSpec[] = [];
-  /** The run-time --insecure-options stage0 recorded. */
-  private insecure = new Set<string>();
   reports = new ChannelReports([]);
   private plan: Plan | undefined;
   private network: KvmNetwork | undefined;
@@ -97,15 +95,14 @@ export class VmEngine implements PodEngine<VmEnd> {
   /** Everything that can be refused is refused here, before anything exists on the host. */
   private check(): Plan {
     checkNetRequest(this.args.net);
-    this.insecure = storedInsecureOptions(this.paths);
     this.specs = loadAppSpecs(this.paths);
-    if (relaxed(this.insecure, 'capabilities')) {
+    if (this.args.disableCapabilities) {
       log().warn('--insecure-options=capabilities: apps keep every capability');
       this.specs = this.specs.map(withAllCapabilities);
     }
-    if (relaxed(this.insecure, 'seccomp')) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
-    checkIsolators(this.specs, KVM_ISOLATORS, relaxed(this.insecure, 'seccomp') ? SECCOMP_ISOLATORS : undefined);
-    if (relaxed(this.insecure, 'paths')) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
+    if (this.args.disableSeccomp) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
+    checkIsolators(this.specs, KVM_ISOLATORS, this.args.disableSeccomp ? SECCOMP_ISOLATORS : undefined);
+    if (this.args.disablePaths) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
@@ -150,7 +147,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     }
     const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
-      sharedDevices: relaxed(this.insecure, 'paths'),
+      sharedDevices: this.args.disablePaths,
       ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
@@ -192,7 +189,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       interactive: args.interactive,
       ...(plan.tscKhz !== undefined && { tscKhz: plan.tscKhz }),
       ...(!customKernel() && { kernelHz: STAGE1_KERNEL_HZ }),
-      noSeccomp: relaxed(this.insecure, 'seccomp'),
+      noSeccomp: this.args.disableSeccomp,
       extra: extraKernelParams(),
     });
     log().debug(`booting ${plan.kernel} (${accel}): ${cmdline}`);

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
+import { runArgv, type RunFlags } from '../stage1/args.js';
+import { dnsConfModeFor, writeStage0DnsFiles } from '../stage1/dns-conf.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
@@ -45,13 +47,24 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
     ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
   });
-  const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
-  if (globals.debug) args.push('--debug');
-  if (opts.interactive) args.push('--interactive');
-  if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
-  if (opts.mdsToken) args.push(`--mds-token=${opts.mdsToken}`);
-  args.push(pod.uuid);
-  return invokeEntrypoint(pod.paths, 'run', args, {
+  const dnsReq = { ...(opts.dns !== undefined && { dns: opts.dns }), ...(opts.hostsEntries !== undefined && { hostsEntries: opts.hostsEntries }) };
+  const dnsConfMode = dnsConfModeFor(dnsReq);
+  writeStage0DnsFiles(pod.paths, dnsConfMode, dnsReq);
+  const ins = globals.insecureOptions;
+  const flags: RunFlags = {
+    debug: globals.debug,
+    net,
+    interactive: opts.interactive,
+    ...(opts.privateUsers !== undefined && { privateUsers: opts.privateUsers }),
+    ...(opts.mdsToken !== undefined && { mdsToken: opts.mdsToken }),
+    localConfig: globals.localConfig,
+    ...(opts.hostname !== undefined && { hostname: opts.hostname }),
+    dnsConfMode,
+    disableCapabilities: ins.capabilities,
+    disablePaths: ins.paths,
+    disableSeccomp: ins.seccomp,
+  };
+  return invokeEntrypoint(pod.paths, 'run', (v) => runArgv(v, flags, pod.uuid), {
     lockFd: lock.fd,
     isolateMounts: true,
     forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],

@@ -4,19 +4,22 @@ import type { ExposedPort } from '../appc/types.js';
 import { resolvePortMappings, type AppPorts } from '../net/ports.js';
 import { teardownPodNetwork, type PodNetworkOptions } from '../net/pod-network.js';
 import { loadPodManifest, readPodFile } from './app-spec.js';
-import { readRunOptions, type PodPaths, type RunOptions } from '../stage1/contract.js';
+import { readRunOptions, type PodPaths } from '../stage1/contract.js';
+import { dnsRequestFor } from '../stage1/dns-conf.js';
 import type { RunArgs } from './entry.js';
 
 // What every flavor hands setupPodNetwork, gathered once from the pod:
 // the --net list (stage0 always passes one: `default` unless told otherwise), the forwarded
-// ports matched to the ports the apps declare, and the config dirs, DNS
-// and hosts options stage0 recorded in run-options.json.
+// ports matched to the ports the apps declare, the local config dir
+// (--local-config), DNS and hosts (--dns-conf-mode and the files stage0
+// wrote for it), and the system config dir, this implementation's
+// extension in run-options.json.
 
-/** run-options.json as stage0 wrote it; a pod run by hand may have none. */
-function storedOptions(paths: PodPaths): Partial<RunOptions> {
+/** The system config dir stage0 recorded (its net.d holds more networks); a pod run by hand may have none. */
+function systemConfig(paths: PodPaths): string | undefined {
   const stored = readRunOptions(paths);
-  if (stored === undefined) log().debug(`${paths.runOptions} does not exist: no DNS or hosts options`);
-  return (stored ?? {}) as Partial<RunOptions>;
+  if (stored === undefined) log().debug(`${paths.runOptions} does not exist: no system config dir`);
+  return typeof stored?.systemConfig === 'string' ? stored.systemConfig : undefined;
 }
 
 /** The ports each app declares: the pod manifest's copy of the app section, else its image's. */
@@ -36,18 +39,17 @@ export interface PodNetRequest {
 
 /** The arguments of setupPodNetwork for this pod (throws a UsageError for an undeclared --port). */
 export function podNetRequest(paths: PodPaths, args: RunArgs, hostname: string): PodNetRequest {
-  const stored = storedOptions(paths);
+  const system = systemConfig(paths);
   const { exposed, apps } = appPorts(paths);
-  const localConfig = args.localConfig ?? stored.localConfig;
-  const d = stored.dns;
+  const { dns, hostsEntries } = dnsRequestFor(paths, args.dnsConfMode);
   return {
     nets: args.net.length === 0 ? ['default'] : [...args.net],
     options: {
-      ...(localConfig !== undefined && { localConfig }),
-      ...(stored.systemConfig !== undefined && { systemConfig: stored.systemConfig }),
+      ...(args.localConfig !== undefined && { localConfig: args.localConfig }),
+      ...(system !== undefined && { systemConfig: system }),
       ports: resolvePortMappings(exposed, apps),
-      ...(d && { dns: { dns: d.dns, dnsSearch: d.dnsSearch, dnsOpt: d.dnsOpt, ...(d.dnsDomain !== undefined && { dnsDomain: d.dnsDomain }) } }),
-      hostsEntries: stored.hostsEntries ?? [],
+      dns,
+      hostsEntries,
       hostname,
     },
   };

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { unregisterPod } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import { log } from '../log.js';
 import { LockBusyError } from '../errors.js';
@@ -26,6 +27,8 @@ function mtime(dir: string): number {
  * holds the pod's lock.
  */
 export async function destroyPod(pod: Pod, debug: boolean): Promise<void> {
+  // a pod whose `rkt run` was killed is still registered
+  await unregisterPod(pod.dir, pod.uuid);
   if (fs.existsSync(pod.paths.stage1Manifest)) {
     try {
       const code = await invokeEntrypoint(pod.paths, 'gc', [...(debug ? ['--debug'] : []), pod.uuid], { stdio: debug ? 'inherit' : 'ignore' });

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
+import { registerPod, unregisterPod, type MetadataAccess } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
@@ -16,6 +17,8 @@ export interface StartOptions {
   hostsEntries?: string[];
   privateUsers?: string;
   ipc?: string;
+  /** rkt's --mds-register: register the pod with the metadata service for as long as it runs. */
+  mdsRegister?: boolean;
 }
 
 /**
@@ -25,7 +28,17 @@ export interface StartOptions {
  */
 export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions, opts: StartOptions): Promise<number> {
   if (pod.stateDir !== 'prepared') throw new RktError(`pod ${pod.uuid} is not prepared (it is ${pod.state()}); only prepared pods can run`);
-  pod.moveTo('run');
+  // before the pod counts as running: a refusal leaves it prepared, registered nowhere
+  const mds = opts.mdsRegister ? await registerPod(pod.paths, pod.uuid) : undefined;
+  try {
+    pod.moveTo('run');
+    return await runStage1(pod, lock, globals, opts, mds);
+  } finally {
+    if (mds) await unregisterPod(pod.dir, pod.uuid);
+  }
+}
+
+async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts: StartOptions, mds: MetadataAccess | undefined): Promise<number> {
   const insecure = Object.entries(globals.insecureOptions)
     .filter(([, on]) => on)
     .map(([k]) => k);
@@ -44,6 +57,10 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     hostsEntries: opts.hostsEntries,
     ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
     ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
+    // The metadata token travels to stage1 in run-options.json for now; stage1
+    // reads it in metadataServiceOf() (src/stage1-common/metadata.ts), where a
+    // --mds-token flag, once stage0 passes one, takes precedence.
+    ...(mds !== undefined ? { metadataService: mds } : {}),
   });
   const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
   if (globals.debug) args.push('--debug');

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { UsageError } from '../errors.js';
+
+// `rkt metadata-service [--listen-port=PORT]`: runs in the foreground until
+// SIGINT or SIGTERM (a unit's ExecStart, or a terminal). The work is
+// src/mds/service.ts; the registration socket is rkt's, or the one
+// RKT_METADATA_SERVICE_SOCKET names.
+
+function parsePort(v: string): number {
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new UsageError(`--listen-port takes a TCP port number (0-65535), not "${v}"`);
+  return Number(v);
+}
+
+export function register(program: Command): void {
+  program
+    .command('metadata-service')
+    .description('run the metadata service: apps of pods run with --mds-register introspect their pod and assert their identity through it')
+    .option('--listen-port <port>', 'TCP port the apps reach the service on', '18112')
+    .addHelpText('after', '\nPods register on the Unix socket /run/rkt/metadata-svc.sock, or the one RKT_METADATA_SERVICE_SOCKET names\n(set it for rkt run too).')
+    .action(async (opts: { listenPort: string }) => {
+      const port = parsePort(opts.listenPort);
+      const { MetadataService } = await import('../mds/service.js');
+      const { registrationSocket } = await import('../mds/client.js');
+      const { say } = await import('../log.js');
+      const socket = registrationSocket();
+      const service = new MetadataService();
+      await service.start({ socketPath: socket, port });
+      say(`metadata service running: registrations on ${socket}, apps on TCP port ${service.port}`);
+      await new Promise<void>((resolve) => {
+        const stop = (): void => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await service.close();
+      say('metadata service exiting');
+    });
+}

@@ -6,6 +6,7 @@ import { log, say } from '../src/log.js';
 import { ISOLATOR } from '../src/appc/isolators.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
@@ -185,12 +186,12 @@ export async function run(argv: string[]): Promise<number> {
   enableDebug(args.debug);
   checkNetwork(args);
   if (args.hostname !== undefined) log().debug(`fly shares the host's UTS namespace; ignoring --hostname=${args.hostname}`);
-  if (args.mdsToken !== undefined) log().debug('fly has no metadata service; ignoring --mds-token');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);
 
   const paths = new PodPaths(process.cwd());
   const tools = findHostTools();
   const specs = loadAppSpecs(paths);
+  addMetadataUrl(paths, args, specs, 'host');
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 
   const sup = new Supervisor(paths, tools, args.interactive);

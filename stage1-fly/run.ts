@@ -191,7 +191,7 @@ export async function run(argv: string[]): Promise<number> {
   const paths = new PodPaths(process.cwd());
   const tools = findHostTools();
   const specs = loadAppSpecs(paths);
-  addMetadataUrl(paths, args, specs, 'host');
+  addMetadataUrl(paths, args, specs, () => '127.0.0.1');
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 
   const sup = new Supervisor(paths, tools, args.interactive);

@@ -91,6 +91,9 @@ echo probe-done
 if [ -n "$HOLD" ]; then sleep "$HOLD"; fi
 `;
 
+/** The probe's last line (the script's own text, shown in manifests, holds it only escaped). */
+const DONE = /^probe-done$/m;
+
 export function parseProbe(out: string): Record<string, string> {
   const r: Record<string, string> = {};
   for (const line of out.split('\n')) {
@@ -178,8 +181,8 @@ export async function runHolding(t: ExecutionContext, w: FlavorWorld, mds: Mds, 
   t.teardown(() => void child.kill('SIGKILL'));
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await waitFor(`pod ${pod.app} to finish its probe`, async () => out.includes('probe-done') || child.exitCode !== null, timeoutMs);
-  if (!out.includes('probe-done')) throw new Error(`pod ${pod.app} ended before its probe: ${(await child).stderr}`);
+  await waitFor(`pod ${pod.app} to finish its probe`, async () => DONE.test(out) || child.exitCode !== null, timeoutMs);
+  if (!DONE.test(out)) throw new Error(`pod ${pod.app} ended before its probe: ${(await child).stderr}`);
   return { child, uuid: fs.readFileSync(uuidFile, 'utf8').trim(), out: parseProbe(out) };
 }
 

@@ -127,8 +127,13 @@ export class MetadataService {
     }
     this.port = (pub.address() as AddressInfo).port;
 
-    fs.mkdirSync(path.dirname(opts.socketPath), { recursive: true, mode: 0o755 });
-    await clearStaleSocket(opts.socketPath);
+    try {
+      fs.mkdirSync(path.dirname(opts.socketPath), { recursive: true, mode: 0o755 });
+      await clearStaleSocket(opts.socketPath);
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
     const reg = (this.registration = http.createServer((req, res) => void this.onRegistration(req, res)));
     // only root registers pods: the socket is created 0600, never briefly open to others
     const mask = process.umask(0o177);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
+import { DEFAULT_PORT, DEFAULT_SOCKET, SOCKET_ENV } from '../mds/protocol.js';
 
 // `rkt metadata-service [--listen-port=PORT]`: runs in the foreground until
 // SIGINT or SIGTERM (a unit's ExecStart, or a terminal). The work is
@@ -15,8 +16,8 @@ export function register(program: Command): void {
   program
     .command('metadata-service')
     .description('run the metadata service: apps of pods run with --mds-register introspect their pod and assert their identity through it')
-    .option('--listen-port <port>', 'TCP port the apps reach the service on', '18112')
-    .addHelpText('after', '\nPods register on the Unix socket /run/rkt/metadata-svc.sock, or the one RKT_METADATA_SERVICE_SOCKET names\n(set it for rkt run too).')
+    .option('--listen-port <port>', 'TCP port the apps reach the service on', String(DEFAULT_PORT))
+    .addHelpText('after', `\nPods register on the Unix socket ${DEFAULT_SOCKET}, or the one ${SOCKET_ENV} names (set it for rkt run too).`)
     .action(async (opts: { listenPort: string }) => {
       const port = parsePort(opts.listenPort);
       const { MetadataService } = await import('../mds/service.js');

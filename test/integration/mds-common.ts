@@ -259,3 +259,36 @@ export async function noService(t: ExecutionContext, flavor: Flavor): Promise<vo
   t.regex(lines[0]!, /^rkt: --mds-register: no metadata service answers on .*nobody\.sock \(no such socket\); start one with "rkt metadata-service"/);
   t.deepEqual(await listPods(w.env), []);
 }
+
+/**
+ * A pod whose `rkt run` was killed stays registered until `rkt gc` removes
+ * it; `run-prepared --mds-register` registers too; --net=none is refused.
+ */
+export async function killedAndPrepared(t: ExecutionContext, flavor: Flavor, timeoutMs: number): Promise<void> {
+  const w = world(t, flavor);
+  const mds = await startMds(t, w.env);
+  const a = await probePod(w.env, 'gamma', { HOLD: '600' });
+  const pod = await runHolding(t, w, mds, a, timeoutMs);
+  const token = podToken(w.env, pod.uuid);
+  pod.child.kill('SIGKILL');
+  await pod.child;
+  await waitFor('the pod to read as exited', async () => (await listPods(w.env)).some((p) => p.name === pod.uuid && p.state === 'exited'), 30_000);
+  t.is((await ask(mds.port, token, 'pod/uuid')).status, 200);
+  const gc = await w.env.run(['gc', '--grace-period=0s'], { env: mds.env });
+  t.is(gc.exitCode, 0, String(gc.stderr));
+  t.is((await ask(mds.port, token, 'pod/uuid')).status, 401);
+
+  const d = await probePod(w.env, 'delta');
+  const refused = await w.env.run(['prepare', ...w.flags, '--mds-register', `--pod-manifest=${d.manifest}`]);
+  t.regex(String(refused.stderr), /--mds-register takes effect when the pod runs: give it to "rkt run-prepared"/);
+  const p = await w.env.run(['prepare', ...w.flags, '--quiet', `--pod-manifest=${d.manifest}`]);
+  t.is(p.exitCode, 0, String(p.stderr));
+  const uuid = String(p.stdout).trim();
+  const r = await w.env.run(['run-prepared', '--mds-register', uuid], { env: mds.env, timeout: timeoutMs });
+  t.is(r.exitCode, 0, String(r.stderr));
+  checkOwnAnswers(t, parseProbe(String(r.stdout)), uuid, d, /:\d+$/);
+
+  const none = await w.env.run(['run', ...w.flags, '--mds-register', '--net=none', `--pod-manifest=${d.manifest}`], { env: mds.env });
+  t.is(none.exitCode, 254);
+  t.regex(String(none.stderr), /--mds-register does not work with --net=none/);
+}

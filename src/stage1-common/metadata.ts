@@ -1,6 +1,6 @@
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
-import { DEFAULT_PORT, TOKEN_PATTERN } from '../mds/protocol.js';
+import { DEFAULT_PORT } from '../mds/protocol.js';
 import { readRunOptions, type PodPaths } from '../stage1/contract.js';
 import type { AppSpec } from './app-spec.js';
 import type { RunArgs } from './entry.js';
@@ -15,6 +15,7 @@ import type { RunArgs } from './entry.js';
 // a pod a path on the host for it.
 
 export const METADATA_URL_ENV = 'AC_METADATA_URL';
+const URL_SAFE = /^[A-Za-z0-9_-]{1,256}$/;
 
 export interface MetadataServiceAccess {
   token: string;
@@ -30,7 +31,8 @@ export function metadataServiceOf(paths: PodPaths, args: RunArgs): MetadataServi
   const stored = (readRunOptions(paths) ?? {}).metadataService as { token?: unknown; port?: unknown } | undefined;
   const token = args.mdsToken ?? (typeof stored?.token === 'string' ? stored.token : undefined);
   if (token === undefined) return undefined;
-  if (!TOKEN_PATTERN.test(token)) throw new UsageError('the metadata service token must be 32 to 128 characters of A-Z, a-z, 0-9, "-" and "_"');
+  // how strong a token must be is the service's to say (it refuses weak ones); here it only has to fit in a URL
+  if (!URL_SAFE.test(token)) throw new UsageError('the metadata service token must be made of A-Z, a-z, 0-9, "-" and "_"');
   const p = stored?.port;
   const port = typeof p === 'number' && Number.isInteger(p) && p > 0 && p < 65536 ? p : DEFAULT_PORT;
   return { token, port };

@@ -12,6 +12,18 @@ function parsePort(v: string): number {
   return Number(v);
 }
 
+/** The registration socket systemd passed (socket activation: LISTEN_PID, LISTEN_FDS, the first at fd 3), if any. */
+function activatedSocket(): number | undefined {
+  const pid = process.env.LISTEN_PID;
+  const fds = Number(process.env.LISTEN_FDS ?? '0');
+  if (pid === undefined || pid !== String(process.pid) || !Number.isInteger(fds) || fds < 1) return undefined;
+  // not for our children (rkt run started from a unit's shell, say)
+  delete process.env.LISTEN_PID;
+  delete process.env.LISTEN_FDS;
+  delete process.env.LISTEN_FDNAMES;
+  return 3;
+}
+
 export function register(program: Command): void {
   program
     .command('metadata-service')
@@ -24,9 +36,10 @@ export function register(program: Command): void {
       const { registrationSocket } = await import('../mds/client.js');
       const { say } = await import('../log.js');
       const socket = registrationSocket();
+      const activatedFd = activatedSocket();
       const service = new MetadataService();
-      await service.start({ socketPath: socket, port });
-      say(`metadata service running: registrations on ${socket}, apps on TCP port ${service.port}`);
+      await service.start({ socketPath: socket, port, ...(activatedFd !== undefined && { activatedFd }) });
+      say(`metadata service running: registrations on ${activatedFd !== undefined ? 'the socket systemd passed' : socket}, apps on TCP port ${service.port}`);
       await new Promise<void>((resolve) => {
         const stop = (): void => resolve();
         process.once('SIGINT', stop);

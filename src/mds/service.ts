@@ -32,6 +32,8 @@ export const REGISTRATION_BODY_BYTES = 4 * 1024 * 1024;
 
 export interface ServiceOptions {
   socketPath: string;
+  /** A listening registration socket inherited from systemd (socket activation); its file is systemd's to remove. */
+  activatedFd?: number;
   /** 0 picks a free port (tests). */
   port: number;
   /** Address of the apps' side; default every IPv4 address, as rkt. */
@@ -92,7 +94,7 @@ async function clearStaleSocket(socketPath: string): Promise<void> {
   fs.rmSync(socketPath, { force: true });
 }
 
-function listen(server: http.Server | net.Server, target: { path: string } | { port: number; host: string }): Promise<void> {
+function listen(server: http.Server | net.Server, target: { path: string } | { port: number; host: string } | { fd: number }): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(target, () => {
@@ -107,6 +109,7 @@ export class MetadataService {
   private readonly identity = new PodIdentity();
   private readonly perAddress = new Map<string, number>();
   private registration?: http.Server;
+  private activated?: http.Server;
   private public?: http.Server;
   private socketPath = '';
   port = 0;
@@ -127,6 +130,12 @@ export class MetadataService {
     }
     this.port = (pub.address() as AddressInfo).port;
 
+    const reg = http.createServer((req, res) => void this.onRegistration(req, res));
+    if (opts.activatedFd !== undefined) {
+      await listen(reg, { fd: opts.activatedFd });
+      this.activated = reg;
+      return;
+    }
     try {
       fs.mkdirSync(path.dirname(opts.socketPath), { recursive: true, mode: 0o755 });
       await clearStaleSocket(opts.socketPath);
@@ -134,7 +143,7 @@ export class MetadataService {
       await this.close();
       throw err;
     }
-    const reg = (this.registration = http.createServer((req, res) => void this.onRegistration(req, res)));
+    this.registration = reg;
     // only root registers pods: the socket is created 0600, never briefly open to others
     const mask = process.umask(0o177);
     try {
@@ -194,7 +203,7 @@ export class MetadataService {
   }
 
   async close(): Promise<void> {
-    const closing = [this.public, this.registration].filter((s): s is http.Server => s !== undefined && s.listening);
+    const closing = [this.public, this.registration, this.activated].filter((s): s is http.Server => s !== undefined && s.listening);
     for (const s of closing) s.closeAllConnections();
     await Promise.all(closing.map((s) => new Promise<void>((r) => s.close(() => r()))));
     if (this.registration) fs.rmSync(this.socketPath, { force: true });

@@ -82,7 +82,14 @@ export function register(program: Command): void {
         store.close();
       }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
-      const code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
+      let code: number;
+      try {
+        code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
+      } catch (err) {
+        // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
+        if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
+        throw err;
+      }
       prepared.lock.release();
       for (const l of prepared.treeLocks) l.release();
       process.exitCode = code;

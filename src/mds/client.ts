@@ -89,8 +89,11 @@ export async function registerPod(paths: PodPaths, uuid: string, socket = regist
   const manifest = fs.readFileSync(paths.manifest);
   // written first: a registration that outlives a crash here is still found and undone by gc
   fs.writeFileSync(markerPath(paths.dir), JSON.stringify({ socket }) + '\n', { mode: 0o600 });
+  // until the service says no, it may have registered the pod (an answer lost to a timeout)
+  let accepted = true;
   try {
     const r = await request(socket, 'PUT', `/pods/${uuid}?token=${token}`, manifest);
+    accepted = r.status === 200;
     if (r.status !== 200) throw new MetadataServiceError(`the metadata service on ${socket} refused pod ${uuid} (${r.status}: ${firstLine(r.body)})`);
     let port = DEFAULT_PORT;
     try {
@@ -106,7 +109,9 @@ export async function registerPod(paths: PodPaths, uuid: string, socket = regist
     log().debug(`pod ${uuid} registered with the metadata service on ${socket}; apps reach it on port ${port}`);
     return { token, port };
   } catch (err) {
-    await unregisterPod(paths.dir, uuid);
+    // a pod the service refused was never registered: nothing to undo but the marker
+    if (accepted) await unregisterPod(paths.dir, uuid);
+    else fs.rmSync(markerPath(paths.dir), { force: true });
     throw err;
   }
 }

@@ -258,6 +258,21 @@ export async function noService(t: ExecutionContext, flavor: Flavor): Promise<vo
   t.is(lines.length, 1, String(r.stderr));
   t.regex(lines[0]!, /^rkt: --mds-register: no metadata service answers on .*nobody\.sock \(no such socket\); start one with "rkt metadata-service"/);
   t.deepEqual(await listPods(w.env), []);
+
+  // a service that answers but refuses the pod: one line, and the prepared pod is gone again
+  const sock = w.env.file('refusing.sock');
+  const refusing = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(503).end('the service is full\n');
+  });
+  await new Promise<void>((r) => refusing.listen(sock, r));
+  t.teardown(() => void refusing.close());
+  const r2 = await w.env.run(['run', ...w.flags, '--mds-register', image], { env: { ...process.env, RKT_METADATA_SERVICE_SOCKET: sock } as Record<string, string> });
+  t.is(r2.exitCode, 254);
+  const lines2 = String(r2.stderr).split('\n').filter((l) => l.trim() !== '' && !/signature verification has been disabled|hardware virtualization/.test(l));
+  t.deepEqual(lines2.length, 1, String(r2.stderr));
+  t.regex(lines2[0]!, /^rkt: the metadata service on .*refusing\.sock refused pod [0-9a-f-]{36} \(503: the service is full\)$/);
+  t.deepEqual(await listPods(w.env), []);
 }
 
 /**

@@ -6,6 +6,8 @@ import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { relaxed, storedInsecureOptions, withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
 import { hostAddressFromPod, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
@@ -21,6 +23,7 @@ import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
 import { guestIdShift, idmapHelper } from './guest-ids.js';
 import { writeGuestNetwork } from './guest-net.js';
+import { writeGuestVolumes } from './guest-volumes.js';
 import { assembleGuestRoot } from './guest-root.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
@@ -60,6 +63,8 @@ interface Plan {
 
 export class VmEngine implements PodEngine<VmEnd> {
   specs: AppSpec[] = [];
+  /** The run-time --insecure-options stage0 recorded. */
+  private insecure = new Set<string>();
   reports = new ChannelReports([]);
   private plan: Plan | undefined;
   private network: KvmNetwork | undefined;
@@ -93,7 +98,15 @@ export class VmEngine implements PodEngine<VmEnd> {
   /** Everything that can be refused is refused here, before anything exists on the host. */
   private check(): Plan {
     checkNetRequest(this.args.net);
+    this.insecure = storedInsecureOptions(this.paths);
     this.specs = loadAppSpecs(this.paths);
+    if (relaxed(this.insecure, 'capabilities')) {
+      log().warn('--insecure-options=capabilities: apps keep every capability');
+      this.specs = this.specs.map(withAllCapabilities);
+    }
+    if (relaxed(this.insecure, 'seccomp')) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
+    checkIsolators(this.specs, KVM_ISOLATORS, relaxed(this.insecure, 'seccomp') ? SECCOMP_ISOLATORS : undefined);
+    if (relaxed(this.insecure, 'paths')) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
@@ -139,9 +152,11 @@ export class VmEngine implements PodEngine<VmEnd> {
     }
     const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
+      sharedDevices: relaxed(this.insecure, 'paths'),
       ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
+    writeGuestVolumes(this.paths.stage1Rootfs, this.specs);
     makeQemuDir(this.paths.dir, qemu);
   }
 
@@ -179,6 +194,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       interactive: args.interactive,
       ...(plan.tscKhz !== undefined && { tscKhz: plan.tscKhz }),
       ...(!customKernel() && { kernelHz: STAGE1_KERNEL_HZ }),
+      noSeccomp: relaxed(this.insecure, 'seccomp'),
       extra: extraKernelParams(),
     });
     log().debug(`booting ${plan.kernel} (${accel}): ${cmdline}`);

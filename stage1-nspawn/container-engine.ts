@@ -24,7 +24,9 @@ import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './ns
 import { rootfsEtcOptions, setupNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
 import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
-import { STAGE1, withAllCapabilities, writePodConfig } from './pod-units.js';
+import { STAGE1, writePodConfig } from './pod-units.js';
+import { withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
@@ -114,8 +116,9 @@ export class ContainerEngine implements PodEngine {
     checkNetwork(this.args);
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
-    const table = loadSyscallTable(this.paths.stage1Rootfs);
     const noSeccomp = insecure(this.opts, 'seccomp');
+    checkIsolators(loaded, NSPAWN_ISOLATORS, noSeccomp ? SECCOMP_ISOLATORS : undefined);
+    const table = loadSyscallTable(this.paths.stage1Rootfs);
     const seccomp = new Map(loaded.map((s) => [s.name, seccompPlan(s.name, s.isolators.app, table, { insecure: noSeccomp })]));
     if (noSeccomp) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
     for (const [app, p] of seccomp) if (p.disabledBecause && !noSeccomp) log().debug(`app ${app}: no seccomp filter, as ${p.disabledBecause}`);
@@ -184,6 +187,7 @@ export class ContainerEngine implements PodEngine {
       ipc: this.opts.ipc,
       register,
       insecureSeccomp: insecure(this.opts, 'seccomp'),
+      insecurePaths: insecure(this.opts, 'paths'),
       ...(this.netnsPath !== undefined && { netnsPath: this.netnsPath }),
     });
     this.container = new PodContainer({ argv, env, cgroupProcs: this.cgroupProcs, terminal: this.tty, showConsole: args.debug });

@@ -44,6 +44,8 @@ export function takeFlavorFlags(argv: readonly string[]): { flags: FlavorFlags; 
   return { flags, rest };
 }
 
+import { relaxed, type RunRelaxation } from '../src/stage1-common/insecure.js';
+
 export interface PodRunOptions {
   insecure: Set<string>;
   privateUsers?: string;
@@ -66,8 +68,8 @@ export function podRunOptions(paths: PodPaths, flags: FlavorFlags): PodRunOption
 }
 
 /** rkt's fallback: the words a user may give for every run-time relaxation at once. */
-export function insecure(opts: PodRunOptions, what: 'capabilities' | 'paths' | 'seccomp'): boolean {
-  return opts.insecure.has(what) || opts.insecure.has('all-run') || opts.insecure.has('all');
+export function insecure(opts: PodRunOptions, what: RunRelaxation): boolean {
+  return relaxed(opts.insecure, what);
 }
 
 /**

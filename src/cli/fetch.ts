@@ -5,7 +5,7 @@ export function register(program: Command): void {
   program
     .command('fetch')
     .description('fetch image(s) and store them in the local store')
-    .argument('<image...>', 'image file, file:// URL, image ID or name')
+    .argument('<image...>', 'image file, file:// URL, image ID, name, or docker://, oci:, docker-archive: image')
     .option('--signature <file>', 'local signature file to use in validating the preceding image')
     .option('--pull-policy <policy>', 'when to pull an image: never, new or update', 'new')
     .option('--full', 'print the full image hash after fetching', true)

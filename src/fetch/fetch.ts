@@ -8,6 +8,7 @@ import type { StagedImage, Store } from '../store/store.js';
 import { log } from '../log.js';
 import { stageVerified } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
+import { isDockerTransport } from '../docker/reference.js';
 
 export type PullPolicy = 'never' | 'new' | 'update';
 
@@ -64,11 +65,16 @@ async function openImageFile(abs: string, file: string): Promise<Readable> {
 }
 
 /**
- * Bring one image argument into the store and return its ID. Remote
- * transports are not part of this build: such arguments fail with a
- * message that says how to get the image in by file.
+ * Bring one image argument into the store and return its ID. Of the remote
+ * transports only the Docker and OCI ones are part of this build: other
+ * URLs fail with a message that says how to get the image in by file.
  */
 export async function fetchImage(store: Store, globals: GlobalOptions, arg: string, opts: FetchOptions = {}): Promise<string> {
+  // docker://, oci: and docker-archive: (src/docker)
+  if (isDockerTransport(arg)) {
+    const { fetchDockerImage } = await import('../docker/fetch.js');
+    return fetchDockerImage(store, globals, arg, opts.pullPolicy);
+  }
   const kind = classifyImageString(arg, (p) => fs.existsSync(p));
   switch (kind) {
     case 'id':

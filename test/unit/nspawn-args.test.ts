@@ -54,6 +54,11 @@ test('capabilities, user namespaces, IPC and insecure seccomp reach nspawn', (t)
   t.true(argv.includes('--private-users=pick'));
   t.is(env.SYSTEMD_NSPAWN_SHARE_NS_IPC, '1');
   t.is(env.SYSTEMD_SECCOMP, '0');
+  // the pod's systemd is told too, before its own arguments
+  t.true(argv.indexOf('--setenv=SYSTEMD_SECCOMP=0') !== -1 && argv.indexOf('--setenv=SYSTEMD_SECCOMP=0') < argv.indexOf('--'));
+  t.false(nspawnCommand(opts({})).argv.some((a) => a.includes('SYSTEMD_SECCOMP')));
+  t.is(nspawnCommand(opts({ insecurePaths: true })).env.SYSTEMD_NSPAWN_API_VFS_WRITABLE, 'yes');
+  t.false('SYSTEMD_NSPAWN_API_VFS_WRITABLE' in nspawnCommand(opts({})).env);
   t.true(nspawnCommand(opts({ capabilities: 'all' })).argv.includes('--capability=all'));
   t.true(nspawnCommand(opts({ console: 'interactive' })).argv.slice(-3).includes('--log-level=crit'));
 });

@@ -6,6 +6,7 @@ import { log, say } from '../src/log.js';
 import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadPodManifest, resolveAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import type { DnsConfMode } from '../src/stage1/args.js';
 import { enableDebug, parseRunArgs, refuseRunFlags, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
@@ -257,7 +258,6 @@ export async function run(argv: string[]): Promise<number> {
   checkNetwork(args);
   // as rkt's fly: the pod shares the host's UTS namespace; said, not refused, so that scripts written for rkt keep working
   if (args.hostname !== undefined) log().warn(`the fly stage1 shares the host's hostname; --hostname=${args.hostname} has no effect`);
-  if (args.mdsToken !== undefined) log().debug('fly has no metadata service; ignoring --mds-token');
   refuseRunFlags('fly', args, { privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids' });
   // fly restricts none of what these relax, as rkt's fly: there is nothing to switch off
   if (args.disableCapabilities || args.disablePaths || args.disableSeccomp) log().debug('fly applies no capability, path or seccomp restriction: nothing to disable');
@@ -270,6 +270,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`the fly stage1 shares the host network and forwards no ports (${pm.ports!.map((p) => p.name).join(', ')}): drop --port, the apps listen on the host directly`);
   }
   const specs = resolveAppSpecs(paths, pm);
+  addMetadataUrl(paths, args, specs, () => '127.0.0.1');
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 
   const sup = new Supervisor(paths, tools, args.interactive);

@@ -4,11 +4,12 @@ import os from 'node:os';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
-import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { hostAddressFromPod, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { checkIdRange, claimPodIds, qemuIds, readIdFiles, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
@@ -140,6 +141,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     const qemu = qemuIds(this.ids);
     log().debug(`pod ids: slot ${this.ids.slot}, guest ids from ${this.ids.base}, qemu runs as uid ${qemu.uid}, gid ${qemu.gid}`);
     this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, qemu);
+    addMetadataUrl(this.paths, this.args, this.specs, () => hostAddressFromPod(this.paths.dir, this.network!.mode));
     const dns = this.network.dnsFiles;
     const idShift = guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
     for (const spec of this.specs) {

@@ -7,7 +7,8 @@ import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
-import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
+import { hostAddressFromPod, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { writePid } from '../src/stage1-common/status.js';
@@ -138,6 +139,7 @@ export class ContainerEngine implements PodEngine {
     const { paths, args } = this;
     const network = await setupNetwork(paths, args, this.hostname);
     this.netnsPath = network.netnsPath;
+    addMetadataUrl(paths, args, this.specs, () => hostAddressFromPod(paths.dir, network.result.mode));
     const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
     for (const spec of this.specs) await prepareUnitRootfs(paths, spec, 'nspawn', etc);
     const out = process.stdout as NodeJS.WriteStream;

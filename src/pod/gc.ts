@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { gcArgv } from '../stage1/args.js';
+import { unregisterPod } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import { log } from '../log.js';
 import { LockBusyError } from '../errors.js';
@@ -28,6 +29,8 @@ function mtime(dir: string): number {
  */
 export async function destroyPod(pod: Pod, opts: { debug: boolean; localConfig: string }): Promise<void> {
   const { debug } = opts;
+  // a pod whose `rkt run` was killed is still registered
+  await unregisterPod(pod.dir, pod.uuid);
   if (fs.existsSync(pod.paths.stage1Manifest)) {
     try {
       const code = await invokeEntrypoint(pod.paths, 'gc', (v) => gcArgv(v, { debug, localConfig: opts.localConfig }, pod.uuid), { stdio: debug ? 'inherit' : 'ignore' });

@@ -2,7 +2,9 @@ import { log } from '../log.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ExposedPort } from '../appc/types.js';
 import { resolvePortMappings, type AppPorts } from '../net/ports.js';
-import { teardownPodNetwork, type PodNetworkOptions } from '../net/pod-network.js';
+import { describeNetwork, teardownPodNetwork, type PodNetworkOptions } from '../net/pod-network.js';
+import { readState } from '../net/state.js';
+import { RktError, UsageError } from '../errors.js';
 import { loadPodManifest, readPodFile } from './app-spec.js';
 import { readRunOptions, type PodPaths } from '../stage1/contract.js';
 import { dnsRequestFor } from '../stage1/dns-conf.js';
@@ -71,4 +73,20 @@ export async function teardownNetwork(podDir: string): Promise<boolean> {
     log().warn(`${(err as Error).message}; rkt gc will try again`);
     return false;
   }
+}
+
+/**
+ * How the pod reaches the host, for AC_METADATA_URL (metadata.ts): 127.0.0.1
+ * on the host network, else the host's end of the pod's first network that
+ * has one (ptp's veth, a bridge), whose address is the pod's gateway.
+ */
+export function hostAddressFromPod(podDir: string, mode: 'host' | 'contained' | 'none'): string {
+  if (mode === 'host') return '127.0.0.1';
+  if (mode === 'none') throw new UsageError("--mds-register needs a network: the apps reach the metadata service over the pod's network");
+  for (const n of readState(podDir)?.networks ?? []) {
+    if (n.phase !== 'added') continue;
+    const d = describeNetwork(n);
+    if (d.hostIfName !== undefined && d.gateway !== undefined && !d.gateway.includes(':')) return d.gateway;
+  }
+  throw new RktError("none of the pod's networks ends on the host (as ptp's or a bridge's do), so its apps cannot reach the metadata service; run it with --net=default, or without --mds-register");
 }

@@ -171,6 +171,13 @@ export interface RunOptions {
   privateUsers?: string;
   /** --ipc: auto, private or parent. */
   ipc?: string;
+  /**
+   * Set when the pod is registered with the metadata service (--mds-register):
+   * its secret token and the TCP port the apps reach the service on. This is
+   * today's channel for rkt's --mds-token; stage1 reads it through
+   * metadataServiceOf() in src/stage1-common/metadata.ts.
+   */
+  metadataService?: { token: string; port: number };
 }
 
 /**

@@ -6,6 +6,7 @@ import { RktEnv, REPO, RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { reapPods, waitFor } from '../helpers/pods.js';
 import { needFile } from '../helpers/prereqs.js';
+import { startMds } from './mds-common.js';
 
 // Shared by the appc conformance tests, which run the same pods on every
 // flavor: the stage1 images built into build/ from this tree (see
@@ -17,11 +18,11 @@ export type Flavor = 'kvm' | 'nspawn' | 'fly';
 const STAGE1_FILE: Record<Flavor, string> = { kvm: 'stage1-kvm.aci', nspawn: 'stage1-coreos.aci', fly: 'stage1-fly.aci' };
 
 /** Flags selecting the flavor's stage1 image built from this tree. */
-export function stage1Flags(flavor: Flavor): string[] {
+export function stage1Flags(flavor: Flavor, opts: { net?: string } = {}): string[] {
   const aci = path.join(REPO, 'build', STAGE1_FILE[flavor]);
   needFile(aci, `build it with: node dist/stage1-${flavor === 'nspawn' ? 'nspawn' : flavor}/build.js ${path.join('build', STAGE1_FILE[flavor])} (scripts/setup.sh does)`);
   // fly shares the host's network; the others get a pod network of their own, which these pods do not need
-  return ['--insecure-options=image', `--stage1-path=${aci}`, `--net=${flavor === 'fly' ? 'host' : 'none'}`];
+  return ['--insecure-options=image', `--stage1-path=${aci}`, `--net=${opts.net ?? (flavor === 'fly' ? 'host' : 'none')}`];
 }
 
 export function world(t: ExecutionContext, prefix: string): RktEnv {
@@ -69,7 +70,10 @@ export function mountOptions(fields: string[] | undefined): string[] {
  * has a pre-start handler that must finish before its exec (it sleeps,
  * then writes a file the exec reads) and a post-stop handler that writes
  * into the host volume after the writer has ended; both print who they
- * run as and what environment they see.
+ * run as and what environment they see. Both ask the metadata service
+ * (appc spec/ace.md): the writer its pod's UUID and its image ID, and signs
+ * what it shares; the reader checks that signature and reads the writer's
+ * image ID.
  */
 export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; reader: string }> {
   const mountPoints = (ro: boolean): unknown[] => [
@@ -80,13 +84,20 @@ export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; re
   const writer = await buildAci(env.root, {
     name: 'example.com/writer',
     app: {
-      exec: ['/bin/sh', '-c', 'cat /shared/pre; grep " /shared " /proc/self/mountinfo | sed "s/^/writer-mnt /"; echo from-writer > /shared/.data; mv /shared/.data /shared/data; sleep 2'],
+      exec: [
+        '/bin/sh',
+        '-c',
+        'cat /shared/pre; grep " /shared " /proc/self/mountinfo | sed "s/^/writer-mnt /"; ' +
+          `${MDS}; echo "writer-uuid $(get pod/uuid)"; echo "writer-image $(get apps/$AC_APP_NAME/image/id)"; ` +
+          'wget -q -O - --header "$H" --post-data content=from-writer "$M/pod/hmac/sign" > /shared/.sig; mv /shared/.sig /shared/sig; ' +
+          'echo from-writer > /shared/.data; mv /shared/.data /shared/data; sleep 2',
+      ],
       user: '1000',
       group: '1000',
       environment: [{ name: 'IMAGE_VAR', value: 'from-image' }],
       mountPoints: mountPoints(false),
       eventHandlers: [
-        { name: 'pre-start', exec: ['/bin/sh', '-c', 'sleep 1; echo "writer-pre $(id -u):$(id -g) $IMAGE_VAR $POD_VAR $AC_APP_NAME $(pwd)" > /shared/pre'] },
+        { name: 'pre-start', exec: ['/bin/sh', '-c', 'sleep 1; echo "writer-pre $(id -u):$(id -g) $IMAGE_VAR $POD_VAR $AC_APP_NAME $(pwd) ${AC_METADATA_URL:+has-metadata-url}" > /shared/pre'] },
         { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo "writer-post $(id -u):$(id -g) $IMAGE_VAR $POD_VAR $(cat /shared/data)" > /out/post-stop'] },
       ],
     },
@@ -98,7 +109,10 @@ export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; re
         '/bin/sh',
         '-c',
         'n=0; until [ -e /shared/data ] || [ $n -ge 600 ]; do sleep 0.1; n=$((n+1)); done; echo "reader-data $(cat /shared/data)"; ' +
-          'grep " /shared " /proc/self/mountinfo | sed "s/^/reader-mnt /"; if touch /shared/x 2>/dev/null; then echo reader-write allowed; else echo reader-write refused; fi',
+          'grep " /shared " /proc/self/mountinfo | sed "s/^/reader-mnt /"; if touch /shared/x 2>/dev/null; then echo reader-write allowed; else echo reader-write refused; fi; ' +
+          `${MDS}; sig=$(cat /shared/sig); sig=\${sig//+/%2B}; sig=\${sig//\\//%2F}; sig=\${sig//=/%3D}; ` +
+          'if wget -q -O /dev/null --header "$H" --post-data "content=$(cat /shared/data)&uuid=$(get pod/uuid)&signature=$sig" "$M/pod/hmac/verify"; then echo reader-verify ok; else echo reader-verify refused; fi; ' +
+          'echo "reader-writer-image $(get apps/writer/image/id)"',
       ],
       user: '0',
       group: '0',
@@ -107,6 +121,9 @@ export async function sharedVolumePod(env: RktEnv): Promise<{ writer: string; re
   });
   return { writer, reader };
 }
+
+/** Shell definitions for asking the metadata service from an app. */
+const MDS = 'H="Metadata-Flavor: AppContainer"; M="$AC_METADATA_URL/acMetadata/v1"; get() { wget -q -O - --header "$H" "$M/$1" || echo refused; }';
 
 /** The `rkt run` arguments of the shared-volume pod after the flavor's flags. */
 export function sharedVolumeArgs(images: { writer: string; reader: string }, out: string): string[] {
@@ -124,11 +141,23 @@ export async function checkSharedVolumePod(t: ExecutionContext, c: FlavorCase): 
   const env = world(t, `rkt-appc-${c.flavor}-`);
   const out = hostOutDir(env);
   const images = await sharedVolumePod(env);
-  const r = await env.run(['run', ...stage1Flags(c.flavor), ...sharedVolumeArgs(images, out)], { timeout: c.timeout });
+  const mds = await startMds(t, env);
+  const uuidFile = env.file('uuid');
+  // kvm and nspawn need a pod network to reach the metadata service
+  const net = c.flavor === 'fly' ? 'host' : 'default';
+  const r = await env.run(['run', ...stage1Flags(c.flavor, { net }), '--mds-register', `--uuid-file-save=${uuidFile}`, ...sharedVolumeArgs(images, out)], { timeout: c.timeout, env: mds.env });
   const stdout = String(r.stdout);
   t.is(r.exitCode, 0, `${stdout}\n${String(r.stderr)}`);
   // pre-start ran to its end before the exec, as the app's user, with its environment and working directory
-  t.regex(stdout, /^writer-pre 1000:1000 from-image from-pod writer \/$/m);
+  t.regex(stdout, /^writer-pre 1000:1000 from-image from-pod writer \/ has-metadata-url$/m);
+  // the metadata service: the pod's UUID and the writer's image ID, to both apps; the writer's signature checks out
+  const uuid = fs.readFileSync(uuidFile, 'utf8').trim();
+  const manifest = JSON.parse(String((await env.run(['cat-manifest', uuid])).stdout)) as { apps: { name: string; image: { id: string } }[] };
+  const writerId = manifest.apps.find((a) => a.name === 'writer')!.image.id;
+  t.regex(stdout, new RegExp(`^writer-uuid ${uuid}$`, 'm'));
+  t.regex(stdout, new RegExp(`^writer-image ${writerId}$`, 'm'));
+  t.regex(stdout, new RegExp(`^reader-writer-image ${writerId}$`, 'm'));
+  t.regex(stdout, /^reader-verify ok$/m);
   t.regex(stdout, /^reader-data from-writer$/m);
   // post-stop ran after the app, as the app, and before the pod ended
   t.is(fs.readFileSync(path.join(out, 'post-stop'), 'utf8'), 'writer-post 1000:1000 from-image from-pod from-writer\n');
@@ -276,7 +305,7 @@ export async function checkSharedPortName(t: ExecutionContext, c: FlavorCase): P
 
 /** Register the conformance tests for one flavor (each flavor's test file is one call). */
 export function conformanceTests(c: FlavorCase): void {
-  test('two apps share an empty volume: pre-start before the exec, post-stop after it, both as the app; the volume a mount, read-only where asked', async (t) => {
+  test('two apps share an empty volume: pre-start before the exec, post-stop after it, both as the app; the volume a mount, read-only where asked; metadata lookups and an HMAC round trip', async (t) => {
     t.timeout(c.timeout + 60_000);
     await checkSharedVolumePod(t, c);
   });

@@ -144,6 +144,15 @@ export class Store {
     return this.commit(await this.stage(source), opts);
   }
 
+  /**
+   * Remember which image a URL gave, with its ETag and Cache-Control max-age
+   * (rkt's remote cache). One statement: SQLite makes it atomic, and an image
+   * committed without its row (a crash in between) is only fetched again.
+   */
+  recordRemote(url: string, imageId: string, etag: string | undefined, cacheMaxAge: number | undefined): void {
+    this.db.setRemote(url, imageId, etag, cacheMaxAge, Date.now());
+  }
+
   getImage(id: string): ImageInfo | undefined {
     const row = this.db.getImage(id);
     return row && this.info(row);

@@ -211,9 +211,14 @@ function checkedBody(res: http.IncomingMessage, url: URL, length: number | undef
       cb();
     },
   });
-  res.setTimeout(timeout, () => res.destroy(fail(`the server stopped sending for ${timeout / 1000} s`)));
-  res.on('error', (err: Error) => out.destroy(err instanceof HttpError ? err : fail(err.message === 'aborted' ? `the connection closed after ${seen} bytes` : err.message)));
-  res.on('aborted', () => out.destroy(fail(`the connection closed after ${seen} bytes`)));
+  let stalled: HttpError | undefined;
+  const closed = (): HttpError => stalled ?? fail(`the connection closed after ${seen} bytes`);
+  res.setTimeout(timeout, () => {
+    stalled = fail(`the server stopped sending for ${timeout / 1000} s`);
+    res.destroy(stalled);
+  });
+  res.on('error', (err: Error) => out.destroy(err instanceof HttpError ? err : err.message === 'aborted' ? closed() : (stalled ?? fail(err.message))));
+  res.on('aborted', () => out.destroy(closed()));
   out.on('close', () => {
     if (!res.complete) res.destroy();
   });

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type { GlobalOptions } from '../config/global.js';
 import type { Label } from '../appc/types.js';
 import { ImageNotFoundError, RktError, printable } from '../errors.js';
@@ -115,8 +115,8 @@ function header(res: HttpResponse, name: string): string | undefined {
 }
 
 async function stageDownload(store: Store, globals: GlobalOptions, net: RemoteNet, img: RemoteImage, response: HttpResponse): Promise<StagedImage> {
-  const source: Readable = response.body.pipe(progressStream('Downloading ACI', response.length));
-  response.body.on('error', (err) => source.destroy(err));
+  // pipeline passes a failure of the download on to the reader of `source`, and leaves no error unheard
+  const source: Readable = pipeline(response.body, progressStream('Downloading ACI', response.length), () => undefined);
   if (globals.insecureOptions.image) {
     say('warning: signature verification has been disabled (--insecure-options=image)');
     try {

@@ -43,6 +43,9 @@ export async function stageVerified(store: Store, globals: GlobalOptions, { sour
   const toStore = new PassThrough({ highWaterMark: 1 << 20 });
   // The importer may stop reading at the end of its archive; the check must still see every byte.
   const feeding = tee(source, [{ stream: toStore, mayStopEarly: true }, { stream: pending.input }]);
+  // A source that fails early (a download cut off) rejects this before it is awaited below,
+  // while staging is still cleaning up: marked as handled, it cannot end the process first.
+  feeding.catch(() => undefined);
   let staged: StagedImage;
   try {
     staged = await store.stage(toStore);

@@ -65,7 +65,8 @@ async function fetchPage(prefix: string, net: DiscoveryNet): Promise<{ page: str
       log().debug({ page, tags: metas.length }, 'discovery: page read');
       return { page, metas };
     } catch (err) {
-      if (err instanceof HttpError && err.status !== undefined && err.status >= 400 && err.status < 500) {
+      // 401 and 403 also send the walk up, but are remembered: "add credentials" says more than "not found"
+      if (err instanceof HttpError && err.status !== undefined && err.status >= 400 && err.status < 500 && err.status !== 401 && err.status !== 403) {
         log().debug({ page, status: err.status }, 'discovery: no page here');
         return undefined;
       }

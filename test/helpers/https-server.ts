@@ -154,3 +154,25 @@ export function runWithHosts(
     timeout: opts.timeout ?? 120_000,
   }) as unknown as Promise<Result>;
 }
+
+/** A private rkt world, a GnuPG home and an https server with its own CA, all removed when the test ends. */
+export async function httpsWorld(
+  t: import('ava').ExecutionContext,
+  prefix: string,
+  names: string[],
+  ips: string[],
+): Promise<{ env: RktEnv; gpg: import('./gpg.js').Gpg; ca: TestCa; server: TestServer }> {
+  const { RktEnv } = await import('./rkt.js');
+  const { Gpg } = await import('./gpg.js');
+  const env = new RktEnv(prefix);
+  const gpg = new Gpg();
+  const ca = await makeCa(names, ips);
+  const server = new TestServer(ca);
+  t.teardown(async () => {
+    await server.close();
+    env.cleanup();
+    gpg.cleanup();
+    fs.rmSync(ca.dir, { recursive: true, force: true });
+  });
+  return { env, gpg, ca, server };
+}

@@ -6,7 +6,7 @@ import { RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { Gpg } from '../helpers/gpg.js';
 import { needRoot } from '../helpers/prereqs.js';
-import { listenOnOwn443, makeCa, runWithHosts, TestServer, type Handler, type TestCa } from '../helpers/https-server.js';
+import { httpsWorld, listenOnOwn443, runWithHosts, TestServer, type Handler, type TestCa } from '../helpers/https-server.js';
 
 // appc discovery, key discovery and auth.d against an https server the test
 // starts on port 443 of its own loopback address; rkt runs in a private
@@ -27,16 +27,7 @@ interface World {
 
 async function world(t: ExecutionContext): Promise<World> {
   needRoot('discovery tests (a private mount namespace for /etc/hosts)');
-  const env = new RktEnv('rkt-disc-');
-  const gpg = new Gpg();
-  const ca = await makeCa(NAMES, []);
-  const server = new TestServer(ca);
-  t.teardown(async () => {
-    await server.close();
-    env.cleanup();
-    gpg.cleanup();
-    fs.rmSync(ca.dir, { recursive: true, force: true });
-  });
+  const { env, gpg, ca, server } = await httpsWorld(t, 'rkt-disc-', NAMES, []);
   await listenOnOwn443(server);
   const key = await gpg.newKey(UID, env.file('pub.key'));
   server.file('example.test /pubkeys.gpg', fs.readFileSync(key));

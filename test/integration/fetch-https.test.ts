@@ -4,7 +4,7 @@ import path from 'node:path';
 import { RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { Gpg } from '../helpers/gpg.js';
-import { makeCa, TestServer, type TestCa } from '../helpers/https-server.js';
+import { httpsWorld, TestServer, type TestCa } from '../helpers/https-server.js';
 
 // rkt fetch of http(s) ACI URLs against a server the test starts on
 // 127.0.0.1, with a throw-away CA that rkt trusts through
@@ -24,16 +24,7 @@ interface World {
 }
 
 async function world(t: ExecutionContext, opts: { trust?: boolean } = {}): Promise<World> {
-  const env = new RktEnv('rkt-https-');
-  const gpg = new Gpg();
-  const ca = await makeCa(['localhost'], ['127.0.0.1']);
-  const server = new TestServer(ca);
-  t.teardown(async () => {
-    await server.close();
-    env.cleanup();
-    gpg.cleanup();
-    fs.rmSync(ca.dir, { recursive: true, force: true });
-  });
+  const { env, gpg, ca, server } = await httpsWorld(t, 'rkt-https-', ['localhost'], ['127.0.0.1']);
   await server.listen('127.0.0.1');
   const key = await gpg.newKey(UID, env.file('web.key'));
   if (opts.trust ?? true) t.is((await env.run(['trust', '--prefix=example.com/web', '--skip-fingerprint-review', key])).exitCode, 0);

@@ -1,7 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktEnv } from '../helpers/rkt.js';
+import crypto from 'node:crypto';
+import pty from 'node-pty';
+import { RKT, RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { Gpg } from '../helpers/gpg.js';
 import { httpsWorld, TestServer, type TestCa } from '../helpers/https-server.js';
@@ -268,4 +270,38 @@ test('run and prepare take https images too (fly stage1)', async (t) => {
   t.is(w.server.log.filter((x) => x.path === '/sh.aci').length, 1, 'prepare used the stored image');
   await w.env.run(['gc', '--grace-period=0s']);
   await w.env.run(['rm', String(p.stdout).trim()]);
+});
+
+test('a download draws a progress bar on a terminal stderr (and none on a pipe, see above)', async (t) => {
+  const w = await world(t);
+  // a few MB, sent in slices, so that the bar is drawn while the bytes arrive
+  const big = await buildAci(w.env.root, { name: 'example.com/web/big', busybox: false, files: { blob: crypto.randomBytes(4 << 20).toString('base64') } });
+  const data = fs.readFileSync(big);
+  w.server.route('/big.aci', (_req, res) => {
+    res.writeHead(200, { 'content-length': String(data.length) });
+    let at = 0;
+    const step = (): void => {
+      if (res.destroyed) return;
+      const next = Math.min(data.length, at + (512 << 10));
+      res.write(data.subarray(at, next));
+      at = next;
+      if (at < data.length) setTimeout(step, 60);
+      else res.end();
+    };
+    step();
+  });
+  w.server.file('/big.aci.asc', fs.readFileSync(await w.gpg.sign(UID, big)));
+  const p = pty.spawn(RKT, [...w.env.globals(), 'fetch', w.server.url('/big.aci')], {
+    name: 'xterm',
+    cols: 120,
+    rows: 30,
+    env: { ...(process.env as Record<string, string>), ...w.caEnv },
+  });
+  let out = '';
+  p.onData((d) => (out += d));
+  const code = await new Promise<number>((resolve) => p.onExit(({ exitCode }) => resolve(exitCode)));
+  t.is(code, 0, out);
+  t.regex(out, /Downloading ACI: \[=*>? *\] [\d.]+ [KM]B\/[\d.]+ MB [\d.]+ [KM]?B\/s \d+:\d\d left/);
+  t.regex(out, /Downloading ACI: \[=+>\] [\d.]+ MB\/[\d.]+ MB/, 'the last line shows the whole download');
+  t.regex(out, /sha512-[0-9a-f]{128}/);
 });

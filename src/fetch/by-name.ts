@@ -12,7 +12,8 @@ import { fetchRemote, remoteNet } from './remote.js';
 // lets it be, else found by appc discovery and fetched from the first
 // endpoint that works, with the remote cache of its URL (see remote.ts).
 
-export async function fetchByName(store: Store, globals: GlobalOptions, ref: ImageRef, opts: FetchOptions): Promise<string> {
+/** `expectId`: the image ID a dependency names; an image found by discovery must be that one. */
+export async function fetchByName(store: Store, globals: GlobalOptions, ref: ImageRef, opts: FetchOptions, expectId?: string): Promise<string> {
   const policy = opts.pullPolicy ?? 'new';
   const shown = formatImageString(ref);
   if (policy !== 'update') {
@@ -39,7 +40,7 @@ export async function fetchByName(store: Store, globals: GlobalOptions, ref: Ima
         url: endpoint.aci,
         signature: opts.signature ?? endpoint.asc,
         policy: 'update',
-        expect: { name: ref.name, labels: ref.labels },
+        expect: { name: ref.name, labels: ref.labels, id: expectId },
         latest,
         beforeVerify,
       });

@@ -76,10 +76,16 @@ export async function fetchImage(store: Store, globals: GlobalOptions, arg: stri
     case 'url': {
       const scheme = arg.slice(0, arg.indexOf(':')).toLowerCase();
       if (scheme === 'file') return fetchFile(store, globals, fileURLToPath(arg), opts.signature);
-      if (scheme === 'https' || scheme === 'http') return (await import('./by-url.js')).fetchByUrl(store, globals, arg, opts);
+      if (scheme === 'https' || scheme === 'http') return withDependencies(store, globals, await (await import('./by-url.js')).fetchByUrl(store, globals, arg, opts), opts);
       throw new UsageError(`fetching ${scheme}:// images is not supported by this rkt; use https://, a name (appc discovery), or a file`);
     }
     case 'name':
-      return (await import('./by-name.js')).fetchByName(store, globals, parseImageString(arg), opts);
+      return withDependencies(store, globals, await (await import('./by-name.js')).fetchByName(store, globals, parseImageString(arg), opts), opts);
   }
+}
+
+/** Images from the network bring their dependencies (./deps.ts); local files do not reach out. */
+async function withDependencies(store: Store, globals: GlobalOptions, id: string, opts: FetchOptions): Promise<string> {
+  await (await import('./deps.js')).fetchDependencies(store, globals, id, opts);
+  return id;
 }

@@ -20,6 +20,7 @@ import { log } from '../log.js';
 // - an AbortSignal cancels the request and the body.
 
 export const MAX_REDIRECTS = 10;
+const COALESCE_BYTES = 256 * 1024;
 
 /** Seconds without a byte before a request fails; RKT_HTTP_TIMEOUT overrides it (documented in docs/images.md). */
 export function defaultTimeoutMs(): number {
@@ -197,6 +198,8 @@ function checkedBody(res: http.IncomingMessage, url: URL, length: number | undef
   const limit = opts.maxBytes;
   const timeout = opts.timeoutMs ?? defaultTimeoutMs();
   let seen = 0;
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
   const fail = (message: string): HttpError => new HttpError(`cannot fetch ${opts.what} from ${shown(url)}: ${message}`);
   const out = new Transform({
     highWaterMark: 1 << 20,
@@ -204,11 +207,21 @@ function checkedBody(res: http.IncomingMessage, url: URL, length: number | undef
       seen += chunk.length;
       if (limit !== undefined && seen > limit) return cb(fail(`more than ${limit} bytes, too big for a ${opts.what}`));
       if (length !== undefined && seen > length) return cb(fail(`more bytes than the ${length} the server announced`));
-      cb(null, chunk);
+      // TLS hands over 16 KiB records; every consumer downstream (hash, tar check, signature)
+      // pays per chunk, so they get fewer, larger ones
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= COALESCE_BYTES) {
+        const joined = Buffer.concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        return cb(null, joined);
+      }
+      cb();
     },
     flush(cb: TransformCallback) {
       if (length !== undefined && seen < length) return cb(fail(`the download ended after ${seen} of ${length} bytes`));
-      cb();
+      cb(null, pendingBytes > 0 ? Buffer.concat(pending, pendingBytes) : undefined);
     },
   });
   let stalled: HttpError | undefined;

@@ -25,6 +25,13 @@ export const MAX_SIGNATURE_BYTES = 1 << 20;
 /** Bytes a download may send past the end of the ACI's archive (record padding, gzip trailers). */
 export const MAX_TRAILING_BYTES = 1 << 20;
 
+/** What discovery asked for; `id` when a dependency names its image ID. */
+interface Expected {
+  name: string;
+  labels: readonly Label[];
+  id?: string;
+}
+
 export interface RemoteNet {
   insecureTls: boolean;
   allowHttp: boolean;
@@ -38,7 +45,7 @@ export interface RemoteImage {
   signature?: string;
   policy: PullPolicy;
   /** What discovery asked for: the manifest must say the same before anything is stored. */
-  expect?: { name: string; labels: readonly Label[] };
+  expect?: Expected;
   /** Store the image as "latest" of its name (fetched by name without a version). */
   latest?: boolean;
   /** Called with the signature before the check, to trust discovered keys (--trust-keys-from-https). */
@@ -156,8 +163,11 @@ async function fetchSignature(net: RemoteNet, img: RemoteImage): Promise<{ locat
 }
 
 /** spec/discovery.md: the name and the labels asked for must be the image's own. */
-function checkIdentity(staged: StagedImage, expect: { name: string; labels: readonly Label[] }, url: string): void {
+function checkIdentity(staged: StagedImage, expect: Expected, url: string): void {
   const m = staged.manifest;
+  if (expect.id !== undefined && staged.id !== expect.id) {
+    throw new RktError(`image at ${printable(url, 300)} is ${staged.id}, but ${printable(expect.id)} was asked for; refusing it`);
+  }
   if (m.name !== expect.name) {
     throw new RktError(`image at ${printable(url, 300)} is named ${printable(m.name)}, not ${printable(expect.name)} as discovered; refusing it`);
   }

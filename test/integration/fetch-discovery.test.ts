@@ -42,12 +42,12 @@ function page(...metas: [string, string][]): Handler {
 }
 
 /** The publisher's site: one page at the domain's root for every name under it, and a signed image. */
-async function publish(w: World, name = 'example.test/app', version = '1.0.0', manifestName = name): Promise<string> {
+async function publish(w: World, name = 'example.test/app', version = '1.0.0', manifestName = name, manifest: Record<string, unknown> = {}): Promise<string> {
   w.server.route(
     'example.test /?ac-discovery=1',
     page(['ac-discovery', 'example.test https://example.test/images/{name}-{version}-{os}-{arch}.{ext}'], ['ac-discovery-pubkeys', 'example.test https://example.test/pubkeys.gpg']),
   );
-  const aci = await buildAci(w.env.root, { name: manifestName, labels: [{ name: 'version', value: version }, { name: 'os', value: 'linux' }, { name: 'arch', value: 'amd64' }], busybox: false });
+  const aci = await buildAci(w.env.root, { name: manifestName, labels: [{ name: 'version', value: version }, { name: 'os', value: 'linux' }, { name: 'arch', value: 'amd64' }], busybox: false, manifest });
   const at = `/images/${name}-${version}-linux-amd64.aci`;
   w.server.file(`example.test ${at}`, fs.readFileSync(aci));
   w.server.file(`example.test ${at}.asc`, fs.readFileSync(await w.gpg.sign(UID, aci)));
@@ -239,4 +239,25 @@ test('auth.d credentials (basic and oauth) go to the domains they name and nowhe
   t.is(oauth.exitCode, 0, String(oauth.stderr));
   t.is(w.server.log.filter((x) => x.headers.authorization === 'Bearer t0ken').length > 0, true);
   t.true(w.server.log.filter((x) => x.host === 'other.test').every((x) => x.headers.authorization === undefined));
+});
+
+test('an image found on the network brings its dependencies, each discovered and verified', async (t) => {
+  const w = await world(t);
+  await publish(w, 'example.test/app/base', '2.0');
+  await publish(w, 'example.test/app/top', '1.0', 'example.test/app/top', { dependencies: [{ imageName: 'example.test/app/base', labels: [{ name: 'version', value: '2.0' }] }] });
+  await trustFile(w);
+  const r = await w.rkt(['fetch', 'example.test/app/top:1.0']);
+  t.is(r.exitCode, 0, String(r.stderr));
+  t.deepEqual((await storedNames(w.env)).sort(), ['example.test/app/base:2.0', 'example.test/app/top:1.0']);
+  t.is((String(r.stderr).match(/signature verified/g) ?? []).length, 2);
+  const render = await w.env.run(['image', 'render', '--rootfs-only', String(r.stdout).trim(), w.env.file('out')]);
+  t.is(render.exitCode, 0, String(render.stderr));
+
+  // a dependency that names an image ID the publisher does not serve
+  await publish(w, 'example.test/app/pinned', '1.0', 'example.test/app/pinned', {
+    dependencies: [{ imageName: 'example.test/app/base', imageID: `sha512-${'0'.repeat(128)}`, labels: [{ name: 'version', value: '2.0' }] }],
+  });
+  const pinned = await w.rkt(['fetch', 'example.test/app/pinned:1.0']);
+  t.is(pinned.exitCode, 254);
+  t.regex(lastLine(pinned), /is sha512-[0-9a-f]+, but sha512-0+ was asked for; refusing it|not sha512-0+ as the manifest asks/);
 });

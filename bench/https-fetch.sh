@@ -59,9 +59,4 @@ hyperfine --runs "$runs" --warmup 1 --export-json "$work/result.json" \
   --prepare "rm -rf $work/data $work/dl; mkdir -p $work/dl; sync" \
   -n rkt "$rkt fetch $url >/dev/null 2>&1" \
   -n 'curl+sha512sum' "curl -sfS --cacert $work/ca.pem -o $work/dl/big.aci $url && curl -sfS --cacert $work/ca.pem -o $work/dl/big.aci.asc $url.asc && sha512sum $work/dl/big.aci >/dev/null" >&2
-node -e '
-const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).results;
-const med = (x) => { const s = [...x.times].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
-const a = med(r[0]), b = med(r[1]);
-console.log(`rkt median ${a.toFixed(3)} s, curl+sha512sum median ${b.toFixed(3)} s, ratio ${(a / b).toFixed(2)}`);
-' "$work/result.json"
+node bench/ratio.mjs "$work/result.json"

@@ -82,7 +82,8 @@ export function register(program: Command): void {
 
       // Read and parse every key before asking anything or writing anything:
       // a typo in the third file must not leave the first two half-trusted.
-      const allowHttp = flags.insecureAllowHttp || globals.insecureOptions.http;
+      // rkt's --insecure-options=pubkey is the global form of --insecure-allow-http for keys
+      const allowHttp = flags.insecureAllowHttp || globals.insecureOptions.http || globals.insecureOptions.pubkey;
       const insecureTls = globals.insecureOptions.tls;
       if (insecureTls) say('rkt: warning: TLS verification has been disabled (--insecure-options=tls): a key fetched this way may be anyone\'s; check its fingerprint');
       let locations = keyfiles;

@@ -104,7 +104,8 @@ async function walk<T>(name: string, net: DiscoveryNet, pick: (metas: AcMeta[], 
 export async function discoverImage(name: string, labels: readonly Label[], net: DiscoveryNet): Promise<DiscoveredImage> {
   const vars = { name, labels: discoveryLabels(labels) };
   const found = await walk(name, net, (metas, page) => {
-    const endpoints = aciEndpoints(metas, vars).filter((e) => allowedScheme(e.aci, net) && allowedScheme(e.asc, net));
+    // templates this rkt cannot fetch (hdfs://, or http:// without leave) do not compete for the best match
+    const endpoints = aciEndpoints(metas.filter((m) => m.name !== 'ac-discovery' || allowedScheme(m.uri, net)), vars).filter((e) => allowedScheme(e.aci, net) && allowedScheme(e.asc, net));
     return endpoints.length > 0 ? { endpoints, keys: pubkeyUrls(metas, name), page } : undefined;
   });
   if (found === undefined) {

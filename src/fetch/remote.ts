@@ -107,9 +107,7 @@ export async function fetchRemote(store: Store, globals: GlobalOptions, net: Rem
   }
   try {
     if (img.expect) checkIdentity(staged, img.expect, img.url);
-    const id = store.commit(staged, { latest: img.latest }).id;
-    store.recordRemote(img.url, id, header(response, 'etag'), cacheMaxAge(header(response, 'cache-control')));
-    return id;
+    return store.commit(staged, { latest: img.latest, remote: { url: img.url, etag: header(response, 'etag'), cacheMaxAge: cacheMaxAge(header(response, 'cache-control')) } }).id;
   } catch (err) {
     store.discard(staged);
     throw err;

@@ -69,7 +69,7 @@ export function register(program: Command): void {
   program
     .command('trust')
     .description('trust a public key for verifying images, for a name prefix or for every image')
-    .argument('[keyfile...]', 'public key file(s), or http(s) URLs of keys')
+    .argument('[keyfile...]', 'public key file(s) or http(s) URLs of keys; with none, --prefix finds them by appc discovery')
     .option('--prefix <prefix>', 'image name prefix to limit trust to, e.g. example.com/app')
     .option('--root', 'trust the key for every image (root key); needs a key file', false)
     .option('--skip-fingerprint-review', 'accept the key without fingerprint confirmation', false)

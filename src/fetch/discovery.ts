@@ -50,6 +50,7 @@ export function discoveryLabels(labels: readonly Label[]): Map<string, string> {
 async function fetchPage(prefix: string, net: DiscoveryNet): Promise<{ page: string; metas: AcMeta[] } | undefined> {
   const schemes = net.allowHttp ? ['https', 'http'] : ['https'];
   let firstError: unknown;
+  let absent = false;
   for (const scheme of schemes) {
     const page = `${scheme}://${prefix}?ac-discovery=1`;
     try {
@@ -66,15 +67,20 @@ async function fetchPage(prefix: string, net: DiscoveryNet): Promise<{ page: str
       return { page, metas };
     } catch (err) {
       // 401 and 403 also send the walk up, but are remembered: "add credentials" says more than "not found"
+      // as in appc, any failure over https (a 404 too) is followed by plain http when that is allowed
       if (err instanceof HttpError && err.status !== undefined && err.status >= 400 && err.status < 500 && err.status !== 401 && err.status !== 403) {
         log().debug({ page, status: err.status }, 'discovery: no page here');
-        return undefined;
+        absent = true;
+        continue;
       }
       firstError ??= err;
       log().debug({ page, err: (err as Error).message }, 'discovery: failed');
     }
   }
-  throw firstError;
+  // a page missing over one scheme does not hide a request for credentials over the other
+  const auth = firstError instanceof HttpError && (firstError.status === 401 || firstError.status === 403);
+  if (firstError !== undefined && (!absent || auth)) throw firstError;
+  return undefined;
 }
 
 /**

@@ -261,3 +261,29 @@ test('an image found on the network brings its dependencies, each discovered and
   t.is(pinned.exitCode, 254);
   t.regex(lastLine(pinned), /is sha512-[0-9a-f]+, but sha512-0+ was asked for; refusing it|not sha512-0+ as the manifest asks/);
 });
+
+test('plain http discovery only with --insecure-options=http, after https', async (t) => {
+  const w = await world(t);
+  await trustFile(w, 'other.test/plain');
+  const plain = new TestServer(undefined);
+  t.teardown(() => plain.close());
+  await plain.listen(w.server.address, 80);
+  plain.route('other.test /?ac-discovery=1', page(['ac-discovery', 'other.test http://other.test/{name}-{version}.{ext}']));
+  const aci = await buildAci(w.env.root, { name: 'other.test/plain', labels: [{ name: 'version', value: '1.0' }], busybox: false });
+  plain.file('other.test /other.test/plain-1.0.aci', fs.readFileSync(aci));
+  plain.file('other.test /other.test/plain-1.0.aci.asc', fs.readFileSync(await w.gpg.sign(UID, aci)));
+
+  const refused = await w.rkt(['fetch', 'other.test/plain:1.0']);
+  t.is(refused.exitCode, 254);
+  t.regex(lastLine(refused), /found no template/);
+  t.is(plain.log.length, 0, 'nothing was asked over plain http');
+
+  const allowed = await w.rkt(['--insecure-options=http', 'fetch', 'other.test/plain:1.0']);
+  t.is(allowed.exitCode, 0, String(allowed.stderr));
+  t.deepEqual(
+    w.server.log.filter((x) => x.host === 'other.test').map((x) => x.path),
+    ['/plain?ac-discovery=1', '/?ac-discovery=1', '/plain?ac-discovery=1', '/?ac-discovery=1'],
+    'https first, each time',
+  );
+  t.deepEqual(await storedNames(w.env), ['other.test/plain:1.0']);
+});

@@ -1,6 +1,27 @@
 import type { Command } from 'commander';
 import { globalsOf } from './context.js';
 
+/**
+ * As in rkt, each --signature belongs to the image before it on the command
+ * line (one given before any image goes with the first). commander keeps only
+ * the last value, so the words are read again in order.
+ */
+export function signaturesByImage(words: readonly string[], images: readonly string[]): (string | undefined)[] {
+  const out: (string | undefined)[] = images.map(() => undefined);
+  let current = 0;
+  let seen = 0;
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]!;
+    if (w === '--') break;
+    let sig: string | undefined;
+    if (w.startsWith('--signature=')) sig = w.slice('--signature='.length);
+    else if (w === '--signature') sig = words[++i];
+    else if (!w.startsWith('-') && seen < images.length && w === images[seen]) current = seen++;
+    if (sig !== undefined) out[current] = sig;
+  }
+  return out;
+}
+
 export function register(program: Command): void {
   program
     .command('fetch')
@@ -18,10 +39,13 @@ export function register(program: Command): void {
       const { pullPolicyOf } = await import('../fetch/policy.js');
       const { log } = await import('../log.js');
       const pullPolicy = pullPolicyOf({ pullPolicy: opts.pullPolicy, storeOnly: opts.storeOnly, noStore: opts.store === false }, 'update', (w) => log().warn(w));
+      const root = cmd.parent as (Command & { rawArgs?: string[] }) | null;
+      const words = root?.rawArgs ?? [];
+      const signatures = words.includes('fetch') ? signaturesByImage(words.slice(words.indexOf('fetch') + 1), images) : [opts.signature];
       const store = Store.open(globals.dir);
       try {
         for (const [i, image] of images.entries()) {
-          const id = await fetchImage(store, globals, image, { signature: i === 0 ? opts.signature : undefined, pullPolicy });
+          const id = await fetchImage(store, globals, image, { signature: signatures[i], pullPolicy });
           process.stdout.write(`${id}\n`);
         }
       } finally {

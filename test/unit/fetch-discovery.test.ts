@@ -6,6 +6,7 @@ import { cacheMaxAge } from '../../src/fetch/remote.js';
 import { pullPolicyOf } from '../../src/fetch/policy.js';
 import { credentialsFor } from '../../src/fetch/auth.js';
 import { progressLine } from '../../src/fetch/progress.js';
+import { signaturesByImage } from '../../src/cli/fetch.js';
 import { UsageError } from '../../src/errors.js';
 import type { AuthEntry } from '../../src/config/loader.js';
 import { fuzz, fuzzParams, withinMs } from '../helpers/fuzz.js';
@@ -155,4 +156,10 @@ test('a huge page of tags is scanned in bounded time and tags', (t) => {
   const page = '<meta name="ac-discovery" content="example.com https://x/{name}.{ext}">'.repeat(20_000) + '<script>'.repeat(50_000);
   const metas = withinMs(2000, 'extractAcMeta on a big page', () => extractAcMeta(page));
   t.is(metas.length, 1000);
+});
+
+test('rkt fetch: each --signature goes with the image before it', (t) => {
+  t.deepEqual(signaturesByImage(['a.aci', '--signature=a.sig', 'b.aci', 'c.aci', '--signature', 'c.sig'], ['a.aci', 'b.aci', 'c.aci']), ['a.sig', undefined, 'c.sig']);
+  t.deepEqual(signaturesByImage(['--signature=first.sig', 'a.aci', 'b.aci'], ['a.aci', 'b.aci']), ['first.sig', undefined]);
+  t.deepEqual(signaturesByImage(['--pull-policy=new', 'x', '--', '--signature=no'], ['x']), [undefined]);
 });

@@ -26,7 +26,7 @@ export function register(program: Command): void {
   program
     .command('fetch')
     .description('fetch image(s) and store them in the local store')
-    .argument('<image...>', 'image file, file:// or https:// URL, image ID, or name[:version][,label=value...] (appc discovery)')
+    .argument('<image...>', 'image file, file:// or https:// URL, image ID, name[:version][,label=value...] (appc discovery), or docker://, oci:, docker-archive: image')
     .option('--signature <file|url>', 'signature (file or URL) to use in validating the preceding image')
     .option('--pull-policy <policy>', 'when to pull an image: never, new or update', 'update')
     .option('--store-only', 'deprecated: use --pull-policy=never', false)

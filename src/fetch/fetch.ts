@@ -10,6 +10,7 @@ import { stageVerified } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
 import type { RktConfig } from '../config/loader.js';
 import type { PullPolicy } from './policy.js';
+import { isDockerTransport } from '../docker/reference.js';
 
 export { parsePullPolicy, type PullPolicy } from './policy.js';
 
@@ -67,6 +68,11 @@ async function openImageFile(abs: string, file: string): Promise<Readable> {
  * transport; each lives in its own module.
  */
 export async function fetchImage(store: Store, globals: GlobalOptions, arg: string, opts: FetchOptions = {}): Promise<string> {
+  // docker://, oci: and docker-archive: (src/docker)
+  if (isDockerTransport(arg)) {
+    const { fetchDockerImage } = await import('../docker/fetch.js');
+    return fetchDockerImage(store, globals, arg, opts.pullPolicy);
+  }
   const kind = classifyImageString(arg, (p) => fs.existsSync(p));
   switch (kind) {
     case 'id':

@@ -43,8 +43,13 @@ export interface HttpOptions {
   maxBytes?: number;
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Statuses returned to the caller instead of failing (304 for conditional requests). */
-  accept?: number[];
+  /** Statuses returned to the caller instead of failing (304 for conditional requests), or 'any' (a registry client reads 401 challenges). */
+  accept?: number[] | 'any';
+  method?: 'GET' | 'HEAD';
+  /** Redirects followed before giving up (default MAX_REDIRECTS). */
+  maxRedirects?: number;
+  /** Send credentials over plain http too (a registry the user allowed over http); never across a redirect to http from https. */
+  credentialsOverHttp?: boolean;
 }
 
 export interface HttpResponse {
@@ -81,12 +86,14 @@ function shown(url: URL): string {
 function describeNetworkError(err: NodeJS.ErrnoException, url: URL): string {
   const code = err.code ?? '';
   if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|ERR_TLS_CERT_ALTNAME/.test(code)) {
-    return `the TLS certificate of ${url.host} is not trusted (${code}); add its CA to the system's CAs (or point NODE_EXTRA_CA_CERTS at a PEM file of it), or skip the check with --insecure-options=tls`;
+    return `the TLS certificate of ${url.host} cannot be verified (${code}); add its CA to the system's CAs (or point NODE_EXTRA_CA_CERTS at a PEM file of it), or skip the check with --insecure-options=tls`;
   }
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot resolve host ${url.hostname}`;
   if (code === 'ECONNREFUSED') return `connection to ${url.host} refused`;
   if (code === 'ECONNRESET') return `connection to ${url.host} reset`;
-  if (code === 'EPROTO' || /SSL|TLS/i.test(code)) return `TLS handshake with ${url.host} failed (${err.message})`;
+  if (code === 'EPROTO' || /SSL|TLS/i.test(code) || /wrong version number|packet length too long/.test(err.message)) {
+    return `TLS handshake with ${url.host} failed (${printable(err.message, 120)}); if it speaks only plain http, allow that with --insecure-options=http`;
+  }
   return err.message;
 }
 
@@ -107,7 +114,8 @@ export async function httpGet(target: string | URL, opts: HttpOptions): Promise<
       res.resume();
       const location = res.headers.location;
       if (location === undefined) throw new HttpError(`cannot fetch ${opts.what} from ${shown(url)}: HTTP ${status} without a Location`, status);
-      if (hop >= MAX_REDIRECTS) throw new HttpError(`cannot fetch ${opts.what}: more than ${MAX_REDIRECTS} redirects (last ${shown(url)})`, status);
+      const max = opts.maxRedirects ?? MAX_REDIRECTS;
+      if (hop >= max) throw new HttpError(`cannot fetch ${opts.what}: more than ${max} redirects (last ${shown(url)})`, status);
       let next: URL;
       try {
         next = new URL(location, url);
@@ -118,7 +126,8 @@ export async function httpGet(target: string | URL, opts: HttpOptions): Promise<
       url = next;
       continue;
     }
-    if ((status < 200 || status >= 300) && !(opts.accept ?? []).includes(status)) {
+    const accepted = opts.accept === 'any' || (opts.accept ?? []).includes(status);
+    if ((status < 200 || status >= 300) && !accepted) {
       res.resume();
       throw new HttpError(`cannot fetch ${opts.what} from ${shown(url)}: HTTP status ${status}${statusHint(status, url)}`, status);
     }
@@ -171,16 +180,14 @@ function checkScheme(url: URL, opts: HttpOptions, redirected: boolean): void {
 
 function request(url: URL, opts: HttpOptions): Promise<http.IncomingMessage> {
   const headers: Record<string, string> = { 'user-agent': 'rkt-ts', ...opts.headers };
-  if (url.protocol === 'https:') Object.assign(headers, opts.credentials?.(url));
+  if (url.protocol === 'https:' || opts.credentialsOverHttp) Object.assign(headers, opts.credentials?.(url));
   const timeout = opts.timeoutMs ?? defaultTimeoutMs();
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void =>
       reject(err instanceof HttpError ? err : new HttpError(`cannot fetch ${opts.what} from ${shown(url)}: ${describeNetworkError(err, url)}`, undefined, { cause: err }));
-    const common = { headers, signal: opts.signal, timeout };
-    const req =
-      url.protocol === 'https:'
-        ? https.get(url, { ...common, rejectUnauthorized: !opts.insecureTls, agent: false }, resolve)
-        : http.get(url, { ...common, agent: false }, resolve);
+    const common = { method: opts.method ?? 'GET', headers, signal: opts.signal, timeout, agent: false };
+    const req = url.protocol === 'https:' ? https.request(url, { ...common, rejectUnauthorized: !opts.insecureTls }, resolve) : http.request(url, common, resolve);
+    req.end();
     req.on('timeout', () => req.destroy(new HttpError(`cannot fetch ${opts.what} from ${shown(url)}: no answer in ${timeout / 1000} s`)));
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err.name === 'AbortError') reject(new HttpError(`fetching ${opts.what} from ${shown(url)} was cancelled`, undefined, { cause: err }));
@@ -220,12 +227,12 @@ function checkedBody(res: http.IncomingMessage, url: URL, length: number | undef
       cb();
     },
     flush(cb: TransformCallback) {
-      if (length !== undefined && seen < length) return cb(fail(`the download ended after ${seen} of ${length} bytes`));
+      if (length !== undefined && seen < length && opts.method !== 'HEAD') return cb(fail(`the download was cut short after ${seen} of ${length} bytes`));
       cb(null, pendingBytes > 0 ? Buffer.concat(pending, pendingBytes) : undefined);
     },
   });
   let stalled: HttpError | undefined;
-  const closed = (): HttpError => stalled ?? fail(`the connection closed after ${seen} bytes`);
+  const closed = (): HttpError => stalled ?? fail(`the download was cut short after ${seen} bytes (the connection closed)`);
   res.setTimeout(timeout, () => {
     stalled = fail(`the server stopped sending for ${timeout / 1000} s`);
     res.destroy(stalled);

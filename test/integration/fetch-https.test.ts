@@ -65,7 +65,7 @@ test('an https ACI is verified against the trusted key; TLS is refused without t
 
   const refused = await w.env.run(['fetch', url]);
   t.is(refused.exitCode, 254);
-  oneLine(t, refused.stderr, /TLS certificate of 127\.0\.0\.1:\d+ is not trusted.*NODE_EXTRA_CA_CERTS.*--insecure-options=tls/);
+  oneLine(t, refused.stderr, /TLS certificate of 127\.0\.0\.1:\d+ cannot be verified.*NODE_EXTRA_CA_CERTS.*--insecure-options=tls/);
   await assertStoreEmpty(t, w.env);
 
   const insecure = await w.env.run(['--insecure-options=tls', 'fetch', url]);
@@ -223,7 +223,7 @@ test('hostile servers: each failure is one line and leaves nothing in the store'
     ['/endless.aci', /more than 64 MiB of zeros after the last entry/],
     ['/endless-gz.aci', /more than 1048576 bytes past the end of its archive|corrupt or truncated/],
     ['/endless-gz0.aci', /more than 1048576 bytes past the end of its archive|corrupt or truncated/],
-    ['/short.aci', /connection closed after|ended after/],
+    ['/short.aci', /cut short after/],
     ['/stall.aci', /stopped sending for 2 s/],
     ['/tampered.aci', /bad signature/],
     ['/unsigned.aci', /no signature at .*404.*--insecure-options=image/],

@@ -13,12 +13,14 @@ Pod flags (before the first image): --stage1-name, --stage1-path, --stage1-url, 
   --stage1-from-dir, --net[=NAME,...], --dns, --dns-search, --dns-opt, --dns-domain, --hosts-entry,
   --hostname, --volume NAME,kind=host|empty,source=PATH[,readOnly=true], --set-env NAME=VALUE,
   --set-env-file FILE, --inherit-env, --interactive, --uuid-file-save FILE, --pod-manifest FILE,
-  --pull-policy never|new|update, --port NAME:HOSTPORT, --mds-register (run only: register the pod
-  with "rkt metadata-service"; apps find it in AC_METADATA_URL)
+  --pull-policy never|new|update (--store-only, --no-store: deprecated forms), --port NAME:HOSTPORT,
+  --mds-register (run only: register the pod with "rkt metadata-service"; apps find it in
+  AC_METADATA_URL)
 App flags (after the image they apply to): --exec, --user, --group, --supplementary-gids,
   --working-dir, --name, --readonly-rootfs, --caps-retain, --caps-remove, --memory, --cpu,
   --environment NAME=VALUE, --mount volume=NAME,target=PATH, --user-label, --user-annotation,
-  --signature FILE
+  --signature FILE|URL
+Images: a file, a file:// or https:// URL, an image ID, or name[:version][,label=value...] (appc discovery).
 Arguments after "--" go to the preceding app; "---" ends them.`;
 
 /** Parse run/prepare words and fold any global flags among them into the globals. */
@@ -32,6 +34,7 @@ export async function parseRunCommand(words: string[], cmd: Command): Promise<{ 
   if (g.systemConfig) globals.systemConfig = g.systemConfig;
   if (g.userConfig) globals.userConfig = g.userConfig;
   if (g.insecureOptions) globals.insecureOptions = parseInsecureOptions(g.insecureOptions);
+  if (g.trustKeysFromHttps) globals.trustKeysFromHttps = true;
   if (g.debug) {
     globals.debug = true;
     setDebug(true);

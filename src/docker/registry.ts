@@ -4,11 +4,12 @@
 // (scoped to pulling one repository), manifests by tag or digest, and blobs
 // by digest, each verified while it streams.
 
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { RktError, printable, quote } from '../errors.js';
 import { log } from '../log.js';
 import { verified } from './digest.js';
 import { HttpError, readBody, request, type HttpResponse } from './http.js';
+import { progressStream } from '../fetch/progress.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, type Descriptor } from './manifest.js';
 import type { RegistryRef } from './reference.js';
 
@@ -174,6 +175,8 @@ export class RegistryClient {
     await this.connect();
     const res = await this.get(`/v2/${this.ref.repository}/blobs/${desc.digest}`);
     if (res.status !== 200) throw this.failure(res, `blob ${desc.digest} of ${this.ref.repository}`);
-    return verified(res.body, { digest: desc.digest, size: desc.size, name });
+    // a progress line per blob on a terminal, as for ACIs (src/fetch/progress.ts)
+    const body = pipeline(res.body, progressStream(`Downloading ${desc.digest.slice(0, 19)}`, desc.size), () => undefined);
+    return verified(body, { digest: desc.digest, size: desc.size, name });
   }
 }

@@ -9,6 +9,7 @@ import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
+import { phase } from '../src/util/phase-trace.js';
 import { appCommand, appEnv, findHostTools, guardianCommand, processStartTime, type HostTools } from './exec.js';
 
 // The fly run entrypoint: no isolation beyond a chroot per app, on the
@@ -156,7 +157,10 @@ class Supervisor {
     }
     if (status !== 0) this.failures.push(status);
     writeAppExitStatus(this.paths, app.spec.name, status);
-    if (this.apps.every((a) => a.status !== undefined)) for (const w of this.waiters.splice(0)) w();
+    if (this.apps.every((a) => a.status !== undefined)) {
+      phase('app-exit');
+      for (const w of this.waiters.splice(0)) w();
+    }
   }
 
   /** Resolves when every app has exited, to the pod's exit status. */
@@ -183,7 +187,9 @@ class Supervisor {
 export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
+  phase('stage1-start');
   checkNetwork(args);
+  phase('network');
   if (args.hostname !== undefined) log().debug(`fly shares the host's UTS namespace; ignoring --hostname=${args.hostname}`);
   if (args.mdsToken !== undefined) log().debug('fly has no metadata service; ignoring --mds-token');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);
@@ -203,6 +209,7 @@ export async function run(argv: string[]): Promise<number> {
     const r = await prepareAppRootfs(paths, spec, { extraMounts: FLY_MOUNTS, resolvConf: '/etc/resolv.conf', hosts: FALLBACK_HOSTS });
     log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}`);
   }
+  phase('app-rootfs');
   const early = sup.stopSignal;
   if (early !== undefined) {
     log().debug(`${early} before the apps started: not starting them`);
@@ -211,6 +218,9 @@ export async function run(argv: string[]): Promise<number> {
   await sup.start(specs);
   markReady(paths);
   log().debug('all apps started');
-  return sup.wait();
+  phase('app-start');
+  const status = await sup.wait();
+  phase('pod-exit');
+  return status;
 }
 

@@ -11,6 +11,7 @@ import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { checkIdRange, claimPodIds, qemuIds, readIdFiles, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
+import { phase } from '../src/util/phase-trace.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
@@ -130,6 +131,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     const qemu = qemuIds(this.ids);
     log().debug(`pod ids: slot ${this.ids.slot}, guest ids from ${this.ids.base}, qemu runs as uid ${qemu.uid}, gid ${qemu.gid}`);
     this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, qemu);
+    phase('network');
     const dns = this.network.dnsFiles;
     const idShift = guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
     for (const spec of this.specs) {

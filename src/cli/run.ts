@@ -5,6 +5,7 @@ import { parseInsecureOptions } from '../config/insecure.js';
 import { setDebug } from '../log.js';
 import type { RunArgs } from '../pod/run-args.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import { globalsOf } from './context.js';
 
 const RUN_HELP = `
@@ -59,6 +60,7 @@ export function register(program: Command): void {
     .addHelpText('after', RUN_HELP)
     .action(async (_w: string[], _o: unknown, cmd: Command) => {
       const { args, globals } = await parseRunCommand(cmd.args, cmd);
+      phase('stage0-parse');
       const { Store } = await import('../store/store.js');
       const { loadConfig } = await import('../config/loader.js');
       const { preparePod } = await import('../pod/prepare.js');
@@ -127,6 +129,7 @@ export function register(program: Command): void {
     .option('--hostname <name>', "pod's hostname")
     .action(async (uuid: string, opts: { net?: string | boolean; interactive: boolean; hostname?: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
+      phase('stage0-parse');
       const { Pod } = await import('../pod/pod.js');
       const { startPod } = await import('../pod/run.js');
       const { RktError } = await import('../errors.js');

@@ -4,6 +4,7 @@ import type { GlobalOptions } from '../config/global.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
+import { phase, phaseTrace } from '../util/phase-trace.js';
 import { writeRunOptions } from './prepare.js';
 import type { Pod } from './pod.js';
 
@@ -51,9 +52,13 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
   if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
   if (opts.mdsToken) args.push(`--mds-token=${opts.mdsToken}`);
   args.push(pod.uuid);
-  return invokeEntrypoint(pod.paths, 'run', args, {
+  const status = await invokeEntrypoint(pod.paths, 'run', args, {
     lockFd: lock.fd,
     isolateMounts: true,
     forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+    // the entrypoint's phase marks continue this process's timeline
+    ...(globals.debug && { env: phaseTrace().env() }),
   });
+  phase('stage0-exit');
+  return status;
 }

@@ -4,6 +4,7 @@ import os from 'node:os';
 import { log, say } from '../log.js';
 import type { PodPaths } from '../stage1/contract.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import { MAX_LINE_CHARS, sanitizeLine } from '../util/untrusted-text.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
@@ -180,6 +181,7 @@ export class PodSupervisor {
     let started = false;
     try {
       await this.engine.prepare();
+      phase('app-rootfs');
       if (this.stops.pending !== undefined) {
         log().debug(`${this.stops.pending} before the pod started: not starting it`);
         return signalStatus(this.stops.pending);
@@ -203,6 +205,7 @@ export class PodSupervisor {
     } finally {
       for (const [sig, h] of handlers) source.off(sig, h);
       await this.engine.cleanup();
+      phase('pod-exit');
     }
   }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A kvm pod from `rkt run` to exit against the floor: the same qemu booting the same kernel
 # with an initramfs whose init powers off at once, in one hyperfine run; then the host memory
-# (RSS) of every process of an idle one-app pod, `rkt run` itself included.
+# (RSS and PSS) of every process of an idle one-app pod, `rkt run` itself included.
 # Usage: bench/kvm-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -44,12 +44,18 @@ done
 [ -s "$work/uuid" ] || { echo "bench: the idle pod did not start" >&2; exit 1; }
 sleep 2
 tree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree "$c"; done; }
+# RSS as the issue counts it; PSS too, which shares the pages several processes map (node's
+# own code, mapped by rkt run and the run entrypoint alike) out among them instead of counting
+# them in each
 total=0
+ptotal=0
 for pid in $(tree "$stage0"); do
   read -r comm rss < <(ps -o comm=,rss= -p "$pid" 2>/dev/null) || continue
-  printf '  %-16s pid %-8s %8s KiB\n' "$comm" "$pid" "$rss"
+  pss=$(awk '/^Pss:/ { print $2 }' /proc/"$pid"/smaps_rollup 2>/dev/null || echo 0)
+  printf '  %-16s pid %-8s RSS %8s KiB  PSS %8s KiB\n' "$comm" "$pid" "$rss" "$pss"
   total=$((total + rss))
+  ptotal=$((ptotal + pss))
 done
-echo "idle one-app kvm pod, host RSS in all: $((total / 1024)) MiB"
+echo "idle one-app kvm pod, host memory in all: RSS $((total / 1024)) MiB, PSS $((ptotal / 1024)) MiB"
 $rkt stop --force "$(cat "$work/uuid")" >/dev/null 2>&1 || true
 wait || true

@@ -170,6 +170,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     // before any helper starts, so that each can be put in it
     this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
     const virtiofsd = await this.startShare(coherent);
+    phase('share-start');
     this.guardian.watch(virtiofsd.pid);
     const cmdline = kernelCmdline({
       accel,

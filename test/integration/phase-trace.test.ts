@@ -19,7 +19,7 @@ const STAGE0_LAST = ['rkt stage0-exit'];
 const FLAVORS = {
   fly: { aci: 'stage1-fly.aci', net: [], own: [] },
   nspawn: { aci: 'stage1-coreos.aci', net: ['--net=none'], own: ['stage1 container-start'] },
-  kvm: { aci: 'stage1-kvm.aci', net: ['--net=none'], own: ['stage1 vm-start', 'stage1 guest-kernel', 'stage1 guest-init'] },
+  kvm: { aci: 'stage1-kvm.aci', net: ['--net=none'], own: ['stage1 share-start', 'stage1 vm-start', 'stage1 guest-kernel', 'stage1 guest-init'] },
 };
 
 async function world(t: ExecutionContext, flavor: keyof typeof FLAVORS): Promise<{ env: RktEnv; image: string; flags: string[] }> {

@@ -10,7 +10,7 @@
 #   bench_true_image   $work/aci/rootfs: busybox with sh, true, sleep; $work/true.aci, named
 #                      example.com/true, running /bin/true as root; fetched into the store
 #   bench_medians JSON print each command's median from a hyperfine --export-json file and the
-#                      ratio of the first command's median to each other's
+#                      ratio of the first command's median to each other's (bench/ratio.mjs)
 
 bench_world() {
   cd "$(dirname "$(readlink -f "${BASH_SOURCE[1]}")")/.."
@@ -47,12 +47,5 @@ bench_true_image() {
 }
 
 bench_medians() {
-  node -e '
-const fs = require("fs");
-const med = (x) => { const s = [...x.times].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
-const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")).results;
-const show = (s) => (s < 1 ? `${(s * 1000).toFixed(1)} ms` : `${s.toFixed(3)} s`);
-for (const x of r) console.log(`${x.command}: median ${show(med(x))} (${x.times.length} runs)`);
-for (const x of r.slice(1)) console.log(`ratio ${r[0].command} / ${x.command}: ${(med(r[0]) / med(x)).toFixed(2)}`);
-' "$1"
+  node bench/ratio.mjs "$1"
 }

@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   linux-source-6.1 bc bison flex libelf-dev gcc libc6-dev lz4 cpio  # the guest kernel build; gcc + libc6-dev also build the static guest agent and rkt-idmap
   systemd systemd-container dbus-daemon                          # guest and nspawn init; systemd-nspawn; enter in nspawn
   containernetworking-plugins iproute2 iptables                 # pod networking (CNI)
+  docker-registry skopeo umoci apache2-utils openssl            # docker:// tests: a local registry, pushing, OCI layouts, htpasswd -B, a throw-away CA
 )
 
 missing=()

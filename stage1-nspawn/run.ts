@@ -18,7 +18,7 @@ export async function run(argv: string[]): Promise<number> {
   phase('stage1-start');
   const paths = new PodPaths(process.cwd());
   noteRunContext('nspawn', args);
-  const engine = new ContainerEngine(paths, args, podRunOptions(paths, flags));
+  const engine = new ContainerEngine(paths, args, podRunOptions(paths, args, flags));
   return new PodSupervisor(engine, {
     paths,
     bootTimeoutMs: () => bootTimeoutMs(),

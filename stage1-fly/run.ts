@@ -11,6 +11,7 @@ import type { DnsConfMode } from '../src/stage1/args.js';
 import { enableDebug, parseRunArgs, refuseRunFlags, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, preStartExplanation, writeAppExitStatus, writeExitCause, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
+import { phase } from '../src/util/phase-trace.js';
 import { appCommand, appEnv, findHostTools, guardianCommand, processStartTime, type HostTools } from './exec.js';
 
 // The fly run entrypoint: no isolation beyond a chroot per app, on the
@@ -228,7 +229,10 @@ class Supervisor {
     app.status = status;
     if (status !== 0) this.failures.push(status);
     writeAppExitStatus(this.paths, app.spec.name, status);
-    if (this.apps.every((a) => a.status !== undefined)) for (const w of this.waiters.splice(0)) w();
+    if (this.apps.every((a) => a.status !== undefined)) {
+      phase('app-exit');
+      for (const w of this.waiters.splice(0)) w();
+    }
   }
 
   /** Resolves when every app has exited, to the pod's exit status. */
@@ -255,7 +259,9 @@ class Supervisor {
 export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
+  phase('stage1-start');
   checkNetwork(args);
+  phase('network');
   // as rkt's fly: the pod shares the host's UTS namespace; said, not refused, so that scripts written for rkt keep working
   if (args.hostname !== undefined) log().warn(`the fly stage1 shares the host's hostname; --hostname=${args.hostname} has no effect`);
   refuseRunFlags('fly', args, { privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids' });
@@ -285,6 +291,7 @@ export async function run(argv: string[]): Promise<number> {
     const r = await prepareAppRootfs(paths, spec, { ...dns, extraMounts: [...FLY_MOUNTS, ...dns.extraMounts] });
     log().debug(`app ${spec.name}: rootfs ready at ${r.rootfs}${r.overlay ? '' : ' (private copy)'}`);
   }
+  phase('app-rootfs');
   const early = sup.stopSignal;
   if (early !== undefined) {
     log().debug(`${early} before the apps started: not starting them`);
@@ -293,6 +300,9 @@ export async function run(argv: string[]): Promise<number> {
   await sup.start(specs);
   markReady(paths);
   log().debug('all apps started');
-  return sup.wait();
+  phase('app-start');
+  const status = await sup.wait();
+  phase('pod-exit');
+  return status;
 }
 

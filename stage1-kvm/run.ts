@@ -3,6 +3,7 @@ import { enableDebug, parseRunArgs, refuseRunFlags } from '../src/stage1-common/
 import { noteRunContext } from '../src/stage1-common/run-context.js';
 import { writePid } from '../src/stage1-common/status.js';
 import { PodSupervisor } from '../src/stage1-common/supervisor.js';
+import { phase } from '../src/util/phase-trace.js';
 import { KVM_TIMEOUTS } from './config.js';
 import { VmEngine } from './vm-engine.js';
 
@@ -13,6 +14,7 @@ import { VmEngine } from './vm-engine.js';
 export async function run(argv: string[]): Promise<number> {
   const args = parseRunArgs(argv);
   enableDebug(args.debug);
+  phase('stage1-start');
   const paths = new PodPaths(process.cwd());
   noteRunContext('kvm', args);
   refuseRunFlags('kvm', args, {

@@ -14,6 +14,7 @@ import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { checkIdRange, claimPodIds, qemuIds, readIdFiles, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
+import { phase } from '../src/util/phase-trace.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
@@ -141,6 +142,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     const qemu = qemuIds(this.ids);
     log().debug(`pod ids: slot ${this.ids.slot}, guest ids from ${this.ids.base}, qemu runs as uid ${qemu.uid}, gid ${qemu.gid}`);
     this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, qemu);
+    phase('network');
     addMetadataUrl(this.paths, this.args, this.specs, () => hostAddressFromPod(this.paths.dir, this.network!.mode));
     const dns = this.network.dnsFiles;
     const idShift = guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
@@ -182,6 +184,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     // before any helper starts, so that each can be put in it
     this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
     const virtiofsd = await this.startShare(coherent);
+    phase('share-start');
     this.guardian.watch(virtiofsd.pid);
     const cmdline = kernelCmdline({
       accel,

@@ -15,6 +15,7 @@ import { writePid } from '../src/stage1-common/status.js';
 import type { EngineEnd, PodEngine } from '../src/stage1-common/supervisor.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { mkfifo } from '../src/util/fifo.js';
+import { phase } from '../src/util/phase-trace.js';
 import { createPodCgroups, hostHierarchies, removeCgroupsWaiting } from '../src/stage1-common/cgroups.js';
 import { CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
 import { PodContainer } from './container.js';
@@ -138,6 +139,7 @@ export class ContainerEngine implements PodEngine {
     this.guardian.watchApps(this.specs.map((s) => s.name));
     const { paths, args } = this;
     const network = await setupNetwork(paths, args, this.hostname);
+    phase('network');
     this.netnsPath = network.netnsPath;
     addMetadataUrl(paths, args, this.specs, () => hostAddressFromPod(paths.dir, network.result.mode));
     const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
@@ -192,6 +194,7 @@ export class ContainerEngine implements PodEngine {
     });
     this.container = new PodContainer({ argv, env, cgroupProcs: this.cgroupProcs, terminal: this.tty, showConsole: args.debug });
     const init = await this.container.start((pid) => this.guardian.watch(pid));
+    phase('container-start');
     this.guardian.watch(init);
     // rkt enter and stop find the pod through this: the container's PID 1.
     writePid(paths, init);

@@ -6,6 +6,7 @@ import { UsageError } from '../errors.js';
 import { setDebug } from '../log.js';
 import type { RunArgs } from '../pod/run-args.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import { globalsOf } from './context.js';
 
 const RUN_HELP = `
@@ -71,6 +72,7 @@ export function register(program: Command): void {
     .addHelpText('after', RUN_HELP)
     .action(async (_w: string[], _o: unknown, cmd: Command) => {
       const { args, globals } = await parseRunCommand(cmd.args, cmd);
+      phase('stage0-parse');
       if (args.pod.mdsRegister) await checkMdsRegister(args.pod.net);
       const { Store } = await import('../store/store.js');
       const { loadConfig } = await import('../config/loader.js');
@@ -149,6 +151,7 @@ export function register(program: Command): void {
     .option('--mds-register', 'register the pod with the metadata service', false)
     .action(async (uuid: string, opts: { net?: string | boolean; interactive: boolean; hostname?: string; mdsRegister: boolean }, cmd: Command) => {
       const globals = globalsOf(cmd);
+      phase('stage0-parse');
       const { Pod } = await import('../pod/pod.js');
       const { startPod } = await import('../pod/run.js');
       const { RktError } = await import('../errors.js');

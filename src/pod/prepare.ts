@@ -15,6 +15,7 @@ import { entrypointPath, interfaceVersion, stage1Manifest } from '../stage1/invo
 import type { Store } from '../store/store.js';
 import { renderTree, type RenderedTree } from '../store/treestore.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import type { FileLock } from '../util/lock.js';
 import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
 import { Pod } from './pod.js';
@@ -74,6 +75,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     } else {
       manifest = generatePodManifest(await resolveApps(store, globals, config, args), args.pod);
     }
+    phase('image-lookup');
     const paths = pod.paths;
     const stage1Tree = await renderTree(store, stage1Id, { hold: true });
     treeLocks.push(stage1Tree.hold!);
@@ -105,6 +107,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     writeFileAtomic(paths.manifest, serializePodManifest(manifest));
     pod.moveTo('prepared');
     log().debug({ uuid }, 'pod prepared');
+    phase('pod-preparation');
     return { pod, lock, treeLocks };
   } catch (err) {
     for (const l of treeLocks) l.release();

@@ -7,6 +7,7 @@ import { registerPod, unregisterPod, type MetadataAccess } from '../mds/client.j
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
+import { phase, phaseTrace } from '../util/phase-trace.js';
 import { writeRunOptions } from './prepare.js';
 import type { Pod } from './pod.js';
 
@@ -36,6 +37,7 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     return await runStage1(pod, lock, globals, opts, mds);
   } finally {
     if (mds) await unregisterPod(pod.dir, pod.uuid);
+    phase('stage0-exit');
   }
 }
 
@@ -84,5 +86,7 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     lockFd: lock.fd,
     isolateMounts: true,
     forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+    // the entrypoint's phase marks continue this process's timeline
+    ...(globals.debug && { env: phaseTrace().env() }),
   });
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { log } from '../log.js';
+import { phase } from '../util/phase-trace.js';
 import type { AppExit, AppReports } from './app-reports.js';
 
 // The host end of the report channel: the pod's init tells the host that an
@@ -63,6 +64,8 @@ export class ChannelReports implements AppReports {
   private partial = '';
   private discarding = false;
   private bad = 0;
+  /** The phase marks already made: every app started, every app exited. */
+  private readonly marked = new Set<'app-start' | 'app-exit'>();
   private socket: net.Socket | undefined;
   private holdFd: number | undefined;
   /** Resolves when the channel has ended (its writer is gone) or was closed. */
@@ -142,6 +145,16 @@ export class ChannelReports implements AppReports {
       this.exitList.push({ app: r.app, status: r.status });
       if (r.oom) this.oom.add(r.app);
       if (r.preStart) this.preStart.add(r.app);
+    }
+    this.markPhases();
+  }
+
+  private markPhases(): void {
+    const ends: ['app-start' | 'app-exit', number][] = [['app-start', this.started().size], ['app-exit', this.exitList.length]];
+    for (const [name, count] of ends) {
+      if (count < this.apps.size || this.marked.has(name)) continue;
+      this.marked.add(name);
+      phase(name);
     }
   }
 

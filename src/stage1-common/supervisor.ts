@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { log, say } from '../log.js';
 import type { PodPaths } from '../stage1/contract.js';
+import { phase } from '../util/phase-trace.js';
 import { MAX_LINE_CHARS, sanitizeLine } from '../util/untrusted-text.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
@@ -177,6 +178,7 @@ export class PodSupervisor {
     let started = false;
     try {
       await this.engine.prepare();
+      phase('app-rootfs');
       if (this.stops.pending !== undefined) {
         log().debug(`${this.stops.pending} before the pod started: not starting it`);
         return signalStatus(this.stops.pending);
@@ -200,6 +202,7 @@ export class PodSupervisor {
     } finally {
       for (const [sig, h] of handlers) source.off(sig, h);
       await this.engine.cleanup();
+      phase('pod-exit');
     }
   }
 

@@ -137,6 +137,14 @@ export function register(program: Command): void {
       // none when prepared by another rkt: use the flags given now
       const saved = (readRunOptions(pod.paths) ?? {}) as { net?: string[]; interactive?: boolean; hostname?: string; dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries?: string[] };
       const net = typeof opts.net === 'string' ? opts.net.split(',') : opts.net === true ? ['default'] : (saved.net ?? []);
+      const { checkPodCanStart } = await import('../pod/precheck.js');
+      const { stage1Manifest } = await import('../stage1/invoke.js');
+      try {
+        checkPodCanStart(pod.manifest(), stage1Manifest(pod.paths).name, { net, dns: saved.dns, hostsEntries: saved.hostsEntries, localConfig: globals.localConfig, systemConfig: globals.systemConfig });
+      } catch (err) {
+        lock.release();
+        throw err;
+      }
       const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries, privateUsers: (saved as { privateUsers?: string }).privateUsers, ipc: (saved as { ipc?: string }).ipc });
       lock.release();
       process.exitCode = code;

@@ -17,6 +17,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import type { FileLock } from '../util/lock.js';
 import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
 import { Pod } from './pod.js';
+import { checkPodCanStart } from './precheck.js';
 import { podDir } from './layout.js';
 import { removePodDir } from './remove.js';
 import type { RunArgs } from './run-args.js';
@@ -101,6 +102,13 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
       fs.mkdirSync(paths.appRootfs(app.name), { recursive: true });
     }
     await checkApps(paths, manifest);
+    checkPodCanStart(manifest, s1.name, {
+      net: args.pod.net,
+      dns: { dns: args.pod.dns, dnsSearch: args.pod.dnsSearch, dnsOpt: args.pod.dnsOpt, ...(args.pod.dnsDomain !== undefined && { dnsDomain: args.pod.dnsDomain }) },
+      hostsEntries: args.pod.hostsEntry,
+      localConfig: globals.localConfig,
+      systemConfig: globals.systemConfig,
+    });
     writeFileAtomic(paths.manifest, serializePodManifest(manifest));
     pod.moveTo('prepared');
     log().debug({ uuid }, 'pod prepared');

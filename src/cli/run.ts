@@ -2,27 +2,20 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import type { GlobalOptions } from '../config/global.js';
 import { parseInsecureOptions } from '../config/insecure.js';
-import { setDebug } from '../log.js';
-import type { RunArgs } from '../pod/run-args.js';
+import { say, setDebug } from '../log.js';
+import { runFlagsHelp, type RunArgs } from '../pod/run-args.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { globalsOf } from './context.js';
 
 const RUN_HELP = `
-Pod flags (before the first image): --stage1-name, --stage1-path, --stage1-url, --stage1-hash,
-  --stage1-from-dir, --net[=NAME,...], --dns, --dns-search, --dns-opt, --dns-domain, --hosts-entry,
-  --hostname, --volume NAME,kind=host|empty,source=PATH[,readOnly=true], --set-env NAME=VALUE,
-  --set-env-file FILE, --inherit-env, --interactive, --uuid-file-save FILE, --pod-manifest FILE,
-  --pull-policy never|new|update, --port NAME:HOSTPORT
-App flags (after the image they apply to): --exec, --user, --group, --supplementary-gids,
-  --working-dir, --name, --readonly-rootfs, --caps-retain, --caps-remove, --memory, --cpu,
-  --environment NAME=VALUE, --mount volume=NAME,target=PATH, --user-label, --user-annotation,
-  --signature FILE
+${runFlagsHelp()}
 Arguments after "--" go to the preceding app; "---" ends them.`;
 
 /** Parse run/prepare words and fold any global flags among them into the globals. */
 export async function parseRunCommand(words: string[], cmd: Command): Promise<{ args: RunArgs; globals: GlobalOptions }> {
   const { parseRunArgs } = await import('../pod/run-args.js');
   const args = parseRunArgs(words, cmd.name() === 'prepare' ? 'prepare' : 'run');
+  for (const d of args.deprecated) say(`Flag --${d.flag} has been deprecated, use --${d.use} instead`);
   const globals = globalsOf(cmd);
   const g = args.globals;
   if (g.dir) globals.dir = g.dir;

@@ -1,8 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
 import path from 'node:path';
-import { RktEnv, REPO } from '../helpers/rkt.js';
+import { REPO } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
-import { reapPods } from '../helpers/pods.js';
+import { podWorld } from '../helpers/pods.js';
 import { needFile } from '../helpers/prereqs.js';
 
 // Issue 15, item 14: an app's default environment has HOME, USER, LOGNAME
@@ -16,11 +16,7 @@ const FLAVORS = {
 
 async function appEnv(t: ExecutionContext, aci: string, userFlags: string[]): Promise<Record<string, string>> {
   needFile(aci, 'run scripts/setup.sh, which builds the stage1 images');
-  const env = new RktEnv('rkt-app-env-');
-  t.teardown(async () => {
-    await reapPods(env);
-    env.cleanup();
-  });
+  const env = podWorld(t, 'rkt-app-env-');
   const image = await buildAci(env.root, { name: 'example.com/busybox', app: { exec: ['/bin/env'], user: '0', group: '0' } });
   const r = await env.run(['run', '--insecure-options=image', `--stage1-path=${aci}`, ...(aci === FLAVORS.fly ? [] : ['--net=none']), image, ...userFlags], { timeout: 600_000 });
   t.is(r.exitCode, 0, String(r.stderr));

@@ -1,9 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktEnv, REPO } from '../helpers/rkt.js';
+import { REPO, type RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
-import { listPods, reapPods } from '../helpers/pods.js';
+import { listPods, podWorld } from '../helpers/pods.js';
 import { needFile } from '../helpers/prereqs.js';
 
 // Issue 15, items 8 and 9: which stage1 files are trusted without a
@@ -18,11 +18,7 @@ const KVM = ['--insecure-options=image', `--stage1-path=${KVM_ACI}`];
 async function world(t: ExecutionContext): Promise<{ env: RktEnv; image: string }> {
   needFile(FLY_ACI, 'run scripts/setup.sh, which builds the stage1 images');
   needFile(KVM_ACI, 'run scripts/setup.sh, which builds the stage1 images');
-  const env = new RktEnv('rkt-before-pod-');
-  t.teardown(async () => {
-    await reapPods(env);
-    env.cleanup();
-  });
+  const env = podWorld(t, 'rkt-before-pod-');
   const image = await buildAci(env.root, { name: 'example.com/busybox', app: { exec: ['/bin/true'], user: '0', group: '0' } });
   return { env, image };
 }

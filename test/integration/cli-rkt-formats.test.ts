@@ -1,9 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { RktEnv, REPO } from '../helpers/rkt.js';
+import { REPO, type RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
-import { reapPods } from '../helpers/pods.js';
+import { podWorld } from '../helpers/pods.js';
 import { needFile } from '../helpers/prereqs.js';
 
 // Issue 15, items 13, 15, 16 and status --uuid-file: what rkt prints, as an
@@ -14,11 +14,7 @@ const FLY = ['--insecure-options=image', `--stage1-path=${FLY_ACI}`];
 
 function world(t: ExecutionContext): RktEnv {
   needFile(FLY_ACI, 'run scripts/setup.sh, which builds the stage1 images');
-  const env = new RktEnv('rkt-formats-');
-  t.teardown(async () => {
-    await reapPods(env);
-    env.cleanup();
-  });
+  const env = podWorld(t, 'rkt-formats-');
   return env;
 }
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Command } from 'commander';
 import type { GlobalOptions } from '../config/global.js';
 import { parseInsecureOptions } from '../config/insecure.js';
@@ -30,6 +31,26 @@ export async function parseRunCommand(words: string[], cmd: Command): Promise<{ 
   return { args, globals };
 }
 
+/**
+ * SIGINT, SIGTERM and SIGHUP while a pod is being prepared: noted rather
+ * than fatal, so that preparation ends and cleans up as it would on an
+ * error instead of dying with a half-made pod directory.
+ */
+function holdStopSignals(): { caught: NodeJS.Signals | undefined; release(): void } {
+  const sigs = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const held = {
+    caught: undefined as NodeJS.Signals | undefined,
+    release: () => {
+      for (const s of sigs) process.off(s, note);
+    },
+  };
+  const note = (sig: NodeJS.Signals) => {
+    held.caught ??= sig;
+  };
+  for (const s of sigs) process.on(s, note);
+  return held;
+}
+
 /** The DNS and hosts flags as stage1 reads them from run-options.json. */
 function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
   const p = args.pod;
@@ -58,14 +79,32 @@ export function register(program: Command): void {
       const { startPod } = await import('../pod/run.js');
       const config = loadConfig(globals);
       const store = Store.open(globals.dir);
+      const held = holdStopSignals();
       let prepared;
       try {
         prepared = await preparePod(store, globals, config, args);
       } finally {
         store.close();
       }
+      if (held.caught !== undefined) {
+        held.release();
+        // interrupted while preparing: the pod never runs and is not left behind
+        const { removePodDir } = await import('../pod/remove.js');
+        for (const l of prepared.treeLocks) l.release();
+        removePodDir(prepared.pod.dir);
+        prepared.lock.release();
+        say(`${held.caught} while preparing the pod: not running it`);
+        process.exitCode = 128 + (os.constants.signals[held.caught] ?? 0);
+        return;
+      }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
-      const code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, ...dnsOptions(args) });
+      // startPod forwards stop signals to the stage1 run entrypoint from the moment it returns
+      const running = startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, ...dnsOptions(args) });
+      held.release();
+      // one that came after preparation but before that goes to stage1 now
+      const late = held.caught as NodeJS.Signals | undefined;
+      if (late !== undefined) process.kill(process.pid, late);
+      const code = await running;
       prepared.lock.release();
       for (const l of prepared.treeLocks) l.release();
       process.exitCode = code;

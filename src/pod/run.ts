@@ -1,4 +1,7 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import { interruptedCause } from '../stage1-common/status.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
@@ -51,9 +54,34 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
   if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
   if (opts.mdsToken) args.push(`--mds-token=${opts.mdsToken}`);
   args.push(pod.uuid);
-  return invokeEntrypoint(pod.paths, 'run', args, {
-    lockFd: lock.fd,
-    isolateMounts: true,
-    forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
-  });
+  const forwarded: NodeJS.Signals[] = [];
+  const note = (sig: NodeJS.Signals): void => void forwarded.push(sig);
+  for (const s of STOP_SIGNALS) process.on(s, note);
+  try {
+    // the signals are forwarded from the moment this call returns (rkt run relies on it)
+    const code = await invokeEntrypoint(pod.paths, 'run', args, {
+      lockFd: lock.fd,
+      isolateMounts: true,
+      forwardSignals: [...STOP_SIGNALS],
+      // an interactive pod's app needs the terminal's foreground group
+      ownProcessGroup: !opts.interactive,
+    });
+    if (forwarded[0] !== undefined) explainUnheardStop(pod, forwarded[0], code);
+    return code;
+  } finally {
+    for (const s of STOP_SIGNALS) process.off(s, note);
+  }
+}
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * A stop request that reached stage1 before it listened for one (node's
+ * start-up) killed it: the pod ended with no app status and no cause. Say
+ * what the supervisor would have said.
+ */
+function explainUnheardStop(pod: Pod, sig: NodeJS.Signals, code: number): void {
+  if (code !== 128 + (os.constants.signals[sig] ?? 0)) return;
+  if (Object.keys(pod.appExitStatuses()).length > 0 || fs.existsSync(pod.paths.exitCause)) return;
+  writeFileAtomic(pod.paths.exitCause, `${interruptedCause(sig)}\n`);
 }

@@ -105,3 +105,23 @@ test('network, DNS, hosts and --interactive flags that stage1 would refuse are r
   t.regex(String(two.stderr), /--interactive is for pods with one app/);
   await noPods(t, env);
 });
+
+test('a working directory or an executable the image does not have is refused before the pod exists', async (t) => {
+  const { env } = await world(t);
+  const image = await buildAci(env.root, { name: 'example.com/odd', app: { exec: ['/bin/true'], user: '0', group: '0' }, files: { 'bin/notexec': 'echo hi\n' } });
+  const cases: [string[], RegExp][] = [
+    [['--working-dir=/no/such/dir'], /working directory \/no\/such\/dir of app "odd" does not exist in image example\.com\/odd/],
+    [['--exec=/bin/notexec'], /\/bin\/notexec is not an executable file in image example\.com\/odd/],
+  ];
+  for (const [flags, message] of cases) {
+    const r = await env.run(['run', ...FLY, image, ...flags]);
+    t.is(r.exitCode, 254, String(r.stderr));
+    t.regex(String(r.stderr), message);
+    await noPods(t, env);
+  }
+  // a working directory a volume brings is there at run time
+  const dir = env.file('vol');
+  fs.mkdirSync(dir);
+  const ok = await env.run(['run', ...FLY, `--volume=v,kind=host,source=${dir}`, image, '--mount=volume=v,target=/srv/data', '--working-dir=/srv/data']);
+  t.is(ok.exitCode, 0, String(ok.stderr));
+});

@@ -69,6 +69,13 @@ export class TrustError extends RktError {}
 /** Another process holds a lock we need without waiting. */
 export class LockBusyError extends RktError {}
 
+/** A rendered image tree a pod holds: the caller names the pod (the store knows no pods). */
+export class TreeInUseError extends RktError {
+  constructor(readonly treeId: string, options?: { cause?: unknown }) {
+    super(`image tree ${treeId} is in use by a pod; remove the pod first ("rkt gc")`, options);
+  }
+}
+
 export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
 }

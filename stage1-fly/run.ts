@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { UsageError } from '../src/errors.js';
+import { checkHostOnlyNetList } from '../src/net/netlist.js';
 import { log, say } from '../src/log.js';
 import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
@@ -36,13 +37,8 @@ const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const DUPLICATE_WINDOW_MS = 100;
 
 function checkNetwork(args: RunArgs): void {
-  const nets = args.net.length === 0 ? ['host'] : args.net;
-  // stage0 says "default" when the user chose nothing; rkt's fly ran such pods on the host network too.
-  if (nets.length === 1 && (nets[0] === 'host' || nets[0] === 'default')) {
-    if (nets[0] === 'default') log().debug('fly has no pod network: "default" means the host network here');
-    return;
-  }
-  throw new UsageError(`the fly stage1 shares the host network and supports only --net=host, not --net=${args.net.join(',')}`);
+  checkHostOnlyNetList(args.net, 'fly');
+  if (args.net[0] === 'default') log().debug('fly has no pod network: "default" means the host network here');
 }
 
 /**

@@ -189,7 +189,8 @@ export function spawnHelper(podDir: string, argv: string[], logFile: string, nam
   try {
     // node makes a 'pipe' a socket pair: qemu's socket chardev takes its end (fd 3) as a connected client
     const stdio: StdioOptions = [devNull, out, out, opts.consoleFd3 ? 'pipe' : devNull, ...(opts.pidPipe ? (['pipe'] as const) : [])];
-    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio });
+    // its own process group: a ^C at rkt's terminal is a stop request for the supervisor, not a kill for qemu
+    child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio, detached: true });
   } finally {
     fs.closeSync(out);
     fs.closeSync(devNull);

@@ -85,7 +85,8 @@ export class PodContainer {
     const devNull = fs.openSync('/dev/null', 'r+');
     const stdio: StdioOptions = terminal ? ['inherit', 'inherit', 'inherit', devNull] : ['ignore', 'pipe', 'pipe', devNull];
     try {
-      this.child = spawn(full[0]!, full.slice(1), { stdio, env: { ...process.env, ...env } });
+      // without a terminal to share, out of rkt's process group: a ^C there is the supervisor's stop request, not nspawn's
+      this.child = spawn(full[0]!, full.slice(1), { stdio, env: { ...process.env, ...env }, detached: !terminal });
     } finally {
       fs.closeSync(devNull);
     }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { globalsOf } from './context.js';
+import { shortImageId } from './output.js';
 
 /**
  * As in rkt, each --signature belongs to the image before it on the command
@@ -31,8 +32,8 @@ export function register(program: Command): void {
     .option('--pull-policy <policy>', 'when to pull an image: never, new or update', 'update')
     .option('--store-only', 'deprecated: use --pull-policy=never', false)
     .option('--no-store', 'deprecated: use --pull-policy=update')
-    .option('--full', 'print the full image hash after fetching', true)
-    .action(async (images: string[], opts: { signature?: string; pullPolicy: string; storeOnly: boolean; store: boolean }, cmd: Command) => {
+    .option('--full', 'print the full image hash after fetching', false)
+    .action(async (images: string[], opts: { signature?: string; pullPolicy: string; storeOnly: boolean; store: boolean; full: boolean }, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { Store } = await import('../store/store.js');
       const { fetchImage } = await import('../fetch/fetch.js');
@@ -46,7 +47,7 @@ export function register(program: Command): void {
       try {
         for (const [i, image] of images.entries()) {
           const id = await fetchImage(store, globals, image, { signature: signatures[i], pullPolicy });
-          process.stdout.write(`${id}\n`);
+          process.stdout.write(`${opts.full ? id : shortImageId(id)}\n`);
         }
       } finally {
         store.close();

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../errors.js';
 import { globalsOf } from './context.js';
 import { nameWithVersion } from '../appc/image-ref.js';
-import { fullTime, humanAgo, humanSize, parseFormat, printJson, printTable } from './output.js';
+import { fullTime, humanAgo, humanSize, parseFormat, printJson, printTable, tableImageId } from './output.js';
 
 const FIELDS = ['id', 'name', 'size', 'importtime', 'lastused', 'latest'] as const;
 type Field = (typeof FIELDS)[number];
@@ -54,7 +54,7 @@ export function register(image: Command): void {
       const cell = (r: (typeof rows)[number], f: Field): string => {
         switch (f) {
           case 'id':
-            return opts.full ? r.img.id : r.img.id.slice(0, 'sha512-'.length + 12);
+            return opts.full ? r.img.id : tableImageId(r.img.id);
           case 'name':
             return r.name;
           case 'size':

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { RktError, UsageError } from '../errors.js';
+import { RktError, TreeInUseError, UsageError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import type { Store } from '../store/store.js';
 import { say } from '../log.js';
@@ -41,6 +41,18 @@ function stagingFor(dest: string): string {
   return path.join(path.dirname(abs), `.${path.basename(abs)}.rkt-tmp-${process.pid}`);
 }
 
+/** Which image and which pods hold a tree that image rm could not remove. */
+async function inUseMessage(dataDir: string, store: Store, arg: string, treeId: string): Promise<string> {
+  const { Pod } = await import('../pod/pod.js');
+  const { tableImageId } = await import('./output.js');
+  const image = store.db.getTree(treeId)?.imageId;
+  const what = image ? `image ${tableImageId(image)} (${store.manifest(image).name})` : `image ${arg}`;
+  const pods = Pod.listAll(dataDir).filter((p) => p.treeIds().includes(treeId));
+  if (pods.length === 0) return `${what} is in use by a pod; remove the pod first ("rkt gc")`;
+  const names = pods.map((p) => `${p.uuid} (${p.state()})`).join(', ');
+  return `${what} is in use by pod ${names}; stop and remove the pod first ("rkt stop", then "rkt rm")`;
+}
+
 export function register(program: Command): void {
   const image = program.command('image').description('operate on image(s) in the local store');
   registerList(image);
@@ -52,7 +64,7 @@ export function register(program: Command): void {
     .action(async (args: string[], _o: unknown, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { resolveStoredImages } = await import('../store/resolve.js');
-      await withStore(globals, (store) => {
+      await withStore(globals, async (store) => {
         let ok = 0;
         let failed = 0;
         for (const arg of args) {
@@ -64,7 +76,7 @@ export function register(program: Command): void {
             }
           } catch (err) {
             if (!(err instanceof RktError)) throw err;
-            say(err.message);
+            say(err instanceof TreeInUseError ? await inUseMessage(globals.dir, store, arg, err.treeId) : err.message);
             failed++;
           }
         }

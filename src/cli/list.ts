@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { globalsOf } from './context.js';
-import { fullTime, humanAgo, parseFormat, printJson, printTable } from './output.js';
+import { fullTime, humanAgo, parseFormat, printJson, printTable, tableImageId } from './output.js';
 
 export function register(program: Command): void {
   program
@@ -13,22 +13,11 @@ export function register(program: Command): void {
       const globals = globalsOf(cmd);
       const format = parseFormat(opts.format);
       const { Pod } = await import('../pod/pod.js');
-      const { podInfo, nanos } = await import('../pod/info.js');
+      const { podInfo, podJson } = await import('../pod/info.js');
       const infos = Pod.listAll(globals.dir).map(podInfo);
       infos.sort((a, b) => (a.created?.getTime() ?? 0) - (b.created?.getTime() ?? 0));
       if (format !== 'tabbed') {
-        printJson(
-          infos.map((p) => ({
-            name: p.uuid,
-            state: p.state,
-            networks: p.networkList,
-            app_names: p.apps.map((a) => a.name),
-            apps: p.apps.map((a) => ({ name: a.name, image_id: a.imageId, image_name: a.image, ...(a.exitCode !== undefined ? { exit_code: a.exitCode } : {}) })),
-            created_at: nanos(p.created),
-            started_at: nanos(p.started),
-          })),
-          format,
-        );
+        printJson(infos.map(podJson), format);
         return;
       }
       const when = (d: Date | undefined) => (d ? (opts.full ? fullTime(d) : humanAgo(d)) : '');
@@ -36,7 +25,7 @@ export function register(program: Command): void {
       for (const p of infos) {
         const apps = p.apps.length > 0 ? p.apps : [{ name: '-', image: '-', imageId: '' }];
         apps.forEach((a, i) => {
-          const image = opts.full ? `${a.image}\t${a.imageId}` : a.image;
+          const image = opts.full ? `${a.image}\t${a.imageId ? tableImageId(a.imageId) : '-'}` : a.image;
           if (i === 0) rows.push([opts.full ? p.uuid : p.uuid.slice(0, 8), a.name, image, p.state, when(p.created), when(p.started), p.networks]);
           else rows.push(['', a.name, image, '', '', '', '']);
         });

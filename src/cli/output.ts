@@ -71,11 +71,34 @@ export function humanAgo(when: Date, now = new Date()): string {
   return `${v} weeks ago`;
 }
 
-/** Timestamp as rkt prints with --full: 2006-01-02 15:04:05.999 -0700 MST. */
+/**
+ * A time as rkt prints it (status, and list/image list with --full): Go's
+ * layout "2006-01-02 15:04:05.999 -0700 MST", whose ".999" drops trailing
+ * zeros (and the dot with them), in the local zone.
+ */
 export function fullTime(d: Date): string {
   const pad = (n: number, w = 2) => String(n).padStart(w, '0');
   const off = -d.getTimezoneOffset();
   const sign = off >= 0 ? '+' : '-';
-  const tz = `${sign}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)}`;
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)} ${tz}`;
+  const offset = `${sign}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)}`;
+  const frac = pad(d.getMilliseconds(), 3).replace(/0+$/, '');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}${frac ? '.' + frac : ''} ${offset} ${zoneName(d, offset)}`;
+}
+
+/** The zone's abbreviation ("UTC", "CET"); Go prints the numeric offset where a zone has none. */
+function zoneName(d: Date, offset: string): string {
+  const name = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? '';
+  return /^[A-Z]{2,5}$/.test(name) ? name : offset;
+}
+
+const ID_PREFIX = 'sha512-';
+
+/** An image ID in rkt's tables (list --full, image list): sha512- and 12 hex digits. */
+export function tableImageId(id: string): string {
+  return id.slice(0, ID_PREFIX.length + 12);
+}
+
+/** appc's short hash, which rkt fetch prints without --full: sha512- and half the digest (32 hex digits). */
+export function shortImageId(id: string): string {
+  return id.slice(0, ID_PREFIX.length + 32);
 }

@@ -1,33 +1,24 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Command } from 'commander';
 import type { GlobalOptions } from '../config/global.js';
 import { parseInsecureOptions } from '../config/insecure.js';
 import { UsageError } from '../errors.js';
-import { setDebug } from '../log.js';
-import type { RunArgs } from '../pod/run-args.js';
+import { say, setDebug } from '../log.js';
+import { runFlagsHelp, type RunArgs } from '../pod/run-args.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { phase } from '../util/phase-trace.js';
 import { globalsOf } from './context.js';
 
 const RUN_HELP = `
-Pod flags (before the first image): --stage1-name, --stage1-path, --stage1-url, --stage1-hash,
-  --stage1-from-dir, --net[=NAME,...], --dns, --dns-search, --dns-opt, --dns-domain, --hosts-entry,
-  --hostname, --volume NAME,kind=host|empty,source=PATH[,readOnly=true], --set-env NAME=VALUE,
-  --set-env-file FILE, --inherit-env, --interactive, --uuid-file-save FILE, --pod-manifest FILE,
-  --pull-policy never|new|update (--store-only, --no-store: deprecated forms), --port NAME:HOSTPORT,
-  --mds-register (run only: register the pod with "rkt metadata-service"; apps find it in
-  AC_METADATA_URL)
-App flags (after the image they apply to): --exec, --user, --group, --supplementary-gids,
-  --working-dir, --name, --readonly-rootfs, --caps-retain, --caps-remove, --memory, --cpu,
-  --environment NAME=VALUE, --mount volume=NAME,target=PATH, --user-label, --user-annotation,
-  --signature FILE|URL
-Images: a file, a file:// or https:// URL, an image ID, or name[:version][,label=value...] (appc discovery).
+${runFlagsHelp()}
 Arguments after "--" go to the preceding app; "---" ends them.`;
 
 /** Parse run/prepare words and fold any global flags among them into the globals. */
 export async function parseRunCommand(words: string[], cmd: Command): Promise<{ args: RunArgs; globals: GlobalOptions }> {
   const { parseRunArgs } = await import('../pod/run-args.js');
   const args = parseRunArgs(words, cmd.name() === 'prepare' ? 'prepare' : 'run');
+  for (const d of args.deprecated) say(`Flag --${d.flag} has been deprecated, use --${d.use} instead`);
   const globals = globalsOf(cmd);
   const g = args.globals;
   if (g.dir) globals.dir = g.dir;
@@ -48,6 +39,26 @@ async function checkMdsRegister(net: string[]): Promise<void> {
   if (net.includes('none')) throw new UsageError("--mds-register does not work with --net=none: the apps reach the service over the pod's network; use --net=default, host or a named network");
   const { checkServiceReachable } = await import('../mds/client.js');
   await checkServiceReachable();
+}
+
+/**
+ * SIGINT, SIGTERM and SIGHUP while a pod is being prepared: noted rather
+ * than fatal, so that preparation ends and cleans up as it would on an
+ * error instead of dying with a half-made pod directory.
+ */
+function holdStopSignals(): { caught: NodeJS.Signals | undefined; release(): void } {
+  const sigs = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  const held = {
+    caught: undefined as NodeJS.Signals | undefined,
+    release: () => {
+      for (const s of sigs) process.off(s, note);
+    },
+  };
+  const note = (sig: NodeJS.Signals) => {
+    held.caught ??= sig;
+  };
+  for (const s of sigs) process.on(s, note);
+  return held;
 }
 
 /** The DNS and hosts flags as stage1 reads them from run-options.json. */
@@ -80,16 +91,34 @@ export function register(program: Command): void {
       const { startPod } = await import('../pod/run.js');
       const config = loadConfig(globals);
       const store = Store.open(globals.dir);
+      const held = holdStopSignals();
       let prepared;
       try {
         prepared = await preparePod(store, globals, config, args);
       } finally {
         store.close();
       }
+      if (held.caught !== undefined) {
+        held.release();
+        // interrupted while preparing: the pod never runs and is not left behind
+        const { removePodDir } = await import('../pod/remove.js');
+        for (const l of prepared.treeLocks) l.release();
+        removePodDir(prepared.pod.dir);
+        prepared.lock.release();
+        say(`${held.caught} while preparing the pod: not running it`);
+        process.exitCode = 128 + (os.constants.signals[held.caught] ?? 0);
+        return;
+      }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
+      // startPod forwards stop signals to the stage1 run entrypoint from the moment it returns
+      const running = startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
+      held.release();
+      // one that came after preparation but before that goes to stage1 now
+      const late = held.caught as NodeJS.Signals | undefined;
+      if (late !== undefined) process.kill(process.pid, late);
       let code: number;
       try {
-        code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
+        code = await running;
       } catch (err) {
         // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
         if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
@@ -163,6 +192,14 @@ export function register(program: Command): void {
       const saved = (readRunOptions(pod.paths) ?? {}) as { net?: string[]; interactive?: boolean; hostname?: string; dns?: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries?: string[] };
       const net = typeof opts.net === 'string' ? opts.net.split(',') : opts.net === true ? ['default'] : (saved.net ?? []);
       if (opts.mdsRegister) await checkMdsRegister(net);
+      const { checkPodCanStart } = await import('../pod/precheck.js');
+      const { stage1Manifest } = await import('../stage1/invoke.js');
+      try {
+        checkPodCanStart(pod.manifest(), stage1Manifest(pod.paths).name, { net, dns: saved.dns, hostsEntries: saved.hostsEntries, localConfig: globals.localConfig, systemConfig: globals.systemConfig });
+      } catch (err) {
+        lock.release();
+        throw err;
+      }
       const code = await startPod(pod, lock, globals, { net, interactive: opts.interactive || (saved.interactive ?? false), hostname: opts.hostname ?? saved.hostname, dns: saved.dns, hostsEntries: saved.hostsEntries, privateUsers: (saved as { privateUsers?: string }).privateUsers, ipc: (saved as { ipc?: string }).ipc, mdsRegister: opts.mdsRegister });
       lock.release();
       process.exitCode = code;

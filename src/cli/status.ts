@@ -3,12 +3,12 @@ import type { Command } from 'commander';
 import { RktError } from '../errors.js';
 import type { PodInfo } from '../pod/info.js';
 import { globalsOf } from './context.js';
-import { parseFormat, printJson } from './output.js';
+import { fullTime, parseFormat, printJson } from './output.js';
 
 function printStatus(p: PodInfo): void {
   const lines = [`state=${p.state}`];
-  if (p.created) lines.push(`created=${p.created.toISOString()}`);
-  if (p.started) lines.push(`started=${p.started.toISOString()}`);
+  if (p.created) lines.push(`created=${fullTime(p.created)}`);
+  if (p.started) lines.push(`started=${fullTime(p.started)}`);
   lines.push(`networks=${p.networks}`);
   if (p.pid !== undefined && p.state === 'running') lines.push(`pid=${p.pid}`);
   const exited = p.exited !== undefined;
@@ -28,10 +28,16 @@ export function register(program: Command): void {
     .option('--wait [timeout]', 'wait for the pod to exit (optionally at most this long, e.g. 10s)')
     .option('--wait-ready [timeout]', 'wait for the pod to be ready (optionally at most this long)')
     .option('--format <format>', 'choose the output format: json, json-pretty', '')
-    .action(async (uuidArg: string | undefined, opts: { wait?: string | boolean; waitReady?: string | boolean; format: string }, cmd: Command) => {
+    .option('--uuid-file <file>', 'read the pod UUID from this file')
+    .action(async (uuidArg: string | undefined, opts: { wait?: string | boolean; waitReady?: string | boolean; format: string; uuidFile?: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
+      const { Pod } = await import('../pod/pod.js');
       // "--wait UUID": the optional value swallowed the UUID, as it is no duration
       let uuid = uuidArg;
+      if (opts.uuidFile !== undefined) {
+        if (uuid !== undefined) throw new (await import('../errors.js')).UsageError('give the pod UUID or --uuid-file, not both');
+        uuid = Pod.readUuidFile(opts.uuidFile);
+      }
       for (const key of ['wait', 'waitReady'] as const) {
         // Go's boolean form, as rkt's documentation writes it: --wait=true, --wait=false
         if (opts[key] === 'true') opts[key] = true;
@@ -42,10 +48,9 @@ export function register(program: Command): void {
           opts[key] = true;
         }
       }
-      if (uuid === undefined) throw new (await import('../errors.js')).UsageError('status needs a pod UUID');
+      if (uuid === undefined) throw new (await import('../errors.js')).UsageError('status needs a pod UUID (or --uuid-file)');
       const format = parseFormat(opts.format);
-      const { Pod } = await import('../pod/pod.js');
-      const { podInfo, nanos } = await import('../pod/info.js');
+      const { podInfo, podJson } = await import('../pod/info.js');
       const { parseDuration } = await import('../util/duration.js');
       const limit = (v: string | boolean | undefined, flag: string) => (typeof v === 'string' ? parseDuration(v, flag) : Infinity);
       let pod = Pod.find(globals.dir, uuid);
@@ -73,21 +78,7 @@ export function register(program: Command): void {
       }
       const info = podInfo(pod);
       if (format !== 'tabbed') {
-        printJson(
-          {
-            name: info.uuid,
-            state: info.state,
-            networks: info.networkList,
-            app_names: info.apps.map((a) => a.name),
-            apps: info.apps.map((a) => ({ name: a.name, image_id: a.imageId, image_name: a.image, ...(a.exitCode !== undefined ? { exit_code: a.exitCode } : {}) })),
-            pid: info.state === 'running' ? info.pid : undefined,
-            created_at: nanos(info.created),
-            started_at: nanos(info.started),
-            exited_at: nanos(info.exited),
-            exit_cause: info.exitCause,
-          },
-          format,
-        );
+        printJson(podJson(info), format);
         return;
       }
       printStatus(info);

@@ -86,6 +86,17 @@ export function parseNetList(values: readonly string[]): NetRequest {
   return { kind: 'contained', all, entries };
 }
 
+/**
+ * For a flavor with no pod network (fly): only the host network, which
+ * "default" (what stage0 says when the user chose nothing) means there too,
+ * as in rkt's fly.
+ */
+export function checkHostOnlyNetList(nets: readonly string[], flavor: string): void {
+  const list = nets.length === 0 ? [NET_HOST] : nets;
+  if (list.length === 1 && (list[0] === NET_HOST || list[0] === NET_DEFAULT)) return;
+  throw new UsageError(`the ${flavor} stage1 shares the host network and supports only --net=host, not --net=${nets.join(',')}`);
+}
+
 /** The request back in --net syntax, for passing from stage0 to a stage1 entrypoint. */
 export function formatNetList(req: NetRequest): string {
   if (req.kind === 'host') return NET_HOST;

@@ -151,27 +151,37 @@ async function undo(podDir: string, st: PodNetState): Promise<void> {
  * Set up a pod's networks. `nets` is the --net list as given. Throws, with
  * nothing left configured on the host, if any step fails.
  */
-export async function setupPodNetwork(podDir: string, podUuid: string, nets: readonly string[], opts: PodNetworkOptions = {}): Promise<PodNetworkResult> {
+/**
+ * Everything setupPodNetwork would refuse that can be known without
+ * touching the host: the --net list, host networking where the flavor
+ * cannot have it, --port, DNS and hosts options, the named networks and
+ * their plugins. stage0 calls it before the pod exists, so bad flags
+ * leave no pod behind.
+ */
+export function checkNetworkRequest(nets: readonly string[], opts: PodNetworkOptions = {}): { req: ReturnType<typeof parseNetList>; selected: SelectedNetwork[]; dirs: string[]; hosts: ReturnType<typeof parseHostsEntries> } {
   const req = parseNetList(nets);
-  const ports = [...(opts.ports ?? [])];
+  const ports = opts.ports ?? [];
   if (req.kind === 'host' && opts.allowHost === false) {
-    throw new NetworkConfigError('--net=host cannot be used with this stage1: a virtual machine has its own network stack; use --net=default or named networks');
+    throw new NetworkConfigError('--net=host cannot be used with this stage1: a virtual machine has its own network stack; use --net=default, named networks or --net=none');
   }
   if (ports.length > 0 && req.kind !== 'contained') throw new UsageError(`--port needs a contained network; it cannot be used with --net=${req.kind}`);
   if (opts.dns) validateDnsOptions(opts.dns);
   const hosts = parseHostsEntries(opts.hostsEntries ?? []);
+  const dirs = [...(opts.pluginDirs ?? defaultPluginDirs(opts.localConfig))];
+  const selected = req.kind === 'contained' ? selectNetworks(req, loadNetworkConfigs(opts)) : [];
+  for (const s of selected) checkPluginsInstalled(s.config, dirs);
+  if (ports.length > 0 && findPlugin('portmap', dirs) === undefined) {
+    throw new NetworkConfigError(`--port needs the CNI plugin "portmap", which is not installed in ${dirs.join(', ')}; install it (Debian: containernetworking-plugins)`);
+  }
+  return { req, selected, dirs, hosts };
+}
+
+export async function setupPodNetwork(podDir: string, podUuid: string, nets: readonly string[], opts: PodNetworkOptions = {}): Promise<PodNetworkResult> {
+  const { req, selected, dirs, hosts } = checkNetworkRequest(nets, opts);
+  const ports = [...(opts.ports ?? [])];
   const prev = readState(podDir);
   if (prev && !prev.tornDown) throw new NetworkSetupError(`the network of pod ${podUuid} is already set up; tear it down first`);
-  const dirs = [...(opts.pluginDirs ?? defaultPluginDirs(opts.localConfig))];
-  let networks: NetworkState[] = [];
-  if (req.kind === 'contained') {
-    const selected = selectNetworks(req, loadNetworkConfigs(opts));
-    for (const s of selected) checkPluginsInstalled(s.config, dirs);
-    if (ports.length > 0 && findPlugin('portmap', dirs) === undefined) {
-      throw new NetworkConfigError(`--port needs the CNI plugin "portmap", which is not installed in ${dirs.join(', ')}; install it (Debian: containernetworking-plugins)`);
-    }
-    networks = invocations(selected, ports);
-  }
+  const networks: NetworkState[] = req.kind === 'contained' ? invocations(selected, ports) : [];
   const st: PodNetState = {
     version: STATE_VERSION,
     podUuid,

@@ -53,3 +53,23 @@ export function podInfo(pod: Pod): PodInfo {
 export function nanos(d: Date | undefined): number | undefined {
   return d === undefined ? undefined : d.getTime() * 1e6;
 }
+
+/**
+ * A pod as `rkt list --format=json` and `rkt status --format=json` print it:
+ * rkt's field names (times in nanoseconds), plus exited_at and exit_cause,
+ * which rkt's JSON lacks, the same in both commands.
+ */
+export function podJson(p: PodInfo): Record<string, unknown> {
+  return {
+    name: p.uuid,
+    state: p.state,
+    networks: p.networkList,
+    app_names: p.apps.map((a) => a.name),
+    apps: p.apps.map((a) => ({ name: a.name, image_id: a.imageId, image_name: a.image, ...(a.exitCode !== undefined ? { exit_code: a.exitCode } : {}) })),
+    pid: p.state === 'running' ? p.pid : undefined,
+    created_at: nanos(p.created),
+    started_at: nanos(p.started),
+    exited_at: nanos(p.exited),
+    exit_cause: p.exitCause,
+  };
+}

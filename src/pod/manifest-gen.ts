@@ -159,6 +159,11 @@ function buildApp(r: ResolvedApp, pod: PodArgs, podEnv: EnvironmentVariable[]): 
     if (!Number.isInteger(n) || n < -1000 || n > 1000) throw new UsageError(`--oom-score-adjust takes an integer from -1000 to 1000, not "${a.oomScoreAdjust}"`);
     isolators = setIsolator(isolators, { name: ISOLATOR.oomScoreAdj, value: n });
   }
+  if (a.cpuShares !== undefined) {
+    const n = Number(a.cpuShares);
+    if (!/^\d+$/.test(a.cpuShares) || n < 2 || n > 262144) throw new UsageError(`--cpu-shares takes an integer from 2 to 262144, not "${a.cpuShares}"`);
+    isolators = setIsolator(isolators, { name: ISOLATOR.cpuShares, value: n });
+  }
   if (a.capsRetain && a.capsRemove) throw new UsageError('--caps-retain and --caps-remove cannot be given for the same app');
   if (a.capsRetain) isolators = setIsolator(isolators.filter((i) => i.name !== ISOLATOR.capabilitiesRemove), { name: ISOLATOR.capabilitiesRetain, value: { set: capSet(a.capsRetain, '--caps-retain') } });
   if (a.capsRemove) isolators = setIsolator(isolators.filter((i) => i.name !== ISOLATOR.capabilitiesRetain), { name: ISOLATOR.capabilitiesRemove, value: { set: capSet(a.capsRemove, '--caps-remove') } });
@@ -166,7 +171,10 @@ function buildApp(r: ResolvedApp, pod: PodArgs, podEnv: EnvironmentVariable[]): 
   if (a.userLabels.length) base.userLabels = Object.fromEntries(a.userLabels.map((l) => nameValue(l, '--user-label')).map((e) => [e.name, e.value]));
   if (a.userAnnotations.length) base.userAnnotations = Object.fromEntries(a.userAnnotations.map((l) => nameValue(l, '--user-annotation')).map((e) => [e.name, e.value]));
   const name = a.name ?? appNameFromImageName(image.name);
-  return { app: base, name, mounts: a.mounts.map(parseMountFlag), readOnly: a.readonlyRootfs };
+  // rkt: a pod-wide --mount reaches every app; the app's own mount of the same path wins
+  const own = a.mounts.map(parseMountFlag);
+  const mounts = [...own, ...pod.mounts.map(parseMountFlag).filter((m) => !own.some((o) => o.path === m.path))];
+  return { app: base, name, mounts, readOnly: a.readonlyRootfs };
 }
 
 /**
@@ -212,6 +220,7 @@ export function generatePodManifest(apps: ResolvedApp[], pod: PodArgs, hostEnv: 
     }
     const ra: RuntimeApp = { name, image: { name: r.manifest.name, id: r.imageId, labels: r.manifest.labels ?? [] }, app };
     if (readOnly !== undefined) ra.readOnlyRootFS = readOnly;
+    if (r.args.annotations.length > 0) ra.annotations = r.args.annotations.map((text) => nameValue(text, '--annotation'));
     if (mounts.length) ra.mounts = mounts;
     return ra;
   });

@@ -242,6 +242,25 @@ export class Pod {
     return last ?? this.mtime(this.paths.exitCause);
   }
 
+  /** The rendered image trees the pod uses (stage1's and its apps'), as prepare recorded them. */
+  treeIds(): string[] {
+    let apps: string[] = [];
+    try {
+      apps = this.manifestIfWritten()?.apps.map((a) => a.name) ?? [];
+    } catch (err) {
+      if (!(err instanceof RktError)) throw err;
+    }
+    const ids: string[] = [];
+    for (const file of [this.paths.stage1TreeStoreId, ...apps.map((a) => this.paths.appTreeStoreId(a))]) {
+      try {
+        ids.push(readPinned(file, undefined, 256).trim());
+      } catch {
+        // not written yet, or removed by gc: the pod holds no tree by it
+      }
+    }
+    return ids;
+  }
+
   exitCause(): string | undefined {
     try {
       // one line, as the host wrote it; control characters never reach a terminal

@@ -19,6 +19,7 @@ import { phase } from '../util/phase-trace.js';
 import type { FileLock } from '../util/lock.js';
 import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
 import { Pod } from './pod.js';
+import { checkPodCanStart } from './precheck.js';
 import { podDir } from './layout.js';
 import { removePodDir } from './remove.js';
 import type { RunArgs } from './run-args.js';
@@ -104,6 +105,13 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
       fs.mkdirSync(paths.appRootfs(app.name), { recursive: true });
     }
     await checkApps(paths, manifest);
+    checkPodCanStart(manifest, s1.name, {
+      net: args.pod.net,
+      dns: { dns: args.pod.dns, dnsSearch: args.pod.dnsSearch, dnsOpt: args.pod.dnsOpt, ...(args.pod.dnsDomain !== undefined && { dnsDomain: args.pod.dnsDomain }) },
+      hostsEntries: args.pod.hostsEntry,
+      localConfig: globals.localConfig,
+      systemConfig: globals.systemConfig,
+    });
     writeFileAtomic(paths.manifest, serializePodManifest(manifest));
     pod.moveTo('prepared');
     log().debug({ uuid }, 'pod prepared');
@@ -132,11 +140,19 @@ async function checkApps(paths: PodPaths, manifest: PodManifest): Promise<void> 
     throw new RktError(`cannot prepare the pod's apps: ${(err as Error).message}`);
   }
   for (const spec of specs) {
+    // what a volume brings in is there only at run time
+    const fromVolume = (p: string) => spec.mounts.some((m) => p === m.target || p.startsWith(m.target.replace(/\/?$/, '/')));
     const exec = spec.exec[0]!;
-    // a program brought in by a volume is there only at run time
-    const fromVolume = spec.mounts.some((m) => exec === m.target || exec.startsWith(m.target.replace(/\/?$/, '/')));
-    if (!fromVolume && exec.startsWith('/') && !resolveInRoot(spec.treeRootfs, exec).exists) {
-      throw new RktError(`app "${spec.name}": ${exec} does not exist in image ${spec.imageName}; give --exec with a program the image has`);
+    if (!fromVolume(exec) && exec.startsWith('/')) {
+      const r = resolveInRoot(spec.treeRootfs, exec);
+      if (!r.exists) throw new RktError(`app "${spec.name}": ${exec} does not exist in image ${spec.imageName}; give --exec with a program the image has`);
+      const st = fs.statSync(r.host);
+      if (!st.isFile() || (st.mode & 0o111) === 0) throw new RktError(`app "${spec.name}": ${exec} is not an executable file in image ${spec.imageName}; give the right command with --exec`);
+    }
+    const wd = spec.workingDirectory;
+    if (!fromVolume(wd)) {
+      const r = resolveInRoot(spec.treeRootfs, wd);
+      if (!r.exists || !fs.statSync(r.host).isDirectory()) throw new RktError(`working directory ${wd} of app "${spec.name}" does not exist in image ${spec.imageName}; give --working-dir with a directory the image has`);
     }
   }
 }

@@ -1,4 +1,7 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import { interruptedCause } from '../stage1-common/status.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import { runArgv, type RunFlags } from '../stage1/args.js';
@@ -82,11 +85,36 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     disablePaths: ins.paths,
     disableSeccomp: ins.seccomp,
   };
-  return invokeEntrypoint(pod.paths, 'run', (v) => runArgv(v, flags, pod.uuid), {
-    lockFd: lock.fd,
-    isolateMounts: true,
-    forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
-    // the entrypoint's phase marks continue this process's timeline
-    ...(globals.debug && { env: phaseTrace().env() }),
-  });
+  const forwarded: NodeJS.Signals[] = [];
+  const note = (sig: NodeJS.Signals): void => void forwarded.push(sig);
+  for (const s of STOP_SIGNALS) process.on(s, note);
+  try {
+    // the signals are forwarded from the moment this call returns (rkt run relies on it)
+    const code = await invokeEntrypoint(pod.paths, 'run', (v) => runArgv(v, flags, pod.uuid), {
+      lockFd: lock.fd,
+      isolateMounts: true,
+      forwardSignals: [...STOP_SIGNALS],
+      // an interactive pod's app needs the terminal's foreground group
+      ownProcessGroup: !opts.interactive,
+      // the entrypoint's phase marks continue this process's timeline
+      ...(globals.debug && { env: phaseTrace().env() }),
+    });
+    if (forwarded[0] !== undefined) explainUnheardStop(pod, forwarded[0], code);
+    return code;
+  } finally {
+    for (const s of STOP_SIGNALS) process.off(s, note);
+  }
+}
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * A stop request that reached stage1 before it listened for one (node's
+ * start-up) killed it: the pod ended with no app status and no cause. Say
+ * what the supervisor would have said.
+ */
+function explainUnheardStop(pod: Pod, sig: NodeJS.Signals, code: number): void {
+  if (code !== 128 + (os.constants.signals[sig] ?? 0)) return;
+  if (Object.keys(pod.appExitStatuses()).length > 0 || fs.existsSync(pod.paths.exitCause)) return;
+  writeFileAtomic(pod.paths.exitCause, `${interruptedCause(sig)}\n`);
 }

@@ -90,6 +90,7 @@ interface PasswdEntry {
   id: number;
   gid?: number;
   home?: string;
+  shell?: string;
 }
 
 /** Entries of an /etc/passwd- or /etc/group-style file in the rootfs; a missing file has none. */
@@ -109,6 +110,7 @@ function readIdFile(rootfs: string, file: string): PasswdEntry[] {
     const e: PasswdEntry = { name: f[0]!, id: Number(f[2]) };
     if (file === '/etc/passwd' && f[3] !== undefined && /^\d+$/.test(f[3])) e.gid = Number(f[3]);
     if (file === '/etc/passwd' && f[5]) e.home = f[5];
+    if (file === '/etc/passwd' && f[6]) e.shell = f[6];
     return [e];
   });
 }
@@ -129,6 +131,18 @@ function resolveId(rootfs: string, value: string, kind: 'user' | 'group', app: s
   if (entry) return { id: entry.id, entry };
   if (/^\d+$/.test(value) && Number(value) <= 4294967294) return { id: Number(value) };
   throw new AppSpecError(`${kind} "${value}" not found in image of app "${app}"`);
+}
+
+/**
+ * HOME, USER, LOGNAME and SHELL as a login would set them (rkt sets them
+ * too): from the app user's entry in the image's /etc/passwd, looked up by
+ * id when the user was given as a number. Without an entry, root is still
+ * root (/root, /bin/sh); another id gets HOME=/ and no name.
+ */
+function accountEnv(rootfs: string, user: { id: number; entry?: PasswdEntry }): Record<string, string | undefined> {
+  const entry = user.entry ?? readIdFile(rootfs, '/etc/passwd').find((e) => e.id === user.id);
+  const name = entry?.name ?? (user.id === 0 ? 'root' : undefined);
+  return { HOME: entry?.home ?? (user.id === 0 ? '/root' : '/'), USER: name, LOGNAME: name, SHELL: entry?.shell ?? '/bin/sh' };
 }
 
 /** Later lists override earlier ones by name; a name keeps the place it first appeared in. */
@@ -240,7 +254,9 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
   const env = mergeEnv(image.app?.environment, ra.app?.environment);
   env.set('AC_APP_NAME', ra.name);
   if (!env.has('PATH')) env.set('PATH', DEFAULT_PATH);
-  if (!env.has('HOME')) env.set('HOME', user.entry?.home ?? '/');
+  for (const [name, value] of Object.entries(accountEnv(opts.treeRootfs, user))) {
+    if (value !== undefined && !env.has(name)) env.set(name, value);
+  }
   if (opts.container !== undefined && !env.has('container')) env.set('container', opts.container);
 
   const mountPoints = [...(image.app?.mountPoints ?? [])];

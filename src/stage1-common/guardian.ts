@@ -27,7 +27,8 @@ export class Guardian {
     const devNull = fs.openSync('/dev/null', 'r+');
     try {
       // fd 3 is /dev/null: the guardian must not keep the pod lock alive, nor any output pipe open.
-      this.child = spawn('/bin/sh', ['-c', script, name, ...args], { cwd: podDir, stdio: ['pipe', devNull, opts.stderr === 'inherit' ? 'inherit' : devNull, devNull] });
+      // its own process group: a ^C at rkt's terminal must not kill the pod's watchdog
+      this.child = spawn('/bin/sh', ['-c', script, name, ...args], { cwd: podDir, stdio: ['pipe', devNull, opts.stderr === 'inherit' ? 'inherit' : devNull, devNull], detached: true });
     } finally {
       fs.closeSync(devNull);
     }

@@ -76,3 +76,8 @@ export function readPid(paths: PodPaths): number | undefined {
   const pid = Number(text);
   return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }
+
+/** rkt status's exit cause for a pod a stop request ended before all its apps had started (the supervisor's, or stage0's when stage1 had no say). */
+export function interruptedCause(sig: NodeJS.Signals): string {
+  return `rkt run got ${sig} while the pod was starting; the pod was ended before all its apps had started`;
+}

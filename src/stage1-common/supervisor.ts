@@ -7,7 +7,7 @@ import { phase } from '../util/phase-trace.js';
 import { MAX_LINE_CHARS, sanitizeLine } from '../util/untrusted-text.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
-import { markReady, preStartExplanation, writeAppExitStatus, writeExitCause } from './status.js';
+import { interruptedCause, markReady, preStartExplanation, writeAppExitStatus, writeExitCause } from './status.js';
 
 // The one pod supervisor of the flavors whose pod boots an init of its own
 // (kvm: systemd in a VM; nspawn: systemd in a container). The run
@@ -82,20 +82,43 @@ function signalStatus(sig: NodeJS.Signals): number {
   return 128 + (os.constants.signals[sig] ?? 0);
 }
 
-/** Stop requests: the first powers the pod off, a later one forces the end; before start they are kept for later. */
+/**
+ * Stop requests (SIGINT, SIGTERM, SIGHUP to the run entrypoint, which
+ * stage0 forwards). Once every app has started, the first powers the pod
+ * off in order (the apps get SIGTERM and record their statuses) and a later
+ * one forces the end. Before that there is no app to stop in order, and an
+ * init that is still booting may not even hear a power-off: the pod is
+ * ended at once, and rkt run exits 128 + the signal's number. Requests
+ * before the pod exists are kept until it does.
+ */
 export class StopRequests {
   private first: number | undefined;
   private engine: PodEngine | undefined;
+  private started = false;
   pending: NodeJS.Signals | undefined;
+  /** The request that ended the pod before its apps had all started. */
+  interrupted: NodeJS.Signals | undefined;
 
   attach(engine: PodEngine): void {
     this.engine = engine;
     if (this.pending !== undefined) this.onSignal(this.pending);
   }
 
+  /** Every app has started: from now on a stop request stops them in order. */
+  appsStarted(): void {
+    this.started = true;
+  }
+
   onSignal(sig: NodeJS.Signals, now = Date.now()): void {
     if (this.engine === undefined) {
       this.pending ??= sig;
+      return;
+    }
+    if (!this.started) {
+      if (this.interrupted !== undefined) return;
+      this.interrupted = sig;
+      log().debug(`${sig} while the pod was starting: ending it`);
+      this.engine.forceEnd();
       return;
     }
     if (this.first === undefined) {
@@ -187,7 +210,10 @@ export class PodSupervisor {
       await this.engine.start();
       this.stops.attach(this.engine);
       await this.waitUntilStarted();
-      this.engine.onStarted?.();
+      if (this.stops.interrupted === undefined) {
+        this.stops.appsStarted();
+        this.engine.onStarted?.();
+      }
       const end = await this.waitForEnd();
       await this.engine.finish();
       return this.outcome(end);
@@ -277,6 +303,11 @@ export class PodSupervisor {
   private outcome(end: EngineEnd): number {
     const exits = this.record();
     this.explainEnds(exits);
+    const sig = this.stops.interrupted;
+    if (sig !== undefined) {
+      this.writeCause(interruptedCause(sig));
+      return signalStatus(sig);
+    }
     const specs = this.engine.specs;
     if (specs.every((s) => exits.some((e) => e.app === s.name))) return podStatus(specs, exits);
     const { cause, status } = this.engine.abnormalEnd(end);

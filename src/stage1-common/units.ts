@@ -1,5 +1,5 @@
 import { RktError } from '../errors.js';
-import { oomScoreAdj } from '../appc/isolators.js';
+import { cpuShares, oomScoreAdj } from '../appc/isolators.js';
 import { POD_ROOT } from './app-reports.js';
 import type { AppSpec, VolumeMount } from './app-spec.js';
 import type { EventHandlerName } from '../appc/types.js';
@@ -253,6 +253,9 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
   if (iso.noNewPrivileges) add('NoNewPrivileges', 'yes');
   if (iso.memoryLimit !== undefined) add('MemoryMax', String(iso.memoryLimit));
   if (iso.cpuLimitMillis !== undefined) add('CPUQuota', cpuQuota(iso.cpuLimitMillis));
+  const shares = cpuShares(iso.app);
+  // as rkt's units: systemd writes cpu.shares on cgroup v1 and converts to cpu.weight on v2
+  if (shares !== undefined) add('CPUShares', String(shares));
   const oom = oomScoreAdj(iso.app);
   if (oom !== undefined) add('OOMScoreAdjust', String(oom));
   if (spec.readOnlyRootFS) {

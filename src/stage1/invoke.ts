@@ -61,6 +61,12 @@ export interface InvokeOptions {
    * pod's life to ours and drop its mounts when the last process is gone.
    */
   isolateMounts?: boolean;
+  /**
+   * A process group of its own, out of the terminal's reach: a ^C there
+   * reaches stage0 alone, which forwards it (forwardSignals) as one request,
+   * whatever stage1 is doing at that moment.
+   */
+  ownProcessGroup?: boolean;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -82,7 +88,7 @@ export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (vers
   const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', entry, ...given] : [entry, ...given];
   log().debug({ argv, cwd: paths.dir, version }, `executing stage1 ${which} entrypoint`);
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { cwd: paths.dir, stdio, env });
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: paths.dir, stdio, env, detached: opts.ownProcessGroup ?? false });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
     for (const s of opts.forwardSignals ?? []) process.on(s, forward);
     const done = () => {

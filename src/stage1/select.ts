@@ -83,15 +83,36 @@ async function byName(store: Store, config: RktConfig, text: string, location?: 
   return id;
 }
 
+/**
+ * A stage1 image file given by path: one installed in the stage1 images
+ * directory is trusted as the installed flavors are (it got there the same
+ * way, by root); any other file is an image like any other and needs its
+ * signature or --insecure-options=image.
+ */
+async function byPath(store: Store, globals: GlobalOptions, config: RktConfig, file: string): Promise<string> {
+  if (isInstalled(config, file)) return importTrusted(store, file);
+  return fetchFile(store, globals, file);
+}
+
+/** Whether the file, symlinks resolved, sits directly in the stage1 images directory. */
+function isInstalled(config: RktConfig, file: string): boolean {
+  try {
+    return path.dirname(fs.realpathSync(file)) === fs.realpathSync(stage1ImagesDir(config));
+  } catch {
+    // a missing file or directory: the ordinary import says what is wrong
+    return false;
+  }
+}
+
 /** Resolve the stage1 image for a new pod and make sure it is in the store. */
 export async function selectStage1(store: Store, globals: GlobalOptions, config: RktConfig, flags: Stage1Flags): Promise<string> {
   const given = (['stage1Name', 'stage1Path', 'stage1Url', 'stage1Hash', 'stage1FromDir'] as const).filter((k) => flags[k] !== undefined);
   if (given.length > 1) throw new UsageError('give at most one of --stage1-name, --stage1-path, --stage1-url, --stage1-hash, --stage1-from-dir');
-  if (flags.stage1Path) return fetchFile(store, globals, flags.stage1Path);
+  if (flags.stage1Path) return byPath(store, globals, config, flags.stage1Path);
   if (flags.stage1Url) {
     if (/^https?:\/\//i.test(flags.stage1Url)) return (await import('../fetch/by-url.js')).fetchByUrl(store, globals, flags.stage1Url, { pullPolicy: 'new', config });
     if (!flags.stage1Url.startsWith('file://')) throw new UsageError('--stage1-url takes a file://, https:// or (with --insecure-options=http) http:// URL');
-    return fetchFile(store, globals, fileURLToPath(flags.stage1Url));
+    return byPath(store, globals, config, fileURLToPath(flags.stage1Url));
   }
   if (flags.stage1Hash) return store.resolveIdPrefix(flags.stage1Hash);
   if (flags.stage1FromDir) {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { ImageNotFoundError, LockBusyError, RktError, UsageError, isErrno } from '../errors.js';
+import { ImageNotFoundError, LockBusyError, RktError, TreeInUseError, UsageError, isErrno } from '../errors.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ImageManifest, Label } from '../appc/types.js';
 import { importAci } from '../image/import.js';
@@ -228,7 +228,7 @@ export class Store {
     try {
       lock = FileLock.acquire(this.layout.treeLock(treeId), 'exclusive', { wait: false, what: `rendered image ${treeId}` });
     } catch (err) {
-      throw new RktError(`image tree ${treeId} is in use by a pod; remove the pod first ("rkt gc")`, { cause: err });
+      throw new TreeInUseError(treeId, { cause: err });
     }
     try {
       this.db.deleteTree(treeId);

@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import type { RktEnv } from './rkt.js';
+import { RktEnv } from './rkt.js';
 
 export interface PodJson {
   name: string;
@@ -50,4 +50,14 @@ export async function waitFor(what: string, fn: () => Promise<boolean>, timeoutM
     await sleep(100);
   }
   throw new Error(`timed out waiting for ${what}`);
+}
+
+/** A private rkt world for one test, its pods reaped and its directory removed when the test ends. */
+export function podWorld(t: { teardown(fn: () => void | Promise<void>): void }, prefix: string): RktEnv {
+  const env = new RktEnv(prefix);
+  t.teardown(async () => {
+    await reapPods(env);
+    env.cleanup();
+  });
+  return env;
 }

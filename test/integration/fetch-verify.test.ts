@@ -19,16 +19,16 @@ test('fetch verifies signatures against keys trusted for the image name prefix',
   await gpg.sign('Good <good@example.com>', aci);
 
   // no key trusted yet
-  const none = await env.run(['fetch', aci]);
+  const none = await env.run(['fetch', '--full', aci]);
   t.not(none.exitCode, 0);
   t.regex(String(none.stderr), /rkt trust --prefix/);
 
   // a key for another prefix does not count
   t.is((await env.run(['trust', '--prefix=example.com/other', '--skip-fingerprint-review', evil])).exitCode, 0);
-  t.not((await env.run(['fetch', aci])).exitCode, 0);
+  t.not((await env.run(['fetch', '--full', aci])).exitCode, 0);
 
   t.is((await env.run(['trust', '--prefix=example.com/signed', '--skip-fingerprint-review', good])).exitCode, 0);
-  const ok = await env.run(['fetch', aci]);
+  const ok = await env.run(['fetch', '--full', aci]);
   t.is(ok.exitCode, 0, String(ok.stderr));
   t.regex(String(ok.stdout), /^sha512-[0-9a-f]{128}$/m);
   t.regex(String(ok.stderr), /signature verified/);
@@ -36,14 +36,14 @@ test('fetch verifies signatures against keys trusted for the image name prefix',
   // a signature by an untrusted key, given with --signature
   const other = await buildAci(env.root, { name: 'example.com/signed/app2' });
   const evilSig = await gpg.sign('Evil <evil@example.com>', other, env.file('evil-sig.asc'));
-  const untrusted = await env.run(['fetch', `--signature=${evilSig}`, other]);
+  const untrusted = await env.run(['fetch', '--full', `--signature=${evilSig}`, other]);
   t.not(untrusted.exitCode, 0);
   t.is(JSON.parse(String((await env.run(['image', 'list', '--format=json'])).stdout)).length, 1);
 
   // data changed after signing
   await gpg.sign('Good <good@example.com>', other);
   fs.appendFileSync(other, Buffer.alloc(1024));
-  const tampered = await env.run(['fetch', other]);
+  const tampered = await env.run(['fetch', '--full', other]);
   t.not(tampered.exitCode, 0);
   t.is(String(tampered.stderr).trim().split('\n').length, 1);
   t.is(JSON.parse(String((await env.run(['image', 'list', '--format=json'])).stdout)).length, 1);
@@ -86,7 +86,7 @@ test('the signature is checked over the bytes that are stored, even when the fil
   fs.symlinkSync(evil, link);
   execaSync('mkfifo', [`${link}.asc`]);
 
-  const fetching = env.run(['fetch', link]);
+  const fetching = env.run(['fetch', '--full', link]);
   const sig = await fs.promises.open(`${link}.asc`, 'w'); // returns once rkt opens the signature
   fs.symlinkSync(good, `${link}.new`);
   fs.renameSync(`${link}.new`, link);
@@ -109,7 +109,7 @@ test('an image read from a pipe is verified over the bytes read from it', async 
     const fifo = env.file(`pipe-${image === good ? 'good' : 'evil'}.aci`);
     execaSync('mkfifo', [fifo]);
     const feeder = execa('sh', ['-c', 'cat "$1" > "$2"', 'sh', image, fifo], { reject: false });
-    const r = await env.run(['fetch', `--signature=${sigFile}`, fifo]);
+    const r = await env.run(['fetch', '--full', `--signature=${sigFile}`, fifo]);
     feeder.kill('SIGKILL');
     await feeder;
     const ids = await storedIds(env);

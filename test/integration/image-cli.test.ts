@@ -23,7 +23,7 @@ for (const compression of ['none', 'gzip', 'bzip2', 'xz'] as const) {
   test(`fetch stores a ${compression} ACI under the sha512 of its tar and prints the ID`, async (t) => {
     const env = setup(t);
     const aci = await buildAci(env.root, { name: `example.com/c-${compression}`, compression });
-    const r = await env.run([INSECURE, 'fetch', aci]);
+    const r = await env.run([INSECURE, 'fetch', '--full', aci]);
     t.is(r.exitCode, 0, String(r.stderr));
     t.is(String(r.stdout).trim(), await uncompressedSha512(aci));
     t.regex(String(r.stderr), /signature verification has been disabled/);
@@ -33,8 +33,8 @@ for (const compression of ['none', 'gzip', 'bzip2', 'xz'] as const) {
 test('fetching the same image twice stores it once', async (t) => {
   const env = setup(t);
   const aci = await buildAci(env.root, { name: 'example.com/twice' });
-  const a = await env.run([INSECURE, 'fetch', aci]);
-  const b = await env.run(['fetch', '--insecure-options=image', aci]);
+  const a = await env.run([INSECURE, 'fetch', '--full', aci]);
+  const b = await env.run(['fetch', '--full', '--insecure-options=image', aci]);
   t.is(a.stdout, b.stdout);
   const list = await env.run(['image', 'list', '--format=json']);
   t.is(JSON.parse(String(list.stdout)).length, 1);
@@ -45,7 +45,7 @@ test('fetching the same image twice stores it once', async (t) => {
 test('an unsigned image is refused by default and nothing is stored', async (t) => {
   const env = setup(t);
   const aci = await buildAci(env.root, { name: 'example.com/unsigned' });
-  const r = await env.run(['fetch', aci]);
+  const r = await env.run(['fetch', '--full', aci]);
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /\.asc/);
   t.is(String(r.stderr).trim().split('\n').length, 1);
@@ -57,7 +57,7 @@ test('an unsigned image is refused by default and nothing is stored', async (t) 
 test('image list prints a table with a legend, or without, or JSON', async (t) => {
   const env = setup(t);
   const aci = await buildAci(env.root, { name: 'example.com/listed', labels: [{ name: 'version', value: '2.1' }] });
-  const id = String((await env.run([INSECURE, 'fetch', aci])).stdout).trim();
+  const id = String((await env.run([INSECURE, 'fetch', '--full', aci])).stdout).trim();
   const table = String((await env.run(['image', 'list'])).stdout);
   const lines = table.trim().split('\n');
   t.regex(lines[0]!, /^ID\s+NAME\s+SIZE\s+IMPORT TIME\s+LAST USED$/);
@@ -75,7 +75,7 @@ test('image list prints a table with a legend, or without, or JSON', async (t) =
 test('cat-manifest, export and extract give back what was fetched', async (t) => {
   const env = setup(t);
   const aci = await buildAci(env.root, { name: 'example.com/roundtrip', files: { 'etc/motd': 'hi\n' }, app: { exec: ['/bin/sh'], user: '0', group: '0' } });
-  const id = String((await env.run([INSECURE, 'fetch', aci])).stdout).trim();
+  const id = String((await env.run([INSECURE, 'fetch', '--full', aci])).stdout).trim();
   const manifest = JSON.parse(String((await env.run(['image', 'cat-manifest', id.slice(0, 20)])).stdout));
   t.is(manifest.name, 'example.com/roundtrip');
   t.deepEqual(manifest.app.exec, ['/bin/sh']);
@@ -106,8 +106,8 @@ test('render composes dependencies in order, honours pathWhitelist, and caches t
       pathWhitelist: ['/etc/base', '/etc/shadowed', '/app/run', '/bin/busybox', '/bin/sh'],
     },
   });
-  t.is((await env.run([INSECURE, 'fetch', base])).exitCode, 0);
-  const id = String((await env.run([INSECURE, 'fetch', app])).stdout).trim();
+  t.is((await env.run([INSECURE, 'fetch', '--full', base])).exitCode, 0);
+  const id = String((await env.run([INSECURE, 'fetch', '--full', app])).stdout).trim();
   const dir = env.file('rendered');
   const r = await env.run(['image', 'render', id, dir]);
   t.is(r.exitCode, 0, String(r.stderr));
@@ -129,7 +129,7 @@ test('render composes dependencies in order, honours pathWhitelist, and caches t
 test('render of an image whose dependency is missing says which one', async (t) => {
   const env = setup(t);
   const app = await buildAci(env.root, { name: 'example.com/orphan', manifest: { dependencies: [{ imageName: 'example.com/nowhere' }] } });
-  const id = String((await env.run([INSECURE, 'fetch', app])).stdout).trim();
+  const id = String((await env.run([INSECURE, 'fetch', '--full', app])).stdout).trim();
   const r = await env.run(['image', 'render', id, env.file('out')]);
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /example\.com\/nowhere.*not in the store/);
@@ -152,8 +152,8 @@ test('a dependency whose size the manifest gives must have that size (spec/aci.m
 
 test('image rm removes by ID prefix and by name; an ambiguous or unknown ID is an error', async (t) => {
   const env = setup(t);
-  const a = String((await env.run([INSECURE, 'fetch', await buildAci(env.root, { name: 'example.com/rm-a' })])).stdout).trim();
-  const b = String((await env.run([INSECURE, 'fetch', await buildAci(env.root, { name: 'example.com/rm-b' })])).stdout).trim();
+  const a = String((await env.run([INSECURE, 'fetch', '--full', await buildAci(env.root, { name: 'example.com/rm-a' })])).stdout).trim();
+  const b = String((await env.run([INSECURE, 'fetch', '--full', await buildAci(env.root, { name: 'example.com/rm-b' })])).stdout).trim();
   const amb = await env.run(['image', 'rm', 'sha512-']);
   t.not(amb.exitCode, 0);
   t.regex(String(amb.stderr), /ambiguous/);
@@ -171,7 +171,7 @@ test('image rm removes by ID prefix and by name; an ambiguous or unknown ID is a
 
 test('image gc removes images unused for the grace period and keeps recent ones', async (t) => {
   const env = setup(t);
-  const id = String((await env.run([INSECURE, 'fetch', await buildAci(env.root, { name: 'example.com/gc' })])).stdout).trim();
+  const id = String((await env.run([INSECURE, 'fetch', '--full', await buildAci(env.root, { name: 'example.com/gc' })])).stdout).trim();
   const keep = await env.run(['image', 'gc', '--grace-period=1h']);
   t.is(keep.exitCode, 0, String(keep.stderr));
   t.is(JSON.parse(String((await env.run(['image', 'list', '--format=json'])).stdout)).length, 1);
@@ -186,7 +186,7 @@ test('image gc removes images unused for the grace period and keeps recent ones'
 test('many processes fetching the same and different images at once all succeed', async (t) => {
   const env = setup(t);
   const images = await Promise.all([0, 1, 2].map((i) => buildAci(env.root, { name: `example.com/conc-${i}`, compression: 'gzip' })));
-  const runs = await Promise.all(Array.from({ length: 12 }, (_, i) => env.run([INSECURE, 'fetch', images[i % 3]!])));
+  const runs = await Promise.all(Array.from({ length: 12 }, (_, i) => env.run([INSECURE, 'fetch', '--full', images[i % 3]!])));
   for (const r of runs) t.is(r.exitCode, 0, String(r.stderr));
   const ids = new Set(runs.map((r) => String(r.stdout).trim()));
   t.is(ids.size, 3);
@@ -201,7 +201,7 @@ test('kill -9 in the middle of a fetch leaves no half image and the next command
   await execa('sh', ['-c', `head -c 150000000 /dev/urandom > "${big}/blob"`]);
   const aci = await buildAci(env.root, { name: 'example.com/big', busybox: false, files: {} });
   await execa('sh', ['-c', `mkdir -p "$1/x/rootfs" && tar -C "$1/x" -xf "$2" && cp "$1/blob" "$1/x/rootfs/blob" && tar -C "$1/x" -cf "$2" manifest rootfs`, 'sh', big, aci]);
-  const child = execa('bin/rkt', [...env.globals(), INSECURE, 'fetch', aci], { reject: false });
+  const child = execa('bin/rkt', [...env.globals(), INSECURE, 'fetch', '--full', aci], { reject: false });
   await new Promise((r) => setTimeout(r, 400));
   child.kill('SIGKILL');
   await child;
@@ -210,7 +210,7 @@ test('kill -9 in the middle of a fetch leaves no half image and the next command
   const listed = JSON.parse(String(list.stdout));
   // either the fetch finished before the kill, or nothing is listed
   for (const img of listed) t.is(img.name, 'example.com/big');
-  const again = await env.run([INSECURE, 'fetch', aci]);
+  const again = await env.run([INSECURE, 'fetch', '--full', aci]);
   t.is(again.exitCode, 0, String(again.stderr));
   const gc = await env.run(['image', 'gc', '--grace-period=1h']);
   t.is(gc.exitCode, 0);
@@ -232,7 +232,7 @@ for (const [what, spec, rule] of [
       aci = env.file('raw.aci');
       await execa('tar', ['-C', w, '-cf', aci, 'manifest', 'rootfs']);
     }
-    const r = await env.run([INSECURE, 'fetch', aci]);
+    const r = await env.run([INSECURE, 'fetch', '--full', aci]);
     t.not(r.exitCode, 0);
     t.regex(String(r.stderr), rule);
     t.false(/\n\s+at /.test(String(r.stderr)), 'no stack trace');
@@ -245,7 +245,7 @@ test('a truncated compressed image is refused', async (t) => {
   const aci = await buildAci(env.root, { name: 'example.com/trunc', compression: 'xz' });
   const data = fs.readFileSync(aci);
   fs.writeFileSync(aci, data.subarray(0, Math.floor(data.length / 2)));
-  const r = await env.run([INSECURE, 'fetch', aci]);
+  const r = await env.run([INSECURE, 'fetch', '--full', aci]);
   t.not(r.exitCode, 0);
   t.deepEqual(JSON.parse(String((await env.run(['image', 'list', '--format=json'])).stdout)), []);
   t.deepEqual(fs.readdirSync(path.join(env.dir, 'cas/tmp')), []);
@@ -261,7 +261,7 @@ test('an image larger than the disk allows is refused cleanly', async (t) => {
   await execa('sh', ['-c', `head -c 20000000 /dev/urandom > "${big}"`]);
   const aci = await buildAci(env.root, { name: 'example.com/toobig', busybox: false });
   await execa('sh', ['-c', `d=$(mktemp -d) && tar -C "$d" -xf "$1" && cp "$2" "$d/rootfs/big" && tar -C "$d" -cf "$1" manifest rootfs && rm -rf "$d"`, 'sh', aci, big]);
-  const r = await execa('bin/rkt', [`--dir=${small}/data`, `--local-config=${env.localConfig}`, `--system-config=${env.systemConfig}`, INSECURE, 'fetch', aci], { reject: false });
+  const r = await execa('bin/rkt', [`--dir=${small}/data`, `--local-config=${env.localConfig}`, `--system-config=${env.systemConfig}`, INSECURE, 'fetch', '--full', aci], { reject: false });
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /space/);
   const list = await execa('bin/rkt', [`--dir=${small}/data`, 'image', 'list', '--format=json'], { reject: false });

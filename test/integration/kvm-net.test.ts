@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { buildAci } from '../helpers/aci.js';
 import type { RktEnv } from '../helpers/rkt.js';
-import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { listPods, podStatus, processesWith, waitFor } from '../helpers/pods.js';
 import { chainsOf } from '../helpers/iptables-state.js';
 import { needFile } from '../helpers/prereqs.js';
 import { KVM, KVM_ACI, podDir, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
@@ -143,19 +143,17 @@ test('--net=host and an unknown network are refused, leaving nothing configured'
   const { env, image } = await serverSetup(t);
   const uuids: string[] = [];
   for (const [netFlag, message] of [
-    ['--net=host', /^stage1: --net=host cannot be used with the kvm stage1: a VM cannot share the host network namespace; use --net=default/m],
-    ['--net=default,nosuchnet', /^stage1: network not found: nosuchnet/m],
+    ['--net=host', /^rkt: --net=host cannot be used with this stage1: a virtual machine has its own network stack; use --net=default/m],
+    ['--net=default,nosuchnet', /^rkt: network not found: nosuchnet/m],
   ] as const) {
     const f = env.file(`uuid-${uuids.length}`);
     const r = await env.run(['run', ...KVM, `--uuid-file-save=${f}`, netFlag, image]);
     t.not(r.exitCode, 0);
     t.regex(stderrOf(r), message);
     t.is(stderrOf(r).split('\n').length, 1, 'one line says it all');
-    const uuid = fs.readFileSync(f, 'utf8').trim();
-    uuids.push(uuid);
-    const st = await podStatus(env, uuid);
-    t.is(st.state, 'exited');
-    t.regex(st.exit_cause ?? '', /stage1 failed/);
+    // refused before the pod exists (issue 15 item 9): no UUID, no pod
+    t.false(fs.existsSync(f));
+    t.deepEqual(await listPods(env), []);
   }
   await assertNoTrace(t, before, uuids, [], new Set());
 });

@@ -193,19 +193,25 @@ test('bad input: unknown network, config not JSON, missing plugin, address outsi
     t.not(r.exitCode, 0);
     t.regex(stderrOf(r), message);
     t.is(stderrOf(r).split('\n').length, 1, `one line: ${stderrOf(r)}`);
-    uuids.push(ne.uuid());
+    // refused before the pod exists (issue 15 item 9)
+    t.false(fs.existsSync(ne.uuidFile), `${args.join(' ')}: no pod`);
   }
   fs.rmSync(path.join(netd, 'broken.conf'));
   fs.writeFileSync(path.join(netd, 'noplugin.conf'), JSON.stringify({ cniVersion: '0.4.0', name: 'noplugin', type: 'no-such-cni-plugin' }));
-  for (const [args, message] of [
-    [['--net=noplugin'], /no-such-cni-plugin/],
-    [[`--net=${ok.name}:IP=10.99.99.99`], /10\.99\.99\.99/],
-    [[`--port=http:${busyPort}`], new RegExp(`${busyPort}.*in use`)],
+  for (const [args, message, beforePod] of [
+    [['--net=noplugin'], /no-such-cni-plugin/, true],
+    [[`--net=${ok.name}:IP=10.99.99.99`], /10\.99\.99\.99/, false],
+    [[`--port=http:${busyPort}`], new RegExp(`${busyPort}.*in use`), false],
   ] as const) {
+    fs.rmSync(ne.uuidFile, { force: true });
     const r = await ne.env.run(['run', ...ne.flags, ...args, ne.image]);
     t.not(r.exitCode, 0);
     t.regex(stderrOf(r), message);
     t.is(stderrOf(r).split('\n').length, 1, `one line: ${stderrOf(r)}`);
+    if (beforePod) {
+      t.false(fs.existsSync(ne.uuidFile), `${args.join(' ')}: refused before the pod exists`);
+      continue;
+    }
     const uuid = ne.uuid();
     uuids.push(uuid);
     const st = await podStatus(ne.env, uuid);

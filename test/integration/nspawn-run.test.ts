@@ -169,8 +169,9 @@ test('an unknown pod network is refused with a clear error and no pod left runni
   const r = await ne.env.run(['run', ...ne.flags, '--net=no-such-net', ne.image]);
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /no-such-net/);
-  assertNoLeftovers(t, ne, ne.uuid());
-  t.false((await listPods(ne.env)).some((p) => p.state === 'running'));
+  // refused before the pod exists (issue 15 item 9): no UUID, no pod
+  t.false(fs.existsSync(ne.uuidFile));
+  t.deepEqual(await listPods(ne.env), []);
   const host = await ne.env.run(['run', ...ne.flags, '--net=host', ne.image, '--exec=/bin/true']);
   t.is(host.exitCode, 0, String(host.stderr));
 });

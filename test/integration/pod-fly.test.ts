@@ -226,7 +226,7 @@ test('gc marks exited pods first and removes them after the grace period', async
 
 test('a pod manifest given with --pod-manifest runs as given', async (t) => {
   const { env, image } = await setup(t);
-  const id = String((await env.run(['--insecure-options=image', 'fetch', image])).stdout).trim();
+  const id = String((await env.run(['--insecure-options=image', 'fetch', '--full', image])).stdout).trim();
   const manifest = {
     acKind: 'PodManifest',
     acVersion: '0.8.11',
@@ -244,7 +244,7 @@ test('a pod manifest given with --pod-manifest runs as given', async (t) => {
 
 test('twenty pods started at once all run and exit cleanly', async (t) => {
   const { env, image } = await setup(t);
-  t.is((await env.run(['--insecure-options=image', 'fetch', image])).exitCode, 0);
+  t.is((await env.run(['--insecure-options=image', 'fetch', '--full', image])).exitCode, 0);
   const runs = await Promise.all(Array.from({ length: 20 }, (_, i) => env.run([...FLY, image, '--exec=/bin/sh', '--', '-c', `echo pod-${i}; exit ${i % 5}`], { timeout: 300_000 })));
   runs.forEach((r, i) => {
     t.is(r.exitCode, i % 5, String(r.stderr));

@@ -122,7 +122,7 @@ test('a missing exec is an error naming the app', (t) => {
   t.throws(() => resolve(f, pod([{ name: 'noapp' }]), image(undefined)), { instanceOf: AppSpecError, message: /app "noapp"/ });
 });
 
-test('environment: image first, pod overriding, AC_APP_NAME always, PATH and HOME by default', (t) => {
+test('environment: image first, pod overriding, AC_APP_NAME always, PATH and the account variables by default', (t) => {
   const f = fixture(t);
   const im = image({
     ...BASE,
@@ -141,16 +141,29 @@ test('environment: image first, pod overriding, AC_APP_NAME always, PATH and HOM
     { name: 'C', value: 'pod' },
     { name: 'PATH', value: DEFAULT_PATH },
     { name: 'HOME', value: '/home/user' },
+    { name: 'USER', value: 'user' },
+    { name: 'LOGNAME', value: 'user' },
+    { name: 'SHELL', value: '/bin/sh' },
   ]);
   const withPath = resolve(f, pod([{ name: 'a' }]), image({ ...BASE, environment: [{ name: 'PATH', value: '/bin' }] }), 'rkt');
   t.deepEqual(
     withPath.env.filter((e) => ['PATH', 'container', 'HOME'].includes(e.name)),
     [
       { name: 'PATH', value: '/bin' },
-      { name: 'HOME', value: '/' },
+      { name: 'HOME', value: '/root' },
       { name: 'container', value: 'rkt' },
     ],
   );
+});
+
+test('account variables: a numeric user takes its passwd entry by id; without one root is still root, another id has no name', (t) => {
+  const f = fixture(t);
+  const account = (s: { env: { name: string; value: string }[] }) => Object.fromEntries(s.env.filter((e) => ['HOME', 'USER', 'LOGNAME', 'SHELL'].includes(e.name)).map((e) => [e.name, e.value]));
+  t.deepEqual(account(resolve(f, pod([{ name: 'a' }]), image({ ...BASE, user: '1000' }))), { HOME: '/home/user', USER: 'user', LOGNAME: 'user', SHELL: '/bin/sh' });
+  t.deepEqual(account(resolve(f, pod([{ name: 'a' }]), image({ ...BASE, user: '5000' }))), { HOME: '/', SHELL: '/bin/sh' });
+  t.deepEqual(account(resolve(f, pod([{ name: 'a' }]), image({ ...BASE, environment: [{ name: 'HOME', value: '/data' }] }))), { HOME: '/data', USER: 'root', LOGNAME: 'root', SHELL: '/bin/sh' }, 'the image may set its own');
+  fs.rmSync(path.join(f.rootfs, 'etc/passwd'));
+  t.deepEqual(account(resolve(f, pod([{ name: 'a' }]), image(BASE))), { HOME: '/root', USER: 'root', LOGNAME: 'root', SHELL: '/bin/sh' });
 });
 
 test('mounts: host and empty volumes, read-only from the volume or else the mount point', (t) => {

@@ -68,6 +68,9 @@ class FakeEngine implements PodEngine {
   exit(app: string, status: number): void {
     this.fakeReports.exitList.push({ app, status });
   }
+  fakeReportsStarted(app: string): void {
+    this.fakeReports.startedSet.add(app);
+  }
   async prepare(): Promise<void> {
     this.calls.push('prepare');
     this.specs = this.names.map(spec);
@@ -183,6 +186,19 @@ test('a stop request before the pod starts: nothing is started', async (t) => {
   };
   t.is(await sup.run(), 128 + os.constants.signals.SIGTERM);
   t.deepEqual(engine.calls, ['prepare', 'cleanup']);
+});
+
+test('a stop request while the pod boots ends it at once: no power-off its init might not hear, 128 + the signal, the cause recorded', async (t) => {
+  const { engine, sup, signals, cause, paths } = setup(t, ['a', 'b']);
+  engine.onStart = (e) => {
+    // one app runs, the other is not there yet
+    e.fakeReportsStarted('a');
+    setTimeout(() => signals.emit('SIGINT', 'SIGINT'), 10);
+  };
+  t.is(await sup.run(), 128 + os.constants.signals.SIGINT);
+  t.deepEqual(engine.calls.filter((c) => c === 'powerOff' || c === 'forceEnd' || c === 'started'), ['forceEnd']);
+  t.regex(cause() ?? '', /^rkt run got SIGINT while the pod was starting/);
+  t.false(fs.existsSync(paths.ready));
 });
 
 test('a pod that never starts its apps is killed at the boot timeout, and the cause recorded', async (t) => {

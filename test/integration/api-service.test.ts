@@ -44,7 +44,7 @@ async function image(env: RktEnv, name: string, version: string, exec = ['/bin/s
 }
 
 async function fetchImage(env: RktEnv, file: string): Promise<string> {
-  const r = await env.run(['fetch', '--insecure-options=image', file]);
+  const r = await env.run(['fetch', '--full', '--insecure-options=image', file]);
   if (r.exitCode !== 0) throw new Error(`fetch failed: ${r.stderr}`);
   return String(r.stdout).trim().split('\n').at(-1)!;
 }

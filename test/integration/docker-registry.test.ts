@@ -74,32 +74,32 @@ test('a TLS registry with htpasswd: signature, auth and CA errors are one line e
   const img = `docker://${registry.host}/test/three:v1`;
   const trusted = { NODE_EXTRA_CA_CERTS: ca.caCert };
 
-  const unsigned = await env.run(['fetch', img], { env: trusted });
+  const unsigned = await env.run(['fetch', '--full', img], { env: trusted });
   t.is(unsigned.exitCode, 254);
   t.regex(oneLine(unsigned.stderr), /--insecure-options=image/);
 
-  const untrustedCa = await env.run(['--insecure-options=image', 'fetch', img]);
+  const untrustedCa = await env.run(['--insecure-options=image', 'fetch', '--full', img]);
   t.is(untrustedCa.exitCode, 254);
   t.regex(oneLine(untrustedCa.stderr), /certificate .* cannot be verified.*NODE_EXTRA_CA_CERTS.*--insecure-options=tls/);
 
-  const noAuth = await env.run(['--insecure-options=image', 'fetch', img], { env: trusted });
+  const noAuth = await env.run(['--insecure-options=image', 'fetch', '--full', img], { env: trusted });
   t.is(noAuth.exitCode, 254);
   t.regex(oneLine(noAuth.stderr), new RegExp(`dockerAuth entry for "${registry.host.replace(/\./g, '\\.')}" in auth\\.d`));
   t.is(errorLines(noAuth.stderr).length, 1, String(noAuth.stderr));
 
   writeDockerAuth(env, registry.host, USER, 'wrong');
-  const badAuth = await env.run(['--insecure-options=image', 'fetch', img], { env: trusted });
+  const badAuth = await env.run(['--insecure-options=image', 'fetch', '--full', img], { env: trusted });
   t.is(badAuth.exitCode, 254);
   t.regex(oneLine(badAuth.stderr), /refused .*check the dockerAuth entry/);
   t.deepEqual(String((await env.run(['image', 'list', '--no-legend'])).stdout).trim(), '');
 
   writeDockerAuth(env, registry.host, USER, PASSWORD);
-  const ok = await env.run(['--insecure-options=image', 'fetch', img], { env: trusted });
+  const ok = await env.run(['--insecure-options=image', 'fetch', '--full', img], { env: trusted });
   t.is(ok.exitCode, 0, String(ok.stderr));
   t.regex(oneLine(ok.stdout), /^sha512-[0-9a-f]{128}$/);
 
   // skipping verification works too, and says so
-  const skip = await env.run(['--insecure-options=image,tls', 'fetch', img]);
+  const skip = await env.run(['--insecure-options=image,tls', 'fetch', '--full', img]);
   t.is(skip.exitCode, 0, String(skip.stderr));
   t.regex(String(skip.stderr), /TLS certificate verification .* disabled/);
 
@@ -144,10 +144,10 @@ test('plain http needs --insecure-options=http', async (t) => {
   writeOciLayout(layout, { v1: await buildImage({ layers: [busyboxLayer()], config: { Cmd: ['/bin/true'] } }) });
   await skopeoPush(layout, 'v1', `${registry.host}/plain/img:v1`);
   const img = `docker://${registry.host}/plain/img:v1`;
-  const refused = await env.run(['--insecure-options=image', 'fetch', img]);
+  const refused = await env.run(['--insecure-options=image', 'fetch', '--full', img]);
   t.is(refused.exitCode, 254);
   t.regex(oneLine(refused.stderr), /--insecure-options=http/);
-  const ok = await env.run(['--insecure-options=image,http', 'fetch', img]);
+  const ok = await env.run(['--insecure-options=image,http', 'fetch', '--full', img]);
   t.is(ok.exitCode, 0, String(ok.stderr));
 });
 
@@ -168,7 +168,7 @@ test('layers in the store are not fetched again; concurrent fetches of images sh
   writeOciLayout(layout, { a, b });
   await skopeoPush(layout, 'a', `${registry.host}/share/a:1`);
   await skopeoPush(layout, 'b', `${registry.host}/share/b:1`);
-  const flags = ['--insecure-options=image,http', 'fetch'];
+  const flags = ['--insecure-options=image,http', 'fetch', '--full'];
   const [ra, rb] = await Promise.all([env.run([...flags, `docker://${registry.host}/share/a:1`]), env.run([...flags, `docker://${registry.host}/share/b:1`])]);
   t.is(ra.exitCode, 0, String(ra.stderr));
   t.is(rb.exitCode, 0, String(rb.stderr));

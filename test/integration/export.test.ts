@@ -50,7 +50,7 @@ test.serial('an exited app exports as an ACI that fetches and runs with the file
   t.notRegex(listing, /rootfs\/etc\/motd/, 'a file the app deleted is gone');
   t.notRegex(listing, /rootfs\/data\/(keep|drop)/, 'a directory the app replaced is opaque');
 
-  const f = await env.run(['fetch', '--insecure-options=image', out]);
+  const f = await env.run(['fetch', '--full', '--insecure-options=image', out]);
   t.is(f.exitCode, 0, String(f.stderr));
   const id = String(f.stdout).trim().split('\n').at(-1)!;
   t.regex(id, /^sha512-[0-9a-f]{128}$/);

@@ -63,12 +63,12 @@ test('an https ACI is verified against the trusted key; TLS is refused without t
   serveSigned(w, '/app.aci');
   const url = w.server.url('/app.aci');
 
-  const refused = await w.env.run(['fetch', url]);
+  const refused = await w.env.run(['fetch', '--full', url]);
   t.is(refused.exitCode, 254);
   oneLine(t, refused.stderr, /TLS certificate of 127\.0\.0\.1:\d+ cannot be verified.*NODE_EXTRA_CA_CERTS.*--insecure-options=tls/);
   await assertStoreEmpty(t, w.env);
 
-  const insecure = await w.env.run(['--insecure-options=tls', 'fetch', url]);
+  const insecure = await w.env.run(['--insecure-options=tls', 'fetch', '--full', url]);
   t.is(insecure.exitCode, 0, String(insecure.stderr));
   t.regex(String(insecure.stderr), /warning: TLS verification has been disabled/);
   t.regex(String(insecure.stderr), /signature verified/);
@@ -76,7 +76,7 @@ test('an https ACI is verified against the trusted key; TLS is refused without t
   const env2 = new RktEnv('rkt-https-');
   t.teardown(() => env2.cleanup());
   t.is((await env2.run(['trust', '--prefix=example.com/web', '--skip-fingerprint-review', w.env.file('web.key')])).exitCode, 0);
-  const ok = await env2.run(['fetch', url], { env: w.caEnv });
+  const ok = await env2.run(['fetch', '--full', url], { env: w.caEnv });
   t.is(ok.exitCode, 0, String(ok.stderr));
   t.regex(String(ok.stdout), /^sha512-[0-9a-f]{128}$/m);
   t.regex(String(ok.stderr), /signature verified:\n\s+Web <web@example\.com>/);
@@ -89,7 +89,7 @@ test('an https ACI is verified against the trusted key; TLS is refused without t
   const env3 = new RktEnv('rkt-https-');
   t.teardown(() => env3.cleanup());
   t.is((await env3.run(['trust', '--prefix=example.com/web', '--skip-fingerprint-review', w.env.file('web.key')])).exitCode, 0);
-  const moved = await env3.run(['--debug', 'fetch', w.server.url('/moved.aci'), `--signature=${w.server.url('/elsewhere.sig')}`], { env: w.caEnv });
+  const moved = await env3.run(['--debug', 'fetch', '--full', w.server.url('/moved.aci'), `--signature=${w.server.url('/elsewhere.sig')}`], { env: w.caEnv });
   t.is(moved.exitCode, 0, String(moved.stderr));
   t.regex(String(moved.stderr), /image: redirected/);
   t.regex(String(moved.stderr), /download finished/);
@@ -103,17 +103,17 @@ test('plain http needs --insecure-options=http, and a redirect from https down t
   plain.file('/app.aci', fs.readFileSync(w.aci));
   plain.file('/app.aci.asc', w.sig);
 
-  const refused = await w.env.run(['fetch', plain.url('/app.aci')]);
+  const refused = await w.env.run(['fetch', '--full', plain.url('/app.aci')]);
   t.is(refused.exitCode, 254);
   oneLine(t, refused.stderr, /refusing to fetch image over plain http.*--insecure-options=http/);
 
   w.server.route('/down.aci', (_req, res) => res.writeHead(301, { location: plain.url('/app.aci') }).end());
-  const down = await w.env.run(['fetch', w.server.url('/down.aci')], { env: w.caEnv });
+  const down = await w.env.run(['fetch', '--full', w.server.url('/down.aci')], { env: w.caEnv });
   t.is(down.exitCode, 254);
   oneLine(t, down.stderr, /a redirect leads to plain http/);
   await assertStoreEmpty(t, w.env);
 
-  const allowed = await w.env.run(['--insecure-options=http', 'fetch', plain.url('/app.aci')]);
+  const allowed = await w.env.run(['--insecure-options=http', 'fetch', '--full', plain.url('/app.aci')]);
   t.is(allowed.exitCode, 0, String(allowed.stderr));
   t.is((await storedIds(w.env)).length, 1);
 });
@@ -130,17 +130,17 @@ test('the remote cache: max-age spares the request, an ETag gets 304, and the pu
   const run = (args: string[]) => w.env.run(args, { env: w.caEnv });
   const gets = (p: string) => w.server.log.filter((r) => r.path === p).length;
 
-  const first = await run(['fetch', w.server.url('/fresh.aci')]);
+  const first = await run(['fetch', '--full', w.server.url('/fresh.aci')]);
   t.is(first.exitCode, 0, String(first.stderr));
   const id = String(first.stdout).trim();
   t.is(gets('/fresh.aci'), 1);
 
   // fetch's default is "update": within max-age the store's copy is used without asking
-  const again = await run(['fetch', w.server.url('/fresh.aci')]);
+  const again = await run(['fetch', '--full', w.server.url('/fresh.aci')]);
   t.is(String(again.stdout).trim(), id);
   t.is(gets('/fresh.aci'), 1);
   for (const policy of ['--pull-policy=never', '--pull-policy=new', '--store-only', '--no-store']) {
-    const r = await run(['fetch', policy, w.server.url('/fresh.aci')]);
+    const r = await run(['fetch', '--full', policy, w.server.url('/fresh.aci')]);
     t.is(r.exitCode, 0, `${policy}: ${String(r.stderr)}`);
     t.is(String(r.stdout).trim(), id);
     if (policy.startsWith('--store') || policy.startsWith('--no-store')) t.regex(String(r.stderr), /deprecated; use --pull-policy=(never|update)/);
@@ -148,9 +148,9 @@ test('the remote cache: max-age spares the request, an ETag gets 304, and the pu
   t.is(gets('/fresh.aci'), 1);
 
   // no-cache with an ETag: every update asks, and 304 keeps the stored image
-  const e1 = await run(['fetch', w.server.url('/etag.aci')]);
+  const e1 = await run(['fetch', '--full', w.server.url('/etag.aci')]);
   t.is(e1.exitCode, 0, String(e1.stderr));
-  const e2 = await run(['fetch', w.server.url('/etag.aci')]);
+  const e2 = await run(['fetch', '--full', w.server.url('/etag.aci')]);
   t.is(e2.exitCode, 0, String(e2.stderr));
   t.is(String(e2.stdout).trim(), String(e1.stdout).trim());
   const asked = w.server.log.filter((r) => r.path === '/etag.aci');
@@ -159,10 +159,10 @@ test('the remote cache: max-age spares the request, an ETag gets 304, and the pu
   t.is(w.server.log.filter((r) => r.path === '/etag.aci.asc').length, 1, 'a 304 needs no signature');
 
   // never, for a URL the store does not know
-  const never = await run(['fetch', '--store-only', w.server.url('/unknown.aci')]);
+  const never = await run(['fetch', '--full', '--store-only', w.server.url('/unknown.aci')]);
   t.is(never.exitCode, 254);
   t.regex(String(never.stderr), /not in the store and --pull-policy=never forbids fetching it/);
-  const both = await run(['fetch', '--store-only', '--no-store', w.server.url('/fresh.aci')]);
+  const both = await run(['fetch', '--full', '--store-only', '--no-store', w.server.url('/fresh.aci')]);
   t.is(both.exitCode, 254);
   t.regex(String(both.stderr), /both --store-only and --no-store/);
   t.is(w.server.requests('unknown').length, 0);
@@ -230,7 +230,7 @@ test('hostile servers: each failure is one line and leaves nothing in the store'
     ['/missing.aci', /HTTP status 404/],
   ];
   for (const [p, pattern] of cases) {
-    const r = await w.env.run([...(process.env.DBG ? ['--debug'] : []), 'fetch', w.server.url(p)], { env: { ...w.caEnv, RKT_HTTP_TIMEOUT: '2' } });
+    const r = await w.env.run([...(process.env.DBG ? ['--debug'] : []), 'fetch', '--full', w.server.url(p)], { env: { ...w.caEnv, RKT_HTTP_TIMEOUT: '2' } });
     if (process.env.DBG) t.log(String(r.stderr));
     t.is(r.exitCode, 254, `${p}: ${String(r.stderr)}`);
     if (!process.env.DBG) oneLine(t, r.stderr, pattern);
@@ -291,7 +291,7 @@ test('a download draws a progress bar on a terminal stderr (and none on a pipe, 
     step();
   });
   w.server.file('/big.aci.asc', fs.readFileSync(await w.gpg.sign(UID, big)));
-  const p = pty.spawn(RKT, [...w.env.globals(), 'fetch', w.server.url('/big.aci')], {
+  const p = pty.spawn(RKT, [...w.env.globals(), 'fetch', '--full', w.server.url('/big.aci')], {
     name: 'xterm',
     cols: 120,
     rows: 30,

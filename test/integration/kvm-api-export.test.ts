@@ -28,7 +28,7 @@ test('a kvm pod exports with its own ids, and its console log is served by GetLo
   t.notRegex(listing, /rootfs\/etc\/group$/m);
   t.false(/ (1[0-9]{9}|2[0-9]{9})\/\d+ /.test(listing), 'no host block id in the image');
 
-  const f = await env.run(['fetch', '--insecure-options=image', out]);
+  const f = await env.run(['fetch', '--full', '--insecure-options=image', out]);
   t.is(f.exitCode, 0, String(f.stderr));
   const again = await env.run(['run', ...FLY, String(f.stdout).trim().split('\n').at(-1)!, '--exec=/bin/sh', '--', '-c', 'cat /by-root /home/by-user']);
   t.is(again.exitCode, 0, String(again.stderr));

@@ -117,7 +117,7 @@ export async function probePod(env: RktEnv, app: string, extraEnv: Record<string
     app: { exec: ['/bin/sh', '-c', PROBE], user: '0', group: '0' },
     manifest: { annotations: [{ name: 'image-note', value: `image of ${app}` }, { name: 'shared', value: 'image' }] },
   });
-  const f = await env.run(['--insecure-options=image', 'fetch', image]);
+  const f = await env.run(['--insecure-options=image', 'fetch', '--full', image]);
   if (f.exitCode !== 0) throw new Error(`rkt fetch failed: ${f.stderr}`);
   const imageId = String(f.stdout).trim();
   const environment = Object.entries({ PEER_UUID: '', PEER_SIG: '', PEER_APP: '', HOLD: '', ...extraEnv }).map(([name, value]) => ({ name, value }));

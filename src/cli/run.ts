@@ -5,6 +5,8 @@ import { parseInsecureOptions } from '../config/insecure.js';
 import { UsageError } from '../errors.js';
 import { setDebug } from '../log.js';
 import type { RunArgs } from '../pod/run-args.js';
+import type { PreparedPod } from '../pod/prepare.js';
+import type { StartOptions } from '../pod/run.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { globalsOf } from './context.js';
 
@@ -46,8 +48,24 @@ async function checkMdsRegister(net: string[]): Promise<void> {
   await checkServiceReachable();
 }
 
+/** Run a pod just prepared, in the foreground, and exit with its status (rkt run, rkt app sandbox). */
+export async function runPrepared(prepared: PreparedPod, globals: GlobalOptions, opts: StartOptions): Promise<void> {
+  const { startPod } = await import('../pod/run.js');
+  let code: number;
+  try {
+    code = await startPod(prepared.pod, prepared.lock, globals, opts);
+  } catch (err) {
+    // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
+    if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
+    throw err;
+  }
+  prepared.lock.release();
+  for (const l of prepared.treeLocks) l.release();
+  process.exitCode = code;
+}
+
 /** The DNS and hosts flags as stage1 reads them from run-options.json. */
-function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
+export function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
   const p = args.pod;
   return {
     dns: { dns: p.dns, dnsSearch: p.dnsSearch, dnsOpt: p.dnsOpt, ...(p.dnsDomain ? { dnsDomain: p.dnsDomain } : {}) },
@@ -72,7 +90,6 @@ export function register(program: Command): void {
       const { Store } = await import('../store/store.js');
       const { loadConfig } = await import('../config/loader.js');
       const { preparePod } = await import('../pod/prepare.js');
-      const { startPod } = await import('../pod/run.js');
       const config = loadConfig(globals);
       const store = Store.open(globals.dir);
       let prepared;
@@ -82,17 +99,7 @@ export function register(program: Command): void {
         store.close();
       }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
-      let code: number;
-      try {
-        code = await startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
-      } catch (err) {
-        // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
-        if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
-        throw err;
-      }
-      prepared.lock.release();
-      for (const l of prepared.treeLocks) l.release();
-      process.exitCode = code;
+      await runPrepared(prepared, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
     });
 
   program

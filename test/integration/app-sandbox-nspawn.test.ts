@@ -100,7 +100,15 @@ test('a sandbox takes an app: add, start, status, stop, rm; it stays up with no 
   t.deepEqual(after.apps, [], 'the removed apps are gone from the pod manifest');
   t.false(fs.existsSync(path.join(ne.env.dir, 'pods/run', uuid, 'exit-status', 'worker')));
 
-  t.is(await stopSandbox(ne, uuid, proc), 0);
+  // an app still running when the sandbox stops records its status too
+  await ok(ne, ['--insecure-options=image', 'app', 'add', uuid, worker, '--name=last']);
+  await ok(ne, ['app', 'start', uuid, '--app=last']);
+  await waitFor('the last app to run', async () => String((await ok(ne, ['enter', '--app=last', uuid, '/bin/cat', '/proc/1/comm'])).stdout).length > 0, 30_000);
+  t.is(await stopSandbox(ne, uuid, proc), 7, "rkt app sandbox exits with its apps' status");
+  const ended = await podStatus(ne.env, uuid);
+  t.is(ended.state, 'exited');
+  t.deepEqual(ended.apps.map((a) => [a.name, a.exit_code]), [['last', 7]]);
+  t.is((await appStatus(ne, uuid, 'last')).state, 'exited');
   assertNoLeftovers(t, ne, uuid);
 });
 

@@ -28,7 +28,7 @@ import { STAGE1, writePodConfig } from './pod-units.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
-import { appGeneration, saveEtcOptions, shareContainerRoot, waitForPodTarget } from './mutable.js';
+import { appGeneration, saveEtcOptions, shareContainerRoot, TreeHolds, waitForPodTarget } from './mutable.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
 // decides everything about the pod before anything is mounted (a refusal
@@ -92,6 +92,7 @@ export class ContainerEngine implements PodEngine {
   /** A mutable pod's apps as last read from the pod manifest: name to generation (mutable.ts). */
   private generations = new Map<string, string>();
   private manifestSeen = '';
+  private readonly trees: TreeHolds;
 
   constructor(
     private readonly paths: PodPaths,
@@ -99,6 +100,7 @@ export class ContainerEngine implements PodEngine {
     private readonly opts: PodRunOptions,
   ) {
     this.guardian = new NspawnGuardian(paths.dir);
+    this.trees = new TreeHolds(paths);
     this.tty = args.interactive && process.stdin.isTTY === true;
     this.hostname = args.hostname ?? `rkt-${args.uuid}`;
     // until the container's init is known (the pid file), rkt stop signals us
@@ -233,7 +235,9 @@ export class ContainerEngine implements PodEngine {
     this.generations = now;
     this.specs = specs;
     this.reports.setApps(now.keys(), changed);
-    this.guardian.watchApps(changed.filter((a) => now.has(a)));
+    const added = changed.filter((a) => now.has(a));
+    this.trees.update(added, changed);
+    this.guardian.watchApps(added);
     return changed;
   }
 
@@ -276,6 +280,7 @@ export class ContainerEngine implements PodEngine {
   }
 
   async cleanup(): Promise<void> {
+    this.trees.releaseAll();
     for (const c of this.copies) c.destroy();
     this.reports.close();
     this.feed?.destroy();

@@ -10,7 +10,7 @@ import { appAddArgv, appArgv, type AppEntrypoint } from '../stage1/args.js';
 import { invokeEntrypoint, stage1Manifest, entrypointPath } from '../stage1/invoke.js';
 import { readAppExitStatuses, type PodPaths } from '../stage1/contract.js';
 import type { Store } from '../store/store.js';
-import { renderTree } from '../store/treestore.js';
+import { renderTree, type RenderedTree } from '../store/treestore.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { FileLock } from '../util/lock.js';
 import { generatePodManifest } from './manifest-gen.js';
@@ -164,33 +164,44 @@ export async function addApp(pod: Pod, store: Store, opts: AddOptions): Promise<
     const { ra, volumes } = runtimeApp(before, image, opts.app);
     if (before.apps.some((a) => a.name === ra.name)) throw new UsageError(`pod ${pod.uuid} already has an app named "${ra.name}"; give this one another name with --name`);
     const after: PodManifest = { ...before, apps: [...before.apps, ra], volumes: [...(before.volumes ?? []), ...volumes] };
-    const tree = await renderTree(store, imageId);
-    fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
+    // held until app/add returns; the pod's run entrypoint holds it from then on (while the app is in the pod)
+    const tree = await renderTree(store, imageId, { hold: true });
     try {
-      fs.mkdirSync(paths.appInfo(ra.name), { recursive: true });
-      fs.copyFileSync(path.join(tree.path, 'manifest'), paths.appImageManifest(ra.name));
-      fs.writeFileSync(paths.appTreeStoreId(ra.name), tree.treeId);
-      fs.writeFileSync(paths.appTreeRootfs(ra.name), path.resolve(tree.rootfs));
-      fs.mkdirSync(paths.appRootfs(ra.name), { recursive: true });
-      await checkApps(paths, { ...after, apps: [ra] });
-      fs.rmSync(paths.appStatus(ra.name), { force: true });
-      writeFileAtomic(createdMark(paths, ra.name), '');
-      writeManifest(paths, after);
-    } catch (err) {
-      fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
-      throw err;
+      return await addRendered(pod, before, after, ra, tree, opts);
+    } finally {
+      tree.hold?.release();
     }
-    const ins = opts.globals.insecureOptions;
-    try {
-      await runAppEntrypoint(pod, 'appAdd', appAddArgv({ app: ra.name, debug: opts.globals.debug, uuid: pod.uuid, disableCapabilities: ins.capabilities, disablePaths: ins.paths, disableSeccomp: ins.seccomp }), `add app ${ra.name}`);
-    } catch (err) {
-      writeManifest(paths, before);
-      fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
-      throw err;
-    }
-    log().debug(`app ${ra.name} added to pod ${pod.uuid}`);
-    return ra.name;
   });
+}
+
+/** appsinfo/, the manifest and the stage1's app/add, for an image rendered and held; each undone if a later one fails. */
+async function addRendered(pod: Pod, before: PodManifest, after: PodManifest, ra: RuntimeApp, tree: RenderedTree, opts: AddOptions): Promise<string> {
+  const paths = pod.paths;
+  fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
+  try {
+    fs.mkdirSync(paths.appInfo(ra.name), { recursive: true });
+    fs.copyFileSync(path.join(tree.path, 'manifest'), paths.appImageManifest(ra.name));
+    fs.writeFileSync(paths.appTreeStoreId(ra.name), tree.treeId);
+    fs.writeFileSync(paths.appTreeRootfs(ra.name), path.resolve(tree.rootfs));
+    fs.mkdirSync(paths.appRootfs(ra.name), { recursive: true });
+    await checkApps(paths, { ...after, apps: [ra] });
+    fs.rmSync(paths.appStatus(ra.name), { force: true });
+    writeFileAtomic(createdMark(paths, ra.name), '');
+    writeManifest(paths, after);
+  } catch (err) {
+    fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
+    throw err;
+  }
+  const ins = opts.globals.insecureOptions;
+  try {
+    await runAppEntrypoint(pod, 'appAdd', appAddArgv({ app: ra.name, debug: opts.globals.debug, uuid: pod.uuid, disableCapabilities: ins.capabilities, disablePaths: ins.paths, disableSeccomp: ins.seccomp }), `add app ${ra.name}`);
+  } catch (err) {
+    writeManifest(paths, before);
+    fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
+    throw err;
+  }
+  log().debug(`app ${ra.name} added to pod ${pod.uuid}`);
+  return ra.name;
 }
 
 export async function startApp(pod: Pod, name: string, globals: GlobalOptions): Promise<void> {

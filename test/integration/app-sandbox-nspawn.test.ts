@@ -73,6 +73,11 @@ test('a sandbox takes an app: add, start, status, stop, rm; it stays up with no 
   let st = await appStatus(ne, uuid, 'worker');
   t.is(st.state, 'running');
   t.true(typeof st.started_at === 'number');
+  // the added app's rendered image is held while the app is in the pod
+  const tree = fs.readFileSync(path.join(ne.env.dir, 'pods/run', uuid, 'appsinfo/worker/treeRootfs'), 'utf8').trim();
+  const gc = await ok(ne, ['image', 'gc', '--grace-period=0s']);
+  t.true(fs.existsSync(path.join(tree, 'bin')), `rkt image gc left the running app's image alone: ${gc.stdout}${gc.stderr}`);
+  t.regex(String(gc.stderr), new RegExp(`kept ${st.image_id}`), 'gc says why it kept the image');
   const hosts = await ok(ne, ['enter', '--app=worker', uuid, '/bin/cat', '/etc/hosts']);
   t.regex(String(hosts.stdout), /10\.9\.8\.7\s+sandbox-peer/, 'the sandbox\'s --hosts-entry reaches an added app');
 

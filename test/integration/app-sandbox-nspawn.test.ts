@@ -5,6 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { REPO, RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { exclusiveHost, freePort, needNetPrereqs, serverReport } from './net-helpers.js';
 import { assertNoLeftovers, buildStage1, mountsMentioning, setup, type NspawnEnv } from './nspawn-common.js';
 
 // rkt's app commands on the nspawn stage1, as a user runs them: a sandbox
@@ -18,9 +19,9 @@ test.before(async () => {
 test.after.always(() => fs.rmSync(stage1.dir, { recursive: true, force: true }));
 
 /** rkt app sandbox in the background; resolves once the (empty) pod is running and ready. */
-async function sandbox(ne: NspawnEnv, extra: string[] = []): Promise<{ proc: ResultPromise; uuid: string }> {
+async function sandbox(ne: NspawnEnv, extra: string[] = [], net = '--net=host'): Promise<{ proc: ResultPromise; uuid: string }> {
   fs.rmSync(ne.uuidFile, { force: true });
-  const proc = execa(RKT, [...ne.env.globals(), 'app', 'sandbox', ...ne.flags, '--net=host', ...extra], { reject: false, stdin: 'ignore' });
+  const proc = execa(RKT, [...ne.env.globals(), 'app', 'sandbox', ...ne.flags, net, ...extra], { reject: false, stdin: 'ignore' });
   await waitFor('the sandbox UUID', async () => fs.existsSync(ne.uuidFile) || proc.exitCode !== null, 30_000);
   if (!fs.existsSync(ne.uuidFile)) throw new Error(`rkt app sandbox exited early: ${String((await proc).stderr)}`);
   const uuid = ne.uuid();
@@ -129,6 +130,13 @@ test('adding, starting, stopping and removing 20 apps in turn leaves no mount, u
   const mounts = () => fs.readFileSync(`/proc/${runPid}/mountinfo`, 'utf8').split('\n').filter((l) => l.includes(uuid)).sort();
   const containerMounts = () => fs.readFileSync(`/proc/${init}/mountinfo`, 'utf8').split('\n').sort();
   const units = async () => String((await execa('nsenter', [`--target=${init}`, '--all', '--root', '--wd', '--', '/usr/bin/systemctl', 'list-units', '--all', '--no-legend', '--plain'])).stdout).split('\n').map((l) => l.split(' ')[0]).filter((u) => u.endsWith('.service')).sort();
+  const rootLine = containerMounts().find((l) => l.split(' ')[4] === '/')!;
+  const master = / master:(\d+)/.exec(rootLine)?.[1];
+  const runRoot = mounts().filter((l) => l.split(' ')[4] === path.join(podDir, 'stage1/rootfs'));
+  t.truthy(master, "the container's root is a slave: it receives the app mounts");
+  t.true(runRoot.some((l) => l.includes(` shared:${master} `)), "its master is the run entrypoint's shared mount of the container root");
+  const own = / shared:(\d+)/.exec(rootLine)?.[1];
+  t.false(own !== undefined && runRoot.some((l) => l.includes(` shared:${own} `)), 'the container sends no mount back to the run entrypoint');
   const before = { mounts: mounts(), container: containerMounts(), units: await units(), hostMounts: mountsMentioning(uuid) };
   for (let i = 0; i < 20; i++) {
     const name = `app${i}`;
@@ -200,4 +208,20 @@ test('fly refuses a sandbox with one line, and leaves no pod', async (t) => {
   t.regex(String(r.stderr), /stage1 image coreos\.com\/rkt\/stage1-fly does not run mutable pods .*use .*nspawn/);
   t.is(String(r.stderr).split('\n').filter((l) => l.startsWith('rkt: ') && !l.startsWith('rkt: warning:')).length, 1, String(r.stderr));
   t.deepEqual(fs.readdirSync(path.join(ne.env.dir, 'pods')).flatMap((d) => fs.readdirSync(path.join(ne.env.dir, 'pods', d))), [], 'no pod is left');
+});
+
+test("a sandbox's network: --port forwards a host port to an app added later, --hostname names the pod", async (t) => {
+  needNetPrereqs();
+  await exclusiveHost(t);
+  const ne = await setup(t, stage1.aci);
+  const hostPort = await freePort();
+  const img = await buildAci(ne.env.root, { name: 'example.com/server', app: { exec: ['/bin/sh', '-c', "exec nc -ll -p 80 -e /bin/sh -c 'echo hostname $(hostname)'"], user: '0', group: '0' } });
+  const { proc, uuid } = await sandbox(ne, [`--port=http:tcp:80:127.0.0.1:${hostPort}`, '--hostname=sbx'], '--net=default');
+  await ok(ne, ['--insecure-options=image', 'app', 'add', uuid, img, '--name=server']);
+  await ok(ne, ['app', 'start', uuid, '--app=server']);
+  t.regex(await serverReport('127.0.0.1', hostPort, 30_000), /^hostname sbx$/m);
+  await ok(ne, ['app', 'stop', uuid, '--app=server']);
+  await ok(ne, ['app', 'rm', uuid, '--app=server']);
+  await stopSandbox(ne, uuid, proc);
+  assertNoLeftovers(t, ne, uuid);
 });

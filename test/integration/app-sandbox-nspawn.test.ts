@@ -179,6 +179,14 @@ test('what the app commands refuse, each with one line and status 254', async (t
   await fails(['app', 'status', uuid], /--app/, 'status without --app');
   await ok(ne, ['app', 'stop', uuid, '--app=svc']);
   await ok(ne, ['app', 'rm', uuid, '--app=svc']);
+  // an app never started has nothing to stop, and goes away as it came
+  await ok(ne, ['--insecure-options=image', 'app', 'add', uuid, img, '--name=idle']);
+  const idleStop = await ok(ne, ['app', 'stop', uuid, '--app=idle']);
+  t.regex(String(idleStop.stderr), /has not been started/);
+  await ok(ne, ['app', 'rm', uuid, '--app=idle']);
+  t.deepEqual(JSON.parse(String((await ok(ne, ['cat-manifest', uuid])).stdout)).apps, []);
+  await fails(['--insecure-options=image', 'app', 'add', uuid, img, '--name=Bad_Name'], /Bad_Name|name/, 'an app name that is not an appc name');
+  await fails(['app', 'add', uuid, img, '--net=host'], /app flags only/, 'a pod flag given to app add');
 
   // a pod started by rkt run is no sandbox
   fs.rmSync(ne.uuidFile, { force: true });

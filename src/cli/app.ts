@@ -38,7 +38,7 @@ export function register(program: Command): void {
 
   app
     .command('sandbox')
-    .description('create and run an empty pod that apps are added to later; prints nothing until it ends')
+    .description('run a pod without apps in the foreground until "rkt stop"; apps come later with "rkt app add"')
     .argument('[words...]')
     .allowUnknownOption()
     .allowExcessArguments()

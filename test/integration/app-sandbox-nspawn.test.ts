@@ -48,9 +48,11 @@ async function appStatus(ne: NspawnEnv, uuid: string, app: string): Promise<{ na
   return JSON.parse(String(r.stdout));
 }
 
+let lastSandboxOutput = '';
 async function stopSandbox(ne: NspawnEnv, uuid: string, proc: ResultPromise): Promise<number> {
   await ok(ne, ['stop', uuid]);
   const end = await proc;
+  lastSandboxOutput = String(end.stdout);
   return end.exitCode ?? -1;
 }
 
@@ -111,6 +113,7 @@ test('a sandbox takes an app: add, start, status, stop, rm; it stays up with no 
   await ok(ne, ['app', 'start', uuid, '--app=last']);
   await waitFor('the last app to run', async () => String((await ok(ne, ['enter', '--app=last', uuid, '/bin/cat', '/proc/1/comm'])).stdout).length > 0, 30_000);
   t.is(await stopSandbox(ne, uuid, proc), 7, "rkt app sandbox exits with its apps' status");
+  t.regex(lastSandboxOutput, /worker says hi/, "the apps' output comes out of rkt app sandbox");
   const ended = await podStatus(ne.env, uuid);
   t.is(ended.state, 'exited');
   t.deepEqual(ended.apps.map((a) => [a.name, a.exit_code]), [['last', 7]]);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { REPO, RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
-import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { listPods, podStatus, processesWith, waitFor } from '../helpers/pods.js';
 import { exclusiveHost, freePort, needNetPrereqs, serverReport } from './net-helpers.js';
 import { assertNoLeftovers, buildStage1, mountsMentioning, setup, type NspawnEnv } from './nspawn-common.js';
 
@@ -93,6 +93,8 @@ test('a sandbox takes an app: add, start, status, stop, rm; it stays up with no 
   t.is(pod.app_names?.includes('worker') ?? true, true);
   const status = String((await ok(ne, ['status', uuid])).stdout);
   t.regex(status, /app-worker=7/, 'rkt status shows the app\'s exit status');
+  const listed2 = (await listPods(ne.env)).find((p) => p.name === uuid);
+  t.deepEqual(listed2?.apps.map((a) => [a.name, a.exit_code]), [['worker', 7]], 'rkt list shows the app and its exit status');
 
   // an app that exits by itself
   await ok(ne, ['--insecure-options=image', 'app', 'add', uuid, quick, '--name=quick']);

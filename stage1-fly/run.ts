@@ -260,7 +260,10 @@ export async function run(argv: string[]): Promise<number> {
   phase('network');
   // as rkt's fly: the pod shares the host's UTS namespace; said, not refused, so that scripts written for rkt keep working
   if (args.hostname !== undefined) log().warn(`the fly stage1 shares the host's hostname; --hostname=${args.hostname} has no effect`);
-  refuseRunFlags('fly', args, { privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids' });
+  refuseRunFlags('fly', args, {
+    privateUsers: 'fly runs apps in the host\'s user namespace, with the host\'s ids',
+    mutable: 'fly runs its apps as plain host processes and does not run mutable pods (rkt app sandbox); use the nspawn stage1',
+  });
   // fly restricts none of what these relax, as rkt's fly: there is nothing to switch off
   if (args.disableCapabilities || args.disablePaths || args.disableSeccomp) log().debug('fly applies no capability, path or seccomp restriction: nothing to disable');
   if (process.env[LOCK_FD_ENV] === undefined) log().debug(`${LOCK_FD_ENV} is not set: the pod directory is not locked by stage0`);

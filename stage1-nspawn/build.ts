@@ -4,6 +4,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 import { parseSyscallFilterListing } from './seccomp.js';
+import type { Entrypoint } from '../src/stage1/contract.js';
 
 // Builds stage1-coreos.aci, the nspawn flavor (rkt's historical name for
 // it). Its rootfs is at once the home of the entrypoints (run on the host)
@@ -20,7 +21,17 @@ import { parseSyscallFilterListing } from './seccomp.js';
 //
 // Usage: node dist/stage1-nspawn/build.js [OUTPUT.aci]   (as root: the container's files must be root's)
 
-const ENTRYPOINTS = ['run', 'enter', 'stop', 'gc'] as const;
+/** Each entrypoint and its file under /nspawn (and stage1-nspawn/main/). */
+const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
+  ['run', 'run'],
+  ['enter', 'enter'],
+  ['stop', 'stop'],
+  ['gc', 'gc'],
+  ['appAdd', 'app-add'],
+  ['appStart', 'app-start'],
+  ['appStop', 'app-stop'],
+  ['appRm', 'app-rm'],
+];
 const IMAGE_NAME = 'coreos.com/rkt/stage1-coreos';
 
 /** What the kvm guest image has that a container does not need. */
@@ -60,7 +71,7 @@ function launcher(entry: string): string {
 }
 
 export function nspawnManifest(): object {
-  return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map((e) => [e, `/nspawn/${e}`])));
+  return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map(([e, file]) => [e, `/nspawn/${file}`])));
 }
 
 /** Copy a host file to the same canonical path in the rootfs, dereferencing symlinks (as guest/build-image.sh does). */
@@ -111,7 +122,7 @@ export async function buildStage1Nspawn(output: string): Promise<string> {
     fs.writeFileSync(path.join(rootfs, 'rkt', 'syscalls.json'), await syscallTable(), { mode: 0o644 });
     const dir = path.join(rootfs, 'nspawn');
     fs.mkdirSync(dir, { mode: 0o755 });
-    for (const e of ENTRYPOINTS) {
+    for (const [, e] of ENTRYPOINTS) {
       await bundleEntrypoint(path.join(root, 'stage1-nspawn', 'main', `${e}.ts`), path.join(dir, `${e}.mjs`));
       fs.writeFileSync(path.join(dir, e), launcher(e));
       fs.chmodSync(path.join(dir, e), 0o755);

@@ -17,7 +17,7 @@ import { writeFileAtomic } from '../src/util/atomic.js';
 import { mkfifo } from '../src/util/fifo.js';
 import { phase } from '../src/util/phase-trace.js';
 import { createPodCgroups, hostHierarchies, removeCgroupsWaiting } from '../src/stage1-common/cgroups.js';
-import { CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
+import { bootTimeoutMs, CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
 import { PodContainer } from './container.js';
 import { NspawnBootError, NspawnHostError } from './errors.js';
 import { drain, FifoCopy, FifoFeed } from './io.js';
@@ -29,6 +29,7 @@ import { STAGE1, writePodConfig } from './pod-units.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
+import { appGeneration, saveEtcOptions, shareContainerRoot, TreeHolds, waitForPodTarget } from './mutable.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
 // decides everything about the pod before anything is mounted (a refusal
@@ -89,6 +90,10 @@ export class ContainerEngine implements PodEngine {
   private readonly guardian: NspawnGuardian;
   private readonly tty: boolean;
   private readonly hostname: string;
+  /** A mutable pod's apps as last read from the pod manifest: name to generation (mutable.ts). */
+  private generations = new Map<string, string>();
+  private manifestSeen = '';
+  private readonly trees: TreeHolds;
 
   constructor(
     private readonly paths: PodPaths,
@@ -96,6 +101,7 @@ export class ContainerEngine implements PodEngine {
     private readonly opts: PodRunOptions,
   ) {
     this.guardian = new NspawnGuardian(paths.dir);
+    this.trees = new TreeHolds(paths);
     this.tty = args.interactive && process.stdin.isTTY === true;
     this.hostname = args.hostname ?? `rkt-${args.uuid}`;
     // until the container's init is known (the pid file), rkt stop signals us
@@ -115,6 +121,8 @@ export class ContainerEngine implements PodEngine {
   private check(): Plan {
     const nspawn = findNspawn();
     checkNetwork(this.args);
+    if (this.args.mutable && this.args.interactive) throw new UsageError('--interactive cannot be used with a mutable pod: its apps come later');
+    if (this.args.mutable && this.opts.privateUsers !== undefined) throw new UsageError('the nspawn stage1 cannot run a mutable pod with --private-users: apps added later would need the pod\'s id shift');
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
     const noSeccomp = insecure(this.opts, 'seccomp');
@@ -138,11 +146,16 @@ export class ContainerEngine implements PodEngine {
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
     const { paths, args } = this;
+    if (args.mutable) {
+      await shareContainerRoot(paths.stage1Rootfs);
+      for (const s of this.specs) this.generations.set(s.name, appGeneration(paths, s.name));
+    }
     const network = await setupNetwork(paths, args, this.hostname);
     phase('network');
     this.netnsPath = network.netnsPath;
     addMetadataUrl(paths, args, this.specs, () => hostAddressFromPod(paths.dir, network.result.mode));
     const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
+    if (args.mutable) saveEtcOptions(paths, etc);
     for (const spec of this.specs) await prepareUnitRootfs(paths, spec, 'nspawn', etc);
     const out = process.stdout as NodeJS.WriteStream;
     writePodConfig(paths.stage1Rootfs, paths.dir, this.specs, {
@@ -151,6 +164,7 @@ export class ContainerEngine implements PodEngine {
       seccomp: { filters: [] },
       seccompByApp: plan.seccomp,
       insecurePaths: insecure(this.opts, 'paths'),
+      mutable: args.mutable,
       ...(args.interactive && { interactive: { tty: this.tty, ...(this.tty && out.isTTY && { rows: out.rows, columns: out.columns }) } }),
     });
     const rootfsPath = (p: string): string => path.join(paths.stage1Rootfs, p);
@@ -198,6 +212,36 @@ export class ContainerEngine implements PodEngine {
     this.guardian.watch(init);
     // rkt enter and stop find the pod through this: the container's PID 1.
     writePid(paths, init);
+    if (args.mutable) await waitForPodTarget(init, STAGE1.podTarget, bootTimeoutMs(), () => this.hasEnded);
+  }
+
+  refreshApps(): string[] {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.paths.manifest);
+    } catch {
+      return [];
+    }
+    // the manifest is replaced whole (rename) whenever an app comes or goes
+    const seen = `${st.ino}:${st.mtimeMs}`;
+    if (seen === this.manifestSeen) return [];
+    let specs: AppSpec[];
+    try {
+      specs = loadAppSpecs(this.paths, { container: 'rkt' });
+    } catch (err) {
+      log().warn(`cannot read the pod's apps: ${(err as Error).message}`);
+      return [];
+    }
+    this.manifestSeen = seen;
+    const now = new Map(specs.map((s) => [s.name, appGeneration(this.paths, s.name)]));
+    const changed = [...new Set([...this.generations.keys(), ...now.keys()])].filter((a) => this.generations.get(a) !== now.get(a));
+    this.generations = now;
+    this.specs = specs;
+    this.reports.setApps(now.keys(), changed);
+    const added = changed.filter((a) => now.has(a));
+    this.trees.update(added, changed);
+    this.guardian.watchApps(added);
+    return changed;
   }
 
   onStarted(): void {
@@ -239,6 +283,7 @@ export class ContainerEngine implements PodEngine {
   }
 
   async cleanup(): Promise<void> {
+    this.trees.releaseAll();
     for (const c of this.copies) c.destroy();
     this.reports.close();
     this.feed?.destroy();

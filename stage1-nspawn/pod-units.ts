@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { appUnitFiles, appUnitName, credentialEntries, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
+import { appUnitFiles, appUnitName, appUnitNames, credentialEntries, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the
@@ -101,6 +101,8 @@ export interface PodConfigOptions extends NspawnUnitOptions {
   hostname: string;
   /** Per app: its seccomp plan (overrides `seccomp`). */
   seccompByApp?: ReadonlyMap<string, SeccompUnitPlan>;
+  /** rkt app sandbox: the exit hook never ends the pod (POD_ROOT.mutable). */
+  mutable?: boolean;
 }
 
 function write(file: string, content: string, mode = 0o644): void {
@@ -143,6 +145,26 @@ export function hostUnitCopy(podDir: string, app: string): string {
   return path.join(podDir, 'nspawn-units', appUnitName(app));
 }
 
+/** One app's unit files in the container root, and the host's copy of its own unit. */
+function writeAppUnits(rootfs: string, podDir: string, spec: AppSpec, opts: NspawnUnitOptions): void {
+  const files = nspawnAppUnits(spec, opts);
+  for (const [name, text] of files) write(path.join(rootfs, STAGE1.units, name), text);
+  write(hostUnitCopy(podDir, spec.name), files[0]![1], 0o600);
+}
+
+/** An app added to a running mutable pod: its units and the ids its systemd must resolve (the pod's systemd is reloaded after). */
+export function writeAddedApp(rootfs: string, podDir: string, spec: AppSpec, opts: NspawnUnitOptions): void {
+  writeAppUnits(rootfs, podDir, spec, opts);
+  addCredentials(rootfs, [spec]);
+}
+
+/** Undo writeAddedApp, and the app's bookkeeping in the container root; what is already gone is no error. */
+export function removeAppFiles(rootfs: string, podDir: string, spec: Pick<AppSpec, 'name' | 'eventHandlers'>): void {
+  for (const name of appUnitNames(spec)) fs.rmSync(path.join(rootfs, STAGE1.units, name), { force: true });
+  fs.rmSync(hostUnitCopy(podDir, spec.name), { force: true });
+  for (const d of [STAGE1.status, STAGE1.deferred]) fs.rmSync(path.join(rootfs, d, spec.name), { force: true });
+}
+
 /** Write the pod's configuration into the container root `rootfs` (the pod's stage1/rootfs), and the host's copy of the units into `podDir`. */
 export function writePodConfig(rootfs: string, podDir: string, specs: readonly AppSpec[], opts: PodConfigOptions): void {
   const at = (p: string): string => path.join(rootfs, p);
@@ -150,16 +172,15 @@ export function writePodConfig(rootfs: string, podDir: string, specs: readonly A
   const wants = path.join(units, `${STAGE1.podTarget}.wants`);
   freshDir(wants);
   for (const spec of specs) {
-    const seccomp = opts.seccompByApp?.get(spec.name) ?? opts.seccomp;
-    const files = nspawnAppUnits(spec, { ...opts, seccomp });
-    for (const [name, text] of files) write(path.join(units, name), text);
-    write(hostUnitCopy(podDir, spec.name), files[0]![1], 0o600);
+    writeAppUnits(rootfs, podDir, spec, { ...opts, seccomp: opts.seccompByApp?.get(spec.name) ?? opts.seccomp });
     fs.symlinkSync(`../${appUnitName(spec.name)}`, path.join(wants, appUnitName(spec.name)));
   }
   write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));
   write(at(STAGE1.apps), specs.map((s) => `${s.name}\n`).join(''));
   addCredentials(rootfs, specs);
   for (const d of [STAGE1.status, STAGE1.io]) freshDir(at(d));
+  fs.rmSync(at(STAGE1.mutable), { force: true });
+  if (opts.mutable) write(at(STAGE1.mutable), '');
   // systemd's machine ID, and nspawn's container_uuid, are the pod UUID (as rkt does it).
   write(at('/etc/machine-id'), `${opts.uuid.replace(/-/g, '')}\n`, 0o444);
   write(at('/etc/hostname'), `${opts.hostname}\n`);

@@ -24,5 +24,6 @@ export async function run(argv: string[]): Promise<number> {
     bootTimeoutMs: () => bootTimeoutMs(),
     endGraceMs: NSPAWN_TIMEOUTS.endGraceMs,
     interactive: args.interactive,
+    mutable: args.mutable,
   }).run();
 }

@@ -12,7 +12,8 @@ import { register as gc } from './gc.js';
 import { register as apiService } from './api-service.js';
 import { register as exportPod } from './export.js';
 import { register as metadataService } from './metadata-service.js';
+import { register as app } from './app.js';
 
 // Every subcommand registers itself here. Subcommand modules keep heavy
 // imports (store, openpgp, sqlite) inside their actions so start-up stays fast.
-export const COMMANDS: ((program: Command) => void)[] = [version, config, trust, fetch, image, run, list, status, podCommands, gc, apiService, exportPod, metadataService];
+export const COMMANDS: ((program: Command) => void)[] = [version, config, trust, fetch, image, run, list, status, podCommands, gc, apiService, exportPod, metadataService, app];

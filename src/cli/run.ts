@@ -6,6 +6,8 @@ import { parseInsecureOptions } from '../config/insecure.js';
 import { UsageError } from '../errors.js';
 import { say, setDebug } from '../log.js';
 import { runFlagsHelp, type RunArgs } from '../pod/run-args.js';
+import type { PreparedPod } from '../pod/prepare.js';
+import type { StartOptions } from '../pod/run.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { phase } from '../util/phase-trace.js';
 import { globalsOf } from './context.js';
@@ -46,7 +48,7 @@ async function checkMdsRegister(net: string[]): Promise<void> {
  * than fatal, so that preparation ends and cleans up as it would on an
  * error instead of dying with a half-made pod directory.
  */
-function holdStopSignals(): { caught: NodeJS.Signals | undefined; release(): void } {
+function holdStopSignals(): HeldSignals {
   const sigs = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   const held = {
     caught: undefined as NodeJS.Signals | undefined,
@@ -61,8 +63,40 @@ function holdStopSignals(): { caught: NodeJS.Signals | undefined; release(): voi
   return held;
 }
 
+interface HeldSignals {
+  caught: NodeJS.Signals | undefined;
+  release(): void;
+}
+
+/**
+ * Run a pod just prepared, in the foreground, and exit with its status (rkt
+ * run, rkt app sandbox). `held`: the stop signals noted while preparing, let
+ * go once stage1 hears them (one that came in between is passed on).
+ */
+export async function runPrepared(prepared: PreparedPod, globals: GlobalOptions, opts: StartOptions, held?: HeldSignals): Promise<void> {
+  const { startPod } = await import('../pod/run.js');
+  // startPod forwards stop signals to the stage1 run entrypoint from the moment it returns
+  const running = startPod(prepared.pod, prepared.lock, globals, opts);
+  if (held !== undefined) {
+    held.release();
+    const late = held.caught as NodeJS.Signals | undefined;
+    if (late !== undefined) process.kill(process.pid, late);
+  }
+  let code: number;
+  try {
+    code = await running;
+  } catch (err) {
+    // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
+    if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
+    throw err;
+  }
+  prepared.lock.release();
+  for (const l of prepared.treeLocks) l.release();
+  process.exitCode = code;
+}
+
 /** The DNS and hosts flags as stage1 reads them from run-options.json. */
-function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
+export function dnsOptions(args: RunArgs): { dns: { dns: string[]; dnsSearch: string[]; dnsOpt: string[]; dnsDomain?: string }; hostsEntries: string[]; privateUsers?: string; ipc?: string } {
   const p = args.pod;
   return {
     dns: { dns: p.dns, dnsSearch: p.dnsSearch, dnsOpt: p.dnsOpt, ...(p.dnsDomain ? { dnsDomain: p.dnsDomain } : {}) },
@@ -88,7 +122,6 @@ export function register(program: Command): void {
       const { Store } = await import('../store/store.js');
       const { loadConfig } = await import('../config/loader.js');
       const { preparePod } = await import('../pod/prepare.js');
-      const { startPod } = await import('../pod/run.js');
       const config = loadConfig(globals);
       const store = Store.open(globals.dir);
       const held = holdStopSignals();
@@ -110,23 +143,7 @@ export function register(program: Command): void {
         return;
       }
       if (args.pod.uuidFileSave) writeFileAtomic(args.pod.uuidFileSave, prepared.pod.uuid + '\n');
-      // startPod forwards stop signals to the stage1 run entrypoint from the moment it returns
-      const running = startPod(prepared.pod, prepared.lock, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) });
-      held.release();
-      // one that came after preparation but before that goes to stage1 now
-      const late = held.caught as NodeJS.Signals | undefined;
-      if (late !== undefined) process.kill(process.pid, late);
-      let code: number;
-      try {
-        code = await running;
-      } catch (err) {
-        // a pod `rkt run` could not start (its registration was refused) serves nobody: no leftover
-        if (prepared.pod.stateDir === 'prepared') (await import('../pod/remove.js')).removePodDir(prepared.pod.dir);
-        throw err;
-      }
-      prepared.lock.release();
-      for (const l of prepared.treeLocks) l.release();
-      process.exitCode = code;
+      await runPrepared(prepared, globals, { net: args.pod.net, interactive: args.pod.interactive, hostname: args.pod.hostname, mdsRegister: args.pod.mdsRegister, ...dnsOptions(args) }, held);
     });
 
   program

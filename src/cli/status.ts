@@ -13,10 +13,9 @@ function printStatus(p: PodInfo): void {
   if (p.pid !== undefined && p.state === 'running') lines.push(`pid=${p.pid}`);
   const exited = p.exited !== undefined;
   lines.push(`exited=${exited}`);
-  if (exited) {
-    for (const a of p.apps) if (a.exitCode !== undefined) lines.push(`app-${a.name}=${a.exitCode}`);
-    if (p.exitCause) lines.push(`exit-cause=${p.exitCause}`);
-  }
+  // an app that has exited while its pod runs (a sandbox's) has its status too
+  for (const a of p.apps) if (a.exitCode !== undefined) lines.push(`app-${a.name}=${a.exitCode}`);
+  if (exited && p.exitCause) lines.push(`exit-cause=${p.exitCause}`);
   process.stdout.write(lines.join('\n') + '\n');
 }
 

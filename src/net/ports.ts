@@ -36,6 +36,22 @@ export function parsePortFlag(value: string): ExposedPort {
   return { name, hostPort: parseHostPort(rest.slice(last + 1), flag), hostIP };
 }
 
+/**
+ * rkt app sandbox's `--port=NAME:PROTO:PODPORT:HOSTIP:HOSTPORT`: a sandbox
+ * has no apps yet, so the pod port is given, not looked up in an image.
+ */
+export function parseSandboxPortFlag(value: string): ExposedPort {
+  const flag = `--port=${value}`;
+  const m = /^([a-z0-9]+(?:-[a-z0-9]+)*):(tcp|udp):(\d+):(.*):(\d+)$/.exec(value);
+  if (!m) throw new UsageError(`${flag}: expected NAME:PROTO:PODPORT:HOSTIP:HOSTPORT, PROTO tcp or udp (e.g. http:tcp:8080:0.0.0.0:80)`);
+  let hostIP = m[4]!;
+  if (hostIP.startsWith('[') && hostIP.endsWith(']')) hostIP = hostIP.slice(1, -1);
+  if (net.isIP(hostIP) === 0) throw new UsageError(`${flag}: "${hostIP}" is not an IP address`);
+  const port = parseHostPort(m[3]!, flag);
+  const all = hostIP === '0.0.0.0' || hostIP === '::';
+  return { name: m[1]!, hostPort: parseHostPort(m[5]!, flag), ...(!all && { hostIP }), podPort: { name: m[1]!, protocol: m[2]!, port } };
+}
+
 export interface AppPorts {
   app: string;
   /** The ports the app's image (or its pod manifest override) declares. */

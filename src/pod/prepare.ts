@@ -56,7 +56,7 @@ async function resolveApps(store: Store, globals: GlobalOptions, config: RktConf
  * then prepared. On any failure the half-made pod is removed, so bad input
  * leaves nothing behind. The returned lock is held exclusively.
  */
-export async function preparePod(store: Store, globals: GlobalOptions, config: RktConfig, args: RunArgs): Promise<PreparedPod> {
+export async function preparePod(store: Store, globals: GlobalOptions, config: RktConfig, args: RunArgs, sandbox?: PodManifest): Promise<PreparedPod> {
   if (args.pod.podManifest && args.apps.length > 0) throw new UsageError('--pod-manifest cannot be combined with images on the command line');
   const uuid = crypto.randomUUID();
   const embryo = podDir(globals.dir, 'embryo', uuid);
@@ -70,7 +70,9 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     pod.moveTo('prepare');
     const stage1Id = await selectStage1(store, globals, config, args.pod);
     let manifest: PodManifest;
-    if (args.pod.podManifest) {
+    if (sandbox) {
+      manifest = sandbox;
+    } else if (args.pod.podManifest) {
       manifest = readPodManifestFile(args.pod.podManifest);
       for (const app of manifest.apps) store.resolveIdPrefix(app.image.id);
     } else {
@@ -87,6 +89,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     const s1 = stage1Manifest(paths);
     interfaceVersion(s1);
     entrypointPath(paths, s1, 'run');
+    if (sandbox) (await import('./mutable.js')).checkMutableStage1(paths);
     // an image used by several apps is rendered and held once: a second
     // flock on the same tree from this process would wait on our own lock
     const trees = new Map<string, RenderedTree>();
@@ -129,7 +132,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
  * What would only fail once the pod is up is refused now: a user or group
  * the image does not have, or an exec the image does not contain.
  */
-async function checkApps(paths: PodPaths, manifest: PodManifest): Promise<void> {
+export async function checkApps(paths: PodPaths, manifest: PodManifest): Promise<void> {
   const { resolveAppSpecs } = await import('../stage1-common/app-spec.js');
   const { resolveInRoot } = await import('../stage1-common/rootfs.js');
   let specs;

@@ -24,6 +24,8 @@ export interface StartOptions {
   ipc?: string;
   /** rkt's --mds-register: register the pod with the metadata service for as long as it runs. */
   mdsRegister?: boolean;
+  /** rkt app sandbox: stage1 runs the pod with --mutable. */
+  mutable?: boolean;
 }
 
 /**
@@ -84,6 +86,7 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     disableCapabilities: ins.capabilities,
     disablePaths: ins.paths,
     disableSeccomp: ins.seccomp,
+    ...(opts.mutable && { mutable: true }),
   };
   const forwarded: NodeJS.Signals[] = [];
   const note = (sig: NodeJS.Signals): void => void forwarded.push(sig);

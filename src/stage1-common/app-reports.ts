@@ -14,6 +14,8 @@ export const POD_ROOT = {
   /** The apps' names, one per line, written by the host before boot: the hook's list of whom to wait for. */
   apps: '/rkt/apps',
   status: '/rkt/status',
+  /** Present in a mutable pod (rkt app sandbox): the exit hook never ends the pod. */
+  mutable: '/rkt/mutable',
   /** Exits of apps with a post-stop handler, noted by their hook until the handler has run (rkt-app-exited --defer). */
   deferred: '/rkt/deferred',
   /** Writes one report line to the host (rkt-report WORDS...): each flavor has its own. */

@@ -92,6 +92,8 @@ export interface RunArgs {
   disableCapabilities: boolean;
   disablePaths: boolean;
   disableSeccomp: boolean;
+  /** --mutable: a sandbox, whose apps come and go through the app entrypoints. */
+  mutable: boolean;
 }
 
 /** The run flags of rkt's stage1 interface versions 1 to 5, as the flags and their RunArgs names. */
@@ -109,8 +111,6 @@ export const RUN_FLAGS = {
  */
 export function parseRunArgs(argv: readonly string[]): RunArgs {
   const p = parseFlags(argv, RUN_FLAGS);
-  // rkt passes it only to a stage1 with app entrypoints, which none of ours has
-  if (p.booleans.has('mutable')) throw new RktError('--mutable: this stage1 does not run mutable pods (it has no app entrypoints)');
   const net = (p.values.get('net') ?? '')
     .split(',')
     .map((n) => n.trim())
@@ -129,6 +129,7 @@ export function parseRunArgs(argv: readonly string[]): RunArgs {
     disableCapabilities: p.booleans.has('disable-capabilities-restriction'),
     disablePaths: p.booleans.has('disable-paths'),
     disableSeccomp: p.booleans.has('disable-seccomp'),
+    mutable: p.booleans.has('mutable'),
   };
 }
 
@@ -138,6 +139,7 @@ const RUN_FLAG_NAMES = {
   disableCapabilities: '--disable-capabilities-restriction',
   disablePaths: '--disable-paths',
   disableSeccomp: '--disable-seccomp',
+  mutable: '--mutable',
 } as const;
 
 /**
@@ -219,6 +221,41 @@ export function parseAttachArgs(argv: readonly string[]): AttachArgs {
   if (app === undefined || app === '') throw new UsageError('attach needs --app=NAME');
   const b = (n: string) => p.booleans.has(n);
   return { action: action as AttachAction, app, debug: b('debug'), endpoints: { ttyIn: b('tty-in'), ttyOut: b('tty-out'), stdin: b('stdin'), stdout: b('stdout'), stderr: b('stderr') } };
+}
+
+export interface AppEntryArgs {
+  app: string;
+  debug: boolean;
+  /** app/add only: the pod's UUID and the insecure options, as rkt passes them. */
+  uuid?: string;
+  disableCapabilities: boolean;
+  disablePaths: boolean;
+  disableSeccomp: boolean;
+  privateUsers?: string;
+}
+
+/**
+ * The app entrypoints (rkt's version 5, crossing entrypoints):
+ * app/add --app=NAME --debug=B --uuid=UUID [--disable-capabilities-restriction]
+ *         [--disable-paths] [--disable-seccomp] [--private-users=SHIFT];
+ * app/start, app/stop, app/rm: --app=NAME --debug=B
+ */
+export function parseAppArgs(argv: readonly string[], which: 'add' | 'start' | 'stop' | 'rm'): AppEntryArgs {
+  const add = which === 'add';
+  const p = parseFlags(argv, add ? { booleans: ['debug', 'disable-capabilities-restriction', 'disable-paths', 'disable-seccomp'], values: ['app', 'uuid'], optionalValues: ['private-users'] } : { booleans: ['debug'], values: ['app'] });
+  if (p.positionals.length > 0) throw new UsageError(`app/${which} takes no arguments besides its flags, got ${p.positionals.join(' ')}`);
+  const app = p.values.get('app');
+  if (app === undefined || !/^[a-z0-9]+([-._][a-z0-9]+)*$/.test(app)) throw new UsageError(`app/${which} needs --app=NAME with a valid app name${app === undefined ? '' : `, not "${app}"`}`);
+  if (add && !p.values.get('uuid')) throw new UsageError('app/add needs --uuid=UUID');
+  return {
+    app,
+    debug: p.booleans.has('debug'),
+    ...(p.values.has('uuid') && { uuid: p.values.get('uuid') }),
+    disableCapabilities: p.booleans.has('disable-capabilities-restriction'),
+    disablePaths: p.booleans.has('disable-paths'),
+    disableSeccomp: p.booleans.has('disable-seccomp'),
+    ...(p.values.has('private-users') && { privateUsers: p.values.get('private-users') }),
+  };
 }
 
 /** Report a failure and exit 254 (rkt's code for any failure of a stage1 program); the line says which kind. */

@@ -54,7 +54,7 @@ export function parseReportLine(line: string, apps: ReadonlySet<string>): Report
 
 /** The pod's reports as they arrive on the channel, kept in memory (a few bytes per app). */
 export class ChannelReports implements AppReports {
-  private readonly apps: ReadonlySet<string>;
+  private apps: ReadonlySet<string>;
   private readonly startedApps = new Set<string>();
   private readonly exitList: AppExit[] = [];
   private readonly oom = new Set<string>();
@@ -95,6 +95,19 @@ export class ChannelReports implements AppReports {
 
   preStartFailed(): Set<string> {
     return new Set(this.preStart);
+  }
+
+  /**
+   * A mutable pod's apps changed: `apps` is the set now, and what was
+   * reported about each of `fresh` (apps removed, or removed and added
+   * again) is forgotten. Only the host calls this, from the pod manifest.
+   */
+  setApps(apps: Iterable<string>, fresh: Iterable<string>): void {
+    this.apps = new Set(apps);
+    const gone = new Set(fresh);
+    for (const set of [this.startedApps, this.oom, this.preStart, this.preStartingApps]) for (const a of gone) set.delete(a);
+    const kept = this.exitList.filter((e) => !gone.has(e.app));
+    this.exitList.splice(0, this.exitList.length, ...kept);
   }
 
   /** What the guest said when it could not configure the pod's network. */

@@ -55,6 +55,12 @@ export interface PodEngine<E extends EngineEnd = EngineEnd> {
   explainAppEnd?(spec: AppSpec, status: number): string | undefined;
   /** Undo what prepare() and start() set up on the host; never throws. */
   cleanup(): Promise<void>;
+  /**
+   * A mutable pod: reload the apps from the pod manifest (the app
+   * entrypoints add and remove them); returns the names of apps that came,
+   * went or were replaced since the last call, whose reports start afresh.
+   */
+  refreshApps?(): string[];
 }
 
 export interface SuperviseOptions {
@@ -69,6 +75,8 @@ export interface SuperviseOptions {
   signals?: NodeJS.EventEmitter;
   /** Poll interval for the pod's reports. */
   pollMs?: number;
+  /** rkt app sandbox: apps come and go while the pod runs, and the pod stays up when none is left running. */
+  mutable?: boolean;
 }
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -178,6 +186,12 @@ export class PodSupervisor {
     return exits;
   }
 
+  /** A mutable pod's apps, as the pod manifest has them now. */
+  private refresh(): void {
+    if (!this.opts.mutable) return;
+    for (const app of this.engine.refreshApps?.() ?? []) this.recorded.delete(app);
+  }
+
   private allExited(): boolean {
     const specs = this.engine.specs;
     if (specs.length === 0) return false;
@@ -267,6 +281,12 @@ export class PodSupervisor {
   private async waitForEnd(): Promise<EngineEnd> {
     let allSince: number | undefined;
     const timer = setInterval(() => {
+      if (this.opts.mutable) {
+        // rkt's sandbox stays up with no app running, until rkt stop
+        this.refresh();
+        this.record();
+        return;
+      }
       if (allSince === undefined) {
         if (this.allExited()) allSince = Date.now();
       } else if (Date.now() - allSince > this.opts.endGraceMs) {
@@ -301,6 +321,7 @@ export class PodSupervisor {
   }
 
   private outcome(end: EngineEnd): number {
+    this.refresh();
     const exits = this.record();
     this.explainEnds(exits);
     const sig = this.stops.interrupted;
@@ -308,8 +329,10 @@ export class PodSupervisor {
       this.writeCause(interruptedCause(sig));
       return signalStatus(sig);
     }
-    const specs = this.engine.specs;
-    if (specs.every((s) => exits.some((e) => e.app === s.name))) return podStatus(specs, exits);
+    const started = this.engine.reports.started();
+    // in a sandbox, apps added but never started have nothing to say
+    const specs = this.opts.mutable ? this.engine.specs.filter((s) => started.has(s.name)) : this.engine.specs;
+    if (specs.every((s) => exits.some((e) => e.app === s.name))) return specs.length === 0 ? 0 : podStatus(specs, exits);
     const { cause, status } = this.engine.abnormalEnd(end);
     this.writeCause(cause);
     log().debug(`pod ended abnormally: ${cause}`);

@@ -27,6 +27,8 @@ export interface RunFlags {
   disableCapabilities: boolean;
   disablePaths: boolean;
   disableSeccomp: boolean;
+  /** rkt app sandbox: a pod whose apps come through the app entrypoints. */
+  mutable?: boolean;
 }
 
 /** The first interface version that has each flag rkt added after version 1. */
@@ -46,6 +48,7 @@ export function runArgv(version: number, f: RunFlags, uuid: string): string[] {
   if (f.debug) a.push('--debug');
   a.push(`--net=${f.net.join(',')}`);
   if (f.interactive) a.push('--interactive');
+  if (f.mutable) a.push('--mutable');
   if (f.privateUsers !== undefined) a.push(`--private-users=${f.privateUsers}`);
   if (f.mdsToken !== undefined) a.push(`--mds-token=${f.mdsToken}`);
   if (f.localConfig !== undefined) a.push(`--local-config=${f.localConfig}`);
@@ -108,4 +111,21 @@ export function attachArgv(f: { action: AttachAction; app: string; debug: boolea
     a.push(`--tty-in=${e.ttyIn}`, `--tty-out=${e.ttyOut}`, `--stdin=${e.stdin}`, `--stdout=${e.stdout}`, `--stderr=${e.stderr}`);
   }
   return a;
+}
+
+export type AppEntrypoint = 'appAdd' | 'appStart' | 'appStop' | 'appRm';
+
+/** app/add's flags (rkt's version 5): the app, the pod and the insecure options. */
+export function appAddArgv(f: { app: string; debug: boolean; uuid: string; disableCapabilities: boolean; disablePaths: boolean; disableSeccomp: boolean; privateUsers?: string }): string[] {
+  const a = [`--app=${f.app}`, `--debug=${f.debug}`, `--uuid=${f.uuid}`];
+  if (f.disableCapabilities) a.push('--disable-capabilities-restriction');
+  if (f.disablePaths) a.push('--disable-paths');
+  if (f.disableSeccomp) a.push('--disable-seccomp');
+  if (f.privateUsers !== undefined) a.push(`--private-users=${f.privateUsers}`);
+  return a;
+}
+
+/** app/start, app/stop and app/rm take the app and --debug only. */
+export function appArgv(f: { app: string; debug: boolean }): string[] {
+  return [`--app=${f.app}`, `--debug=${f.debug}`];
 }

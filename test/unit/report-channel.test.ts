@@ -110,3 +110,19 @@ test('fuzz: no input throws, and only known apps with statuses 0..255 are ever r
     ),
   );
 });
+
+test("a mutable pod's apps change: new names are accepted, and a removed app's reports are forgotten", (t) => {
+  const r = new ChannelReports([]);
+  r.push('started web\nexited web 0 -\n');
+  t.deepEqual(r.exits(), [], 'no app yet: nothing is taken');
+  r.setApps(['web'], ['web']);
+  r.push('started web\nexited web 3 -\nexited web 0 -\n');
+  t.deepEqual(r.exits(), [{ app: 'web', status: 3 }], 'the first word on an app is final');
+  r.setApps(['web', 'db'], ['db']);
+  t.deepEqual(r.exits(), [{ app: 'web', status: 3 }], 'adding another app keeps what was said of this one');
+  r.setApps(['web', 'db'], ['web']);
+  t.deepEqual(r.exits(), [], 'the app removed and added again starts afresh');
+  t.false(r.started().has('web'));
+  r.push('started web\nexited web 9 -\n');
+  t.deepEqual(r.exits(), [{ app: 'web', status: 9 }]);
+});

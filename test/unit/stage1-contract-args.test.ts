@@ -3,13 +3,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RktError, UsageError } from '../../src/errors.js';
-import { attachArgv, enterArgv, gcArgv, runArgv, stopArgv, type RunFlags } from '../../src/stage1/args.js';
+import { appAddArgv, appArgv, attachArgv, enterArgv, gcArgv, runArgv, stopArgv, type RunFlags } from '../../src/stage1/args.js';
 import { spawn } from 'node:child_process';
 import { Pod } from '../../src/pod/pod.js';
 import { EXTENSION_ANNOTATION, PodPaths } from '../../src/stage1/contract.js';
 import { dnsConfModeFor, dnsRequestFor, parseDnsConfMode, writeStage0DnsFiles } from '../../src/stage1/dns-conf.js';
 import { interfaceVersion } from '../../src/stage1/invoke.js';
-import { parseAttachArgs, parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs, refuseRunFlags } from '../../src/stage1-common/entry.js';
+import { parseAppArgs, parseAttachArgs, parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs, refuseRunFlags } from '../../src/stage1-common/entry.js';
 import type { ImageManifest } from '../../src/appc/types.js';
 
 // Both sides of the stage1 contract: what stage0 passes for each interface
@@ -29,6 +29,7 @@ const ALL: RunFlags = {
   disableCapabilities: true,
   disablePaths: true,
   disableSeccomp: true,
+  mutable: false,
 };
 
 test('run: each interface version gets exactly the flags rkt defines for it', (t) => {
@@ -52,11 +53,31 @@ test('run: what stage0 passes, our parser reads back', (t) => {
   t.is(parseRunArgs([UUID]).privateUsers, undefined);
 });
 
-test('run: unknown flags, bad modes and --mutable are refused', (t) => {
+test('run: --mutable is passed for a sandbox, read back, and refused by a flavor that has no mutable pods', (t) => {
+  t.deepEqual(runArgv(5, { ...ALL, mutable: true }, UUID).slice(0, 4), ['--debug', '--net=default,n2:IP=10.1.0.5', '--interactive', '--mutable']);
+  t.false(runArgv(5, ALL, UUID).includes('--mutable'));
+  const args = parseRunArgs(['--mutable', UUID]);
+  t.true(args.mutable);
+  t.throws(() => refuseRunFlags('fly', args, { mutable: 'no sandboxes here' }), { instanceOf: RktError, message: 'the fly stage1 cannot honour --mutable: no sandboxes here' });
+});
+
+test('app entrypoints: what stage0 passes, our parser reads back; bad input is refused', (t) => {
+  const add = appAddArgv({ app: 'web', debug: true, uuid: UUID, disableCapabilities: true, disablePaths: false, disableSeccomp: true });
+  t.deepEqual(add, ['--app=web', '--debug=true', `--uuid=${UUID}`, '--disable-capabilities-restriction', '--disable-seccomp']);
+  t.deepEqual(parseAppArgs(add, 'add'), { app: 'web', debug: true, uuid: UUID, disableCapabilities: true, disablePaths: false, disableSeccomp: true });
+  t.deepEqual(appArgv({ app: 'web', debug: false }), ['--app=web', '--debug=false']);
+  t.deepEqual(parseAppArgs(appArgv({ app: 'web', debug: false }), 'stop'), { app: 'web', debug: false, disableCapabilities: false, disablePaths: false, disableSeccomp: false });
+  t.throws(() => parseAppArgs(['--app=web'], 'add'), { instanceOf: UsageError, message: /--uuid/ });
+  t.throws(() => parseAppArgs(['--app=../../etc', '--debug=false'], 'rm'), { instanceOf: UsageError, message: /valid app name/ });
+  t.throws(() => parseAppArgs(['--debug=false'], 'start'), { instanceOf: UsageError, message: /--app=NAME/ });
+  t.throws(() => parseAppArgs(['--app=web', '--uuid=x'], 'start'), { instanceOf: UsageError, message: /unknown flag --uuid/ });
+  t.throws(() => parseAppArgs(['--app=web', 'extra'], 'stop'), { instanceOf: UsageError });
+});
+
+test('run: unknown flags and bad modes are refused', (t) => {
   t.throws(() => parseRunArgs(['--ipc=parent', UUID]), { instanceOf: UsageError, message: /unknown flag --ipc/ });
   t.throws(() => parseRunArgs(['--dns-conf-mode=resolv=bogus', UUID]), { instanceOf: UsageError, message: /dns-conf-mode/ });
   t.throws(() => parseRunArgs(['--dns-conf-mode=hosts=none', UUID]), { instanceOf: UsageError });
-  t.throws(() => parseRunArgs(['--mutable', UUID]), { instanceOf: RktError, message: /--mutable/ });
   t.deepEqual(parseDnsConfMode('hosts=stage0'), { resolv: 'default', hosts: 'stage0' });
 });
 

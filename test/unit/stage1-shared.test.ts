@@ -29,6 +29,7 @@ test('run flags as stage0 passes them', (t) => {
     disableCapabilities: false,
     disablePaths: false,
     disableSeccomp: false,
+    mutable: false,
   });
   t.deepEqual(parseRunArgs(['--net', 'a,b', 'U']).net, ['a', 'b']);
   t.throws(() => parseRunArgs(['--bogus', 'U']), { instanceOf: UsageError, message: /unknown flag --bogus/ });

@@ -52,6 +52,7 @@ class FakeEngine implements PodEngine {
   failure: Error | undefined;
   /** What the pod does once started. */
   onStart: (e: FakeEngine) => void = () => undefined;
+  refreshApps?: () => string[];
   /** What a power-off does. */
   onPowerOff: (e: FakeEngine) => void = () => undefined;
 
@@ -112,7 +113,7 @@ class FakeEngine implements PodEngine {
   }
 }
 
-function setup(t: { teardown(fn: () => void): void }, names: string[], extra: { bootMs?: number; graceMs?: number } = {}) {
+function setup(t: { teardown(fn: () => void): void }, names: string[], extra: { bootMs?: number; graceMs?: number; mutable?: boolean } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'supervisor-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const paths = new PodPaths(dir);
@@ -126,6 +127,7 @@ function setup(t: { teardown(fn: () => void): void }, names: string[], extra: { 
     interactive: true,
     signals,
     pollMs: 2,
+    ...(extra.mutable && { mutable: true }),
   });
   const cause = (): string | undefined => (fs.existsSync(paths.exitCause) ? fs.readFileSync(paths.exitCause, 'utf8').trim() : undefined);
   return { paths, reports, engine, signals, sup, cause };
@@ -292,4 +294,33 @@ test('an OOM kill is explained in the exit cause', async (t) => {
   };
   t.is(await sup.run(), 137);
   t.regex(cause() ?? '', /app a was killed by the kernel's OOM killer/);
+});
+
+test('a mutable pod: ready with no app, apps come and go, it stays up when all have exited, and ends with the status of its apps', async (t) => {
+  const { engine, reports, sup, paths } = setup(t, [], { graceMs: 100, mutable: true });
+  let apps: string[] = [];
+  const refreshed: string[][] = [];
+  engine.refreshApps = () => {
+    const changed = apps.filter((a) => !engine.specs.some((s) => s.name === a));
+    engine.specs = apps.map(spec);
+    if (changed.length > 0) refreshed.push(changed);
+    return changed;
+  };
+  engine.onStart = () => {
+    setTimeout(() => {
+      t.true(fs.existsSync(paths.ready), 'an empty sandbox is ready');
+      apps = ['w'];
+    }, 20);
+    setTimeout(() => {
+      reports.startedSet.add('w');
+      engine.exit('w', 5);
+    }, 150);
+    // well past the grace period: a sandbox is not ended because its apps have
+    setTimeout(() => signalsEmit(), 600);
+  };
+  const signalsEmit = () => engine.end({ code: 0, signal: null });
+  t.is(await sup.run(), 5);
+  t.deepEqual(refreshed, [['w']]);
+  t.false(engine.calls.includes('forceEnd'), 'never ended for want of running apps');
+  t.is(fs.readFileSync(paths.appStatus('w'), 'utf8').trim(), '5', "the added app's exit status is recorded");
 });

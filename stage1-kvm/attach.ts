@@ -1,18 +1,56 @@
-import { UsageError } from '../src/errors.js';
+import { RktError, UsageError } from '../src/errors.js';
 import { PodPaths } from '../src/stage1/contract.js';
+import { attachActionFrom, isAttachable, type AttachAction, type AppStreams } from '../src/appc/app-streams.js';
+import { loadAppSpecs, pickApp, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseFlags } from '../src/stage1-common/entry.js';
+import { AgentExecError, attachToApp, type AttachRequest } from './agent-client.js';
 import { connectConsole, DETACH_KEY } from './console.js';
+import { agentSocketPaths } from './pod-files.js';
 
-// rkt attach for kvm: connect the caller's terminal to the pod's serial
-// console (raw mode: every key goes to the guest) until Ctrl-] detaches,
-// which leaves the pod running. Arguments: attach [--debug] UUID, run with
-// the pod directory as working directory like every entrypoint.
+// rkt attach for kvm. Arguments as rkt's stage1 interface (version 5) gives
+// them: attach [--debug] [--action=list|auto-attach|custom-attach|console]
+// [--app=NAME] [--tty-in=B] [--tty-out=B] [--stdin=B] [--stdout=B]
+// [--stderr=B] UUID, run with the pod directory as working directory.
+//
+// An app's own streams (--stdin/--stdout/--stderr tty or stream) are
+// reached through the guest agent (ATTACH, guest/agent/PROTOCOL.md): the
+// pod never gets a path on the host. `--action=console` (`rkt attach
+// --mode=console`) connects to the VM's serial console instead, for
+// operators; so does the default action on a pod none of whose apps has
+// attachable streams, as `rkt attach UUID` always did. Both detach on
+// Ctrl-] with a terminal, or on a signal, and leave the pod running.
 
-export async function attach(argv: string[]): Promise<number> {
-  const p = parseFlags(argv, { booleans: ['debug'] });
-  enableDebug(p.booleans.has('debug'));
-  if (p.positionals.length !== 1) throw new UsageError('attach takes exactly one pod UUID');
-  const paths = new PodPaths(process.cwd());
+const EXIT_USAGE = new UsageError('').exitCode;
+
+/** The endpoints an app offers, by rkt's names: tty, or some of stdin, stdout, stderr. */
+export function endpoints(s: AppStreams): string[] {
+  if (s.stdin === 'tty') return ['tty'];
+  return (['stdin', 'stdout', 'stderr'] as const).filter((n) => s[n] === 'stream');
+}
+
+/** What to ask the agent for, or a usage error naming what the app offers. */
+export function attachRequest(spec: AppSpec, action: AttachAction): { req: AttachRequest; tty: boolean } {
+  const offered = endpoints(spec.streams);
+  const tty = offered.includes('tty');
+  if (action.action === 'auto-attach') {
+    return { req: { app: spec.name, stdin: tty || offered.includes('stdin'), stdout: tty || offered.includes('stdout'), stderr: offered.includes('stderr') }, tty };
+  }
+  if (action.action !== 'custom-attach') throw new Error(`not an attach action: ${action.action}`);
+  const wanted = [
+    ...(action.ttyIn ? ['tty-in'] : []),
+    ...(action.ttyOut ? ['tty-out'] : []),
+    ...(action.stdin ? ['stdin'] : []),
+    ...(action.stdout ? ['stdout'] : []),
+    ...(action.stderr ? ['stderr'] : []),
+  ];
+  const missing = wanted.filter((w) => !offered.includes(w.startsWith('tty') ? 'tty' : w));
+  if (wanted.length === 0 || missing.length > 0) {
+    throw new UsageError(`app "${spec.name}" offers ${offered.length > 0 ? offered.join(', ') : 'no endpoints'}, not ${missing.join(', ') || 'nothing'}`);
+  }
+  return { req: { app: spec.name, stdin: action.ttyIn || action.stdin, stdout: action.ttyOut || action.stdout, stderr: action.stderr }, tty };
+}
+
+async function attachConsole(paths: PodPaths): Promise<number> {
   if (process.stdin.isTTY) process.stderr.write('Connected to the pod console; press Ctrl-] to detach.\r\n');
   const session = await connectConsole(paths.dir, { stdin: process.stdin, stdout: process.stdout, detachKey: DETACH_KEY });
   const how = await session.done;
@@ -20,3 +58,48 @@ export async function attach(argv: string[]): Promise<number> {
   return 0;
 }
 
+export async function attach(argv: string[]): Promise<number> {
+  const p = parseFlags(argv, { booleans: ['debug'], values: ['action', 'app', 'tty-in', 'tty-out', 'stdin', 'stdout', 'stderr'] });
+  enableDebug(p.booleans.has('debug'));
+  if (p.positionals.length !== 1) throw new UsageError('attach takes exactly one pod UUID');
+  const action = attachActionFrom(p.values);
+  const paths = new PodPaths(process.cwd());
+  if (action.action === 'console') return attachConsole(paths);
+  const specs = loadAppSpecs(paths);
+  const attachable = specs.filter((s) => isAttachable(s.streams));
+  const appName = p.values.get('app');
+  // `rkt attach UUID` of a pod without attachable apps: its console, as before apps had streams
+  if (action.action === 'auto-attach' && appName === undefined && attachable.length === 0) return attachConsole(paths);
+  const spec = appName !== undefined || specs.length === 1 || attachable.length !== 1 ? pickApp(specs, appName) : attachable[0]!;
+  if (action.action === 'list') {
+    // rkt prints its endpoints file; ours have no address on the host, only names
+    process.stdout.write(`${JSON.stringify({ version: 1, targets: endpoints(spec.streams).map((name) => ({ name })) }, null, 4)}\n`);
+    return 0;
+  }
+  if (!isAttachable(spec.streams)) {
+    throw new UsageError(`app "${spec.name}" has no attachable streams: run it with --stdin, --stdout or --stderr set to tty or stream (rkt attach --mode=console reaches the pod's console)`);
+  }
+  const { req, tty } = attachRequest(spec, action);
+  const interactive = tty && req.stdin && process.stdin.isTTY === true;
+  const abort = new AbortController();
+  const detach = (): void => abort.abort();
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const sig of signals) process.on(sig, detach);
+  if (interactive) process.stderr.write(`Attached to the terminal of app ${spec.name}; press Ctrl-] to detach.\r\n`);
+  try {
+    const how = await attachToApp(
+      agentSocketPaths(paths.dir),
+      req,
+      tty,
+      { stdin: req.stdin ? process.stdin : null, stdout: process.stdout, stderr: process.stderr },
+      { signal: abort.signal, who: 'rkt attach', ...(interactive && { detachKey: DETACH_KEY }) },
+    );
+    if (interactive) process.stderr.write(how === 'detached' ? '\r\nDetached; the app keeps running.\r\n' : '\r\nThe pod has stopped.\r\n');
+    return 0;
+  } catch (err) {
+    if (err instanceof AgentExecError) throw new RktError(err.message, { exitCode: EXIT_USAGE, cause: err });
+    throw err;
+  } finally {
+    for (const sig of signals) process.removeListener(sig, detach);
+  }
+}

@@ -14,7 +14,7 @@ import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
-import { connectConsole } from './console.js';
+import { attachToApp } from './agent-client.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
@@ -24,7 +24,7 @@ import { assembleGuestRoot } from './guest-root.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { pipeFifo } from './output.js';
-import { podFile } from './pod-files.js';
+import { agentSocketPaths, podFile } from './pod-files.js';
 import { findQemu, makeQemuDir, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
 import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
@@ -135,12 +135,18 @@ export class VmEngine implements PodEngine<VmEnd> {
     for (const spec of this.specs) {
       await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), idShift });
     }
-    const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
-      ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
+      ...(this.args.interactive && { interactive: this.interactiveTty() }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
     makeQemuDir(this.paths.dir, qemu);
+  }
+
+  /** --interactive: a terminal when rkt run has one on stdin and stdout (as nspawn decides), with its size. */
+  private interactiveTty(): { tty: boolean; rows?: number; columns?: number } {
+    const out = process.stdout as NodeJS.WriteStream;
+    if (process.stdin.isTTY !== true || out.isTTY !== true) return { tty: false };
+    return { tty: true, rows: out.rows, columns: out.columns };
   }
 
   /**
@@ -200,12 +206,37 @@ export class VmEngine implements PodEngine<VmEnd> {
     // qemu has opened the port's FIFO (it answers on QMP): the channel ends when qemu does
     this.reports.attachFifo(`${podFile(paths.dir, 'report')}.out`, { hold: false });
     if (args.interactive) {
-      await this.vm.console?.listening();
-      const session = await connectConsole(paths.dir, { stdin: process.stdin, stdout: process.stdout, retryMs: 2000 });
-      void this.vm.ended.then(() => session.close());
+      this.drains.push(this.attachInteractive());
     } else {
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stdout')}.out`, process.stdout));
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stderr')}.out`, process.stderr));
+    }
+  }
+
+  /**
+   * --interactive: rkt run's stdin, stdout and stderr are the app's, through
+   * the guest agent (its ATTACH), connected while the guest boots: what is
+   * typed or piped before the app runs waits in the socket, and the end of
+   * piped input reaches the app as end of file. The console stays the
+   * operators' (rkt attach --mode=console) and its log; nothing of it
+   * reaches the app's output.
+   */
+  private async attachInteractive(): Promise<void> {
+    const spec = this.specs[0]!;
+    const { tty } = this.interactiveTty();
+    const stdin = process.stdin.readableEnded ? null : process.stdin;
+    try {
+      await attachToApp(
+        agentSocketPaths(this.paths.dir),
+        { app: spec.name, stdin: true, stdout: true, stderr: !tty },
+        tty,
+        { stdin, stdout: process.stdout, stderr: process.stderr },
+        // the guest answers once it has booted
+        { answerTimeoutMs: this.bootTimeoutMs(), who: 'rkt run --interactive' },
+      );
+    } catch (err) {
+      // the pod's end says what happened to the app; this only says why its streams did not flow
+      if (!this.hasEnded) log().warn((err as Error).message);
     }
   }
 

@@ -124,15 +124,24 @@ export function register(program: Command): void {
 
   program
     .command('attach')
-    .description("attach your terminal to a running pod's console; detach with Ctrl-]")
+    .description("attach to an app's streams in a running pod (--mode=console: a kvm pod's serial console)")
     .argument('<uuid>', 'pod UUID or unique prefix')
-    .action(async (uuid: string, _o: unknown, cmd: Command) => {
+    .option('--app <name>', 'name of the app to attach to within the specified pod')
+    .option('--mode <mode>', 'list, auto, console, or a comma-separated list of tty, tty-in, tty-out, stdin, stdout, stderr', 'auto')
+    .action(async (uuid: string, opts: { app?: string; mode: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { Pod } = await import('../pod/pod.js');
       const { invokeEntrypoint } = await import('../stage1/invoke.js');
+      const { attachFlags, parseAttachMode } = await import('../appc/app-streams.js');
+      const action = parseAttachMode(opts.mode);
       const pod = Pod.find(globals.dir, uuid);
       const state = pod.state();
       if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be attached to`);
-      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', [...(globals.debug ? ['--debug'] : []), pod.uuid]);
+      if (opts.app !== undefined && !pod.appNames().includes(opts.app)) {
+        throw new UsageError(`pod ${pod.uuid} has no app "${opts.app}"; its apps are ${pod.appNames().join(', ')}`);
+      }
+      const args = [...(globals.debug ? ['--debug'] : []), ...attachFlags(action, opts.app), pod.uuid];
+      // a signal detaches: the entrypoint lets go of the app, which keeps running
+      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', args, { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
     });
 }

@@ -25,6 +25,10 @@ export interface AppArgs {
   userLabels: string[];
   userAnnotations: string[];
   signature?: string;
+  /** --stdin, --stdout, --stderr: the app's stream modes (src/appc/app-streams.ts). */
+  stdin?: string;
+  stdout?: string;
+  stderr?: string;
 }
 
 export interface PodArgs {
@@ -127,6 +131,9 @@ const APP_FLAGS: Record<string, [Kind, keyof AppArgs]> = {
   'user-label': ['list', 'userLabels'],
   'user-annotation': ['list', 'userAnnotations'],
   signature: ['value', 'signature'],
+  stdin: ['value', 'stdin'],
+  stdout: ['value', 'stdout'],
+  stderr: ['value', 'stderr'],
 };
 
 const GLOBAL_FLAGS: Record<string, [Kind, keyof GlobalArgs]> = {

@@ -57,6 +57,10 @@
  * workqueue, but data in the interrupt handler: a host's first bytes can
  * arrive while the port still reports POLLHUP. */
 #define HUP_GRACE_MS 1000
+/* The same for a session whose host the port has not yet reported as
+ * connected: its "connected" message can lag its data by seconds on a
+ * loaded host, and giving up then would lose a live session's answer. */
+#define LATE_CONNECT_MS 10000
 /* A hung-up port is looked at again after this long even without SIGIO:
  * a host's connection has been seen to go unsignalled while other ports
  * were busy. */
@@ -68,6 +72,7 @@ struct chan {
 	char port_path[300];
 	int connected;         /* 0 after a hang-up, until SIGIO says something changed */
 	long long hup_at;      /* when the port was first seen hung up (ms), 0 if connected */
+	int seen_up;           /* the port has reported its host connected since the session began */
 	long long recheck_at;  /* while hung up: when to look at the port again, should SIGIO be missed (ms) */
 	struct buf rbuf;       /* bytes from the host, not yet a whole frame */
 	struct buf wbuf;       /* frames for the host, not yet written */
@@ -155,6 +160,11 @@ static int has_state(const struct chan *c)
 	return session_active(&c->s) || c->rbuf.len || c->wbuf.len;
 }
 
+static long long grace(const struct chan *c)
+{
+	return c->seen_up ? HUP_GRACE_MS : LATE_CONNECT_MS;
+}
+
 static void hung_up(struct chan *c)
 {
 	long long now = now_ms();
@@ -178,11 +188,13 @@ static int handle_frame(struct chan *c, uint8_t type, const uint8_t *p, uint32_t
 		 * can overlap): end the old session. (Not drop_session(): rbuf,
 		 * being parsed, holds the new host's frames.) */
 		if (session_active(s)) end_session(c);
+		c->seen_up = 0;
 		session_start(s, p, len);
 		return 0;
 	case FRAME_ATTACH:
 		/* the same as EXEC: only a new host sends it mid-session */
 		if (session_active(s)) end_session(c);
+		c->seen_up = 0;
 		session_attach(s, p, len);
 		return 0;
 	case FRAME_STDIN:
@@ -421,7 +433,7 @@ int main(int argc, char **argv)
 			}
 			if (s->inbuf.len && s->in >= 0) { idx[i][1] = np; pf[np++] = (struct pollfd){ s->in, POLLOUT, 0 }; }
 			if (s->exited && s->drain_until && (deadline < 0 || s->drain_until < deadline)) deadline = s->drain_until;
-			if (c->hup_at && has_state(c) && (deadline < 0 || c->hup_at + HUP_GRACE_MS < deadline)) deadline = c->hup_at + HUP_GRACE_MS;
+			if (c->hup_at && has_state(c) && (deadline < 0 || c->hup_at + grace(c) < deadline)) deadline = c->hup_at + grace(c);
 		}
 		now = now_ms();
 		timeout = deadline < 0 ? -1 : deadline <= now ? 0 : (int)(deadline - now);
@@ -453,10 +465,10 @@ int main(int argc, char **argv)
 				 * returning 0 is what says the host is gone. */
 				if (r & POLLIN) read_port(c);
 				else if (r & POLLHUP) hung_up(c);
-				if (!(r & POLLHUP)) c->hup_at = 0;
+				if (!(r & POLLHUP)) c->hup_at = 0, c->seen_up = 1;
 			}
 			/* Hung up for good: the host went away. Forget its session. */
-			if (c->hup_at && has_state(c) && now_ms() >= c->hup_at + HUP_GRACE_MS) drop_session(c);
+			if (c->hup_at && has_state(c) && now_ms() >= c->hup_at + grace(c)) drop_session(c);
 			session_maybe_finish(s, now_ms(), DRAIN_MS);
 			if (c->connected && c->wbuf.len) flush_port(c);
 			if (s->attached && !c->wbuf.len) appio_hold(s->attached, 0);

@@ -6,6 +6,7 @@ import { log, say } from '../src/log.js';
 import { ISOLATOR } from '../src/appc/isolators.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { refuseStreamModes } from '../src/appc/app-streams.js';
 import { enableDebug, parseRunArgs, type RunArgs } from '../src/stage1-common/entry.js';
 import { prepareAppRootfs, type ExtraMount } from '../src/stage1-common/rootfs.js';
 import { exitStatusOf, markReady, writeAppExitStatus, writePid, type ProcessEnd } from '../src/stage1-common/status.js';
@@ -191,6 +192,7 @@ export async function run(argv: string[]): Promise<number> {
   const paths = new PodPaths(process.cwd());
   const tools = findHostTools();
   const specs = loadAppSpecs(paths);
+  refuseStreamModes(specs, 'fly');
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 
   const sup = new Supervisor(paths, tools, args.interactive);

@@ -340,7 +340,8 @@ function runSession(
 
     function pumpStdin(): void {
       if (stdin === null) {
-        send(encodeFrame(FrameType.StdinEof));
+        // an attach without stdin leaves the app's input alone
+        if (kind === 'exec') send(encodeFrame(FrameType.StdinEof));
         return;
       }
       const onData = (data: Buffer | string): void => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import { refuseStreamModes } from '../src/appc/app-streams.js';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
@@ -112,6 +113,7 @@ export class ContainerEngine implements PodEngine {
     const nspawn = findNspawn();
     checkNetwork(this.args);
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
+    refuseStreamModes(loaded, 'nspawn');
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
     const table = loadSyscallTable(this.paths.stage1Rootfs);
     const noSeccomp = insecure(this.opts, 'seccomp');

@@ -135,3 +135,13 @@ export function attachActionFrom(values: ReadonlyMap<string, string>): AttachAct
       throw new UsageError(`--action=${action}: one of list, auto-attach, custom-attach, console`);
   }
 }
+
+/** For a stage1 that keeps apps' streams as they are by default: refuse any other mode, never drop it. */
+export function refuseStreamModes(apps: ReadonlyArray<{ name: string; streams: AppStreams }>, flavor: string): void {
+  for (const a of apps) {
+    const asked = STREAMS.filter((n) => a.streams[n] !== DEFAULT_STREAMS[n]);
+    if (asked.length > 0) {
+      throw new UsageError(`app "${a.name}": the ${flavor} stage1 does not support ${asked.map((n) => `--${n}=${a.streams[n]}`).join(' ')}; use the kvm stage1 (--stage1-name=kvm) for per-app stream modes and rkt attach`);
+    }
+  }
+}

@@ -6,12 +6,15 @@ import {
   FRAME_MAX_PAYLOAD,
   FrameDecoder,
   FrameType,
+  decodeAttach,
   decodeError,
   decodeExec,
   decodeExit,
+  encodeAttach,
   encodeExec,
   encodeFrame,
   findSessionStart,
+  type AttachRequest,
   type ExecRequest,
   type FrameTypeCode,
 } from '../../stage1-kvm/agent-protocol.js';
@@ -134,6 +137,38 @@ test('EXEC: arbitrary payloads give a request or an AgentProtocolError, quickly'
     fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)), mutated), (payload) => {
       try {
         withinMs(1000, 'decodeExec', () => decodeExec(payload));
+      } catch (err) {
+        assertTypedError(err, AgentProtocolError, payload);
+      }
+    }),
+    fuzzParams(),
+  );
+});
+
+test('ATTACH: decodeAttach inverts encodeAttach, and arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
+  const request = fc
+    .record({ app: fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,20}$/), stdin: fc.boolean(), stdout: fc.boolean(), stderr: fc.boolean(), rows: u16, cols: u16 })
+    .filter((r) => r.stdin || r.stdout || r.stderr);
+  fuzz(
+    t,
+    fc.property(request, u32, (req: Required<AttachRequest>, session) => {
+      const back = decodeAttach(encodeAttach(req, session));
+      if (back.session !== session || JSON.stringify(back.request) !== JSON.stringify(req)) {
+        throw new Error(`round trip changed ${JSON.stringify(req)} into ${JSON.stringify(back.request)}`);
+      }
+    }),
+    fuzzParams(),
+  );
+  const mutated = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }).map((edits) => {
+    const p = Buffer.from(encodeAttach({ app: 'web', stdin: true, stdout: true, stderr: false }, 7));
+    for (const [at, byte] of edits) p[at % p.length] = byte;
+    return p;
+  });
+  fuzz(
+    t,
+    fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)), mutated), (payload) => {
+      try {
+        withinMs(1000, 'decodeAttach', () => decodeAttach(payload));
       } catch (err) {
         assertTypedError(err, AgentProtocolError, payload);
       }

@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import {
   AgentProtocolError,
@@ -122,27 +122,35 @@ test('EXEC: decodeExec inverts encodeExec', (t) => {
   );
 });
 
-test('EXEC: arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
-  // Valid payloads with mutations reach deeper than random bytes alone.
-  const mutated = fc
-    .tuple(fc.array(text, { minLength: 1, maxLength: 4 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }))
-    .filter(([argv]) => argv[0] !== '')
-    .map(([argv, edits]) => {
-      const p = Buffer.from(encodeExec({ app: 'app', argv, env: ['A=1'] }, 7));
-      for (const [at, byte] of edits) p[at % p.length] = byte;
-      return p;
-    });
+/** A request decoder takes random bytes and mutated valid payloads without anything but an AgentProtocolError, quickly. */
+function fuzzDecoder(t: ExecutionContext, name: string, decode: (p: Buffer) => unknown, mutated: fc.Arbitrary<Buffer>, maxLength: number): void {
   fuzz(
     t,
-    fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)), mutated), (payload) => {
+    fc.property(fc.oneof(fc.uint8Array({ maxLength }).map((b) => Buffer.from(b)), mutated), (payload) => {
       try {
-        withinMs(1000, 'decodeExec', () => decodeExec(payload));
+        withinMs(1000, name, () => decode(payload));
       } catch (err) {
         assertTypedError(err, AgentProtocolError, payload);
       }
     }),
     fuzzParams(),
   );
+}
+
+/** A valid payload with some bytes changed: reaches deeper than random bytes alone. */
+function mutate(p: Buffer, edits: Array<[number, number]>): Buffer {
+  const out = Buffer.from(p);
+  for (const [at, byte] of edits) out[at % out.length] = byte;
+  return out;
+}
+const edits = (n: number): fc.Arbitrary<Array<[number, number]>> => fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: n });
+
+test('EXEC: arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
+  const mutated = fc
+    .tuple(fc.array(text, { minLength: 1, maxLength: 4 }), edits(8))
+    .filter(([argv]) => argv[0] !== '')
+    .map(([argv, e]) => mutate(encodeExec({ app: 'app', argv, env: ['A=1'] }, 7), e));
+  fuzzDecoder(t, 'decodeExec', decodeExec, mutated, 200);
 });
 
 test('ATTACH: decodeAttach inverts encodeAttach, and arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
@@ -159,22 +167,8 @@ test('ATTACH: decodeAttach inverts encodeAttach, and arbitrary payloads give a r
     }),
     fuzzParams(),
   );
-  const mutated = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 }).map((edits) => {
-    const p = Buffer.from(encodeAttach({ app: 'web', stdin: true, stdout: true, stderr: false }, 7));
-    for (const [at, byte] of edits) p[at % p.length] = byte;
-    return p;
-  });
-  fuzz(
-    t,
-    fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)), mutated), (payload) => {
-      try {
-        withinMs(1000, 'decodeAttach', () => decodeAttach(payload));
-      } catch (err) {
-        assertTypedError(err, AgentProtocolError, payload);
-      }
-    }),
-    fuzzParams(),
-  );
+  const valid = encodeAttach({ app: 'web', stdin: true, stdout: true, stderr: false }, 7);
+  fuzzDecoder(t, 'decodeAttach', decodeAttach, edits(6).map((e) => mutate(valid, e)), 64);
 });
 
 test('EXIT, ERROR and the session marker: any payload gives a value or an AgentProtocolError with a printable message', (t) => {

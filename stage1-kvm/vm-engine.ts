@@ -215,9 +215,11 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   /**
    * --interactive: rkt run's stdin, stdout and stderr are the app's, through
-   * the guest agent (its ATTACH), connected while the guest boots: what is
-   * typed or piped before the app runs waits in the socket, and the end of
-   * piped input reaches the app as end of file. The console stays the
+   * the guest agent (its ATTACH), connected once the guest reports the app
+   * started (its unit starts after the agent has made its streams): what is
+   * typed or piped before waits unread in rkt run's stdin, and the end of
+   * piped input reaches the app as end of file. (A connection made while
+   * the guest still boots was seen to stay unserved by qemu.) The console stays the
    * operators' (rkt attach --mode=console) and its log; nothing of it
    * reaches the app's output.
    */
@@ -225,14 +227,18 @@ export class VmEngine implements PodEngine<VmEnd> {
     const spec = this.specs[0]!;
     const { tty } = this.interactiveTty();
     const stdin = process.stdin.readableEnded ? null : process.stdin;
+    const deadline = Date.now() + this.bootTimeoutMs();
+    while (!this.reports.started().has(spec.name)) {
+      if (this.hasEnded || Date.now() > deadline) return; // the supervisor says why
+      await new Promise((r) => setTimeout(r, 50));
+    }
     try {
       await attachToApp(
         agentSocketPaths(this.paths.dir),
         { app: spec.name, stdin: true, stdout: true, stderr: !tty },
         tty,
         { stdin, stdout: process.stdout, stderr: process.stderr },
-        // the guest answers once it has booted
-        { answerTimeoutMs: this.bootTimeoutMs(), who: 'rkt run --interactive' },
+        { who: 'rkt run --interactive' },
       );
     } catch (err) {
       // the pod's end says what happened to the app; this only says why its streams did not flow

@@ -76,7 +76,8 @@ test.serial('run --interactive at a terminal: the app has a terminal whose size 
   await term.waitFor(/40 120/);
   term.write('exit 3\r');
   t.is(await term.exited, 3, term.output());
-  t.notRegex(term.output(), /\x1b\[6n|reboot: Power down|systemd/);
+  // busybox itself asks a terminal for the cursor position; nothing of the console shows
+  t.notRegex(term.output(), /reboot: Power down|systemd|Linux version/);
 });
 
 test.serial('an app with stream stdin, stdout and stderr: rkt attach lists them, sends input, gets output, detaches on a signal, and the app keeps running', async (t) => {

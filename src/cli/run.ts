@@ -16,7 +16,8 @@ Pod flags (before the first image): --stage1-name, --stage1-path, --stage1-url, 
 App flags (after the image they apply to): --exec, --user, --group, --supplementary-gids,
   --working-dir, --name, --readonly-rootfs, --caps-retain, --caps-remove, --memory, --cpu,
   --environment NAME=VALUE, --mount volume=NAME,target=PATH, --user-label, --user-annotation,
-  --signature FILE
+  --signature FILE, --stdin null|stream|tty, --stdout null|log|stream|tty,
+  --stderr null|log|stream|tty (stream and tty: reach the app later with rkt attach; kvm)
 Arguments after "--" go to the preceding app; "---" ends them.`;
 
 /** Parse run/prepare words and fold any global flags among them into the globals. */

@@ -196,10 +196,12 @@ function runSession(
         return;
       }
       // an orderly end; the connection gets a moment to close, not more
-      const s = sock!;
-      const drop = setTimeout(() => s.destroy(), CLOSE_MS);
-      s.once('close', () => clearTimeout(drop));
-      s.end();
+      const s = sock;
+      if (s !== undefined) {
+        const drop = setTimeout(() => s.destroy(), CLOSE_MS);
+        s.once('close', () => clearTimeout(drop));
+        s.end();
+      }
       turn?.release();
       resolve({ status, how });
     };
@@ -208,7 +210,7 @@ function runSession(
     if (opts.signal !== undefined) {
       // an attach session lets go of the app; an enter session's command is killed
       const onAbort = (): void =>
-        kind === 'attach' && sock !== undefined ? finish(null, 0, 'detached') : finish(new AgentConnectionError(`${who}: aborted; the command in the pod is killed`));
+        kind === 'attach' ? finish(null, 0, 'detached') : finish(new AgentConnectionError(`${who}: aborted; the command in the pod is killed`));
       if (opts.signal.aborted) {
         onAbort();
         return;

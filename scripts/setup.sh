@@ -11,11 +11,12 @@ DEB_PACKAGES=(
   busybox-static                                                 # example and test images
   python3 make g++                                               # native npm addons (sqlite, flock, pty); the tap test's relay
   libcap2-bin                                                    # setcap/getcap: file capabilities in the image render tests
-  hyperfine runc                                                 # benchmarks and their peers
+  hyperfine runc podman                                          # benchmarks and their peers
   qemu-system-x86 qemu-utils                                     # kvm stage1 (virtiofsd ships in qemu-system-common)
   linux-source-6.1 bc bison flex libelf-dev gcc libc6-dev lz4 cpio  # the guest kernel build; gcc + libc6-dev also build the static guest agent and rkt-idmap
   systemd systemd-container dbus-daemon                          # guest and nspawn init; systemd-nspawn; enter in nspawn
   containernetworking-plugins iproute2 iptables                 # pod networking (CNI)
+  docker-registry skopeo umoci apache2-utils openssl            # docker:// tests: a local registry, pushing, OCI layouts, htpasswd -B, a throw-away CA
 )
 
 missing=()

@@ -1,16 +1,17 @@
 import { RktError, UsageError } from '../src/errors.js';
 import { PodPaths } from '../src/stage1/contract.js';
-import { attachActionFrom, isAttachable, type AttachAction, type AppStreams } from '../src/appc/app-streams.js';
+import { isAttachable, type AppStreams } from '../src/appc/app-streams.js';
+import type { AttachAction, AttachEndpoints } from '../src/stage1/args.js';
 import { loadAppSpecs, pickApp, type AppSpec } from '../src/stage1-common/app-spec.js';
-import { enableDebug, parseFlags } from '../src/stage1-common/entry.js';
+import { enableDebug, parseAttachArgs } from '../src/stage1-common/entry.js';
 import { AgentExecError, attachToApp, type AttachRequest } from './agent-client.js';
 import { connectConsole, DETACH_KEY } from './console.js';
 import { agentSocketPaths } from './pod-files.js';
 
 // rkt attach for kvm. Arguments as rkt's stage1 interface (version 5) gives
-// them: attach [--debug] [--action=list|auto-attach|custom-attach|console]
-// [--app=NAME] [--tty-in=B] [--tty-out=B] [--stdin=B] [--stdout=B]
-// [--stderr=B] UUID, run with the pod directory as working directory.
+// them (parseAttachArgs): --action=list|auto-attach|custom-attach, and ours,
+// console; --app=NAME; --tty-in, --tty-out, --stdin, --stdout, --stderr;
+// run with the pod directory as working directory.
 //
 // An app's own streams (--stdin/--stdout/--stderr tty or stream) are
 // reached through the guest agent (ATTACH, guest/agent/PROTOCOL.md): the
@@ -29,25 +30,25 @@ export function endpoints(s: AppStreams): string[] {
 }
 
 /** What to ask the agent for, or a usage error naming what the app offers. */
-export function attachRequest(spec: AppSpec, action: AttachAction): { req: AttachRequest; tty: boolean } {
+export function attachRequest(spec: AppSpec, action: AttachAction, e?: AttachEndpoints): { req: AttachRequest; tty: boolean } {
   const offered = endpoints(spec.streams);
   const tty = offered.includes('tty');
-  if (action.action === 'auto-attach') {
+  if (action === 'auto-attach') {
     return { req: { app: spec.name, stdin: tty || offered.includes('stdin'), stdout: tty || offered.includes('stdout'), stderr: offered.includes('stderr') }, tty };
   }
-  if (action.action !== 'custom-attach') throw new Error(`not an attach action: ${action.action}`);
+  if (action !== 'custom-attach' || e === undefined) throw new Error(`not an attach action: ${action}`);
   const wanted = [
-    ...(action.ttyIn ? ['tty-in'] : []),
-    ...(action.ttyOut ? ['tty-out'] : []),
-    ...(action.stdin ? ['stdin'] : []),
-    ...(action.stdout ? ['stdout'] : []),
-    ...(action.stderr ? ['stderr'] : []),
+    ...(e.ttyIn ? ['tty-in'] : []),
+    ...(e.ttyOut ? ['tty-out'] : []),
+    ...(e.stdin ? ['stdin'] : []),
+    ...(e.stdout ? ['stdout'] : []),
+    ...(e.stderr ? ['stderr'] : []),
   ];
   const missing = wanted.filter((w) => !offered.includes(w.startsWith('tty') ? 'tty' : w));
   if (wanted.length === 0 || missing.length > 0) {
     throw new UsageError(`app "${spec.name}" offers ${offered.length > 0 ? offered.join(', ') : 'no endpoints'}, not ${missing.join(', ') || 'nothing'}`);
   }
-  return { req: { app: spec.name, stdin: action.ttyIn || action.stdin, stdout: action.ttyOut || action.stdout, stderr: action.stderr }, tty };
+  return { req: { app: spec.name, stdin: e.ttyIn || e.stdin, stdout: e.ttyOut || e.stdout, stderr: e.stderr }, tty };
 }
 
 async function attachConsole(paths: PodPaths): Promise<number> {
@@ -59,19 +60,15 @@ async function attachConsole(paths: PodPaths): Promise<number> {
 }
 
 export async function attach(argv: string[]): Promise<number> {
-  const p = parseFlags(argv, { booleans: ['debug'], values: ['action', 'app', 'tty-in', 'tty-out', 'stdin', 'stdout', 'stderr'] });
-  enableDebug(p.booleans.has('debug'));
-  if (p.positionals.length !== 1) throw new UsageError('attach takes exactly one pod UUID');
-  const action = attachActionFrom(p.values);
+  const args = parseAttachArgs(argv);
+  enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
-  if (action.action === 'console') return attachConsole(paths);
+  if (args.action === 'console') return attachConsole(paths);
   const specs = loadAppSpecs(paths);
-  const attachable = specs.filter((s) => isAttachable(s.streams));
-  const appName = p.values.get('app');
-  // `rkt attach UUID` of a pod without attachable apps: its console, as before apps had streams
-  if (action.action === 'auto-attach' && appName === undefined && attachable.length === 0) return attachConsole(paths);
-  const spec = appName !== undefined || specs.length === 1 || attachable.length !== 1 ? pickApp(specs, appName) : attachable[0]!;
-  if (action.action === 'list') {
+  // `rkt attach UUID` of a pod none of whose apps has streams: its console, as before apps had streams
+  if (args.action === 'auto-attach' && !specs.some((s) => isAttachable(s.streams))) return attachConsole(paths);
+  const spec = pickApp(specs, args.app);
+  if (args.action === 'list') {
     // rkt prints its endpoints file; ours have no address on the host, only names
     process.stdout.write(`${JSON.stringify({ version: 1, targets: endpoints(spec.streams).map((name) => ({ name })) }, null, 4)}\n`);
     return 0;
@@ -79,7 +76,7 @@ export async function attach(argv: string[]): Promise<number> {
   if (!isAttachable(spec.streams)) {
     throw new UsageError(`app "${spec.name}" has no attachable streams: run it with --stdin, --stdout or --stderr set to tty or stream (rkt attach --mode=console reaches the pod's console)`);
   }
-  const { req, tty } = attachRequest(spec, action);
+  const { req, tty } = attachRequest(spec, args.action, args.endpoints);
   const interactive = tty && req.stdin && process.stdin.isTTY === true;
   const abort = new AbortController();
   const detach = (): void => abort.abort();

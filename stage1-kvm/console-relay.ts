@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { log } from '../src/log.js';
+import { phase } from '../src/util/phase-trace.js';
 import { TextFilter } from '../src/util/untrusted-text.js';
+import { BootMarks } from './boot-marks.js';
 import { ConsoleLog } from './console-log.js';
 import { podFile, socketPath } from './pod-files.js';
 
@@ -38,6 +40,9 @@ export interface ConsoleRelayOptions {
 export class ConsoleRelay {
   private readonly log: ConsoleLog;
   private readonly filter = new TextFilter();
+  private readonly boot = new BootMarks();
+  /** The console's copy on stderr (--debug) ends mid-line. */
+  private midLine = false;
   private readonly server: net.Server;
   private active: net.Socket | undefined;
   private readonly waiting: net.Socket[] = [];
@@ -86,6 +91,7 @@ export class ConsoleRelay {
     const text = this.filter.push(d);
     this.log.append(text);
     this.toDebug(text);
+    for (const name of this.boot.push(text)) this.markPhase(name);
     const c = this.active;
     if (c !== undefined && !c.write(d) && !this.heldBack) {
       // a slow terminal slows the guest's console, as a real serial line would; never a growing buffer
@@ -112,6 +118,14 @@ export class ConsoleRelay {
     }
     this.skipping = false;
     d.write(text);
+    this.midLine = !text.endsWith('\n');
+  }
+
+  /** A boot phase seen on the console, marked on a line of its own after the console text that showed it. */
+  private markPhase(name: string): void {
+    if (this.midLine) this.opts.debug?.write('\n');
+    this.midLine = false;
+    phase(name);
   }
 
   private onClient(c: net.Socket): void {

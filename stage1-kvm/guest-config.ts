@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { isAttachable, type AppStreams, type StreamMode } from '../src/appc/app-streams.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { appUnit, appUnitName, credentialEntries, reportHooks, type StdioSpec } from '../src/stage1-common/units.js';
+import { appUnitFiles, appUnitName, credentialEntries, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 
 // What the host writes into the pod's stage1 rootfs (the guest's root
 // filesystem) before booting it: one systemd unit per app, hooked into the
@@ -27,6 +27,8 @@ export const GUEST = {
 } as const;
 
 export interface GuestConfigOptions {
+  /** --insecure-options=paths: the apps get the guest's /dev instead of a private one. */
+  sharedDevices?: boolean;
   /**
    * --interactive: the one app's streams are rkt run's own, through the
    * guest agent: a terminal if rkt run has one (with its size), pipes
@@ -62,23 +64,29 @@ function stdioFor(spec: AppSpec, opts: GuestConfigOptions): StdioSpec {
 }
 
 /**
- * The unit text of one app, as the kvm guest runs it. Its /dev is private:
- * the guest's has the virtio-serial ports (the agent's among them), the
- * console, the kernel log and memory devices, none of which an app needs
- * (guest/README.md, "Apps against the agent").
+ * The options of every unit of one app, as the kvm guest runs it. Its /dev
+ * is private unless --insecure-options=paths: the guest's has the
+ * virtio-serial ports (the agent's among them), the console, the kernel log
+ * and memory devices, none of which an app needs (guest/README.md, "Apps
+ * against the agent").
  */
-export function kvmAppUnit(spec: AppSpec, opts: GuestConfigOptions): string {
-  return appUnit(spec, {
+function kvmUnitOptions(spec: AppSpec, opts: GuestConfigOptions): AppUnitOptions {
+  return {
     stdio: stdioFor(spec, opts),
     // the agent makes the app's attachable streams before it says it is ready
     ...(isAttachable(effectiveStreams(spec, opts)) && { after: [GUEST.agentUnit] }),
-    ...reportHooks(spec.name),
+    ...reportHooks(spec),
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
-    privateDevices: true,
+    privateDevices: !opts.sharedDevices,
     type: 'exec',
-  });
+  };
+}
+
+/** The unit files of one app (its own and its event handlers'), as the kvm guest runs them. */
+export function kvmAppUnits(spec: AppSpec, opts: GuestConfigOptions): [string, string][] {
+  return appUnitFiles(spec, kvmUnitOptions(spec, opts));
 }
 
 function inRoot(rootfs: string, p: string): string {
@@ -97,7 +105,7 @@ export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts
   const wants = path.join(units, `${GUEST.podTarget}.wants`);
   fs.mkdirSync(wants, { recursive: true });
   for (const spec of specs) {
-    write(path.join(units, appUnitName(spec.name)), kvmAppUnit(spec, opts));
+    for (const [name, text] of kvmAppUnits(spec, opts)) write(path.join(units, name), text);
     const link = path.join(wants, appUnitName(spec.name));
     fs.rmSync(link, { force: true });
     fs.symlinkSync(`../${appUnitName(spec.name)}`, link);

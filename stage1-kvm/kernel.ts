@@ -125,6 +125,12 @@ export interface CmdlineOptions {
    * vCPUs skip their delay calibration, slow and erratic under tcg.
    */
   kernelHz?: number;
+  /**
+   * --insecure-options=seccomp: the guest's systemd takes seccomp for
+   * unavailable and applies no filter, not even those its settings imply
+   * (PrivateDevices= removes @raw-io with one).
+   */
+  noSeccomp?: boolean;
   /** RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS, appended last so it can override. */
   extra?: string;
 }
@@ -160,6 +166,8 @@ export function kernelCmdline(o: CmdlineOptions): string {
     p.push(`tsc_early_khz=${o.tscKhz}`);
     if (o.kernelHz !== undefined) p.push(`lpj=${Math.round((o.tscKhz * 1000) / o.kernelHz)}`);
   }
+  // a parameter with "=" and no "." goes into init's environment
+  if (o.noSeccomp) p.push('SYSTEMD_SECCOMP=0');
   const extra = o.extra?.trim();
   if (extra) p.push(extra);
   return p.join(' ');

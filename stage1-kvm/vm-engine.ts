@@ -4,13 +4,17 @@ import os from 'node:os';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
-import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { hostAddressFromPod, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { checkIdRange, claimPodIds, qemuIds, readIdFiles, type PodIds } from '../src/stage1-common/pod-ids.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import type { PodEngine } from '../src/stage1-common/supervisor.js';
+import { phase } from '../src/util/phase-trace.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
@@ -20,6 +24,7 @@ import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
 import { guestIdShift, idmapHelper } from './guest-ids.js';
 import { writeGuestNetwork } from './guest-net.js';
+import { writeGuestVolumes } from './guest-volumes.js';
 import { assembleGuestRoot } from './guest-root.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
@@ -93,6 +98,13 @@ export class VmEngine implements PodEngine<VmEnd> {
   private check(): Plan {
     checkNetRequest(this.args.net);
     this.specs = loadAppSpecs(this.paths);
+    if (this.args.disableCapabilities) {
+      log().warn('--insecure-options=capabilities: apps keep every capability');
+      this.specs = this.specs.map(withAllCapabilities);
+    }
+    if (this.args.disableSeccomp) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
+    checkIsolators(this.specs, KVM_ISOLATORS, this.args.disableSeccomp ? SECCOMP_ISOLATORS : undefined);
+    if (this.args.disablePaths) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
@@ -130,15 +142,19 @@ export class VmEngine implements PodEngine<VmEnd> {
     const qemu = qemuIds(this.ids);
     log().debug(`pod ids: slot ${this.ids.slot}, guest ids from ${this.ids.base}, qemu runs as uid ${qemu.uid}, gid ${qemu.gid}`);
     this.network = await setupNetwork(this.paths, this.args, this.plan.hostname, qemu);
+    phase('network');
+    addMetadataUrl(this.paths, this.args, this.specs, () => hostAddressFromPod(this.paths.dir, this.network!.mode));
     const dns = this.network.dnsFiles;
     const idShift = guestIdShift(this.ids.base, idmapHelper(this.paths.stage1Rootfs));
     for (const spec of this.specs) {
       await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), idShift });
     }
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
+      sharedDevices: this.args.disablePaths,
       ...(this.args.interactive && { interactive: this.interactiveTty() }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
+    writeGuestVolumes(this.paths.stage1Rootfs, this.specs);
     makeQemuDir(this.paths.dir, qemu);
   }
 
@@ -174,6 +190,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     // before any helper starts, so that each can be put in it
     this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
     const virtiofsd = await this.startShare(coherent);
+    phase('share-start');
     this.guardian.watch(virtiofsd.pid);
     const cmdline = kernelCmdline({
       accel,
@@ -183,6 +200,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       interactive: args.interactive,
       ...(plan.tscKhz !== undefined && { tscKhz: plan.tscKhz }),
       ...(!customKernel() && { kernelHz: STAGE1_KERNEL_HZ }),
+      noSeccomp: this.args.disableSeccomp,
       extra: extraKernelParams(),
     });
     log().debug(`booting ${plan.kernel} (${accel}): ${cmdline}`);

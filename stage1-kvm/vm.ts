@@ -6,6 +6,7 @@ import type { GuestPanickedEventData, ShutdownEventData } from './qmp.js';
 import { KVM_ENV, KVM_TIMEOUTS } from './config.js';
 import { KvmBootError } from './errors.js';
 import { capLine, MAX_LINE_CHARS } from '../src/util/untrusted-text.js';
+import { phase } from '../src/util/phase-trace.js';
 import { ConsoleRelay, type ConsoleRelayOptions } from './console-relay.js';
 import { consoleTail } from './console-log.js';
 import { lastLines } from './output.js';
@@ -112,6 +113,7 @@ export class PodVm {
     qmp.on('close', (r: QmpCloseReason) => log().debug(`QMP connection closed: ${r.message}`));
     // qemu has made every file it makes (all its chardevs are open once the monitor answers)
     closeQemuDir(this.config.podDir);
+    phase('vm-start');
     try {
       await qmp.cont({ timeoutMs: KVM_TIMEOUTS.contMs });
     } catch (err) {

@@ -8,13 +8,15 @@ import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
 import { STAGE1_FAILURE, type RunArgs } from '../src/stage1-common/entry.js';
-import { teardownNetwork } from '../src/stage1-common/pod-net.js';
+import { addMetadataUrl } from '../src/stage1-common/metadata.js';
+import { hostAddressFromPod, teardownNetwork } from '../src/stage1-common/pod-net.js';
 import { ChannelReports } from '../src/stage1-common/report-channel.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { writePid } from '../src/stage1-common/status.js';
 import type { EngineEnd, PodEngine } from '../src/stage1-common/supervisor.js';
 import { writeFileAtomic } from '../src/util/atomic.js';
 import { mkfifo } from '../src/util/fifo.js';
+import { phase } from '../src/util/phase-trace.js';
 import { createPodCgroups, hostHierarchies, removeCgroupsWaiting } from '../src/stage1-common/cgroups.js';
 import { CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverride } from './config.js';
 import { PodContainer } from './container.js';
@@ -24,7 +26,9 @@ import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './ns
 import { rootfsEtcOptions, setupNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
 import { NspawnGuardian, RUN_PID_FILE } from './pod-process.js';
-import { STAGE1, withAllCapabilities, writePodConfig } from './pod-units.js';
+import { STAGE1, writePodConfig } from './pod-units.js';
+import { withAllCapabilities } from '../src/stage1-common/insecure.js';
+import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
@@ -115,8 +119,9 @@ export class ContainerEngine implements PodEngine {
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
     refuseStreamModes(loaded, 'nspawn');
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
-    const table = loadSyscallTable(this.paths.stage1Rootfs);
     const noSeccomp = insecure(this.opts, 'seccomp');
+    checkIsolators(loaded, NSPAWN_ISOLATORS, noSeccomp ? SECCOMP_ISOLATORS : undefined);
+    const table = loadSyscallTable(this.paths.stage1Rootfs);
     const seccomp = new Map(loaded.map((s) => [s.name, seccompPlan(s.name, s.isolators.app, table, { insecure: noSeccomp })]));
     if (noSeccomp) log().warn('--insecure-options=seccomp: apps run without seccomp filters');
     for (const [app, p] of seccomp) if (p.disabledBecause && !noSeccomp) log().debug(`app ${app}: no seccomp filter, as ${p.disabledBecause}`);
@@ -136,7 +141,9 @@ export class ContainerEngine implements PodEngine {
     this.guardian.watchApps(this.specs.map((s) => s.name));
     const { paths, args } = this;
     const network = await setupNetwork(paths, args, this.hostname);
+    phase('network');
     this.netnsPath = network.netnsPath;
+    addMetadataUrl(paths, args, this.specs, () => hostAddressFromPod(paths.dir, network.result.mode));
     const etc = rootfsEtcOptions(network.result.dnsFiles, network.result.mode);
     for (const spec of this.specs) await prepareUnitRootfs(paths, spec, 'nspawn', etc);
     const out = process.stdout as NodeJS.WriteStream;
@@ -184,10 +191,12 @@ export class ContainerEngine implements PodEngine {
       ipc: this.opts.ipc,
       register,
       insecureSeccomp: insecure(this.opts, 'seccomp'),
+      insecurePaths: insecure(this.opts, 'paths'),
       ...(this.netnsPath !== undefined && { netnsPath: this.netnsPath }),
     });
     this.container = new PodContainer({ argv, env, cgroupProcs: this.cgroupProcs, terminal: this.tty, showConsole: args.debug });
     const init = await this.container.start((pid) => this.guardian.watch(pid));
+    phase('container-start');
     this.guardian.watch(init);
     // rkt enter and stop find the pod through this: the container's PID 1.
     writePid(paths, init);

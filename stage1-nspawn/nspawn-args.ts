@@ -64,8 +64,14 @@ export interface NspawnOptions {
   ipc: IpcMode;
   /** Register with systemd-machined (it then makes the pod's cgroup scope). */
   register: boolean;
-  /** --insecure-options=seccomp: nspawn's own container-wide filter goes too. */
+  /**
+   * --insecure-options=seccomp: nspawn's own container-wide filter goes too,
+   * and the pod's systemd applies none (the filters that its other settings
+   * imply, such as ProtectKernelLogs='s, included).
+   */
   insecureSeccomp: boolean;
+  /** --insecure-options=paths: the container's /proc/sys, /sys and friends stay writable (rkt's way). */
+  insecurePaths?: boolean;
   /** The pod's network namespace; absent for the host's network. */
   netnsPath?: string;
 }
@@ -113,11 +119,14 @@ export function nspawnCommand(o: NspawnOptions): { argv: string[]; env: Record<s
   if (o.capabilities === 'all') argv.push('--capability=all');
   else if (o.capabilities.length > 0) argv.push(`--capability=${o.capabilities.join(',')}`);
   if (o.privateUsers !== undefined) argv.push(`--private-users=${o.privateUsers}`, '--private-users-ownership=chown');
+  // systemd takes seccomp for unavailable and skips every filter (its is_seccomp_available())
+  if (o.insecureSeccomp) argv.push('--setenv=SYSTEMD_SECCOMP=0');
   // PID 1 is rkt-init, which makes the cgroup controllers usable and becomes systemd
   argv.push('--', STAGE1.init, ...systemdArgs(o.debug, o.console));
   const env: Record<string, string> = {};
   if (o.ipc === 'parent') env.SYSTEMD_NSPAWN_SHARE_NS_IPC = '1';
   if (o.insecureSeccomp) env.SYSTEMD_SECCOMP = '0';
+  if (o.insecurePaths) env.SYSTEMD_NSPAWN_API_VFS_WRITABLE = 'yes';
   // nspawn's own warnings are noise to a user; errors still show
   if (!o.debug) env.SYSTEMD_LOG_LEVEL = 'err';
   // nspawn is started inside the pod's namespace rather than told to join it

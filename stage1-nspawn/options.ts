@@ -3,24 +3,25 @@ import path from 'node:path';
 import { UsageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { parseNetList } from '../src/net/netlist.js';
-import { readRunOptions, type PodPaths, type RunOptions } from '../src/stage1/contract.js';
+import { readRunOptions, type PodPaths } from '../src/stage1/contract.js';
 import type { RunArgs } from '../src/stage1-common/entry.js';
 import { NspawnConfigError } from './errors.js';
 import { parseIpcMode, parsePrivateUsers, type IpcMode } from './nspawn-args.js';
 import { STAGE1 } from './pod-units.js';
 import { syscallTableFromJson, type SyscallTable } from './seccomp.js';
+import type { RunRelaxation } from '../src/stage1-common/insecure.js';
 
-// What the run entrypoint is asked beyond the shared flags: rkt's
-// --private-users and --ipc (stage1 flags in rkt, which this stage0 does not
-// pass yet: accepted here, or as privateUsers/ipc in run-options.json), and
-// the insecure options stage0 recorded in run-options.json.
+// What the nspawn run entrypoint is asked beyond the shared flags: rkt's
+// --ipc (a flag of interface version 6, which this stage1 does not declare:
+// accepted here, and otherwise taken from run-options.json as this
+// implementation's extension), and rkt's --private-users and --disable-*
+// flags, which nspawn honours.
 
 export interface FlavorFlags {
-  privateUsers?: string;
   ipc?: IpcMode;
 }
 
-/** Take --private-users[=V] and --ipc=V out of argv; the rest goes to the shared parser. */
+/** Take --ipc=V out of argv; the rest goes to the shared parser. */
 export function takeFlavorFlags(argv: readonly string[]): { flags: FlavorFlags; rest: string[] } {
   const flags: FlavorFlags = {};
   const rest: string[] = [];
@@ -31,9 +32,7 @@ export function takeFlavorFlags(argv: readonly string[]): { flags: FlavorFlags; 
       break;
     }
     const [name, value] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    if (name === '--private-users') {
-      if (value !== 'false') flags.privateUsers = parsePrivateUsers(value ?? '');
-    } else if (name === '--ipc') {
+    if (name === '--ipc') {
       const v = value ?? argv[++i];
       if (v === undefined) throw new UsageError('--ipc needs a value: auto, private or parent');
       flags.ipc = parseIpcMode(v);
@@ -45,29 +44,32 @@ export function takeFlavorFlags(argv: readonly string[]): { flags: FlavorFlags; 
 }
 
 export interface PodRunOptions {
-  insecure: Set<string>;
+  /** What the --disable-* flags switched off. */
+  insecure: Set<RunRelaxation>;
   privateUsers?: string;
   ipc: IpcMode;
 }
 
-// older stage0s recorded privateUsers as a boolean: read both fields as untrusted
-type StoredOptions = Omit<Partial<RunOptions>, 'privateUsers' | 'ipc'> & { privateUsers?: unknown; ipc?: unknown };
-
-/** Merge the flags with run-options.json (a pod run by hand may have none). */
-export function podRunOptions(paths: PodPaths, flags: FlavorFlags): PodRunOptions {
-  const found = readRunOptions(paths);
-  if (found === undefined) log().debug(`${paths.runOptions} does not exist: no insecure options`);
-  const stored = (found ?? {}) as StoredOptions;
-  const insecure = new Set((stored.insecureOptions ?? []).filter((o): o is string => typeof o === 'string'));
-  const out: PodRunOptions = { insecure, ipc: flags.ipc ?? (typeof stored.ipc === 'string' ? parseIpcMode(stored.ipc) : 'auto') };
-  const pu = flags.privateUsers ?? (stored.privateUsers === true ? 'pick' : typeof stored.privateUsers === 'string' ? parsePrivateUsers(stored.privateUsers) : undefined);
-  if (pu !== undefined) out.privateUsers = pu;
+/** The flags, and the --ipc extension from run-options.json when not given as a flag (a pod run by hand may have none). */
+export function podRunOptions(paths: PodPaths, args: RunArgs, flags: FlavorFlags): PodRunOptions {
+  const insecure = new Set<RunRelaxation>();
+  if (args.disableCapabilities) insecure.add('capabilities');
+  if (args.disablePaths) insecure.add('paths');
+  if (args.disableSeccomp) insecure.add('seccomp');
+  let ipc = flags.ipc;
+  if (ipc === undefined) {
+    const stored = readRunOptions(paths);
+    if (stored === undefined) log().debug(`${paths.runOptions} does not exist: --ipc=auto`);
+    ipc = typeof stored?.ipc === 'string' ? parseIpcMode(stored.ipc) : 'auto';
+  }
+  const out: PodRunOptions = { insecure, ipc };
+  if (args.privateUsers !== undefined) out.privateUsers = parsePrivateUsers(args.privateUsers);
   return out;
 }
 
-/** rkt's fallback: the words a user may give for every run-time relaxation at once. */
-export function insecure(opts: PodRunOptions, what: 'capabilities' | 'paths' | 'seccomp'): boolean {
-  return opts.insecure.has(what) || opts.insecure.has('all-run') || opts.insecure.has('all');
+/** Whether a --disable-* flag switched this off. */
+export function insecure(opts: PodRunOptions, what: RunRelaxation): boolean {
+  return opts.insecure.has(what);
 }
 
 /**

@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { LINUX_CAPABILITIES } from '../src/appc/capabilities.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { appUnit, appUnitName, credentialEntries, podTarget, reportHooks, type StdioSpec } from '../src/stage1-common/units.js';
+import { appUnitFiles, appUnitName, credentialEntries, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the
@@ -70,27 +69,31 @@ function stdioFor(interactive: InteractiveIo | undefined): StdioSpec {
   return { input: interactive ? `file:${STAGE1.stdin}` : 'null', output: `file:${STAGE1.stdout}`, error: `file:${STAGE1.stderr}` };
 }
 
-/** The spec with every capability, for --insecure-options=capabilities. */
-export function withAllCapabilities(spec: AppSpec): AppSpec {
-  const { capabilitiesRetain: _r, capabilitiesRemove: _d, ...rest } = spec.isolators;
-  return { ...spec, isolators: { ...rest, capabilities: [...LINUX_CAPABILITIES] } };
-}
-
-/** The unit text of one app, as the pod's systemd runs it. */
-export function nspawnAppUnit(spec: AppSpec, opts: NspawnUnitOptions): string {
+/** The options of every unit of one app, as the pod's systemd runs them. */
+function nspawnUnitOptions(spec: AppSpec, opts: NspawnUnitOptions): AppUnitOptions {
   const extra: [string, string][] = [];
   if (!opts.insecurePaths) extra.push(...MASKED_PATHS.map(([k, v]): [string, string] => [k, v]));
   for (const f of opts.seccomp.filters) extra.push(['SystemCallFilter', f]);
   if (opts.seccomp.errno !== undefined) extra.push(['SystemCallErrorNumber', opts.seccomp.errno]);
-  return appUnit(spec, {
+  return {
     stdio: stdioFor(opts.interactive),
-    ...reportHooks(spec.name),
+    ...reportHooks(spec),
     hooksInStage1Root: true,
     hooksPrivileged: true,
     mountApiVfs: true,
     type: 'exec',
     extra,
-  });
+  };
+}
+
+/** The unit files of one app (its own first, then its event handlers'), as the pod's systemd runs them. */
+export function nspawnAppUnits(spec: AppSpec, opts: NspawnUnitOptions): [string, string][] {
+  return appUnitFiles(spec, nspawnUnitOptions(spec, opts));
+}
+
+/** The unit text of one app, as the pod's systemd runs it. */
+export function nspawnAppUnit(spec: AppSpec, opts: NspawnUnitOptions): string {
+  return nspawnAppUnits(spec, opts)[0]![1];
 }
 
 export interface PodConfigOptions extends NspawnUnitOptions {
@@ -148,9 +151,9 @@ export function writePodConfig(rootfs: string, podDir: string, specs: readonly A
   freshDir(wants);
   for (const spec of specs) {
     const seccomp = opts.seccompByApp?.get(spec.name) ?? opts.seccomp;
-    const text = nspawnAppUnit(spec, { ...opts, seccomp });
-    write(path.join(units, appUnitName(spec.name)), text);
-    write(hostUnitCopy(podDir, spec.name), text, 0o600);
+    const files = nspawnAppUnits(spec, { ...opts, seccomp });
+    for (const [name, text] of files) write(path.join(units, name), text);
+    write(hostUnitCopy(podDir, spec.name), files[0]![1], 0o600);
     fs.symlinkSync(`../${appUnitName(spec.name)}`, path.join(wants, appUnitName(spec.name)));
   }
   write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));

@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.js';
 import type { Annotation } from './types.js';
+import type { AttachAction, AttachEndpoints } from '../stage1/args.js';
 
 // rkt's per-app stream modes (rkt run/prepare --stdin, --stdout, --stderr),
 // kept where rkt keeps them: as annotations of the app in the pod manifest,
@@ -76,22 +77,15 @@ export function isAttachable(s: AppStreams): boolean {
   return STREAMS.some((n) => s[n] === 'stream' || s[n] === 'tty');
 }
 
-/**
- * What `rkt attach --mode` asks the stage1's attach entrypoint for, as
- * rkt's stage1 interface (version 5) passes it: an action, and for a
- * custom attach which endpoints. `console` is ours: a kvm pod's serial
- * console, for operators.
- */
-export type AttachAction =
-  | { action: 'list' }
-  | { action: 'auto-attach' }
-  | { action: 'console' }
-  | { action: 'custom-attach'; ttyIn: boolean; ttyOut: boolean; stdin: boolean; stdout: boolean; stderr: boolean };
-
 const ATTACH_TARGETS = ['tty', 'tty-in', 'tty-out', 'stdin', 'stdout', 'stderr'] as const;
 
-/** rkt attach's --mode: list, auto, console, or a comma-separated list of tty, tty-in, tty-out, stdin, stdout, stderr. */
-export function parseAttachMode(mode: string): AttachAction {
+/**
+ * rkt attach's --mode as the attach entrypoint's action and endpoints (rkt's
+ * stage1 interface, src/stage1/args.ts): list, auto, console (ours: a kvm
+ * pod's serial console), or a comma-separated list of tty, tty-in,
+ * tty-out, stdin, stdout, stderr.
+ */
+export function parseAttachMode(mode: string): { action: AttachAction; endpoints?: AttachEndpoints } {
   if (mode === 'list') return { action: 'list' };
   if (mode === 'auto') return { action: 'auto-attach' };
   if (mode === 'console') return { action: 'console' };
@@ -101,39 +95,9 @@ export function parseAttachMode(mode: string): AttachAction {
     throw new UsageError(`--mode=${mode}: one of list, auto, console, or a comma-separated list of ${ATTACH_TARGETS.join(', ')}`);
   }
   const has = (w: string): boolean => words.includes(w);
-  const a = { action: 'custom-attach' as const, ttyIn: has('tty') || has('tty-in'), ttyOut: has('tty') || has('tty-out'), stdin: has('stdin'), stdout: has('stdout'), stderr: has('stderr') };
-  if ((a.ttyIn || a.ttyOut) && (a.stdin || a.stdout || a.stderr)) throw new UsageError(`--mode=${mode}: an app has either a terminal or streams; attach to one kind`);
-  return a;
-}
-
-/** The attach entrypoint's arguments for an action (rkt's flag names). */
-export function attachFlags(a: AttachAction, app: string | undefined): string[] {
-  const flags = [`--action=${a.action}`];
-  if (app !== undefined) flags.push(`--app=${app}`);
-  if (a.action === 'custom-attach') {
-    flags.push(`--tty-in=${a.ttyIn}`, `--tty-out=${a.ttyOut}`, `--stdin=${a.stdin}`, `--stdout=${a.stdout}`, `--stderr=${a.stderr}`);
-  }
-  return flags;
-}
-
-/** Inverse of attachFlags, for the stage1 side; `action` absent means auto-attach (rkt's default). */
-export function attachActionFrom(values: ReadonlyMap<string, string>): AttachAction {
-  const action = values.get('action') ?? 'auto-attach';
-  const bool = (name: string): boolean => {
-    const v = values.get(name) ?? 'false';
-    if (v !== 'true' && v !== 'false') throw new UsageError(`--${name} takes true or false, not "${v}"`);
-    return v === 'true';
-  };
-  switch (action) {
-    case 'list':
-    case 'auto-attach':
-    case 'console':
-      return { action };
-    case 'custom-attach':
-      return { action, ttyIn: bool('tty-in'), ttyOut: bool('tty-out'), stdin: bool('stdin'), stdout: bool('stdout'), stderr: bool('stderr') };
-    default:
-      throw new UsageError(`--action=${action}: one of list, auto-attach, custom-attach, console`);
-  }
+  const e: AttachEndpoints = { ttyIn: has('tty') || has('tty-in'), ttyOut: has('tty') || has('tty-out'), stdin: has('stdin'), stdout: has('stdout'), stderr: has('stderr') };
+  if ((e.ttyIn || e.ttyOut) && (e.stdin || e.stdout || e.stderr)) throw new UsageError(`--mode=${mode}: an app has either a terminal or streams; attach to one kind`);
+  return { action: 'custom-attach', endpoints: e };
 }
 
 /** For a stage1 that keeps apps' streams as they are by default: refuse any other mode, never drop it. */

@@ -103,7 +103,7 @@ function parseExposedPort(v: unknown, field: string): ExposedPort {
   return port;
 }
 
-/** Rules that span apps: unique names, mounts naming declared volumes, pod-wide unique port names. */
+/** Rules that span apps: unique names, mounts naming declared volumes. */
 function checkPodWide(pm: PodManifest): void {
   checkUnique(pm.apps, (a) => a.name, 'apps', 'name', 'app name');
   const volumes = new Set((pm.volumes ?? []).map((v) => v.name));
@@ -114,15 +114,8 @@ function checkPodWide(pm: PodManifest): void {
       }
     });
   });
-  // Exposed ports are looked up by name across all apps, so a name may belong to one app only.
-  const owner = new Map<string, string>();
-  pm.apps.forEach((app, i) => {
-    app.app?.ports?.forEach((p, j) => {
-      const other = owner.get(p.name);
-      if (other !== undefined) fail(`apps[${i}].app.ports[${j}].name`, `port ${quote(p.name)} is already declared by app ${quote(other)}`);
-      owner.set(p.name, app.name);
-    });
-  });
+  // Two apps may declare the same port name (as in rkt); only forwarding such
+  // a port is ambiguous, which resolvePortMappings refuses.
 }
 
 /**

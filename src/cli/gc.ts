@@ -15,7 +15,7 @@ export function register(program: Command): void {
       const { parseDuration } = await import('../util/duration.js');
       const { gcPods } = await import('../pod/gc.js');
       const grace = opts.markOnly ? Infinity : parseDuration(opts.gracePeriod, '--grace-period');
-      const report = await gcPods(globals.dir, { gracePeriodMs: grace, expirePreparedMs: parseDuration(opts.expirePrepared, '--expire-prepared'), debug: globals.debug });
+      const report = await gcPods(globals.dir, { gracePeriodMs: grace, expirePreparedMs: parseDuration(opts.expirePrepared, '--expire-prepared'), debug: globals.debug, localConfig: globals.localConfig });
       for (const uuid of report.marked) process.stdout.write(`moving pod "${uuid}" to garbage\n`);
       for (const uuid of report.removed) process.stdout.write(`Garbage collecting pod "${uuid}"\n`);
       for (const f of report.failed) say(`cannot collect pod ${f.uuid}: ${f.reason}`);

@@ -11,6 +11,25 @@ async function podsFromArgs(dir: string, uuids: string[], uuidFile?: string) {
   return words.map((w) => ({ word: w, find: () => Pod.find(dir, w) }));
 }
 
+/** A running pod, one of its apps (the one named, or its only one) and the pid its stage1 gave for entering it. */
+async function runningApp(dir: string, uuid: string, wanted: string | undefined, verb: string) {
+  const { Pod } = await import('../pod/pod.js');
+  const pod = Pod.find(dir, uuid);
+  const state = pod.state();
+  if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be ${verb}`);
+  const apps = pod.appNames();
+  let app = wanted;
+  if (app === undefined) {
+    if (apps.length !== 1) throw new UsageError(`pod ${pod.uuid} has ${apps.length} apps (${apps.join(', ')}); choose one with --app`);
+    app = apps[0]!;
+  } else if (!apps.includes(app)) {
+    throw new UsageError(`pod ${pod.uuid} has no app "${app}"; its apps are ${apps.join(', ')}`);
+  }
+  const pid = pod.pid();
+  if (pid === undefined) throw new RktError(`pod ${pod.uuid} has not given its pid yet (its stage1 writes a pid file, or a ppid file whose process has one child); wait for it to start (rkt status --wait-ready)`);
+  return { pod, app, pid };
+}
+
 export function register(program: Command): void {
   program
     .command('cat-manifest')
@@ -34,6 +53,7 @@ export function register(program: Command): void {
     .action(async (uuids: string[], opts: { force: boolean; uuidFile?: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { invokeEntrypoint } = await import('../stage1/invoke.js');
+      const { stopArgv } = await import('../stage1/args.js');
       let failed = 0;
       for (const { word, find } of await podsFromArgs(globals.dir, uuids, opts.uuidFile)) {
         try {
@@ -45,7 +65,7 @@ export function register(program: Command): void {
             continue;
           }
           if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}, not running`);
-          const code = await invokeEntrypoint(pod.paths, 'stop', [...(opts.force ? ['--force'] : []), pod.uuid], { stdio: 'inherit' });
+          const code = await invokeEntrypoint(pod.paths, 'stop', () => stopArgv(opts, pod.uuid), { stdio: 'inherit' });
           if (code !== 0) throw new RktError(`stage1 could not stop pod ${pod.uuid} (status ${code}); try --force`);
           process.stdout.write(`"${pod.uuid}"\n`);
         } catch (err) {
@@ -79,7 +99,7 @@ export function register(program: Command): void {
           try {
             if (pod.stateDir === 'run') pod.moveTo('exited-garbage');
             else if (pod.stateDir !== 'exited-garbage') pod.moveTo('garbage');
-            await destroyPod(pod, globals.debug);
+            await destroyPod(pod, globals);
           } finally {
             lock.release();
           }
@@ -103,23 +123,11 @@ export function register(program: Command): void {
     .allowExcessArguments()
     .action(async (uuid: string, words: string[], opts: { app?: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
-      const { Pod } = await import('../pod/pod.js');
       const { invokeEntrypoint } = await import('../stage1/invoke.js');
-      const pod = Pod.find(globals.dir, uuid);
-      const state = pod.state();
-      if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be entered`);
-      const apps = pod.appNames();
-      let app = opts.app;
-      if (app === undefined) {
-        if (apps.length !== 1) throw new UsageError(`pod ${pod.uuid} has ${apps.length} apps (${apps.join(', ')}); choose one with --app`);
-        app = apps[0]!;
-      } else if (!apps.includes(app)) {
-        throw new UsageError(`pod ${pod.uuid} has no app "${app}"; its apps are ${apps.join(', ')}`);
-      }
-      const pid = pod.pid();
-      if (pid === undefined) throw new RktError(`pod ${pod.uuid} has not written its pid yet; wait for it to start (rkt status --wait-ready)`);
+      const { enterArgv } = await import('../stage1/args.js');
+      const { pod, app, pid } = await runningApp(globals.dir, uuid, opts.app, 'entered');
       const argv = words.length > 0 ? words : ['/bin/sh'];
-      process.exitCode = await invokeEntrypoint(pod.paths, 'enter', [`--pid=${pid}`, `--appname=${app}`, '--', ...argv], { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
+      process.exitCode = await invokeEntrypoint(pod.paths, 'enter', () => enterArgv({ pid, appName: app }, argv), { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
     });
 
   program
@@ -130,18 +138,18 @@ export function register(program: Command): void {
     .option('--mode <mode>', 'list, auto, console, or a comma-separated list of tty, tty-in, tty-out, stdin, stdout, stderr', 'auto')
     .action(async (uuid: string, opts: { app?: string; mode: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
-      const { Pod } = await import('../pod/pod.js');
-      const { invokeEntrypoint } = await import('../stage1/invoke.js');
-      const { attachFlags, parseAttachMode } = await import('../appc/app-streams.js');
-      const action = parseAttachMode(opts.mode);
-      const pod = Pod.find(globals.dir, uuid);
-      const state = pod.state();
-      if (state !== 'running') throw new RktError(`pod ${pod.uuid} is ${state}; only running pods can be attached to`);
-      if (opts.app !== undefined && !pod.appNames().includes(opts.app)) {
-        throw new UsageError(`pod ${pod.uuid} has no app "${opts.app}"; its apps are ${pod.appNames().join(', ')}`);
-      }
-      const args = [...(globals.debug ? ['--debug'] : []), ...attachFlags(action, opts.app), pod.uuid];
+      const { invokeEntrypoint, crossingEnv } = await import('../stage1/invoke.js');
+      const { attachArgv } = await import('../stage1/args.js');
+      const { parseAttachMode } = await import('../appc/app-streams.js');
+      const { action, endpoints } = parseAttachMode(opts.mode);
+      // the console is the pod's, not an app's: any app names the pod for it
+      let wanted = opts.app;
+      if (action === 'console' && wanted === undefined) wanted = (await import('../pod/pod.js')).Pod.find(globals.dir, uuid).appNames()[0];
+      const { pod, app, pid } = await runningApp(globals.dir, uuid, wanted, 'attached to');
       // a signal detaches: the entrypoint lets go of the app, which keeps running
-      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', args, { forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'] });
+      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', () => attachArgv({ action, app, debug: globals.debug, ...(endpoints && { endpoints }) }), {
+        env: crossingEnv(pod.paths, pid, app),
+        forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+      });
     });
 }

@@ -44,7 +44,6 @@ export function register(program: Command): void {
       }
       if (uuid === undefined) throw new (await import('../errors.js')).UsageError('status needs a pod UUID');
       const format = parseFormat(opts.format);
-      const fs = await import('node:fs');
       const { Pod } = await import('../pod/pod.js');
       const { podInfo, nanos } = await import('../pod/info.js');
       const { parseDuration } = await import('../util/duration.js');
@@ -56,7 +55,7 @@ export function register(program: Command): void {
         for (;;) {
           pod = Pod.find(globals.dir, pod.uuid);
           const state = pod.state();
-          if (state === 'running' && fs.existsSync(pod.paths.ready)) break;
+          if (state === 'running' && pod.isReady()) break;
           if (state !== 'running' && state !== 'prepared' && state !== 'preparing' && state !== 'embryo') throw new RktError(`pod ${pod.uuid} is ${state}; it will not become ready`);
           if (Date.now() > end) throw new RktError(`pod ${pod.uuid} did not become ready in time`);
           await sleep(50);

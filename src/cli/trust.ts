@@ -53,20 +53,23 @@ function checkFlags(flags: TrustFlags, keyfiles: string[]): void {
   if (flags.prefix !== undefined && !isTrustPrefix(flags.prefix)) {
     throw new UsageError(`invalid --prefix "${flags.prefix}": use an image name prefix like "example.com/app" (lowercase letters, digits and -._~/)`);
   }
-  if (keyfiles.length === 0) {
-    if (flags.root) throw new UsageError('--root needs a key file: rkt trust --root KEYFILE');
-    // rkt would find the key through https meta discovery (ac-discovery-pubkeys); not implemented here.
-    throw new RktError(
-      `finding the key of "${flags.prefix}" by meta discovery is not supported yet; download the publisher's public key and pass it: rkt trust --prefix=${flags.prefix} KEYFILE`,
-    );
-  }
+  if (keyfiles.length === 0 && flags.root) throw new UsageError('--root needs a key file: rkt trust --root KEYFILE');
+}
+
+/** No key file: the keys the prefix's discovery page offers (ac-discovery-pubkeys), as in rkt. */
+async function discoverKeyLocations(prefix: string, net: { allowHttp: boolean; insecureTls: boolean; credentials?: (url: URL) => Record<string, string> | undefined }): Promise<string[]> {
+  const { discoverPubkeys } = await import('../fetch/discovery.js');
+  say(`Searching for the public keys of "${prefix}" (appc discovery)...`);
+  const urls = await discoverPubkeys(prefix, net);
+  for (const u of urls) say(`Found public key location: ${u}`);
+  return urls;
 }
 
 export function register(program: Command): void {
   program
     .command('trust')
     .description('trust a public key for verifying images, for a name prefix or for every image')
-    .argument('[keyfile...]', 'public key file(s), or http(s) URLs of keys')
+    .argument('[keyfile...]', 'public key file(s) or http(s) URLs of keys; with none, --prefix finds them by appc discovery')
     .option('--prefix <prefix>', 'image name prefix to limit trust to, e.g. example.com/app')
     .option('--root', 'trust the key for every image (root key); needs a key file', false)
     .option('--skip-fingerprint-review', 'accept the key without fingerprint confirmation', false)
@@ -79,9 +82,19 @@ export function register(program: Command): void {
 
       // Read and parse every key before asking anything or writing anything:
       // a typo in the third file must not leave the first two half-trusted.
+      // rkt's --insecure-options=pubkey is the global form of --insecure-allow-http for keys
+      const allowHttp = flags.insecureAllowHttp || globals.insecureOptions.http || globals.insecureOptions.pubkey;
+      const insecureTls = globals.insecureOptions.tls;
+      if (insecureTls) say('rkt: warning: TLS verification has been disabled (--insecure-options=tls): a key fetched this way may be anyone\'s; check its fingerprint');
+      let locations = keyfiles;
+      if (locations.length === 0) {
+        const { credentialsFor } = await import('../fetch/auth.js');
+        const { loadConfig } = await import('../config/loader.js');
+        locations = await discoverKeyLocations(flags.prefix!, { allowHttp, insecureTls, credentials: credentialsFor(loadConfig(globals).auth) });
+      }
       const keys = [];
-      for (const location of keyfiles) {
-        const source = await readKeySource(location, { allowHttp: flags.insecureAllowHttp });
+      for (const location of locations) {
+        const source = await readKeySource(location, { allowHttp, insecureTls });
         keys.push({ source, key: await readPublicKey(source.data, `key file "${location}"`) });
       }
 

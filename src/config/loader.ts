@@ -4,8 +4,10 @@ import { RktError, isErrno } from '../errors.js';
 import type { GlobalOptions } from './global.js';
 
 // rkt's configuration: JSON files with rktKind/rktVersion in paths.d,
-// stage1.d, auth.d and docker.d of the system, local and user config dirs.
-// Later dirs override earlier ones: system < local < user.
+// stage1.d and auth.d of the system, local and user config dirs. auth.d
+// holds two kinds, as in rkt: "auth" (per domain) and "dockerAuth" (per
+// Docker registry). Later dirs override earlier ones: system < local < user;
+// within one dir a domain or registry may be configured only once.
 
 export interface PathsConfig {
   data?: string;
@@ -40,7 +42,8 @@ export interface RktConfig {
 
 export class ConfigError extends RktError {}
 
-const KIND_OF_DIR = { 'paths.d': 'paths', 'stage1.d': 'stage1', 'auth.d': 'auth', 'docker.d': 'dockerAuth' } as const;
+const KINDS_OF_DIR = { 'paths.d': ['paths'], 'stage1.d': ['stage1'], 'auth.d': ['auth', 'dockerAuth'] } as const;
+type DirName = keyof typeof KINDS_OF_DIR;
 
 type Json = Record<string, unknown>;
 
@@ -86,9 +89,21 @@ function strList(json: Json, key: string, file: string): string[] {
   return v as string[];
 }
 
-function apply(cfg: RktConfig, dirName: keyof typeof KIND_OF_DIR, file: string, json: Json): void {
-  const kind = KIND_OF_DIR[dirName];
-  if (json.rktKind !== kind) throw new ConfigError(`config file ${file}: rktKind must be "${kind}" in ${dirName}`);
+/** Keys (domains, registries) already configured by a file of the dir being read, for the duplicate rule. */
+type SeenInDir = Map<string, string>;
+
+function claim(seen: SeenInDir, what: 'domain' | 'registry', key: string, file: string): void {
+  const other = seen.get(`${what} ${key}`);
+  if (other !== undefined) throw new ConfigError(`config file ${file}: ${what} "${key}" is already configured in ${other}; keep it in one file per directory`);
+  seen.set(`${what} ${key}`, file);
+}
+
+function apply(cfg: RktConfig, dirName: DirName, file: string, json: Json, seen: SeenInDir): void {
+  const kinds: readonly string[] = KINDS_OF_DIR[dirName];
+  const kind = json.rktKind;
+  if (typeof kind !== 'string' || !kinds.includes(kind)) {
+    throw new ConfigError(`config file ${file}: rktKind must be ${kinds.map((k) => `"${k}"`).join(' or ')} in ${dirName}`);
+  }
   if (json.rktVersion !== 'v1') throw new ConfigError(`config file ${file}: unsupported rktVersion ${JSON.stringify(json.rktVersion)}; use "v1"`);
   switch (kind) {
     case 'paths': {
@@ -114,16 +129,22 @@ function apply(cfg: RktConfig, dirName: keyof typeof KIND_OF_DIR, file: string, 
       const creds = json.credentials;
       if (typeof creds !== 'object' || creds === null) throw new ConfigError(`config file ${file}: "credentials" is required`);
       const entry: AuthEntry = { domains: strList(json, 'domains', file), type, credentials: creds as Record<string, string> };
-      for (const d of entry.domains) cfg.auth.set(d, entry);
+      for (const d of entry.domains) {
+        claim(seen, 'domain', d, file);
+        cfg.auth.set(d, entry);
+      }
       break;
     }
     case 'dockerAuth': {
       const creds = json.credentials as { user?: unknown; password?: unknown } | undefined;
-      if (!creds || typeof creds.user !== 'string' || typeof creds.password !== 'string') {
-        throw new ConfigError(`config file ${file}: "credentials" needs "user" and "password"`);
+      if (!creds || typeof creds.user !== 'string' || typeof creds.password !== 'string' || creds.user === '' || creds.password === '') {
+        throw new ConfigError(`config file ${file}: "credentials" needs a non-empty "user" and "password"`);
       }
       const entry: DockerAuthEntry = { registries: strList(json, 'registries', file), credentials: { user: creds.user, password: creds.password } };
-      for (const r of entry.registries) cfg.dockerAuth.set(r, entry);
+      for (const r of entry.registries) {
+        claim(seen, 'registry', r, file);
+        cfg.dockerAuth.set(r, entry);
+      }
       break;
     }
   }
@@ -132,8 +153,9 @@ function apply(cfg: RktConfig, dirName: keyof typeof KIND_OF_DIR, file: string, 
 export function loadConfig(globals: Pick<GlobalOptions, 'systemConfig' | 'localConfig' | 'userConfig'>): RktConfig {
   const cfg: RktConfig = { paths: {}, stage1: {}, auth: new Map(), dockerAuth: new Map() };
   for (const base of [globals.systemConfig, globals.localConfig, globals.userConfig]) {
-    for (const dirName of Object.keys(KIND_OF_DIR) as (keyof typeof KIND_OF_DIR)[]) {
-      for (const { file, json } of readConfigFiles(path.join(base, dirName))) apply(cfg, dirName, file, json);
+    for (const dirName of Object.keys(KINDS_OF_DIR) as DirName[]) {
+      const seen: SeenInDir = new Map();
+      for (const { file, json } of readConfigFiles(path.join(base, dirName))) apply(cfg, dirName, file, json, seen);
     }
   }
   return cfg;

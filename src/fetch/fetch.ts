@@ -8,18 +8,18 @@ import type { StagedImage, Store } from '../store/store.js';
 import { log } from '../log.js';
 import { stageVerified } from './verify.js';
 import { classifyImageString, parseImageString } from '../appc/image-ref.js';
+import type { RktConfig } from '../config/loader.js';
+import type { PullPolicy } from './policy.js';
+import { isDockerTransport } from '../docker/reference.js';
 
-export type PullPolicy = 'never' | 'new' | 'update';
+export { parsePullPolicy, type PullPolicy } from './policy.js';
 
 export interface FetchOptions {
-  /** Detached signature file given with --signature (applies to the first file image). */
+  /** Detached signature given with --signature: a file, or (for remote images) a URL. */
   signature?: string;
   pullPolicy?: PullPolicy;
-}
-
-export function parsePullPolicy(value: string | undefined): PullPolicy {
-  if (value === undefined || value === 'new' || value === 'never' || value === 'update') return value ?? 'new';
-  throw new UsageError(`unknown --pull-policy "${value}"; use never, new or update`);
+  /** The loaded configuration (auth.d), if the caller has it; loaded when needed otherwise. */
+  config?: RktConfig;
 }
 
 /**
@@ -64,11 +64,15 @@ async function openImageFile(abs: string, file: string): Promise<Readable> {
 }
 
 /**
- * Bring one image argument into the store and return its ID. Remote
- * transports are not part of this build: such arguments fail with a
- * message that says how to get the image in by file.
+ * Bring one image argument into the store and return its ID. One entry per
+ * transport; each lives in its own module.
  */
 export async function fetchImage(store: Store, globals: GlobalOptions, arg: string, opts: FetchOptions = {}): Promise<string> {
+  // docker://, oci: and docker-archive: (src/docker)
+  if (isDockerTransport(arg)) {
+    const { fetchDockerImage } = await import('../docker/fetch.js');
+    return fetchDockerImage(store, globals, arg, opts.pullPolicy);
+  }
   const kind = classifyImageString(arg, (p) => fs.existsSync(p));
   switch (kind) {
     case 'id':
@@ -76,21 +80,18 @@ export async function fetchImage(store: Store, globals: GlobalOptions, arg: stri
     case 'path':
       return fetchFile(store, globals, arg, opts.signature);
     case 'url': {
-      if (arg.startsWith('file://')) return fetchFile(store, globals, fileURLToPath(arg), opts.signature);
-      const scheme = arg.slice(0, arg.indexOf(':'));
-      throw new RktError(`fetching ${scheme}:// images is not supported by this rkt; download the ACI (and its .asc) and fetch the file`);
+      const scheme = arg.slice(0, arg.indexOf(':')).toLowerCase();
+      if (scheme === 'file') return fetchFile(store, globals, fileURLToPath(arg), opts.signature);
+      if (scheme === 'https' || scheme === 'http') return withDependencies(store, globals, await (await import('./by-url.js')).fetchByUrl(store, globals, arg, opts), opts);
+      throw new UsageError(`fetching ${scheme}:// images is not supported by this rkt; use https://, a name (appc discovery), or a file`);
     }
     case 'name':
-      return fetchByName(store, arg, opts.pullPolicy ?? 'new');
+      return withDependencies(store, globals, await (await import('./by-name.js')).fetchByName(store, globals, parseImageString(arg), opts), opts);
   }
 }
 
-async function fetchByName(store: Store, arg: string, policy: PullPolicy): Promise<string> {
-  const ref = parseImageString(arg);
-  if (policy !== 'update') {
-    const found = store.findByName(ref.name, ref.labels);
-    if (found.length > 0) return found[found.length - 1]!.id;
-  }
-  if (policy === 'never') throw new ImageNotFoundError(`image ${arg} is not in the store and --pull-policy=never forbids fetching it`);
-  throw new ImageNotFoundError(`image ${arg} is not in the store, and appc discovery over the network is not supported by this rkt; fetch the ACI file instead`);
+/** Images from the network bring their dependencies (./deps.ts); local files do not reach out. */
+async function withDependencies(store: Store, globals: GlobalOptions, id: string, opts: FetchOptions): Promise<string> {
+  await (await import('./deps.js')).fetchDependencies(store, globals, id, opts);
+  return id;
 }

@@ -153,7 +153,9 @@ export class AciTarChecker implements ArchiveView {
     this.window.append(chunk, this.written);
     this.written += chunk.length;
     if (this.window.length > MAX_WINDOW) {
+      // Padding is a record at most; 64 MiB of zeros is a stream that does not end (a hostile server), not an archive.
       if (!this.window.allZero()) this.fail(this.refuse(undefined, 'more than 64 MiB of headers before an entry (malformed archive)'));
+      else this.fail(this.refuse(undefined, 'more than 64 MiB of zeros after the last entry (not end-of-archive padding)'));
       this.zerosDropped += this.window.length;
       this.window.discardBefore(this.written);
     }

@@ -1,9 +1,13 @@
 // The appc path whitelist: after an image is composed over its dependencies,
 // only the listed paths survive in the rootfs.
 //
-// Semantics chosen where the spec is silent: a listed path keeps itself and,
-// when it is a directory, everything under it (the spec's own example lists
-// "/etc/systemd/system/"); the directories leading to a listed path are kept
+// Semantics chosen where the spec is silent: a listed path keeps itself; one
+// written with a trailing slash ("/etc/systemd/system/", as in the spec's own
+// example) keeps everything under it too, while a directory listed without
+// one keeps only the children that are listed themselves, as rkt matched
+// whitelist entries exactly (converted Docker layers rely on that: their
+// whitelist lists every surviving path, so that whited-out files under a
+// surviving directory go). The directories leading to a listed path are kept
 // so it stays reachable; everything else goes, empty directories included.
 // Symlinks are never followed: one on the way to a listed path is kept as a
 // symlink, and whatever it points at survives only if listed itself.
@@ -16,17 +20,23 @@ import { ImageFormatError, RktError } from '../errors.js';
 export async function applyPathWhitelist(rootfsDir: string, whitelist: string[]): Promise<void> {
   if (whitelist.length === 0) return;
   const keep = new Set<string>();
+  const exact = new Set<string>();
   const ancestors = new Set<string>();
   for (const entry of whitelist) {
     if (!entry.startsWith('/')) throw new ImageFormatError(`pathWhitelist entry "${entry}" is not an absolute path`);
     const parts = entry.split('/').filter((c) => c !== '' && c !== '.');
     if (parts.includes('..')) throw new ImageFormatError(`pathWhitelist entry "${entry}" contains ".."`);
-    if (parts.length === 0) return; // "/" keeps everything
-    keep.add(parts.join('/'));
+    if (parts.length === 0) {
+      if (entry.endsWith('/')) return; // "/" keeps everything
+      continue;
+    }
+    (entry.endsWith('/') ? keep : exact).add(parts.join('/'));
     for (let i = 1; i < parts.length; i++) ancestors.add(parts.slice(0, i).join('/'));
   }
   const st = await fsp.lstat(rootfsDir);
   if (!st.isDirectory()) throw new RktError(`cannot apply the path whitelist: ${rootfsDir} is not a directory`);
+  // an exact entry is kept like a directory on the way to something listed
+  for (const p of exact) ancestors.add(p);
   await prune(rootfsDir, '', keep, ancestors);
 }
 

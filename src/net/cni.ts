@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { execa } from 'execa';
+import { execa } from '../util/lazy-execa.js';
 import { log } from '../log.js';
 import { findPlugin, isJsonObject, type JsonObject, type JsonValue } from './config.js';
 import { CniPluginError, oneLine } from './errors.js';

@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { execa } from '../util/lazy-execa.js';
 import { log } from '../log.js';
 import { NetworkSetupError, oneLine } from './errors.js';
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../util/lazy-execa.js';
 import { UsageError } from '../errors.js';
 import { log } from '../log.js';
 import { addNetwork, delNetwork, normalizeResult, prefixToMask, versionAtLeast, type CniDns, type CniIp, type CniRoute, type NetworkInvocation } from './cni.js';

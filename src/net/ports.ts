@@ -47,13 +47,24 @@ export interface AppPorts {
  * (a declared range is forwarded port by port from the host port on).
  */
 export function resolvePortMappings(exposed: readonly ExposedPort[], apps: readonly AppPorts[]): PortMapping[] {
+  // Several apps may declare a port of the same name; forwarding it is then ambiguous (rkt's rule).
   const declared = new Map<string, Port>();
-  for (const a of apps) for (const p of a.ports) if (!declared.has(p.name)) declared.set(p.name, p);
+  const owners = new Map<string, string[]>();
+  for (const a of apps) {
+    for (const p of a.ports) {
+      if (!declared.has(p.name)) declared.set(p.name, p);
+      owners.set(p.name, [...(owners.get(p.name) ?? []), a.app]);
+    }
+  }
   const out: PortMapping[] = [];
   const names = new Set<string>();
   for (const e of exposed) {
     if (names.has(e.name)) throw new UsageError(`--port: port "${e.name}" is forwarded more than once`);
     names.add(e.name);
+    const by = owners.get(e.name) ?? [];
+    if (e.podPort === undefined && by.length > 1) {
+      throw new UsageError(`--port=${e.name}:${e.hostPort}: port "${e.name}" is declared by apps ${by.map((a) => `"${a}"`).join(' and ')}, so forwarding it is ambiguous; rename the port in one app's image or run them in separate pods`);
+    }
     const p = e.podPort ?? declared.get(e.name);
     if (!p) {
       const known = [...declared.keys()];

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import { gcArgv } from '../stage1/args.js';
+import { unregisterPod } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import { log } from '../log.js';
 import { LockBusyError } from '../errors.js';
@@ -25,10 +27,13 @@ function mtime(dir: string): number {
  * what it holds (gc entrypoint), then remove the directory. The caller
  * holds the pod's lock.
  */
-export async function destroyPod(pod: Pod, debug: boolean): Promise<void> {
+export async function destroyPod(pod: Pod, opts: { debug: boolean; localConfig: string }): Promise<void> {
+  const { debug } = opts;
+  // a pod whose `rkt run` was killed is still registered
+  await unregisterPod(pod.dir, pod.uuid);
   if (fs.existsSync(pod.paths.stage1Manifest)) {
     try {
-      const code = await invokeEntrypoint(pod.paths, 'gc', [...(debug ? ['--debug'] : []), pod.uuid], { stdio: debug ? 'inherit' : 'ignore' });
+      const code = await invokeEntrypoint(pod.paths, 'gc', (v) => gcArgv(v, { debug, localConfig: opts.localConfig }, pod.uuid), { stdio: debug ? 'inherit' : 'ignore' });
       if (code !== 0) log().warn({ uuid: pod.uuid, code }, 'stage1 gc entrypoint failed');
     } catch (err) {
       log().warn({ uuid: pod.uuid, err: (err as Error).message }, 'stage1 gc entrypoint could not run');
@@ -42,7 +47,7 @@ export async function destroyPod(pod: Pod, debug: boolean): Promise<void> {
  * and prepared pods older than expirePrepared move to garbage; garbage is
  * removed, exited garbage once it has been there for the grace period.
  */
-export async function gcPods(dataDir: string, opts: { gracePeriodMs: number; expirePreparedMs: number; debug: boolean }, now = Date.now()): Promise<PodGcReport> {
+export async function gcPods(dataDir: string, opts: { gracePeriodMs: number; expirePreparedMs: number; debug: boolean; localConfig: string }, now = Date.now()): Promise<PodGcReport> {
   const report: PodGcReport = { marked: [], removed: [], failed: [] };
   for (const pod of Pod.listAll(dataDir)) {
     let lock;
@@ -64,7 +69,7 @@ export async function gcPods(dataDir: string, opts: { gracePeriodMs: number; exp
         pod.moveTo('garbage');
       }
       if (pod.stateDir === 'garbage' || (pod.stateDir === 'exited-garbage' && now - mtime(pod.dir) >= opts.gracePeriodMs)) {
-        await destroyPod(pod, opts.debug);
+        await destroyPod(pod, opts);
         report.removed.push(pod.uuid);
       }
     } catch (err) {

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { PodNotFoundError, RktError, UsageError, isErrno, whyUnreadable } from '../errors.js';
 import { parsePodManifest } from '../appc/pod-manifest.js';
 import type { PodManifest } from '../appc/types.js';
-import { PodPaths, readAppExitStatuses } from '../stage1/contract.js';
+import { parseImageManifest } from '../appc/image-manifest.js';
+import { EXTENSION_ANNOTATION, PodPaths, hostStatusDir, readAppExitStatuses, rktStatusDir, type StatusDir } from '../stage1/contract.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock, type LockMode } from '../util/lock.js';
 import { readPinned } from '../util/pinned-file.js';
@@ -12,6 +13,17 @@ import { POD_STATE_DIRS, podDir, podsDir, type PodStateDir } from './layout.js';
 export type PodState = 'embryo' | 'preparing' | 'aborted prepare' | 'prepared' | 'running' | 'exited' | 'exited garbage' | 'garbage' | 'deleting';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** A pid file as a stage1 writes it: a positive number, else undefined. */
+function readPidFile(file: string): number | undefined {
+  try {
+    const v = Number(readPinned(file, undefined, 32).trim());
+    return Number.isInteger(v) && v > 0 ? v : undefined;
+  } catch {
+    // not written (yet)
+    return undefined;
+  }
+}
 
 /** One pod directory, wherever in its lifecycle it is. */
 export class Pod {
@@ -134,26 +146,71 @@ export class Pod {
     return this.manifest().apps.map((a) => a.name);
   }
 
+  private statusWhere: StatusDir | undefined;
+
+  /**
+   * Where this pod's stage1 writes the apps' exit statuses: exit-status/ for
+   * a stage1 that declares it does (ours: only the host writes there), else
+   * where rkt's contract says, in its rootfs. A pod whose stage1 manifest
+   * cannot be read has not run; no pod-writable place is read for it.
+   */
+  private statusDir(): StatusDir {
+    if (this.statusWhere !== undefined) return this.statusWhere;
+    let host = true;
+    try {
+      const m = parseImageManifest(Buffer.from(readPinned(this.paths.stage1Manifest, undefined, 1 << 20)));
+      host = m.annotations?.some((a) => a.name === EXTENSION_ANNOTATION.hostExitStatus && a.value === 'true') ?? false;
+    } catch {
+      // no stage1 yet (or a broken one): nothing has run
+    }
+    this.statusWhere = host ? hostStatusDir(this.paths) : rktStatusDir(this.paths);
+    return this.statusWhere;
+  }
+
+  /**
+   * Whether stage1 says every app has started: our stage1s touch `ready` in
+   * the pod directory; rkt's contract has a stage1 point the symlink
+   * stage1/rootfs/rkt/supervisor-status at "ready" (read, never followed).
+   */
+  isReady(): boolean {
+    if (this.statusDir().dir === this.paths.statusDir) return fs.existsSync(this.paths.ready);
+    try {
+      return fs.readlinkSync(this.paths.rktSupervisorStatus) === 'ready';
+    } catch {
+      // not (yet) a symlink
+      return false;
+    }
+  }
+
   /** Exit statuses written by stage1, by app name. */
   appExitStatuses(): Record<string, number> {
     try {
-      return readAppExitStatuses(this.paths);
+      return readAppExitStatuses(this.paths, this.statusDir());
     } catch (err) {
       throw new RktError(`the exit statuses of pod ${this.uuid} ${whyUnreadable(err)}`, { cause: err });
     }
   }
 
 
+  /**
+   * The pid stage0 gives the enter entrypoint, as rkt's contract has the run
+   * entrypoint tell it: `pid` holds it, or `ppid` holds its parent, which
+   * must have exactly one child (else there is no pid yet).
+   */
   pid(): number | undefined {
-    for (const file of [this.paths.pid, this.paths.ppid]) {
-      try {
-        const v = Number(readPinned(file, undefined, 32).trim());
-        if (Number.isInteger(v) && v > 0) return v;
-      } catch {
-        // not written (yet)
-      }
+    const pid = readPidFile(this.paths.pid);
+    if (pid !== undefined) return pid;
+    const ppid = readPidFile(this.paths.ppid);
+    if (ppid === undefined) return undefined;
+    let children: string[];
+    try {
+      children = fs.readFileSync(`/proc/${ppid}/task/${ppid}/children`, 'utf8').trim().split(/\s+/).filter((c) => c !== '');
+    } catch {
+      // the parent is gone: there is nothing to enter
+      return undefined;
     }
-    return undefined;
+    // not yet started, or a stage1 that broke the rule: no pid to give
+    return children.length === 1 ? Number(children[0]) : undefined;
   }
 
   private mtime(file: string, follow = true): Date | undefined {
@@ -179,7 +236,7 @@ export class Pod {
   exitedAt(): Date | undefined {
     let last: Date | undefined;
     for (const name of Object.keys(this.appExitStatuses())) {
-      const t = this.mtime(this.paths.appStatus(name), false);
+      const t = this.mtime(path.join(this.statusDir().dir, name), false);
       if (t && (!last || t > last)) last = t;
     }
     return last ?? this.mtime(this.paths.exitCause);

@@ -6,7 +6,8 @@ import type { GlobalOptions } from '../config/global.js';
 import type { RktConfig } from '../config/loader.js';
 import { parsePodManifest, serializePodManifest } from '../appc/pod-manifest.js';
 import type { PodManifest } from '../appc/types.js';
-import { fetchImage, parsePullPolicy } from '../fetch/fetch.js';
+import { fetchImage } from '../fetch/fetch.js';
+import { pullPolicyOf } from '../fetch/policy.js';
 import { log } from '../log.js';
 import { PodPaths, type RunOptions } from '../stage1/contract.js';
 import { selectStage1 } from '../stage1/select.js';
@@ -14,6 +15,7 @@ import { entrypointPath, interfaceVersion, stage1Manifest } from '../stage1/invo
 import type { Store } from '../store/store.js';
 import { renderTree, type RenderedTree } from '../store/treestore.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import type { FileLock } from '../util/lock.js';
 import { generatePodManifest, type ResolvedApp } from './manifest-gen.js';
 import { Pod } from './pod.js';
@@ -38,11 +40,11 @@ function readPodManifestFile(file: string): PodManifest {
   return parsePodManifest(data);
 }
 
-async function resolveApps(store: Store, globals: GlobalOptions, args: RunArgs): Promise<ResolvedApp[]> {
-  const pullPolicy = parsePullPolicy(args.pod.pullPolicy);
+async function resolveApps(store: Store, globals: GlobalOptions, config: RktConfig, args: RunArgs): Promise<ResolvedApp[]> {
+  const pullPolicy = pullPolicyOf(args.pod, 'new', (w) => log().warn(w));
   const out: ResolvedApp[] = [];
   for (const app of args.apps) {
-    const imageId = await fetchImage(store, globals, app.image, { signature: app.signature, pullPolicy });
+    const imageId = await fetchImage(store, globals, app.image, { signature: app.signature, pullPolicy, config });
     out.push({ args: app, imageId, manifest: store.manifest(imageId) });
   }
   return out;
@@ -71,8 +73,9 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
       manifest = readPodManifestFile(args.pod.podManifest);
       for (const app of manifest.apps) store.resolveIdPrefix(app.image.id);
     } else {
-      manifest = generatePodManifest(await resolveApps(store, globals, args), args.pod);
+      manifest = generatePodManifest(await resolveApps(store, globals, config, args), args.pod);
     }
+    phase('image-lookup');
     const paths = pod.paths;
     const stage1Tree = await renderTree(store, stage1Id, { hold: true });
     treeLocks.push(stage1Tree.hold!);
@@ -104,6 +107,7 @@ export async function preparePod(store: Store, globals: GlobalOptions, config: R
     writeFileAtomic(paths.manifest, serializePodManifest(manifest));
     pod.moveTo('prepared');
     log().debug({ uuid }, 'pod prepared');
+    phase('pod-preparation');
     return { pod, lock, treeLocks };
   } catch (err) {
     for (const l of treeLocks) l.release();

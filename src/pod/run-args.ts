@@ -52,6 +52,9 @@ export interface PodArgs {
   uuidFileSave?: string;
   podManifest?: string;
   pullPolicy?: string;
+  /** Deprecated forms of --pull-policy=never and =update. */
+  storeOnly?: boolean;
+  noStore?: boolean;
   ports: string[];
   mdsRegister: boolean;
   noOverlay: boolean;
@@ -105,6 +108,8 @@ const POD_FLAGS: Record<string, [Kind, keyof PodArgs]> = {
   'uuid-file-save': ['value', 'uuidFileSave'],
   'pod-manifest': ['value', 'podManifest'],
   'pull-policy': ['value', 'pullPolicy'],
+  'store-only': ['bool', 'storeOnly'],
+  'no-store': ['bool', 'noStore'],
   port: ['list', 'ports'],
   'mds-register': ['bool', 'mdsRegister'],
   'no-overlay': ['bool', 'noOverlay'],

@@ -1,9 +1,13 @@
 import fs from 'node:fs';
 import { RktError } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
+import { runArgv, type RunFlags } from '../stage1/args.js';
+import { dnsConfModeFor, writeStage0DnsFiles } from '../stage1/dns-conf.js';
+import { registerPod, unregisterPod, type MetadataAccess } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
+import { phase, phaseTrace } from '../util/phase-trace.js';
 import { writeRunOptions } from './prepare.js';
 import type { Pod } from './pod.js';
 
@@ -11,11 +15,12 @@ export interface StartOptions {
   net: string[];
   interactive: boolean;
   hostname?: string;
-  mdsToken?: string;
   dns?: RunOptions['dns'];
   hostsEntries?: string[];
   privateUsers?: string;
   ipc?: string;
+  /** rkt's --mds-register: register the pod with the metadata service for as long as it runs. */
+  mdsRegister?: boolean;
 }
 
 /**
@@ -25,7 +30,18 @@ export interface StartOptions {
  */
 export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions, opts: StartOptions): Promise<number> {
   if (pod.stateDir !== 'prepared') throw new RktError(`pod ${pod.uuid} is not prepared (it is ${pod.state()}); only prepared pods can run`);
-  pod.moveTo('run');
+  // before the pod counts as running: a refusal leaves it prepared, registered nowhere
+  const mds = opts.mdsRegister ? await registerPod(pod.paths, pod.uuid) : undefined;
+  try {
+    pod.moveTo('run');
+    return await runStage1(pod, lock, globals, opts, mds);
+  } finally {
+    if (mds) await unregisterPod(pod.dir, pod.uuid);
+    phase('stage0-exit');
+  }
+}
+
+async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts: StartOptions, mds: MetadataAccess | undefined): Promise<number> {
   const insecure = Object.entries(globals.insecureOptions)
     .filter(([, on]) => on)
     .map(([k]) => k);
@@ -44,16 +60,33 @@ export async function startPod(pod: Pod, lock: FileLock, globals: GlobalOptions,
     hostsEntries: opts.hostsEntries,
     ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
     ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
+    // The token also travels as rkt's --mds-token; the service's port has no
+    // flag in rkt's contract, so a stage1 finds it here (metadataServiceOf()
+    // in src/stage1-common/metadata.ts, where the flag wins for the token).
+    ...(mds !== undefined ? { metadataService: mds } : {}),
   });
-  const args = [`--net=${net.join(',')}`, `--local-config=${globals.localConfig}`];
-  if (globals.debug) args.push('--debug');
-  if (opts.interactive) args.push('--interactive');
-  if (opts.hostname) args.push(`--hostname=${opts.hostname}`);
-  if (opts.mdsToken) args.push(`--mds-token=${opts.mdsToken}`);
-  args.push(pod.uuid);
-  return invokeEntrypoint(pod.paths, 'run', args, {
+  const dnsReq = { ...(opts.dns !== undefined && { dns: opts.dns }), ...(opts.hostsEntries !== undefined && { hostsEntries: opts.hostsEntries }) };
+  const dnsConfMode = dnsConfModeFor(dnsReq);
+  writeStage0DnsFiles(pod.paths, dnsConfMode, dnsReq);
+  const ins = globals.insecureOptions;
+  const flags: RunFlags = {
+    debug: globals.debug,
+    net,
+    interactive: opts.interactive,
+    ...(opts.privateUsers !== undefined && { privateUsers: opts.privateUsers }),
+    ...(mds !== undefined && { mdsToken: mds.token }),
+    localConfig: globals.localConfig,
+    ...(opts.hostname !== undefined && { hostname: opts.hostname }),
+    dnsConfMode,
+    disableCapabilities: ins.capabilities,
+    disablePaths: ins.paths,
+    disableSeccomp: ins.seccomp,
+  };
+  return invokeEntrypoint(pod.paths, 'run', (v) => runArgv(v, flags, pod.uuid), {
     lockFd: lock.fd,
     isolateMounts: true,
     forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+    // the entrypoint's phase marks continue this process's timeline
+    ...(globals.debug && { env: phaseTrace().env() }),
   });
 }

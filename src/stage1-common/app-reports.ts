@@ -14,6 +14,8 @@ export const POD_ROOT = {
   /** The apps' names, one per line, written by the host before boot: the hook's list of whom to wait for. */
   apps: '/rkt/apps',
   status: '/rkt/status',
+  /** Exits of apps with a post-stop handler, noted by their hook until the handler has run (rkt-app-exited --defer). */
+  deferred: '/rkt/deferred',
   /** Writes one report line to the host (rkt-report WORDS...): each flavor has its own. */
   report: '/rkt/bin/rkt-report',
   /** nspawn's report channel: a FIFO the host opens before the container starts. */
@@ -34,4 +36,8 @@ export interface AppReports {
   exits(): AppExit[];
   /** Apps the kernel's OOM killer ended. */
   oomKilled(): Set<string>;
+  /** Apps whose pre-start event handler is running: the pod is up, and their start may take long. */
+  preStarting?(): Set<string>;
+  /** Apps that never ran because their pre-start event handler failed. */
+  preStartFailed?(): Set<string>;
 }

@@ -34,6 +34,11 @@ export interface VolumeMount {
   empty?: { mode: number; uid: number; gid: number };
 }
 
+export interface EventHandlers {
+  preStart?: string[];
+  postStop?: string[];
+}
+
 export interface AppIsolators {
   /** Bytes; the smaller of the app's and the pod's limits. */
   memoryLimit?: number;
@@ -64,6 +69,8 @@ export interface AppSpec {
   env: EnvironmentVariable[];
   workingDirectory: string;
   readOnlyRootFS: boolean;
+  /** Commands run in the app's context before its exec starts and after it has ended (spec/aci.md). */
+  eventHandlers: EventHandlers;
   mounts: VolumeMount[];
   isolators: AppIsolators;
   /** The rendered image in the tree store: read-only, never written. */
@@ -210,6 +217,15 @@ function resolveIsolators(app: Isolator[], pod: Isolator[]): AppIsolators {
   return iso;
 }
 
+function eventHandlers(app: App): EventHandlers {
+  const out: EventHandlers = {};
+  for (const h of app.eventHandlers ?? []) {
+    if (h.name === 'pre-start') out.preStart = [...h.exec];
+    else out.postStop = [...h.exec];
+  }
+  return out;
+}
+
 /** Resolve one app of the pod. The user database is read from `opts.treeRootfs`, the image itself. */
 export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageManifest, opts: ResolveOptions): AppSpec {
   // The pod's app section replaces the image's (spec/pods.md); only exec and env fall back or merge.
@@ -217,6 +233,10 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
   if (!app) throw new AppSpecError(`app "${ra.name}": neither the pod manifest nor image ${image.name} says how to run it`);
   const exec = ra.app?.exec?.length ? ra.app.exec : image.app?.exec;
   if (!exec?.length) throw new AppSpecError(`app "${ra.name}" has no exec: image ${image.name} names no command; give one with --exec`);
+  const activated = (app.ports ?? []).find((p) => p.socketActivated === true);
+  if (activated) {
+    throw new AppSpecError(`app "${ra.name}": port "${activated.name}" asks for socket activation (app.ports[].socketActivated), which this rkt does not support; set it to false and let the app listen itself`);
+  }
   const user = resolveId(opts.treeRootfs, app.user, 'user', ra.name);
   const group = resolveId(opts.treeRootfs, app.group, 'group', ra.name);
 
@@ -245,6 +265,7 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
     env: [...env].map(([name, value]) => ({ name, value })),
     workingDirectory: app.workingDirectory || '/',
     readOnlyRootFS: ra.readOnlyRootFS ?? false,
+    eventHandlers: eventHandlers(app),
     mounts: resolveMounts(pm, ra, mountPoints, opts.paths),
     isolators: resolveIsolators(app.isolators ?? [], pm.isolators ?? []),
     treeRootfs: opts.treeRootfs,

@@ -1,5 +1,7 @@
 import { EXIT, RktError, UsageError } from '../errors.js';
 import { reportFailure, setDebug, setProgram } from '../log.js';
+import type { AttachAction, AttachEndpoints, DnsConfMode } from '../stage1/args.js';
+import { parseDnsConfMode } from '../stage1/dns-conf.js';
 
 // Argument handling shared by every flavor's entrypoints. stage0 passes
 // flags as `--name=value` (rkt's Go flag style); `--name value` is accepted
@@ -20,6 +22,8 @@ export interface FlagSpec {
   booleans?: readonly string[];
   /** Flags that take a value: --net=host, --pid=42. */
   values?: readonly string[];
+  /** Flags whose value is optional and must follow "=": --private-users, --private-users=1000:65536. */
+  optionalValues?: readonly string[];
 }
 
 export interface ParsedArgs {
@@ -34,6 +38,7 @@ export interface ParsedArgs {
 export function parseFlags(argv: readonly string[], spec: FlagSpec): ParsedArgs {
   const booleans = new Set(spec.booleans ?? []);
   const values = new Set(spec.values ?? []);
+  const optional = new Set(spec.optionalValues ?? []);
   const out: ParsedArgs = { booleans: new Set(), values: new Map(), positionals: [], rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
@@ -56,6 +61,8 @@ export function parseFlags(argv: readonly string[], spec: FlagSpec): ParsedArgs 
       let v: string | undefined = eq === -1 ? argv[++i] : arg.slice(eq + 1);
       if (v === undefined) throw new UsageError(`--${name} needs a value`);
       out.values.set(name, v);
+    } else if (optional.has(name)) {
+      out.values.set(name, eq === -1 ? '' : arg.slice(eq + 1));
     } else {
       throw new UsageError(`unknown flag ${arg.slice(0, eq === -1 ? undefined : eq)}`);
     }
@@ -77,15 +84,38 @@ export interface RunArgs {
   hostname?: string;
   localConfig?: string;
   mdsToken?: string;
+  /** --private-users: "" for a range the flavor picks, else UIDBASE[:COUNT]. */
+  privateUsers?: string;
+  /** --dns-conf-mode (interface version 4); "default" for both when not given. */
+  dnsConfMode: DnsConfMode;
+  /** --disable-capabilities-restriction, --disable-paths, --disable-seccomp (interface version 3). */
+  disableCapabilities: boolean;
+  disablePaths: boolean;
+  disableSeccomp: boolean;
 }
 
-/** The run entrypoint: run [--debug] [--net=...] [--interactive] [--hostname=H] [--local-config=D] [--mds-token=T] UUID */
+/** The run flags of rkt's stage1 interface versions 1 to 5, as the flags and their RunArgs names. */
+export const RUN_FLAGS = {
+  booleans: ['debug', 'interactive', 'mutable', 'disable-capabilities-restriction', 'disable-paths', 'disable-seccomp'],
+  values: ['net', 'hostname', 'local-config', 'mds-token', 'dns-conf-mode'],
+  optionalValues: ['private-users'],
+} as const;
+
+/**
+ * The run entrypoint, as rkt's stage1 interface versions 1 to 5 define it:
+ * run [--debug] [--net=N[,N...]] [--interactive] [--private-users[=SHIFT]] [--mds-token=T]
+ *     [--local-config=D] [--hostname=H] [--dns-conf-mode=resolv=M,hosts=M]
+ *     [--disable-capabilities-restriction] [--disable-paths] [--disable-seccomp] UUID
+ */
 export function parseRunArgs(argv: readonly string[]): RunArgs {
-  const p = parseFlags(argv, { booleans: ['debug', 'interactive'], values: ['net', 'hostname', 'local-config', 'mds-token'] });
+  const p = parseFlags(argv, RUN_FLAGS);
+  // rkt passes it only to a stage1 with app entrypoints, which none of ours has
+  if (p.booleans.has('mutable')) throw new RktError('--mutable: this stage1 does not run mutable pods (it has no app entrypoints)');
   const net = (p.values.get('net') ?? '')
     .split(',')
     .map((n) => n.trim())
     .filter((n) => n !== '');
+  const dns = p.values.get('dns-conf-mode');
   return {
     uuid: oneUuid(p.positionals, 'run'),
     debug: p.booleans.has('debug'),
@@ -94,7 +124,32 @@ export function parseRunArgs(argv: readonly string[]): RunArgs {
     ...(p.values.has('hostname') && { hostname: p.values.get('hostname') }),
     ...(p.values.has('local-config') && { localConfig: p.values.get('local-config') }),
     ...(p.values.has('mds-token') && { mdsToken: p.values.get('mds-token') }),
+    ...(p.values.has('private-users') && { privateUsers: p.values.get('private-users') }),
+    dnsConfMode: dns === undefined ? { resolv: 'default', hosts: 'default' } : parseDnsConfMode(dns),
+    disableCapabilities: p.booleans.has('disable-capabilities-restriction'),
+    disablePaths: p.booleans.has('disable-paths'),
+    disableSeccomp: p.booleans.has('disable-seccomp'),
   };
+}
+
+/** The flag each RunArgs field came from, for messages. */
+const RUN_FLAG_NAMES = {
+  privateUsers: '--private-users',
+  disableCapabilities: '--disable-capabilities-restriction',
+  disablePaths: '--disable-paths',
+  disableSeccomp: '--disable-seccomp',
+} as const;
+
+/**
+ * Refuse the flags a flavor cannot honour, each with why: a flag of the
+ * contract is carried out or refused, never dropped.
+ */
+export function refuseRunFlags(flavor: string, args: RunArgs, why: Partial<Record<keyof typeof RUN_FLAG_NAMES, string>>): void {
+  for (const [k, reason] of Object.entries(why) as [keyof typeof RUN_FLAG_NAMES, string][]) {
+    const v = args[k];
+    if (v === undefined || v === false) continue;
+    throw new RktError(`the ${flavor} stage1 cannot honour ${RUN_FLAG_NAMES[k]}: ${reason}`);
+  }
 }
 
 export interface EnterArgs {
@@ -132,11 +187,38 @@ export function parseStopArgs(argv: readonly string[]): StopArgs {
 export interface GcArgs {
   uuid: string;
   debug: boolean;
+  /** --local-config (interface version 5): the configuration directory the pod ran with. */
+  localConfig?: string;
 }
 
 export function parseGcArgs(argv: readonly string[]): GcArgs {
-  const p = parseFlags(argv, { booleans: ['debug'] });
-  return { uuid: oneUuid(p.positionals, 'gc'), debug: p.booleans.has('debug') };
+  const p = parseFlags(argv, { booleans: ['debug'], values: ['local-config'] });
+  return { uuid: oneUuid(p.positionals, 'gc'), debug: p.booleans.has('debug'), ...(p.values.has('local-config') && { localConfig: p.values.get('local-config') }) };
+}
+
+export interface AttachArgs {
+  action: AttachAction;
+  app: string;
+  debug: boolean;
+  endpoints: AttachEndpoints;
+}
+
+const ATTACH_ACTIONS: readonly AttachAction[] = ['auto-attach', 'custom-attach', 'list', 'console'];
+
+/**
+ * The attach entrypoint (rkt's version 5, a crossing entrypoint):
+ * attach --action=auto-attach|custom-attach|list --app=NAME [--debug]
+ *        [--tty-in=B] [--tty-out=B] [--stdin=B] [--stdout=B] [--stderr=B]
+ */
+export function parseAttachArgs(argv: readonly string[]): AttachArgs {
+  const p = parseFlags(argv, { booleans: ['debug', 'tty-in', 'tty-out', 'stdin', 'stdout', 'stderr'], values: ['action', 'app'] });
+  if (p.positionals.length > 0) throw new UsageError(`attach takes no arguments besides its flags, got ${p.positionals.join(' ')}`);
+  const action = p.values.get('action');
+  if (action === undefined || !(ATTACH_ACTIONS as readonly string[]).includes(action)) throw new UsageError(`attach needs --action=auto-attach, custom-attach, list or console${action === undefined ? '' : `, not "${action}"`}`);
+  const app = p.values.get('app');
+  if (app === undefined || app === '') throw new UsageError('attach needs --app=NAME');
+  const b = (n: string) => p.booleans.has(n);
+  return { action: action as AttachAction, app, debug: b('debug'), endpoints: { ttyIn: b('tty-in'), ttyOut: b('tty-out'), stdin: b('stdin'), stdout: b('stdout'), stderr: b('stderr') } };
 }
 
 /** Report a failure and exit 254 (rkt's code for any failure of a stage1 program); the line says which kind. */

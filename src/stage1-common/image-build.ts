@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { execa } from 'execa';
-import { ANNOTATION, type Entrypoint } from '../stage1/contract.js';
+import { ANNOTATION, EXTENSION_ANNOTATION, type Entrypoint } from '../stage1/contract.js';
 import { APPC_VERSION, RKT_VERSION, STAGE1_INTERFACE_VERSION } from '../version.js';
 
 // What every flavor's stage1 ACI recipe shares: bundling entrypoints with
@@ -56,6 +56,7 @@ export function stage1Manifest(name: string, entrypoints: Partial<Record<Entrypo
     annotations: [
       ...(Object.entries(entrypoints) as [Entrypoint, string][]).map(([e, p]) => ({ name: ANNOTATION[e], value: p })),
       { name: ANNOTATION.interfaceVersion, value: String(STAGE1_INTERFACE_VERSION) },
+      { name: EXTENSION_ANNOTATION.hostExitStatus, value: 'true' },
     ],
   };
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { log } from '../log.js';
+import { phase } from '../util/phase-trace.js';
 import type { AppExit, AppReports } from './app-reports.js';
 
 // The host end of the report channel: the pod's init tells the host that an
@@ -15,7 +16,9 @@ import type { AppExit, AppReports } from './app-reports.js';
 //
 // Grammar (ASCII, one message per line):
 //   started APP
-//   exited APP STATUS oom|-        STATUS 0..255
+//   pre-start APP                  the app's pre-start handler is running (the pod is up)
+//   exited APP STATUS oom|-|pre-start   STATUS 0..255; "pre-start": the app's
+//                                  pre-start handler failed with STATUS, the app never ran
 //   net-error TEXT                 printable ASCII, cut to NET_ERROR_MAX
 
 /** Longer lines are dropped whole: no message of the grammar comes close. */
@@ -24,7 +27,7 @@ export const NET_ERROR_MAX = 240;
 /** After this many bad lines the channel is taken for hostile and ignored. */
 export const REPORT_BAD_LINES_MAX = 64;
 
-export type Report = { kind: 'started'; app: string } | { kind: 'exited'; app: string; status: number; oom: boolean } | { kind: 'net-error'; text: string };
+export type Report = { kind: 'started'; app: string } | { kind: 'pre-start'; app: string } | { kind: 'exited'; app: string; status: number; oom: boolean; preStart: boolean } | { kind: 'net-error'; text: string };
 
 /** One line (without its newline), or undefined when it is not a message of the grammar about one of `apps`. */
 export function parseReportLine(line: string, apps: ReadonlySet<string>): Report | undefined {
@@ -40,10 +43,11 @@ export function parseReportLine(line: string, apps: ReadonlySet<string>): Report
   const app = words[0] ?? '';
   if (!apps.has(app)) return undefined;
   if (verb === 'started' && words.length === 1) return { kind: 'started', app };
-  if (verb === 'exited' && words.length === 3 && /^(0|[1-9][0-9]{0,2})$/.test(words[1]!) && (words[2] === 'oom' || words[2] === '-')) {
+  if (verb === 'pre-start' && words.length === 1) return { kind: 'pre-start', app };
+  if (verb === 'exited' && words.length === 3 && /^(0|[1-9][0-9]{0,2})$/.test(words[1]!) && ['oom', '-', 'pre-start'].includes(words[2]!)) {
     const status = Number(words[1]);
     if (status > 255) return undefined;
-    return { kind: 'exited', app, status, oom: words[2] === 'oom' };
+    return { kind: 'exited', app, status, oom: words[2] === 'oom', preStart: words[2] === 'pre-start' };
   }
   return undefined;
 }
@@ -54,10 +58,14 @@ export class ChannelReports implements AppReports {
   private readonly startedApps = new Set<string>();
   private readonly exitList: AppExit[] = [];
   private readonly oom = new Set<string>();
+  private readonly preStart = new Set<string>();
+  private readonly preStartingApps = new Set<string>();
   private netErrorText: string | undefined;
   private partial = '';
   private discarding = false;
   private bad = 0;
+  /** The phase marks already made: every app started, every app exited. */
+  private readonly marked = new Set<'app-start' | 'app-exit'>();
   private socket: net.Socket | undefined;
   private holdFd: number | undefined;
   /** Resolves when the channel has ended (its writer is gone) or was closed. */
@@ -79,6 +87,14 @@ export class ChannelReports implements AppReports {
 
   oomKilled(): Set<string> {
     return new Set(this.oom);
+  }
+
+  preStarting(): Set<string> {
+    return new Set(this.preStartingApps);
+  }
+
+  preStartFailed(): Set<string> {
+    return new Set(this.preStart);
   }
 
   /** What the guest said when it could not configure the pod's network. */
@@ -122,11 +138,23 @@ export class ChannelReports implements AppReports {
       return;
     }
     if (r.kind === 'started') this.startedApps.add(r.app);
+    else if (r.kind === 'pre-start') this.preStartingApps.add(r.app);
     else if (r.kind === 'net-error') this.netErrorText ??= r.text;
     else if (!this.exitList.some((e) => e.app === r.app)) {
       // the first word on an app is final: a later one cannot rewrite it
       this.exitList.push({ app: r.app, status: r.status });
       if (r.oom) this.oom.add(r.app);
+      if (r.preStart) this.preStart.add(r.app);
+    }
+    this.markPhases();
+  }
+
+  private markPhases(): void {
+    const ends: ['app-start' | 'app-exit', number][] = [['app-start', this.started().size], ['app-exit', this.exitList.length]];
+    for (const [name, count] of ends) {
+      if (count < this.apps.size || this.marked.has(name)) continue;
+      this.marked.add(name);
+      phase(name);
     }
   }
 

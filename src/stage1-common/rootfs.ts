@@ -316,17 +316,25 @@ export async function prepareAppRootfs(paths: PodPaths, spec: AppSpec, opts: Pre
   return { rootfs: spec.rootfs, overlay };
 }
 
-/** Found before boot, a missing executable is a clear error instead of status 203 from the pod's systemd. */
+/** Found before boot, a missing executable is a clear error instead of status 203 from the pod's systemd; the event handlers' too. */
 export function checkAppExec(spec: AppSpec, flavor: string): void {
-  const exe = spec.exec[0]!;
-  if (!exe.startsWith('/')) throw new RootfsError(`app "${spec.name}": exec "${exe}" must be an absolute path in the ${flavor} stage1`);
-  const r = resolveInRoot(spec.rootfs, exe);
-  let ok = false;
-  if (r.exists) {
-    const st = fs.statSync(r.host);
-    ok = st.isFile() && (st.mode & 0o111) !== 0;
+  const commands: [string, string[]][] = [['exec', spec.exec]];
+  if (spec.eventHandlers.preStart) commands.push(['pre-start handler', spec.eventHandlers.preStart]);
+  if (spec.eventHandlers.postStop) commands.push(['post-stop handler', spec.eventHandlers.postStop]);
+  for (const [what, argv] of commands) {
+    const exe = argv[0]!;
+    if (!exe.startsWith('/')) throw new RootfsError(`app "${spec.name}": ${what} "${exe}" must be an absolute path in the ${flavor} stage1`);
+    const r = resolveInRoot(spec.rootfs, exe);
+    let ok = false;
+    if (r.exists) {
+      const st = fs.statSync(r.host);
+      ok = st.isFile() && (st.mode & 0o111) !== 0;
+    }
+    if (!ok) {
+      const fix = what === 'exec' ? 'give the right command with --exec' : `fix the image's ${what}`;
+      throw new RootfsError(`app "${spec.name}": ${what} ${exe} ${r.exists ? 'is not an executable file' : 'does not exist'} in image ${spec.imageName}; ${fix}`);
+    }
   }
-  if (!ok) throw new RootfsError(`app "${spec.name}": ${exe} ${r.exists ? 'is not an executable file' : 'does not exist'} in image ${spec.imageName}; give the right command with --exec`);
 }
 
 // systemd mounts the API file systems in the app's root (RootDirectory=

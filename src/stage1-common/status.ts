@@ -29,6 +29,18 @@ export function writeAppExitStatus(paths: PodPaths, app: string, code: number): 
   writeFileAtomic(paths.appStatus(app), String(code));
 }
 
+/** Record why the pod, or an app of it, ended, for `rkt status`: one line; the first cause wins. */
+export function writeExitCause(paths: PodPaths, cause: string): void {
+  if (fs.existsSync(paths.exitCause)) return;
+  writeFileAtomic(paths.exitCause, `${cause}\n`);
+}
+
+/** Why an app never ran: its pre-start event handler failed (spec/aci.md: it must succeed before the app's exec). */
+export function preStartExplanation(app: string, status: number): string {
+  const how = status > 128 && status < 160 ? `was killed by signal ${status - 128}` : `exited with status ${status}`;
+  return `app ${app} was not started: its pre-start event handler ${how}`;
+}
+
 /** Tell stage0 (rkt status --wait-ready) that every app has been started. */
 export function markReady(paths: PodPaths): void {
   writeFileAtomic(paths.ready, '');

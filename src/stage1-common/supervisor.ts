@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { log, say } from '../log.js';
 import type { PodPaths } from '../stage1/contract.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { phase } from '../util/phase-trace.js';
 import { MAX_LINE_CHARS, sanitizeLine } from '../util/untrusted-text.js';
 import type { AppSpec } from './app-spec.js';
 import type { AppExit, AppReports } from './app-reports.js';
-import { markReady, writeAppExitStatus } from './status.js';
+import { markReady, preStartExplanation, writeAppExitStatus, writeExitCause } from './status.js';
 
 // The one pod supervisor of the flavors whose pod boots an init of its own
 // (kvm: systemd in a VM; nspawn: systemd in a container). The run
@@ -164,10 +164,8 @@ export class PodSupervisor {
 
   /** The first cause wins: whoever saw the pod end first (rkt stop, the guardian) knew best. */
   writeCause(cause: string): void {
-    const file = this.opts.paths.exitCause;
-    if (fs.existsSync(file)) return;
     // causes can quote what the pod said: one printable line, whatever it sent
-    writeFileAtomic(file, `${sanitizeLine(cause, EXIT_CAUSE_MAX_CHARS)}\n`);
+    writeExitCause(this.opts.paths, sanitizeLine(cause, EXIT_CAUSE_MAX_CHARS));
   }
 
   /** Run the pod to its end; resolves with the status the run entrypoint exits with. */
@@ -180,6 +178,7 @@ export class PodSupervisor {
     let started = false;
     try {
       await this.engine.prepare();
+      phase('app-rootfs');
       if (this.stops.pending !== undefined) {
         log().debug(`${this.stops.pending} before the pod started: not starting it`);
         return signalStatus(this.stops.pending);
@@ -203,12 +202,14 @@ export class PodSupervisor {
     } finally {
       for (const [sig, h] of handlers) source.off(sig, h);
       await this.engine.cleanup();
+      phase('pod-exit');
     }
   }
 
   /**
    * Mark the pod ready once every app has been started (or has already
-   * exited). A pod that gets nowhere within the boot timeout is killed.
+   * exited). A pod that gets nowhere within the boot timeout is killed; an
+   * app whose pre-start handler is running has got somewhere.
    */
   private async waitUntilStarted(): Promise<void> {
     const t0 = Date.now();
@@ -223,7 +224,10 @@ export class PodSupervisor {
         return;
       }
       const failure = this.engine.startFailure?.();
-      const timedOut = Date.now() >= deadline;
+      // an app whose pre-start handler runs has got past the boot: its handler may take as long as it needs (rkt)
+      const preStarting = this.engine.reports.preStarting?.() ?? new Set<string>();
+      const booting = this.engine.specs.some((s) => !started.has(s.name) && !preStarting.has(s.name));
+      const timedOut = booting && Date.now() >= deadline;
       if (failure !== undefined || timedOut) {
         this.engine.kill();
         await this.engine.ended;
@@ -255,10 +259,15 @@ export class PodSupervisor {
   /** Say why apps died when the reason is known to the host: the OOM killer, the flavor's own knowledge. */
   private explainEnds(exits: readonly AppExit[]): void {
     const oom = this.engine.reports.oomKilled();
+    const preStart = this.engine.reports.preStartFailed?.() ?? new Set<string>();
     for (const spec of this.engine.specs) {
       const status = exits.find((e) => e.app === spec.name)?.status;
       if (status === undefined) continue;
-      const why = oom.has(spec.name) ? oomExplanation(spec, status) : this.engine.explainAppEnd?.(spec, status);
+      const why = preStart.has(spec.name)
+        ? preStartExplanation(spec.name, status)
+        : oom.has(spec.name)
+          ? oomExplanation(spec, status)
+          : this.engine.explainAppEnd?.(spec, status);
       if (why === undefined) continue;
       say(why);
       this.writeCause(why);

@@ -23,8 +23,29 @@ export const ANNOTATION = {
 
 export type Entrypoint = Exclude<keyof typeof ANNOTATION, 'interfaceVersion'>;
 
+/**
+ * This implementation's own stage1 annotations, extensions to rkt's contract.
+ * `hostExitStatus`: the stage1's host side writes the apps' exit statuses to
+ * `exit-status/` in the pod directory, out of the pod's reach; without it
+ * stage0 reads them where rkt's contract puts them, stage1/rootfs/rkt/status/.
+ */
+export const EXTENSION_ANNOTATION = {
+  hostExitStatus: 'rkt-ts/stage1/host-exit-status',
+} as const;
+
 /** Environment variable naming the inherited, locked pod directory descriptor. */
 export const LOCK_FD_ENV = 'RKT_LOCK_FD';
+
+/**
+ * What a crossing entrypoint (attach, app/*) gets in its environment to reach
+ * into the pod: the enter entrypoint's absolute path, the pid stage0 gives
+ * enter, and (for some) the app.
+ */
+export const CROSSING_ENV = {
+  enterCmd: 'RKT_STAGE1_ENTERCMD',
+  enterPid: 'RKT_STAGE1_ENTERPID',
+  enterApp: 'RKT_STAGE1_ENTERAPP',
+} as const;
 
 /** Paths inside one pod directory, relative to which every entrypoint runs. */
 export class PodPaths {
@@ -41,6 +62,14 @@ export class PodPaths {
   }
   get stage1Rootfs(): string {
     return path.join(this.dir, 'stage1', 'rootfs');
+  }
+  /** resolv.conf stage0 wrote for --dns-conf-mode=resolv=stage0 (rkt's path). */
+  get stage0ResolvConf(): string {
+    return path.join(this.stage1Rootfs, 'etc', 'rkt-resolv.conf');
+  }
+  /** hosts stage0 wrote for --dns-conf-mode=hosts=stage0 (rkt's path). */
+  get stage0Hosts(): string {
+    return path.join(this.stage1Rootfs, 'etc', 'rkt-hosts');
   }
   get stage1TreeStoreId(): string {
     return path.join(this.dir, 'stage1TreeStoreID');
@@ -88,6 +117,14 @@ export class PodPaths {
   appStatus(app: string): string {
     return path.join(this.statusDir, app);
   }
+  /** rkt's readiness mark: a symlink to "ready" once the pod's supervisor is (inside the stage1 rootfs). */
+  get rktSupervisorStatus(): string {
+    return path.join(this.stage1Rootfs, 'rkt', 'supervisor-status');
+  }
+  /** Where rkt's contract has a stage1 write the apps' exit statuses (inside its rootfs). */
+  get rktStatusDir(): string {
+    return path.join(this.stage1Rootfs, 'rkt', 'status');
+  }
   /** Set by stage1 once every app has been started (rkt status --wait-ready). */
   get ready(): string {
     return path.join(this.dir, 'ready');
@@ -96,7 +133,11 @@ export class PodPaths {
   get exitCause(): string {
     return path.join(this.dir, 'exit-cause');
   }
-  /** Options stage0 used, for entrypoints started later (enter, stop, gc). */
+  /**
+   * stage0's record of how the pod was prepared and run (for run-prepared),
+   * and the channel of this implementation's extensions to rkt's contract:
+   * a stage1 reads from it only what no flag of rkt's carries.
+   */
   get runOptions(): string {
     return path.join(this.dir, 'run-options.json');
   }
@@ -106,7 +147,11 @@ export class PodPaths {
   }
 }
 
-/** Options stage0 records in run-options.json for the stage1. */
+/**
+ * What stage0 records in run-options.json. Stage1s read only the extensions
+ * (`systemConfig`, `ipc`); the rest is stage0's own memory of the command
+ * line for `rkt run-prepared`, and reaches stage1 as rkt's flags.
+ */
 export interface RunOptions {
   uuid: string;
   net: string[];
@@ -126,6 +171,13 @@ export interface RunOptions {
   privateUsers?: string;
   /** --ipc: auto, private or parent. */
   ipc?: string;
+  /**
+   * Set when the pod is registered with the metadata service (--mds-register):
+   * its secret token and the TCP port the apps reach the service on. This is
+   * today's channel for rkt's --mds-token; stage1 reads it through
+   * metadataServiceOf() in src/stage1-common/metadata.ts.
+   */
+  metadataService?: { token: string; port: number };
 }
 
 /**
@@ -154,6 +206,21 @@ export function readRunOptions(paths: PodPaths): Record<string, unknown> | undef
   return v as Record<string, unknown>;
 }
 
+/** A directory of exit status files, one per app; `within`: a tree no link in it may leave. */
+export interface StatusDir {
+  dir: string;
+  within?: string;
+}
+
+export function hostStatusDir(paths: PodPaths): StatusDir {
+  return { dir: paths.statusDir };
+}
+
+/** The pod's stage1 rootfs's rkt/status/, read without leaving the rootfs: the pod can write there. */
+export function rktStatusDir(paths: PodPaths): StatusDir {
+  return { dir: paths.rktStatusDir, within: paths.stage1Rootfs };
+}
+
 /** An exit status file holds a number of at most three digits. */
 const STATUS_MAX_BYTES = 64;
 
@@ -164,10 +231,10 @@ const STATUS_MAX_BYTES = 64;
  * else there (a link, a FIFO, a file too large) is skipped, never opened.
  * Other read errors are thrown.
  */
-export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
+export function readAppExitStatuses(paths: PodPaths, where: StatusDir = hostStatusDir(paths)): Record<string, number> {
   let names: string[];
   try {
-    names = fs.readdirSync(paths.statusDir);
+    names = fs.readdirSync(where.dir);
   } catch (err) {
     // no status dir: stage1 has not run (or the pod is being removed); no app has a status
     if (isErrno(err, 'ENOENT')) return {};
@@ -179,7 +246,7 @@ export function readAppExitStatuses(paths: PodPaths): Record<string, number> {
     if (name.startsWith('.')) continue;
     let text: string;
     try {
-      text = readPinned(paths.appStatus(name), undefined, STATUS_MAX_BYTES).trim();
+      text = readPinned(path.join(where.dir, name), where.within, STATUS_MAX_BYTES).trim();
     } catch (err) {
       if (isErrno(err, 'ENOENT') || isErrno(err, 'ELOOP') || err instanceof UnexpectedFileError) continue;
       throw err;

@@ -6,7 +6,7 @@ import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ImageManifest } from '../appc/types.js';
 import { log } from '../log.js';
 import { STAGE1_INTERFACE_VERSION } from '../version.js';
-import { ANNOTATION, LOCK_FD_ENV, PodPaths, type Entrypoint } from './contract.js';
+import { ANNOTATION, CROSSING_ENV, LOCK_FD_ENV, PodPaths, type Entrypoint } from './contract.js';
 
 export class Stage1Error extends RktError {}
 
@@ -14,13 +14,19 @@ export function stage1Manifest(paths: PodPaths): ImageManifest {
   return parseImageManifest(fs.readFileSync(paths.stage1Manifest));
 }
 
-/** The stage1's interface version (1 when it does not say), refused if newer than ours. */
+/**
+ * The stage1's interface version (1 when it does not say). This stage0 speaks
+ * versions 1 to STAGE1_INTERFACE_VERSION and passes each exactly the flags
+ * rkt defines for it (args.ts); anything else is refused.
+ */
 export function interfaceVersion(manifest: ImageManifest): number {
   const v = manifest.annotations?.find((a) => a.name === ANNOTATION.interfaceVersion)?.value;
-  const n = v === undefined ? 1 : Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new Stage1Error(`stage1 image ${manifest.name} has a bad interface version "${v}"`);
+  const n = v === undefined ? 1 : /^\d{1,9}$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Stage1Error(`stage1 image ${manifest.name} declares stage1 interface version "${v}", which is not a version number (this rkt speaks 1 to ${STAGE1_INTERFACE_VERSION}); fix its ${ANNOTATION.interfaceVersion} annotation`);
+  }
   if (n > STAGE1_INTERFACE_VERSION) {
-    throw new Stage1Error(`stage1 image ${manifest.name} speaks stage1 interface ${n}, newer than this rkt's ${STAGE1_INTERFACE_VERSION}; use a matching stage1`);
+    throw new Stage1Error(`stage1 image ${manifest.name} speaks stage1 interface version ${n}, but this rkt speaks only 1 to ${STAGE1_INTERFACE_VERSION}; use a stage1 for this rkt`);
   }
   return n;
 }
@@ -32,6 +38,15 @@ export function entrypointPath(paths: PodPaths, manifest: ImageManifest, which: 
   const abs = path.join(paths.stage1Rootfs, rel);
   if (!abs.startsWith(paths.stage1Rootfs + path.sep)) throw new Stage1Error(`stage1 image ${manifest.name}: entrypoint ${rel} points outside its rootfs`);
   return abs;
+}
+
+/** The environment of a crossing entrypoint (attach): how to enter the pod, as rkt's contract gives it. */
+export function crossingEnv(paths: PodPaths, pid: number, app?: string): NodeJS.ProcessEnv {
+  return {
+    [CROSSING_ENV.enterCmd]: entrypointPath(paths, stage1Manifest(paths), 'enter'),
+    [CROSSING_ENV.enterPid]: String(pid),
+    ...(app !== undefined && { [CROSSING_ENV.enterApp]: app }),
+  };
 }
 
 export interface InvokeOptions {
@@ -49,18 +64,23 @@ export interface InvokeOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** Execute an entrypoint with the pod dir as working directory; resolves to its exit status. */
-export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: string[], opts: InvokeOptions = {}): Promise<number> {
+/**
+ * Execute an entrypoint with the pod dir as working directory; resolves to
+ * its exit status. `args` is given the stage1's interface version, to pass
+ * only the flags that version has.
+ */
+export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions = {}): Promise<number> {
   const manifest = stage1Manifest(paths);
-  interfaceVersion(manifest);
+  const version = interfaceVersion(manifest);
   const entry = entrypointPath(paths, manifest, which);
   if (!fs.existsSync(entry)) throw new Stage1Error(`stage1 entrypoint ${entry} is missing; the stage1 image is broken`);
   const base = opts.stdio ?? 'inherit';
   const stdio: StdioOptions = opts.lockFd !== undefined ? [base, base, base, opts.lockFd] : [base, base, base];
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   if (opts.lockFd !== undefined) env[LOCK_FD_ENV] = '3';
-  const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', entry, ...args] : [entry, ...args];
-  log().debug({ argv, cwd: paths.dir }, `executing stage1 ${which} entrypoint`);
+  const given = args(version);
+  const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', entry, ...given] : [entry, ...given];
+  log().debug({ argv, cwd: paths.dir, version }, `executing stage1 ${which} entrypoint`);
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { cwd: paths.dir, stdio, env });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);

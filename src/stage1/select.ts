@@ -89,7 +89,8 @@ export async function selectStage1(store: Store, globals: GlobalOptions, config:
   if (given.length > 1) throw new UsageError('give at most one of --stage1-name, --stage1-path, --stage1-url, --stage1-hash, --stage1-from-dir');
   if (flags.stage1Path) return fetchFile(store, globals, flags.stage1Path);
   if (flags.stage1Url) {
-    if (!flags.stage1Url.startsWith('file://')) throw new UsageError('--stage1-url supports file:// URLs only in this rkt; download the image and use --stage1-path');
+    if (/^https?:\/\//i.test(flags.stage1Url)) return (await import('../fetch/by-url.js')).fetchByUrl(store, globals, flags.stage1Url, { pullPolicy: 'new', config });
+    if (!flags.stage1Url.startsWith('file://')) throw new UsageError('--stage1-url takes a file://, https:// or (with --insecure-options=http) http:// URL');
     return fetchFile(store, globals, fileURLToPath(flags.stage1Url));
   }
   if (flags.stage1Hash) return store.resolveIdPrefix(flags.stage1Hash);

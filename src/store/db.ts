@@ -15,6 +15,14 @@ export interface ImageRow {
   latest: boolean;
 }
 
+/** What the store remembers of a URL: the image it gave, its ETag and Cache-Control max-age. */
+export interface RemoteRow {
+  url: string;
+  etag?: string;
+  cacheMaxAge?: number;
+  downloadTime: number;
+}
+
 export interface TreeRow {
   id: string;
   imageId: string;
@@ -101,8 +109,10 @@ export class StoreDb {
     this.db.close();
   }
 
-  insertImage(row: ImageRow, labels: Label[]): void {
+  /** Index an image, and with `remote` the URL it came from (rkt's remote cache), in one transaction. */
+  insertImage(row: ImageRow, labels: Label[], remote?: RemoteRow): void {
     this.db.transaction(() => {
+      if (remote !== undefined) this.setRemote(remote.url, row.id, remote.etag, remote.cacheMaxAge, remote.downloadTime);
       const existing = this.db.prepare('SELECT id FROM images WHERE id = ?').get(row.id);
       if (existing) {
         this.db.prepare('UPDATE images SET latest = MAX(latest, ?) WHERE id = ?').run(row.latest ? 1 : 0, row.id);

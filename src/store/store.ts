@@ -9,7 +9,7 @@ import { importAci } from '../image/import.js';
 import { log } from '../log.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock } from '../util/lock.js';
-import { StoreDb, type ImageRow } from './db.js';
+import { StoreDb, type ImageRow, type RemoteRow } from './db.js';
 import { StoreLayout } from './layout.js';
 
 export interface ImageInfo extends ImageRow {
@@ -113,7 +113,7 @@ export class Store {
   }
 
   /** Second half: move the blob into place (once, whoever else imports it now) and index it. */
-  commit(staged: StagedImage, opts: { latest?: boolean } = {}): ImportResult {
+  commit(staged: StagedImage, opts: { latest?: boolean; remote?: Omit<RemoteRow, 'downloadTime'> } = {}): ImportResult {
     const { id, manifest, manifestJson, size, tmp } = staged;
     const blob = this.layout.blob(id);
     const lock = FileLock.acquire(this.layout.imageLock(id), 'exclusive');
@@ -131,6 +131,7 @@ export class Store {
       this.db.insertImage(
         { id, name: manifest.name, manifest: manifestJson.toString('utf8'), size, importTime: now, lastUsed: now, latest: opts.latest ?? false },
         manifest.labels ?? [],
+        opts.remote && { ...opts.remote, downloadTime: now },
       );
       log().debug({ id, name: manifest.name, existed }, 'image stored');
       return { id, manifest, existed };
@@ -142,6 +143,21 @@ export class Store {
   /** Stage and commit in one go, for images that need no verification. */
   async importAci(source: Readable, opts: { latest?: boolean } = {}): Promise<ImportResult> {
     return this.commit(await this.stage(source), opts);
+  }
+
+  /**
+   * Renew what the store remembers of a URL whose image it already has (a
+   * 304, or a fresh max-age): one statement, under the image's lock so that
+   * no removal of the image runs in between. A new image's URL is recorded
+   * by commit(), in the same transaction as the image.
+   */
+  recordRemote(url: string, imageId: string, etag: string | undefined, cacheMaxAge: number | undefined): void {
+    const lock = FileLock.acquire(this.layout.imageLock(imageId), 'exclusive');
+    try {
+      if (this.db.getImage(imageId)) this.db.setRemote(url, imageId, etag, cacheMaxAge, Date.now());
+    } finally {
+      lock.release();
+    }
   }
 
   getImage(id: string): ImageInfo | undefined {

@@ -27,18 +27,27 @@ export interface RenderedTree {
 const MAX_DEPTH = 64;
 
 function resolveDependency(store: Store, dep: Dependency, parent: string): string {
+  let id: string;
   if (dep.imageID) {
     if (!store.getImage(dep.imageID)) {
       throw new ImageNotFoundError(`dependency ${dep.imageName} (${dep.imageID}) of ${parent} is not in the store; fetch it first`);
     }
-    return dep.imageID;
+    id = dep.imageID;
+  } else {
+    const found = store.findByName(dep.imageName, dep.labels ?? []);
+    if (found.length === 0) {
+      const ref = formatImageString({ name: dep.imageName, labels: dep.labels ?? [] });
+      throw new ImageNotFoundError(`dependency ${ref} of ${parent} is not in the store; fetch it first`);
+    }
+    id = found[found.length - 1]!.id;
   }
-  const found = store.findByName(dep.imageName, dep.labels ?? []);
-  if (found.length === 0) {
-    const ref = formatImageString({ name: dep.imageName, labels: dep.labels ?? [] });
-    throw new ImageNotFoundError(`dependency ${ref} of ${parent} is not in the store; fetch it first`);
+  // spec/aci.md: a given size must match (it guards against endless data); the store holds the ACI
+  // uncompressed, which is what the image ID is the hash of
+  const size = store.getImage(id)?.size;
+  if (dep.size !== undefined && size !== undefined && size !== dep.size) {
+    throw new RktError(`dependency ${dep.imageName} of ${parent}: the image in the store (${id.slice(0, 19)}) is ${size} bytes, but the manifest's dependencies[].size says ${dep.size}`);
   }
-  return found[found.length - 1]!.id;
+  return id;
 }
 
 /**

@@ -22,7 +22,7 @@ export function isUrl(location: string): boolean {
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(location);
 }
 
-export async function readKeySource(location: string, opts: { allowHttp: boolean }): Promise<KeySource> {
+export async function readKeySource(location: string, opts: { allowHttp: boolean; insecureTls?: boolean }): Promise<KeySource> {
   if (!isUrl(location)) {
     try {
       const st = await fs.promises.stat(location);
@@ -47,27 +47,15 @@ export async function readKeySource(location: string, opts: { allowHttp: boolean
   if (url.protocol === 'http:' && !opts.allowHttp) {
     throw new RktError(`refusing to fetch key "${location}" over plain http; use https, or pass --insecure-allow-http if you really mean it`);
   }
-  let res: Response;
-  try {
-    res = await fetch(url, { redirect: 'follow', signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-  } catch (err) {
-    const cause = (err as Error & { cause?: Error }).cause;
-    throw new RktError(`cannot fetch key "${location}": ${cause?.message ?? (err as Error).message}`, { cause: err });
-  }
-  // A redirect must not silently downgrade https to http.
-  const final = new URL(res.url || location);
-  if (final.protocol === 'http:' && !opts.allowHttp) {
-    throw new RktError(`refusing key "${location}": it redirects to plain http (${final.href}); pass --insecure-allow-http if you really mean it`);
-  }
-  if (!res.ok) throw new RktError(`cannot fetch key "${location}": HTTP status ${res.status}`);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (res.body !== null) {
-    for await (const chunk of res.body) {
-      total += chunk.length;
-      if (total > MAX_KEY_BYTES) throw new RktError(`cannot fetch key "${location}": more than ${MAX_KEY_BYTES} bytes, not a public key`);
-      chunks.push(chunk);
-    }
-  }
-  return { location, data: new Uint8Array(Buffer.concat(chunks)), https: final.protocol === 'https:' };
+  const { httpGetBytes } = await import('../fetch/http.js');
+  // the shared client refuses a redirect from https down to http unless allowed
+  const { url: final, data } = await httpGetBytes(url, {
+    what: 'public key',
+    allowHttp: opts.allowHttp,
+    insecureTls: opts.insecureTls,
+    maxBytes: MAX_KEY_BYTES,
+    timeoutMs: FETCH_TIMEOUT_MS,
+  });
+  // a key fetched without checking the server's certificate is no better than one fetched over http
+  return { location, data: new Uint8Array(data), https: final.protocol === 'https:' && opts.insecureTls !== true };
 }

@@ -24,7 +24,10 @@ import { keyProblem, looksArmored, type Keystore, type TrustedKey } from './keys
 
 export interface VerifyStart {
   keystore: Keystore;
+  /** Where the signature is, for messages; read from there unless `signatureData` is given. */
   signaturePath: string;
+  /** The signature's bytes, when they came from elsewhere (a download). */
+  signatureData?: Uint8Array;
   /** How to name the signed data in messages (its path). */
   dataName: string;
 }
@@ -87,7 +90,7 @@ export async function verifySignature(opts: VerifyOptions): Promise<Signer> {
  */
 export async function beginVerification(opts: VerifyStart): Promise<PendingVerification> {
   const { keystore, signaturePath, dataName } = opts;
-  const sigBytes = await readSignatureFile(signaturePath);
+  const sigBytes = opts.signatureData ?? (await readSignatureFile(signaturePath));
   const signature = await parseSignature(sigBytes, signaturePath);
   const issuers = signature.getSigningKeyIDs();
 

@@ -39,6 +39,9 @@ export function parseTimestamp(v: unknown): QmpTimestamp {
   return { seconds: -1, microseconds: -1 }; // the spec's "clock unavailable" value
 }
 
+/** The longest pause between two attempts to connect. */
+const POLL_CAP_MS = 20;
+
 /** Connects to a unix socket, retrying while it is absent or refuses, until retryUntilMs has passed. */
 export async function openSocket(socketPath: string, retryUntilMs: number): Promise<net.Socket> {
   const started = Date.now();
@@ -56,7 +59,9 @@ export async function openSocket(socketPath: string, retryUntilMs: number): Prom
         throw new QmpConnectError(socketPath, code, transient ? retryUntilMs : 0, err);
       }
       await sleep(Math.min(pause, retryUntilMs - elapsed));
-      pause = Math.min(pause * 2, 200);
+      // a short cap: every pod start waits here for qemu's socket, and a longer pause
+      // is time the pod loses after the socket appeared (a refused connect costs nothing)
+      pause = Math.min(pause * 2, POLL_CAP_MS);
     }
   }
 }

@@ -15,6 +15,8 @@ export interface AciSpec {
   busybox?: boolean;
   /** Extra files: path inside rootfs -> content. */
   files?: Record<string, string>;
+  /** Modes of some of those files (default 0644): path inside rootfs -> mode. */
+  modes?: Record<string, number>;
   /** Compress with gzip, bzip2 or xz. */
   compression?: 'none' | 'gzip' | 'bzip2' | 'xz';
   /** Omit rootfs/ entirely. */
@@ -58,6 +60,8 @@ export async function buildAci(outDir: string, spec: AciSpec): Promise<string> {
         const p = path.join(rootfs, rel);
         fs.mkdirSync(path.dirname(p), { recursive: true });
         fs.writeFileSync(p, content);
+        const mode = spec.modes?.[rel];
+        if (mode !== undefined) fs.chmodSync(p, mode);
       }
     }
     const safe = spec.name.replace(/[^a-zA-Z0-9.-]/g, '_');

@@ -136,6 +136,20 @@ test('render of an image whose dependency is missing says which one', async (t) 
   t.false(fs.existsSync(env.file('out')));
 });
 
+test('a dependency whose size the manifest gives must have that size (spec/aci.md)', async (t) => {
+  const env = setup(t);
+  const base = await buildAci(env.root, { name: 'example.com/base', files: { 'etc/base': 'base\n' } });
+  t.is((await env.run([INSECURE, 'fetch', base])).exitCode, 0);
+  const size = fs.statSync(base).size;
+  for (const [given, ok] of [[size, true], [size + 1, false]] as const) {
+    const app = await buildAci(env.root, { name: `example.com/sized-${given}`, busybox: false, manifest: { dependencies: [{ imageName: 'example.com/base', size: given }] } });
+    const id = String((await env.run([INSECURE, 'fetch', app])).stdout).trim();
+    const r = await env.run(['image', 'render', id, env.file(`out-${given}`)]);
+    if (ok) t.is(r.exitCode, 0, String(r.stderr));
+    else t.regex(String(r.stderr), new RegExp(`dependency example\\.com/base of example\\.com/sized-${given}: the image in the store .* is ${size} bytes, but the manifest's dependencies\\[\\]\\.size says ${given}`));
+  }
+});
+
 test('image rm removes by ID prefix and by name; an ambiguous or unknown ID is an error', async (t) => {
   const env = setup(t);
   const a = String((await env.run([INSECURE, 'fetch', await buildAci(env.root, { name: 'example.com/rm-a' })])).stdout).trim();

@@ -149,14 +149,6 @@ for (const [label, args, message] of usage) {
   });
 }
 
-test('without a key file, --prefix says discovery is not supported and to pass the key file', async (t) => {
-  const e = env(t);
-  const r = await e.run(['trust', '--prefix=coreos.com/etcd']);
-  t.is(r.exitCode, 254);
-  t.regex(oneLine(r.stderr), /meta discovery is not supported yet.*rkt trust --prefix=coreos\.com\/etcd KEYFILE/);
-  nothingWritten(t, e);
-});
-
 test('bad key files are one-line errors and nothing is written', async (t) => {
   const e = env(t);
   const cases: [() => string, RegExp][] = [

@@ -2,8 +2,6 @@ import test from 'ava';
 import { UsageError } from '../../src/errors.js';
 import {
   appStreams,
-  attachActionFrom,
-  attachFlags,
   parseAttachMode,
   parseStreamMode,
   refuseStreamModes,
@@ -11,6 +9,8 @@ import {
   STREAM_ANNOTATION,
 } from '../../src/appc/app-streams.js';
 import { parseRunArgs } from '../../src/pod/run-args.js';
+import { attachArgv } from '../../src/stage1/args.js';
+import { parseAttachArgs } from '../../src/stage1-common/entry.js';
 import { attachRequest, endpoints } from '../../stage1-kvm/attach.js';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 
@@ -34,20 +34,18 @@ test('run/prepare take --stdin, --stdout and --stderr after the image they apply
   t.throws(() => parseRunArgs(['--stdin=stream', 'img']), { instanceOf: UsageError, message: /applies to an app/ });
 });
 
-test('attach modes become rkt\'s attach entrypoint flags and back', (t) => {
-  t.deepEqual(attachFlags(parseAttachMode('auto'), undefined), ['--action=auto-attach']);
-  t.deepEqual(attachFlags(parseAttachMode('list'), 'web'), ['--action=list', '--app=web']);
-  const custom = parseAttachMode('stdin,stderr');
-  const flags = attachFlags(custom, 'web');
-  t.deepEqual(flags, ['--action=custom-attach', '--app=web', '--tty-in=false', '--tty-out=false', '--stdin=true', '--stdout=false', '--stderr=true']);
-  const values = new Map(flags.map((f) => f.slice(2).split('=') as [string, string]));
-  t.deepEqual(attachActionFrom(values), custom);
-  t.deepEqual(parseAttachMode('tty'), { action: 'custom-attach', ttyIn: true, ttyOut: true, stdin: false, stdout: false, stderr: false });
-  t.deepEqual(parseAttachMode('console'), { action: 'console' });
-  t.deepEqual(attachActionFrom(new Map()), { action: 'auto-attach' }, "rkt's default");
+test("attach modes become rkt's attach entrypoint flags and back", (t) => {
+  const argv = (mode: string): string[] => attachArgv({ ...parseAttachMode(mode), app: 'web', debug: false });
+  t.deepEqual(argv('auto'), ['--action=auto-attach', '--app=web', '--debug=false']);
+  t.deepEqual(argv('list'), ['--action=list', '--app=web', '--debug=false']);
+  t.deepEqual(argv('console'), ['--action=console', '--app=web', '--debug=false']);
+  const flags = argv('stdin,stderr');
+  t.deepEqual(flags, ['--action=custom-attach', '--app=web', '--debug=false', '--tty-in=false', '--tty-out=false', '--stdin=true', '--stdout=false', '--stderr=true']);
+  t.deepEqual(parseAttachArgs(flags).endpoints, parseAttachMode('stdin,stderr').endpoints);
+  t.is(parseAttachArgs(argv('console')).action, 'console');
+  t.deepEqual(parseAttachMode('tty'), { action: 'custom-attach', endpoints: { ttyIn: true, ttyOut: true, stdin: false, stdout: false, stderr: false } });
   t.throws(() => parseAttachMode('stdin,bogus'), { instanceOf: UsageError });
   t.throws(() => parseAttachMode('tty,stdout'), { instanceOf: UsageError, message: /either a terminal or streams/ });
-  t.throws(() => attachActionFrom(new Map([['action', 'custom-attach'], ['stdin', 'yes']])), { instanceOf: UsageError });
 });
 
 test('kvm attach: endpoints follow the modes; a mode the app lacks is refused naming what it has', (t) => {
@@ -56,10 +54,11 @@ test('kvm attach: endpoints follow the modes; a mode the app lacks is refused na
   const streams = spec({ stdin: 'stream', stdout: 'stream', stderr: 'log' });
   t.deepEqual(endpoints(tty.streams), ['tty']);
   t.deepEqual(endpoints(streams.streams), ['stdin', 'stdout']);
-  t.deepEqual(attachRequest(tty, { action: 'auto-attach' }), { req: { app: 'web', stdin: true, stdout: true, stderr: false }, tty: true });
-  t.deepEqual(attachRequest(streams, parseAttachMode('stdout')).req, { app: 'web', stdin: false, stdout: true, stderr: false });
-  t.throws(() => attachRequest(streams, parseAttachMode('stderr')), { instanceOf: UsageError, message: /offers stdin, stdout, not stderr/ });
-  t.throws(() => attachRequest(tty, parseAttachMode('stdin')), { instanceOf: UsageError, message: /offers tty, not stdin/ });
+  const custom = (spec: AppSpec, mode: string) => attachRequest(spec, 'custom-attach', parseAttachMode(mode).endpoints);
+  t.deepEqual(attachRequest(tty, 'auto-attach'), { req: { app: 'web', stdin: true, stdout: true, stderr: false }, tty: true });
+  t.deepEqual(custom(streams, 'stdout').req, { app: 'web', stdin: false, stdout: true, stderr: false });
+  t.throws(() => custom(streams, 'stderr'), { instanceOf: UsageError, message: /offers stdin, stdout, not stderr/ });
+  t.throws(() => custom(tty, 'stdin'), { instanceOf: UsageError, message: /offers tty, not stdin/ });
 });
 
 test('nspawn and fly refuse modes they cannot serve instead of dropping them', (t) => {

@@ -170,15 +170,16 @@ test('pod ports: name, host port, optional host IP and pod port', (t) => {
   rejects(t, (m) => (m.ports = [{ name: 'http', hostPort: 80, podPort: { name: 'http', protocol: 'tcp', port: 0 } }]), 'ports[0].podPort.port');
 });
 
-test('an app port name belongs to one app only', (t) => {
-  rejects(
-    t,
-    (m) => {
+test('two apps may declare the same port name (rkt): only forwarding it is ambiguous', (t) => {
+  const pm = validatePodManifest(
+    variant((m) => {
       m.apps[1]!.app = { exec: ['/b'], user: '0', group: '0', ports: [{ name: 'http', protocol: 'tcp', port: 81 }] };
       m.apps[0]!.app!.ports = [{ name: 'http', protocol: 'tcp', port: 80 }];
-    },
-    'apps[1].app.ports[0].name',
-    /already declared by app "reduce-worker"/,
+    }),
+  );
+  t.deepEqual(
+    pm.apps.slice(0, 2).map((a) => a.app?.ports?.[0]?.port),
+    [80, 81],
   );
 });
 

@@ -97,6 +97,9 @@ test('kernel command line: root share, identity, quiet unless debugging, tsc und
   t.regex(quiet, / tsc_early_khz=2596122 foo=bar$/);
   t.regex(kernelCmdline({ ...base, accel: 'tcg', debug: false, tscKhz: 2596122, kernelHz: 250 }), / tsc_early_khz=2596122 lpj=10384488$/);
   t.regex(kernelCmdline({ ...base, accel: 'tcg', debug: false, interactive: true }), / loglevel=3 /);
+  // --insecure-options=seccomp: into init's environment (a parameter with "=" and no ".")
+  t.regex(kernelCmdline({ ...base, accel: 'tcg', debug: false, noSeccomp: true, extra: 'x=1' }), / SYSTEMD_SECCOMP=0 x=1$/);
+  t.notRegex(quiet, /SECCOMP/);
   t.throws(() => kernelCmdline({ ...base, hostname: 'a b init=/bin/sh', accel: 'tcg', debug: false }), { instanceOf: KvmHostError });
   const debug = kernelCmdline({ ...base, accel: 'kvm', debug: true, tscKhz: 2596122 });
   t.notRegex(debug, /quiet/);

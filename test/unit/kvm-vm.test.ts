@@ -104,6 +104,7 @@ function spec(name: string): AppSpec {
     env: [{ name: 'PATH', value: '/bin' }],
     workingDirectory: '/',
     readOnlyRootFS: false,
+    eventHandlers: {},
     mounts: [],
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/t',

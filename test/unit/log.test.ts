@@ -1,22 +1,7 @@
 import test from 'ava';
 import { EXIT, RktError, UsageError } from '../../src/errors.js';
 import { formatRecord, log, reportFailure, say, setDebug, setProgram } from '../../src/log.js';
-
-/** What `fn` writes to stderr. */
-function stderrOf(fn: () => void): string {
-  const chunks: string[] = [];
-  const write = process.stderr.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => {
-    chunks.push(String(chunk));
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    fn();
-  } finally {
-    process.stderr.write = write;
-  }
-  return chunks.join('');
-}
+import { stderrOf } from '../helpers/stderr.js';
 
 test('a warning is one line: program, "warning", message', (t) => {
   t.is(formatRecord('rkt', { level: 'warn', msg: 'signature verification has been disabled' }), 'rkt: warning: signature verification has been disabled\n');

@@ -51,6 +51,17 @@ test('--port: only ports the images declare, ranges port by port', (t) => {
   t.throws(() => resolvePortMappings([{ name: 'range', hostPort: 8000 }, { name: 'http', hostPort: 8001 }], apps), { message: /host port 8001\/tcp is given to both/ });
 });
 
+test('--port: a name two apps declare is ambiguous unless the pod manifest gives the port', (t) => {
+  const two = [
+    { app: 'web', ports: [{ name: 'http', protocol: 'tcp', port: 80 }] },
+    { app: 'api', ports: [{ name: 'http', protocol: 'tcp', port: 8080 }, { name: 'admin', protocol: 'tcp', port: 9000 }] },
+  ];
+  // declaring it twice is fine as long as nobody forwards it
+  t.deepEqual(resolvePortMappings([parsePortFlag('admin:9001')], two), [{ name: 'admin', protocol: 'tcp', hostPort: 9001, podPort: 9000 }]);
+  t.throws(() => resolvePortMappings([parsePortFlag('http:8080')], two), { instanceOf: UsageError, message: /port "http" is declared by apps "web" and "api", so forwarding it is ambiguous/ });
+  t.deepEqual(resolvePortMappings([{ name: 'http', hostPort: 81, podPort: { name: 'http', protocol: 'tcp', port: 8080 } }], two), [{ name: 'http', protocol: 'tcp', hostPort: 81, podPort: 8080 }]);
+});
+
 test('portmap runtime configuration', (t) => {
   t.deepEqual(portmapRuntimeConfig([{ name: 'http', protocol: 'tcp', hostPort: 8080, podPort: 80, hostIP: '127.0.0.1' }]), {
     portMappings: [{ hostPort: 8080, containerPort: 80, protocol: 'tcp', hostIP: '127.0.0.1' }],

@@ -6,7 +6,10 @@ import { UsageError } from '../../src/errors.js';
 import { ourHierarchies, podCgroupDirs, recordedCgroups } from '../../src/stage1-common/cgroups.js';
 import { CGROUPS_FILE } from '../../stage1-nspawn/config.js';
 import { extraCapabilities, machinedAvailable, nspawnCommand, type NspawnOptions } from '../../stage1-nspawn/nspawn-args.js';
-import { checkNetwork, insecure, takeFlavorFlags } from '../../stage1-nspawn/options.js';
+import { checkNetwork, insecure, podRunOptions, takeFlavorFlags } from '../../stage1-nspawn/options.js';
+import type { RunRelaxation } from '../../src/stage1-common/insecure.js';
+import { PodPaths } from '../../src/stage1/contract.js';
+import { parseRunArgs } from '../../src/stage1-common/entry.js';
 
 const UUID = '2462e25b-0602-463f-9f5b-c305c68517d1';
 
@@ -54,6 +57,11 @@ test('capabilities, user namespaces, IPC and insecure seccomp reach nspawn', (t)
   t.true(argv.includes('--private-users=pick'));
   t.is(env.SYSTEMD_NSPAWN_SHARE_NS_IPC, '1');
   t.is(env.SYSTEMD_SECCOMP, '0');
+  // the pod's systemd is told too, before its own arguments
+  t.true(argv.indexOf('--setenv=SYSTEMD_SECCOMP=0') !== -1 && argv.indexOf('--setenv=SYSTEMD_SECCOMP=0') < argv.indexOf('--'));
+  t.false(nspawnCommand(opts({})).argv.some((a) => a.includes('SYSTEMD_SECCOMP')));
+  t.is(nspawnCommand(opts({ insecurePaths: true })).env.SYSTEMD_NSPAWN_API_VFS_WRITABLE, 'yes');
+  t.false('SYSTEMD_NSPAWN_API_VFS_WRITABLE' in nspawnCommand(opts({})).env);
   t.true(nspawnCommand(opts({ capabilities: 'all' })).argv.includes('--capability=all'));
   t.true(nspawnCommand(opts({ console: 'interactive' })).argv.slice(-3).includes('--log-level=crit'));
 });
@@ -74,30 +82,35 @@ test('machined is used only where a host systemd and the system bus run', (t) =>
   t.true(machinedAvailable(root));
 });
 
-test('--private-users and --ipc are taken out of the shared arguments', (t) => {
+test('--ipc is taken out of the shared arguments; --private-users is a shared flag nspawn honours', (t) => {
   const { flags, rest } = takeFlavorFlags(['--net=host', '--private-users', '--ipc', 'parent', '--debug', UUID]);
-  t.deepEqual(flags, { privateUsers: 'pick', ipc: 'parent' });
-  t.deepEqual(rest, ['--net=host', '--debug', UUID]);
-  t.deepEqual(takeFlavorFlags(['--private-users=100000:65536', '--ipc=private', UUID]).flags, { privateUsers: '100000:65536', ipc: 'private' });
-  t.deepEqual(takeFlavorFlags(['--private-users=false', UUID]).flags, {});
+  t.deepEqual(flags, { ipc: 'parent' });
+  t.deepEqual(rest, ['--net=host', '--private-users', '--debug', UUID]);
+  t.deepEqual(takeFlavorFlags(['--private-users=100000:65536', '--ipc=private', UUID]).flags, { ipc: 'private' });
   t.throws(() => takeFlavorFlags(['--ipc=shared', UUID]), { instanceOf: UsageError, message: /auto, private or parent/ });
-  t.throws(() => takeFlavorFlags(['--private-users=lots', UUID]), { instanceOf: UsageError });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nspawn-opts-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const opts = (argv: string[]) => podRunOptions(new PodPaths(dir), parseRunArgs([...argv, UUID]), {});
+  t.is(opts(['--private-users']).privateUsers, 'pick');
+  t.is(opts(['--private-users=100000:65536']).privateUsers, '100000:65536');
+  t.is(opts([]).privateUsers, undefined);
+  t.throws(() => opts(['--private-users=lots']), { instanceOf: UsageError });
+  t.deepEqual([...opts(['--disable-seccomp', '--disable-paths']).insecure].sort(), ['paths', 'seccomp']);
 });
 
 test('the --net value is checked before anything is mounted', (t) => {
-  const base = { uuid: UUID, debug: false, interactive: false };
+  const base = parseRunArgs([UUID]);
   for (const net of [[], ['default'], ['host'], ['none'], ['mynet'], ['default', 'other'], ['mynet:IP=10.1.0.5']]) {
     t.notThrows(() => checkNetwork({ ...base, net }), JSON.stringify(net));
   }
   t.throws(() => checkNetwork({ ...base, net: ['host', 'default'] }));
 });
 
-test('insecure options: each word, and the words that mean all of them', (t) => {
-  const o = (words: string[]) => ({ insecure: new Set(words), ipc: 'auto' as const });
+test('each --disable-* flag relaxes only its own restriction', (t) => {
+  const o = (words: RunRelaxation[]) => ({ insecure: new Set(words), ipc: 'auto' as const });
   t.true(insecure(o(['seccomp']), 'seccomp'));
   t.false(insecure(o(['seccomp']), 'paths'));
-  t.true(insecure(o(['all-run']), 'capabilities'));
-  t.true(insecure(o(['all']), 'paths'));
+  t.false(insecure(o([]), 'capabilities'));
 });
 
 const PROC_CGROUP = `9:name=systemd:/

@@ -5,7 +5,8 @@ import path from 'node:path';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES, LINUX_CAPABILITIES } from '../../src/appc/capabilities.js';
 import { enterProperties, escapeExecArg } from '../../stage1-nspawn/enter-props.js';
-import { nspawnAppUnit, STAGE1, withAllCapabilities, writePodConfig, hostUnitCopy } from '../../stage1-nspawn/pod-units.js';
+import { nspawnAppUnit, STAGE1, writePodConfig, hostUnitCopy } from '../../stage1-nspawn/pod-units.js';
+import { withAllCapabilities } from '../../src/stage1-common/insecure.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {
@@ -23,6 +24,7 @@ function spec(over: Partial<AppSpec> = {}): AppSpec {
     ],
     workingDirectory: '/srv',
     readOnlyRootFS: false,
+    eventHandlers: {},
     mounts: [],
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/store/tree/rootfs',

@@ -8,10 +8,12 @@ import { ChannelReports, parseReportLine, REPORT_BAD_LINES_MAX, REPORT_LINE_MAX,
 
 const APPS = new Set(['web', 'db']);
 
-test('the grammar: started, exited with a status and the OOM flag, net-error', (t) => {
+test('the grammar: started, exited with a status and the OOM flag or a failed pre-start, net-error', (t) => {
   t.deepEqual(parseReportLine('started web', APPS), { kind: 'started', app: 'web' });
-  t.deepEqual(parseReportLine('exited db 0 -', APPS), { kind: 'exited', app: 'db', status: 0, oom: false });
-  t.deepEqual(parseReportLine('exited web 137 oom', APPS), { kind: 'exited', app: 'web', status: 137, oom: true });
+  t.deepEqual(parseReportLine('pre-start web', APPS), { kind: 'pre-start', app: 'web' });
+  t.deepEqual(parseReportLine('exited db 0 -', APPS), { kind: 'exited', app: 'db', status: 0, oom: false, preStart: false });
+  t.deepEqual(parseReportLine('exited web 137 oom', APPS), { kind: 'exited', app: 'web', status: 137, oom: true, preStart: false });
+  t.deepEqual(parseReportLine('exited web 3 pre-start', APPS), { kind: 'exited', app: 'web', status: 3, oom: false, preStart: true });
   t.deepEqual(parseReportLine('net-error rkt-network: no interface', APPS), { kind: 'net-error', text: 'rkt-network: no interface' });
 });
 
@@ -25,6 +27,10 @@ test('anything else is refused: unknown apps, bad statuses, extra words, path tr
     'exited web 01 -',
     'exited web 3',
     'exited web 3 maybe',
+    'exited web 3 pre-stop',
+    'pre-start nobody',
+    'pre-start web now',
+    'exited web 3 pre-start oom',
     'exited web 3 - more',
     'Started web',
     '',
@@ -54,6 +60,16 @@ test('the first exit reported for an app is final; lines split anywhere are put 
     { app: 'db', status: 1 },
   ]);
   t.deepEqual([...r.oomKilled()], ['db']);
+  t.deepEqual([...r.preStartFailed()], []);
+});
+
+test('a failed pre-start is the end of its app, and says so', (t) => {
+  const r = new ChannelReports(['web', 'db']);
+  r.push('pre-start web\nexited web 3 pre-start\nexited web 0 -\n');
+  t.deepEqual([...r.preStarting()], ['web']);
+  t.deepEqual(r.exits(), [{ app: 'web', status: 3 }]);
+  t.deepEqual([...r.preStartFailed()], ['web']);
+  t.deepEqual([...r.started()], ['web']);
 });
 
 test('an overlong line is dropped whole, and what follows still counts', (t) => {

@@ -259,3 +259,16 @@ test('loadAppSpecs reads what stage0 leaves in the pod directory', (t) => {
   fs.rmSync(f.paths.appTreeRootfs('two'));
   t.throws(() => loadAppSpecs(f.paths), { instanceOf: AppSpecError, message: /app "two"/ });
 });
+
+test('event handlers come from the app section in effect; socket activation is refused, naming the port', (t) => {
+  const f = fixture(t);
+  const handlers = [
+    { name: 'pre-start', exec: ['/bin/prep', 'x'] },
+    { name: 'post-stop', exec: ['/bin/clean'] },
+  ];
+  const s = resolve(f, pod([{ name: 'a' }]), image({ ...BASE, eventHandlers: handlers }));
+  t.deepEqual(s.eventHandlers, { preStart: ['/bin/prep', 'x'], postStop: ['/bin/clean'] });
+  t.deepEqual(resolve(f, pod([{ name: 'a' }]), image(BASE)).eventHandlers, {});
+  const ports = [{ name: 'http', protocol: 'tcp', port: 80, socketActivated: true }];
+  t.throws(() => resolve(f, pod([{ name: 'a' }]), image({ ...BASE, ports })), { instanceOf: AppSpecError, message: /app "a": port "http" asks for socket activation/ });
+});

@@ -17,7 +17,19 @@ function tmp(t: { teardown(fn: () => void): void }): string {
 
 test('run flags as stage0 passes them', (t) => {
   const a = parseRunArgs(['--net=host', '--local-config=/etc/rkt', '--debug', '--interactive', '--hostname=h', '--mds-token=tok', 'UUID']);
-  t.deepEqual(a, { uuid: 'UUID', debug: true, net: ['host'], interactive: true, hostname: 'h', localConfig: '/etc/rkt', mdsToken: 'tok' });
+  t.deepEqual(a, {
+    uuid: 'UUID',
+    debug: true,
+    net: ['host'],
+    interactive: true,
+    hostname: 'h',
+    localConfig: '/etc/rkt',
+    mdsToken: 'tok',
+    dnsConfMode: { resolv: 'default', hosts: 'default' },
+    disableCapabilities: false,
+    disablePaths: false,
+    disableSeccomp: false,
+  });
   t.deepEqual(parseRunArgs(['--net', 'a,b', 'U']).net, ['a', 'b']);
   t.throws(() => parseRunArgs(['--bogus', 'U']), { instanceOf: UsageError, message: /unknown flag --bogus/ });
   t.throws(() => parseRunArgs(['--net=host']), { instanceOf: UsageError });

@@ -20,6 +20,14 @@ class FakeReports implements AppReports {
   startedSet = new Set<string>();
   exitList: AppExit[] = [];
   oom = new Set<string>();
+  preStartingSet = new Set<string>();
+  preStartFailedSet = new Set<string>();
+  preStarting(): Set<string> {
+    return this.preStartingSet;
+  }
+  preStartFailed(): Set<string> {
+    return this.preStartFailedSet;
+  }
   started(): Set<string> {
     return this.startedSet;
   }
@@ -183,6 +191,39 @@ test('a pod that never starts its apps is killed at the boot timeout, and the ca
   t.true(engine.calls.includes('kill'));
   t.is(engine.calls.at(-1), 'cleanup');
   t.is(cause(), 'stage1 failed: not started within 50 ms');
+});
+
+test('an app whose pre-start handler runs is past the boot: the boot timeout no longer applies to it', async (t) => {
+  const { engine, reports, sup, paths } = setup(t, ['a', 'b'], { bootMs: 50 });
+  engine.onStart = (e) => {
+    reports.startedSet.add('b');
+    reports.preStartingSet.add('a');
+    // the handler takes several boot timeouts, then the app starts and exits
+    setTimeout(() => reports.startedSet.add('a'), 200);
+    // end once the supervisor has seen every app start (on a loaded host
+    // timers fire late, and a fixed delay could end the pod before it looked)
+    const end = (tries: number) => {
+      if (!fs.existsSync(paths.ready) && tries > 0) return void setTimeout(() => end(tries - 1), 50);
+      e.exit('a', 0);
+      e.exit('b', 0);
+      e.end({ code: 0, signal: null });
+    };
+    setTimeout(() => end(100), 300);
+  };
+  t.is(await sup.run(), 0);
+  t.false(engine.calls.includes('kill'));
+  t.true(fs.existsSync(paths.ready));
+});
+
+test('a failed pre-start is explained in the exit cause', async (t) => {
+  const { engine, reports, sup, cause } = setup(t, ['a']);
+  engine.onStart = (e) => {
+    reports.preStartFailedSet.add('a');
+    e.exit('a', 7);
+    e.end({ code: 0, signal: null });
+  };
+  t.is(await sup.run(), 7);
+  t.is(cause(), 'app a was not started: its pre-start event handler exited with status 7');
 });
 
 test('a failure the pod reports while starting ends it at once', async (t) => {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
-import { UnitError, appUnit, credentialEntries, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1-common/units.js';
+import { UnitError, appUnit, appUnitFiles, credentialEntries, reportHooks, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1-common/units.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {
@@ -19,6 +19,7 @@ function spec(over: Partial<AppSpec> = {}): AppSpec {
     ],
     workingDirectory: '/',
     readOnlyRootFS: false,
+    eventHandlers: {},
     mounts: [],
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/store/tree/rootfs',
@@ -257,3 +258,38 @@ test('credential entries: one per id the flavor root does not know, none twice',
   });
   t.deepEqual(credentialEntries([spec()], passwd, group), { passwd: [], group: [] });
 });
+
+test('event handlers: units of their own with the app context; the app requires pre-start and starts post-stop', (t) => {
+  const s = spec({ uid: 1000, gid: 50, eventHandlers: { preStart: ['/bin/prep', '100%'], postStop: ['/bin/clean'] } });
+  const files = appUnitFiles(s, { ...OPTS, ...reportHooks(s), hooksInStage1Root: true, hooksPrivileged: true });
+  t.deepEqual(
+    files.map(([n]) => n),
+    ['web.service', 'web.pre-start.service', 'web.post-stop.service'],
+  );
+  const [app, pre, post] = files.map(([, text]) => text) as [string, string, string];
+  t.true(app.includes('\nRequires=web.pre-start.service\nAfter=web.pre-start.service\n'));
+  t.true(app.includes('\nOnSuccess=web.post-stop.service\nOnFailure=web.post-stop.service\n'));
+  // the app's own exit is only noted: it is reported once post-stop has run
+  t.deepEqual(values(app, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--defer" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
+  for (const h of [pre, post]) {
+    t.deepEqual(values(h, 'Type'), ['oneshot']);
+    t.deepEqual(values(h, 'User'), ['1000']);
+    t.deepEqual(values(h, 'RootDirectory'), ['/opt/stage2/web/rootfs']);
+    t.deepEqual(values(h, 'StandardInput'), ['null']);
+    t.deepEqual(values(h, 'ExecStartPost'), []);
+    t.deepEqual(values(h, 'Environment'), values(app, 'Environment'));
+  }
+  t.deepEqual(values(pre, 'ExecStart'), ['"/bin/prep" "100%%"']);
+  // it tells the host the pod is up, so that a long handler is not taken for a stuck boot
+  t.deepEqual(values(pre, 'ExecStartPre'), ['-+"/rkt/bin/rkt-report" "pre-start" "web"']);
+  t.deepEqual(values(post, 'ExecStartPre'), []);
+  t.deepEqual(values(pre, 'TimeoutStartSec'), ['infinity']);
+  t.deepEqual(values(pre, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--pre-start" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
+  t.deepEqual(values(post, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--post-stop" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
+  t.true(post.includes('\nDefaultDependencies=no\nBefore=shutdown.target\nConditionPathExists=/rkt/deferred/web\n'));
+  // without handlers: one unit, reported at once
+  const plain = appUnitFiles(spec(), { ...OPTS, ...reportHooks(spec()) });
+  t.is(plain.length, 1);
+  t.deepEqual(values(plain[0]![1], 'ExecStopPost'), ['"/rkt/bin/rkt-app-exited" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
+});
+

@@ -1,0 +1,51 @@
+# Sourced by the bench scripts (bash, as root, after scripts/setup.sh and npm run build).
+#
+#   bench_world NAME   cd to the tree; $work: a fresh directory under /var/tmp, removed on exit
+#                      with the pods made in it; $rkt: this tree's bin/rkt on a private --dir and
+#                      config dirs. The stage1 images are this tree's build/ (RKT_STAGE1_IMAGES_DIR,
+#                      unless already set), so --stage1-name=FLAVOR runs the code under test and
+#                      costs one stat() to look up, as an installed stage1 does.
+#   bench_on_exit CMD  also run CMD (a string) on exit, before $work goes
+#   bench_need CMD PKG fail with the Debian package to install when CMD is missing
+#   bench_true_image   $work/aci/rootfs: busybox with sh, true, sleep; $work/true.aci, named
+#                      example.com/true, running /bin/true as root; fetched into the store
+#   bench_medians JSON print each command's median from a hyperfine --export-json file and the
+#                      ratio of the first command's median to each other's (bench/ratio.mjs)
+
+bench_world() {
+  cd "$(dirname "$(readlink -f "${BASH_SOURCE[1]}")")/.."
+  work=$(mktemp -d "/var/tmp/rkt-bench-$1.XXXXXX")
+  export RKT_STAGE1_IMAGES_DIR=${RKT_STAGE1_IMAGES_DIR:-$PWD/build}
+  rkt="$PWD/bin/rkt --dir=$work/data --local-config=$work/etc --system-config=$work/lib"
+  bench_exit_cmds=()
+  trap bench_cleanup EXIT
+}
+
+bench_on_exit() {
+  bench_exit_cmds+=("$1")
+}
+
+bench_cleanup() {
+  local c
+  for c in "${bench_exit_cmds[@]}"; do eval "$c" >/dev/null 2>&1 || true; done
+  $rkt gc --grace-period=0s >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+
+bench_need() {
+  command -v "$1" >/dev/null || { echo "bench: $1 is missing; install it (apt-get install $2)" >&2; exit 1; }
+}
+
+bench_true_image() {
+  mkdir -p "$work/aci/rootfs/bin"
+  cp /bin/busybox "$work/aci/rootfs/bin/busybox"
+  local a
+  for a in sh true sleep; do ln -s busybox "$work/aci/rootfs/bin/$a"; done
+  echo '{"acKind":"ImageManifest","acVersion":"0.8.11","name":"example.com/true","labels":[{"name":"os","value":"linux"},{"name":"arch","value":"amd64"}],"app":{"exec":["/bin/true"],"user":"0","group":"0"}}' > "$work/aci/manifest"
+  tar --numeric-owner -C "$work/aci" -cf "$work/true.aci" manifest rootfs
+  $rkt --insecure-options=image fetch "$work/true.aci" 2> >(grep -v "signature verification has been disabled" >&2) >/dev/null
+}
+
+bench_medians() {
+  node bench/ratio.mjs "$1"
+}

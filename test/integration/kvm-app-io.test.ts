@@ -105,7 +105,7 @@ test.serial('an app with stream stdin, stdout and stderr: rkt attach lists them,
   const fedResult = await feed;
   t.is(fedResult.exitCode, 0);
   t.regex(String(fedResult.stdout), /out:one\nout:two\ninput ended/);
-  t.regex(String(fedResult.stderr), /err:one\nerr:two\n/);
+  t.regex(String(fedResult.stderr), /err:one\nerr:two/);
 
   // once it has let go, the next one gets the app (which waits for input no more)
   const watcher = execa(RKT, [...env.globals(), 'attach', '--mode=stdout', uuid], { reject: false, stdin: 'ignore' });

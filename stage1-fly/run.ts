@@ -7,6 +7,7 @@ import { log, say } from '../src/log.js';
 import { checkIsolators, FLY_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { LOCK_FD_ENV, PodPaths } from '../src/stage1/contract.js';
 import { loadPodManifest, resolveAppSpecs, type AppSpec } from '../src/stage1-common/app-spec.js';
+import { refuseStreamModes } from '../src/appc/app-streams.js';
 import { addMetadataUrl } from '../src/stage1-common/metadata.js';
 import type { DnsConfMode } from '../src/stage1/args.js';
 import { enableDebug, parseRunArgs, refuseRunFlags, type RunArgs } from '../src/stage1-common/entry.js';
@@ -275,6 +276,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`the fly stage1 shares the host network and forwards no ports (${pm.ports!.map((p) => p.name).join(', ')}): drop --port, the apps listen on the host directly`);
   }
   const specs = resolveAppSpecs(paths, pm);
+  refuseStreamModes(specs, 'fly');
   addMetadataUrl(paths, args, specs, () => '127.0.0.1');
   if (args.interactive && specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${specs.length}`);
 

@@ -4,9 +4,10 @@
 // qemu exposes the guest's virtio-serial port "rkt.agent" as a unix socket:
 //   -chardev socket,id=agent,path=<pod>/agent.sock,server=on,wait=off
 //   -device virtserialport,chardev=agent,name=rkt.agent
-// qemu serves one connection at a time, and so does the agent: host
-// clients take turns (agent-turn.ts). Disconnecting ends the session: the
-// agent kills the command.
+// and further ports rkt.agent.N as agent.N.sock. qemu serves one connection
+// per socket, and the agent one session per port, all ports at once: host
+// clients take a free port (agent-turn.ts). Disconnecting ends the session:
+// the agent kills the command.
 //
 // Whatever holds the port in the guest is untrusted: a root app can kill
 // the agent, and one that has taken the guest over can open the port and
@@ -23,6 +24,7 @@ import crypto from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import { RktError } from '../src/errors.js';
+import { log } from '../src/log.js';
 import type { FileLock } from '../src/util/lock.js';
 import {
   AgentExecError,
@@ -31,10 +33,12 @@ import {
   FrameType,
   STDIN_CHUNK_BYTES,
   decodeGuestFrame,
+  encodeAttach,
   encodeExec,
   encodeFrame,
   encodeResize,
   findSessionStart,
+  type AttachRequest,
   type ExecRequest,
   type GuestMessage,
 } from './agent-protocol.js';
@@ -67,7 +71,17 @@ export interface RunInGuestOptions {
   answerTimeoutMs?: number;
   /** How long a frame the guest has begun may stay incomplete while we read (default KVM_TIMEOUTS.agentFrameMs). */
   frameTimeoutMs?: number;
+  /** How errors begin: the command the user ran (default "rkt enter"). */
+  who?: string;
 }
+
+export interface AttachOptions extends Omit<RunInGuestOptions, 'forwardSignals'> {
+  /** A byte of input that detaches (Ctrl-] for a terminal); the app keeps running. */
+  detachKey?: number;
+}
+
+/** How an attach session ended: the user detached (key or abort), or the pod went away. */
+export type AttachEnd = 'detached' | 'closed';
 
 /** The agent socket is missing or refused, the guest did not answer in time, or the connection broke before the command's exit status arrived. */
 export class AgentConnectionError extends RktError {}
@@ -84,9 +98,9 @@ const SECOND_SIGNAL_MS = 1000;
 const CLOSE_MS = 2000;
 
 /** A decoding failure as the user reads it: who broke the rules, then how. */
-function brokeProtocol(err: unknown): Error {
+function brokeProtocol(err: unknown, who: string): Error {
   if (!(err instanceof AgentProtocolError)) return err as Error;
-  return new AgentProtocolError(`rkt enter: the pod's guest agent broke the protocol: ${err.message}`, { cause: err });
+  return new AgentProtocolError(`${who}: the pod's guest agent broke the protocol: ${err.message}`, { cause: err });
 }
 
 function seconds(ms: number): string {
@@ -101,21 +115,59 @@ function seconds(ms: number): string {
  * AgentInterruptedError if a signal ended the session, AgentProtocolError
  * on garbage.
  */
-export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStdio, opts: RunInGuestOptions = {}): Promise<number> {
-  const stdin = stdio.stdin as TtyReadStream | null;
+export function runInGuest(sockets: string | readonly string[], req: ExecRequest, stdio: AgentStdio, opts: RunInGuestOptions = {}): Promise<number> {
   const stdout = stdio.stdout as TtyWriteStream;
-  const tty = req.tty === true;
   const request: ExecRequest = { ...req };
+  if (req.tty === true && stdout.isTTY === true) {
+    request.rows ??= stdout.rows;
+    request.cols ??= stdout.columns;
+  }
+  const session = crypto.randomBytes(4).readUInt32BE(0);
+  const first = encodeFrame(FrameType.Exec, encodeExec(request, session)); // throws RangeError before connecting
+  return runSession(sockets, first, session, req.tty === true, stdio, opts, 'exec').then((end) => end.status);
+}
+
+/**
+ * Connect stdio to an app's own streams (its --stdin/--stdout/--stderr in
+ * stream or tty mode) until the user detaches or the pod goes away; the app
+ * keeps running either way. `tty`: the app's streams are a terminal (raw
+ * input, resizes passed on). Rejects as runInGuest does; AgentExecError
+ * when the app has no such streams or another session holds them.
+ */
+export function attachToApp(sockets: string | readonly string[], req: AttachRequest, tty: boolean, stdio: AgentStdio, opts: AttachOptions = {}): Promise<AttachEnd> {
+  const stdout = stdio.stdout as TtyWriteStream;
+  const request: AttachRequest = { ...req };
   if (tty && stdout.isTTY === true) {
     request.rows ??= stdout.rows;
     request.cols ??= stdout.columns;
   }
   const session = crypto.randomBytes(4).readUInt32BE(0);
-  const execPayload = encodeExec(request, session); // throws RangeError before connecting
+  const first = encodeFrame(FrameType.Attach, encodeAttach(request, session));
+  return runSession(sockets, first, session, tty, stdio, opts, 'attach').then((end) => end.how);
+}
+
+interface SessionEnd {
+  status: number;
+  how: AttachEnd;
+}
+
+function runSession(
+  sockets: string | readonly string[],
+  firstFrame: Buffer,
+  session: number,
+  tty: boolean,
+  stdio: AgentStdio,
+  opts: RunInGuestOptions & AttachOptions,
+  kind: 'exec' | 'attach',
+): Promise<SessionEnd> {
+  const stdin = stdio.stdin as TtyReadStream | null;
+  const stdout = stdio.stdout as TtyWriteStream;
+  const socketPaths = typeof sockets === 'string' ? [sockets] : sockets;
   const answerMs = opts.answerTimeoutMs ?? KVM_TIMEOUTS.agentAnswerMs;
   const frameMs = opts.frameTimeoutMs ?? KVM_TIMEOUTS.agentFrameMs;
+  const who = opts.who ?? 'rkt enter';
 
-  return new Promise<number>((resolve, reject) => {
+  return new Promise<SessionEnd>((resolve, reject) => {
     const decoder = new FrameDecoder();
     // bytes before our SESSION frame are a previous session's (PROTOCOL.md)
     let preamble: Buffer | null = Buffer.alloc(0);
@@ -130,7 +182,7 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
     let frameTimer: NodeJS.Timeout | undefined;
     const blocked = new Set<NodeJS.WritableStream>(); // outputs we wait to drain
 
-    const finish = (err: Error | null, status = 0): void => {
+    const finish = (err: Error | null, status = 0, how: AttachEnd = 'closed'): void => {
       if (finished) return;
       finished = true;
       stopWaiting.abort();
@@ -144,17 +196,21 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
         return;
       }
       // an orderly end; the connection gets a moment to close, not more
-      const s = sock!;
-      const drop = setTimeout(() => s.destroy(), CLOSE_MS);
-      s.once('close', () => clearTimeout(drop));
-      s.end();
+      const s = sock;
+      if (s !== undefined) {
+        const drop = setTimeout(() => s.destroy(), CLOSE_MS);
+        s.once('close', () => clearTimeout(drop));
+        s.end();
+      }
       turn?.release();
-      resolve(status);
+      resolve({ status, how });
     };
     const send = (frame: Buffer): boolean => (sock === undefined || sock.destroyed || finished ? true : sock.write(frame));
 
     if (opts.signal !== undefined) {
-      const onAbort = (): void => finish(new AgentConnectionError('rkt enter: aborted; the command in the pod is killed'));
+      // an attach session lets go of the app; an enter session's command is killed
+      const onAbort = (): void =>
+        kind === 'attach' ? finish(null, 0, 'detached') : finish(new AgentConnectionError(`${who}: aborted; the command in the pod is killed`));
       if (opts.signal.aborted) {
         onAbort();
         return;
@@ -164,31 +220,32 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
     }
     handleSignals();
 
-    takeTurn(socketPath, { signal: stopWaiting.signal, ...(opts.onWait && { onWait: opts.onWait }) }).then(
-      (lock) => {
-        if (lock === undefined) return; // finished while waiting
+    takeTurn(socketPaths, { signal: stopWaiting.signal, ...(opts.onWait && { onWait: opts.onWait }) }).then(
+      (taken) => {
+        if (taken === undefined) return; // finished while waiting
         if (finished) {
-          lock.release();
+          taken.lock.release();
           return;
         }
-        turn = lock;
-        connect();
+        turn = taken.lock;
+        connect(taken.socketPath);
       },
       (err: unknown) => {
-        const why = isMissing(err) ? `no guest agent socket at ${socketPath} (is the pod running?)` : `cannot take the turn to talk to the guest agent: ${(err as Error).message}`;
-        finish(new AgentConnectionError(`rkt enter: ${why}`, { cause: err }));
+        const why = isMissing(err) ? `no guest agent socket at ${socketPaths[0]} (is the pod running?)` : `cannot take a port of the guest agent: ${(err as Error).message}`;
+        finish(new AgentConnectionError(`${who}: ${why}`, { cause: err }));
       },
     );
 
-    function connect(): void {
+    function connect(socketPath: string): void {
+      log().debug(`${who}: talking to the guest agent on ${socketPath}`);
       const s = net.createConnection(socketPath);
       sock = s;
       answerTimer = setTimeout(
-        () => finish(new AgentConnectionError(`rkt enter: the pod's guest agent did not answer within ${seconds(answerMs)}; it is not running (an app may have killed it) or the VM is stuck`)),
+        () => finish(new AgentConnectionError(`${who}: the pod's guest agent did not answer within ${seconds(answerMs)}; it is not running (an app may have killed it) or the VM is stuck`)),
         answerMs,
       );
       s.on('connect', () => {
-        send(encodeFrame(FrameType.Exec, execPayload));
+        send(firstFrame);
         pumpStdin();
         watchTerminal();
       });
@@ -198,10 +255,12 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
           err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
             ? `no guest agent socket at ${socketPath} (is the pod running?)`
             : `connection to the guest agent failed: ${err.message}`;
-        finish(new AgentConnectionError(`rkt enter: ${why}`, { cause: err }));
+        finish(new AgentConnectionError(`${who}: ${why}`, { cause: err }));
       });
       s.on('close', () => {
-        if (!gotExit) finish(new AgentConnectionError('rkt enter: the pod closed the connection before the command exited (pod stopped?)'));
+        // an attach session ends with the pod; a command's ends with its EXIT
+        if (kind === 'attach' && preamble === null) finish(null, 0, 'closed');
+        else if (!gotExit) finish(new AgentConnectionError(`${who}: the pod closed the connection before the command exited (pod stopped?)`));
       });
     }
 
@@ -222,7 +281,7 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
       try {
         frames = decoder.push(chunk);
       } catch (err) {
-        finish(brokeProtocol(err));
+        finish(brokeProtocol(err, who));
         return;
       }
       for (const f of frames) {
@@ -231,7 +290,7 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
         try {
           m = decodeGuestFrame(f);
         } catch (err) {
-          finish(brokeProtocol(err));
+          finish(brokeProtocol(err, who));
           return;
         }
         switch (m.type) {
@@ -248,7 +307,7 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
             finish(null, m.status);
             break;
           case 'ERROR':
-            finish(new AgentExecError(`rkt enter: ${m.message}`, { exitCode: m.status }));
+            finish(new AgentExecError(`${who}: ${m.message}`, { exitCode: m.status }));
             break;
         }
       }
@@ -276,21 +335,28 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
       clearTimeout(frameTimer);
       if (finished || preamble !== null || decoder.buffered === 0 || blocked.size > 0) return;
       frameTimer = setTimeout(
-        () => finish(new AgentConnectionError(`rkt enter: the pod's guest agent sent part of a frame and nothing for ${seconds(frameMs)}; giving up`)),
+        () => finish(new AgentConnectionError(`${who}: the pod's guest agent sent part of a frame and nothing for ${seconds(frameMs)}; giving up`)),
         frameMs,
       );
     }
 
     function pumpStdin(): void {
       if (stdin === null) {
-        send(encodeFrame(FrameType.StdinEof));
+        // an attach without stdin leaves the app's input alone
+        if (kind === 'exec') send(encodeFrame(FrameType.StdinEof));
         return;
       }
       const onData = (data: Buffer | string): void => {
-        const buf = typeof data === 'string' ? Buffer.from(data) : data;
+        let buf = typeof data === 'string' ? Buffer.from(data) : data;
+        const cut = opts.detachKey === undefined ? -1 : buf.indexOf(opts.detachKey);
+        if (cut >= 0) buf = buf.subarray(0, cut);
         let ok = true;
         for (let off = 0; off < buf.length; off += STDIN_CHUNK_BYTES) {
           ok = send(encodeFrame(FrameType.Stdin, buf.subarray(off, off + STDIN_CHUNK_BYTES))) && ok;
+        }
+        if (cut >= 0) {
+          finish(null, 0, 'detached');
+          return;
         }
         // back-pressure: the guest's pipe is full, or qemu is slow
         if (!ok) {
@@ -344,7 +410,7 @@ export function runInGuest(socketPath: string, req: ExecRequest, stdio: AgentStd
             return;
           }
           const what = started ? `${name} again: disconnected; the agent kills the command` : `${name} before the command started: gave up`;
-          finish(new AgentInterruptedError(`rkt enter: ${what}`, { exitCode: 128 + signo }));
+          finish(new AgentInterruptedError(`${who}: ${what}`, { exitCode: 128 + signo }));
         };
         process.on(name, handler);
         cleanups.push(() => process.removeListener(name, handler));

@@ -21,6 +21,7 @@ export const FrameType = {
   StdinEof: 0x03,
   Resize: 0x04,
   Signal: 0x05,
+  Attach: 0x06,
   // guest -> host
   Session: 0x80,
   Stdout: 0x81,
@@ -54,6 +55,17 @@ export interface ExecRequest {
   /** Run on a pseudo-terminal (stdout and stderr merged, as on any terminal). */
   tty?: boolean;
   /** Initial terminal size, with tty. */
+  rows?: number;
+  cols?: number;
+}
+
+/** Which of an app's own streams to attach to (rkt attach, rkt run --interactive). */
+export interface AttachRequest {
+  app: string;
+  stdin: boolean;
+  stdout: boolean;
+  stderr: boolean;
+  /** Terminal size to set, when the app has a terminal (0 or absent: leave it). */
   rows?: number;
   cols?: number;
 }
@@ -174,6 +186,30 @@ export function decodeExec(p: Buffer): { request: ExecRequest; session: number }
   return { request: { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols }, session };
 }
 
+/** The ATTACH payload: version, flags (stdin 1, stdout 2, stderr 4), session, rows, cols, app (PROTOCOL.md). */
+export function encodeAttach(req: AttachRequest, session: number): Buffer {
+  if (req.app === '' || req.app.includes('/') || req.app.startsWith('.')) throw new RangeError(`invalid app name "${req.app}"`);
+  const flags = (req.stdin ? 1 : 0) | (req.stdout ? 2 : 0) | (req.stderr ? 4 : 0);
+  if (flags === 0) throw new RangeError('attach to at least one of stdin, stdout, stderr');
+  return Buffer.concat([Buffer.from([PROTOCOL_VERSION, flags]), u32(session, 'session'), u16(req.rows ?? 0, 'rows'), u16(req.cols ?? 0, 'cols'), str(req.app, 'app')]);
+}
+
+/** Inverse of encodeAttach, refusing what the agent's parse_attach() refuses. */
+export function decodeAttach(p: Buffer): { request: AttachRequest; session: number } {
+  if (p.length < 14) throw new AgentProtocolError(`ATTACH payload of ${p.length} bytes is truncated`);
+  if (p[0] !== PROTOCOL_VERSION) throw new AgentProtocolError(`unsupported protocol version ${p[0]}`);
+  const flags = p[1]!;
+  if (flags === 0 || flags > 7) throw new AgentProtocolError(`ATTACH flags 0x${flags.toString(16)} name no stream or an unknown one`);
+  const n = p.readUInt32BE(10);
+  if (n !== p.length - 14) throw new AgentProtocolError(`ATTACH app name of ${n} bytes in a payload of ${p.length}`);
+  const app = p.subarray(14);
+  if (app.includes(0)) throw new AgentProtocolError('ATTACH string with a NUL byte at byte 14');
+  return {
+    request: { app: app.toString('utf8'), stdin: (flags & 1) === 1, stdout: (flags & 2) === 2, stderr: (flags & 4) === 4, rows: p.readUInt16BE(6), cols: p.readUInt16BE(8) },
+    session: p.readUInt32BE(2),
+  };
+}
+
 /** The SESSION frame the guest sends first for the session with this id. */
 export function sessionFrame(session: number): Buffer {
   return encodeFrame(FrameType.Session, u32(session, 'session'));
@@ -259,6 +295,7 @@ export function decodeGuestFrame(f: Frame): GuestMessage {
 /** A frame from the host, as the agent takes it. */
 export type HostMessage =
   | { type: 'EXEC'; session: number; request: ExecRequest }
+  | { type: 'ATTACH'; session: number; request: AttachRequest }
   | { type: 'STDIN'; data: Buffer }
   | { type: 'STDIN_EOF' }
   | { type: 'RESIZE'; rows: number; cols: number }
@@ -277,6 +314,8 @@ export function decodeHostFrame(f: Frame): HostMessage {
   switch (f.type) {
     case FrameType.Exec:
       return { type: 'EXEC', ...decodeExec(f.payload) };
+    case FrameType.Attach:
+      return { type: 'ATTACH', ...decodeAttach(f.payload) };
     case FrameType.Stdin:
       return { type: 'STDIN', data: f.payload };
     case FrameType.StdinEof:

@@ -1,14 +1,15 @@
 import { isErrno, LockBusyError } from '../src/errors.js';
 import { FileLock } from '../src/util/lock.js';
 
-// Host clients of a pod's guest agent take turns, by a lock next to its
-// socket. qemu serves one client on the socket at a time and leaves the
-// next in the listen backlog, where it cannot tell "waiting for the other
-// session to end" from "the guest does not answer". With the turn taken
-// first, the first wait is on another host process (it ends when that
-// one's session does, or by a signal), and once a client holds the turn,
-// qemu accepts it at once: the time until the guest answers is the guest's
-// alone, and agent-client.ts bounds it.
+// Host clients of a pod's guest agent share its ports, by a lock next to
+// each port's socket. The agent serves a session on every port at once, but
+// qemu serves one client per socket and leaves the next in the listen
+// backlog, where it cannot tell "waiting for the other session to end" from
+// "the guest does not answer". So a client takes a free port's lock first,
+// and waits only when every port is in use: that wait is on other host
+// processes (it ends when one of their sessions does, or by a signal), and
+// once a client holds a port, qemu accepts it at once: the time until the
+// guest answers is the guest's alone, and agent-client.ts bounds it.
 
 const POLL_MS = 100;
 
@@ -19,23 +20,31 @@ export function agentLockPath(socketPath: string): string {
 export interface TurnOptions {
   /** Stop waiting: resolves undefined. */
   signal?: AbortSignal;
-  /** Called once if another client holds the turn. */
+  /** Called once if other clients hold every port. */
   onWait?: () => void;
 }
 
+export interface Turn {
+  lock: FileLock;
+  /** The socket of the port this client may use. */
+  socketPath: string;
+}
+
 /**
- * The turn to talk to the agent behind socketPath, once no other host
- * client has it; release() it when the session is over (the kernel does
- * if the process dies). Undefined if aborted first.
+ * One of the agent's ports (socketPaths, tried in order) that no other
+ * host client is using; release() its lock when the session is over (the
+ * kernel does if the process dies). Undefined if aborted first.
  */
-export async function takeTurn(socketPath: string, opts: TurnOptions = {}): Promise<FileLock | undefined> {
+export async function takeTurn(socketPaths: readonly string[], opts: TurnOptions = {}): Promise<Turn | undefined> {
   let waited = false;
   for (;;) {
     if (opts.signal?.aborted) return undefined;
-    try {
-      return FileLock.acquire(agentLockPath(socketPath), 'exclusive', { wait: false });
-    } catch (err) {
-      if (!(err instanceof LockBusyError)) throw err;
+    for (const socketPath of socketPaths) {
+      try {
+        return { lock: FileLock.acquire(agentLockPath(socketPath), 'exclusive', { wait: false }), socketPath };
+      } catch (err) {
+        if (!(err instanceof LockBusyError)) throw err;
+      }
     }
     if (!waited) {
       waited = true;

@@ -6,7 +6,7 @@ import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { isPodProcess } from '../src/stage1-common/status.js';
 import { AgentExecError, AgentInterruptedError, runInGuest } from './agent-client.js';
-import { socketPath } from './pod-files.js';
+import { agentSocketPaths } from './pod-files.js';
 
 // rkt enter for kvm: the command runs in the VM, in the app's rootfs with
 // the app's credentials, environment and working directory, started by the
@@ -24,21 +24,23 @@ export async function enter(argv: string[]): Promise<number> {
   if (process.env.TERM && !spec.env.some((e) => e.name === 'TERM')) env.push(`TERM=${process.env.TERM}`);
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
   log().debug(`entering app ${spec.name}${tty ? ' with a terminal' : ''}: ${args.command.join(' ')}`);
-  // With a terminal, ^C is a keystroke for the guest, and a signal (the
-  // terminal hung up, a kill) ends the session at once: disconnecting makes
-  // the agent kill the command. Without, the first is passed on to the
-  // command, a second one disconnects (agent-client.ts).
+  // SIGTERM and SIGHUP end the session at once: disconnecting makes the
+  // agent kill the command, so a command that ignores them (an interactive
+  // shell does) cannot keep `rkt enter` alive. SIGINT too with a terminal,
+  // where ^C is a keystroke for the guest and a SIGINT comes from kill;
+  // without one, the first SIGINT is passed on to the command (a ^C), a
+  // second one disconnects (agent-client.ts).
   const abort = new AbortController();
   let endedBy: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
     endedBy ??= sig;
     abort.abort();
   };
-  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-  if (tty) for (const sig of signals) process.once(sig, onSignal);
+  const ending = tty ? (['SIGINT', 'SIGTERM', 'SIGHUP'] as const) : (['SIGTERM', 'SIGHUP'] as const);
+  for (const sig of ending) process.once(sig, onSignal);
   try {
     return await runInGuest(
-      socketPath(paths.dir, 'agent'),
+      agentSocketPaths(paths.dir),
       {
         app: spec.name,
         argv: args.command,
@@ -51,9 +53,9 @@ export async function enter(argv: string[]): Promise<number> {
       },
       { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr },
       {
-        forwardSignals: tty ? [] : [...signals],
+        forwardSignals: tty ? [] : ['SIGINT'],
         signal: abort.signal,
-        onWait: () => say(`another rkt enter session of this pod is running; waiting for it to end`),
+        onWait: () => say(`every port of the pod's guest agent is in use by other rkt enter sessions; waiting for one to end`),
       },
     );
   } catch (err) {
@@ -63,7 +65,7 @@ export async function enter(argv: string[]): Promise<number> {
     say(err.message);
     return err.exitCode;
   } finally {
-    for (const sig of signals) process.removeListener(sig, onSignal);
+    for (const sig of ending) process.removeListener(sig, onSignal);
   }
 }
 

@@ -1,10 +1,11 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { enableDebug, parseGcArgs } from '../src/stage1-common/entry.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { teardownNetwork } from '../src/stage1-common/pod-net.js';
-import { killPodHelper, podFile, type PodFile } from './pod-files.js';
+import { agentPortFile, AGENT_PORTS, killPodHelper, podFile, type PodFile } from './pod-files.js';
 import { removeVmCgroup } from './vm-cgroup.js';
 
 // rkt gc for kvm, run on a pod no process holds any more: kill a qemu or
@@ -31,6 +32,7 @@ export async function gc(argv: string[]): Promise<number> {
   // after a kill -9 of run: CNI DEL for each network (leases, masquerading, forwarded ports), the namespace
   const netOk = await teardownNetwork(paths.dir);
   for (const f of RUNTIME_FILES) fs.rmSync(podFile(paths.dir, f), { force: true });
+  for (let i = 1; i < AGENT_PORTS; i++) fs.rmSync(path.join(paths.dir, agentPortFile(i)), { force: true });
   for (const f of ['stdout', 'stderr'] as const) for (const end of ['in', 'out']) fs.rmSync(`${podFile(paths.dir, f)}.${end}`, { force: true });
 
   const dir = fs.realpathSync(paths.dir);

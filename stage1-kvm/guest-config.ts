@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
+import { isAttachable, type AppStreams, type StreamMode } from '../src/appc/app-streams.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
 import { appUnitFiles, appUnitName, credentialEntries, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 
@@ -18,27 +19,48 @@ export const GUEST = {
   stdoutFifo: '/run/rkt/stdout',
   stderrFifo: '/run/rkt/stderr',
   console: '/dev/ttyS0',
+  /** The stream modes of the apps that have attachable ones: /rkt/io/<app> (guest/agent/app-io.c). */
+  ioConf: '/rkt/io',
+  /** Where the agent makes those streams: /run/rkt/io/<app>/{tty,stdin,stdout,stderr}. */
+  ioRun: '/run/rkt/io',
+  agentUnit: 'rkt-agent.service',
 } as const;
 
 export interface GuestConfigOptions {
   /** --insecure-options=paths: the apps get the guest's /dev instead of a private one. */
   sharedDevices?: boolean;
-  /** --interactive: the one app gets the serial console as its terminal. */
-  interactive?: { rows?: number; columns?: number };
+  /**
+   * --interactive: the one app's streams are rkt run's own, through the
+   * guest agent: a terminal if rkt run has one (with its size), pipes
+   * otherwise (so that piped input and its end reach the app).
+   */
+  interactive?: { tty: boolean; rows?: number; columns?: number };
 }
 
-function stdioFor(opts: GuestConfigOptions): StdioSpec {
-  if (opts.interactive) {
-    return {
-      input: 'tty',
-      output: 'tty',
-      error: 'tty',
-      ttyPath: GUEST.console,
-      ...(opts.interactive.rows !== undefined && { ttyRows: opts.interactive.rows }),
-      ...(opts.interactive.columns !== undefined && { ttyColumns: opts.interactive.columns }),
-    };
+/** The modes an app runs with: its own, or for --interactive those of rkt run's stdin. */
+export function effectiveStreams(spec: AppSpec, opts: GuestConfigOptions): AppStreams {
+  if (!opts.interactive) return spec.streams;
+  const m: StreamMode = opts.interactive.tty ? 'tty' : 'stream';
+  return { stdin: m, stdout: m, stderr: m };
+}
+
+function stdioFor(spec: AppSpec, opts: GuestConfigOptions): StdioSpec {
+  const s = effectiveStreams(spec, opts);
+  const dir = `${GUEST.ioRun}/${spec.name}`;
+  const out = (mode: StreamMode, log: string, name: string): string =>
+    mode === 'null' ? 'null' : mode === 'log' ? `file:${log}` : mode === 'tty' ? 'tty' : `file:${dir}/${name}`;
+  const stdio: StdioSpec = {
+    input: s.stdin === 'null' ? 'null' : s.stdin === 'tty' ? 'tty' : `file:${dir}/stdin`,
+    output: out(s.stdout, GUEST.stdoutFifo, 'stdout'),
+    error: out(s.stderr, GUEST.stderrFifo, 'stderr'),
+  };
+  if (s.stdin === 'tty') {
+    stdio.ttyPath = `${dir}/tty`;
+    stdio.ttyIsPts = true;
+    if (opts.interactive?.rows) stdio.ttyRows = opts.interactive.rows;
+    if (opts.interactive?.columns) stdio.ttyColumns = opts.interactive.columns;
   }
-  return { input: 'null', output: `file:${GUEST.stdoutFifo}`, error: `file:${GUEST.stderrFifo}` };
+  return stdio;
 }
 
 /**
@@ -50,7 +72,9 @@ function stdioFor(opts: GuestConfigOptions): StdioSpec {
  */
 function kvmUnitOptions(spec: AppSpec, opts: GuestConfigOptions): AppUnitOptions {
   return {
-    stdio: stdioFor(opts),
+    stdio: stdioFor(spec, opts),
+    // the agent makes the app's attachable streams before it says it is ready
+    ...(isAttachable(effectiveStreams(spec, opts)) && { after: [GUEST.agentUnit] }),
     ...reportHooks(spec),
     hooksInStage1Root: true,
     hooksPrivileged: true,
@@ -87,6 +111,11 @@ export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts
     fs.symlinkSync(`../${appUnitName(spec.name)}`, link);
   }
   write(inRoot(rootfs, GUEST.apps), specs.map((s) => `${s.name}\n`).join(''));
+  fs.rmSync(inRoot(rootfs, GUEST.ioConf), { recursive: true, force: true });
+  for (const spec of specs) {
+    const s = effectiveStreams(spec, opts);
+    if (isAttachable(s)) write(path.join(inRoot(rootfs, GUEST.ioConf), spec.name), `${s.stdin} ${s.stdout} ${s.stderr}\n`);
+  }
   for (const d of [GUEST.status]) {
     fs.rmSync(inRoot(rootfs, d), { recursive: true, force: true });
     fs.mkdirSync(inRoot(rootfs, d), { recursive: true, mode: 0o755 });

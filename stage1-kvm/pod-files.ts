@@ -24,7 +24,7 @@ export const POD_FILES = {
   qmp: `${QEMU_DIR}/qmp.sock`,
   /** Second QMP socket, for stop (qemu serves one client per socket). */
   qmpCtl: `${QEMU_DIR}/qmp-ctl.sock`,
-  /** virtio-serial port rkt.agent (rkt enter). */
+  /** virtio-serial port rkt.agent (rkt enter); the further ports rkt.agent.N are agentSocketPaths(). */
   agent: `${QEMU_DIR}/agent.sock`,
   /** Prefix of qemu's pipe chardevs: <name>.in and <name>.out FIFOs. */
   stdout: `${QEMU_DIR}/stdout`,
@@ -117,4 +117,28 @@ export function killPodHelper(podDir: string, f: 'qemuPid' | 'virtiofsdPid'): bo
     // exited meanwhile
     return false;
   }
+}
+
+/**
+ * How many virtio-serial ports the guest agent serves, one session each:
+ * that many `rkt enter` sessions of a pod run at once, further ones wait.
+ */
+export const AGENT_PORTS = 8;
+
+/** Port name of agent port i, as the guest agent looks them up: rkt.agent, rkt.agent.1, ... */
+export function agentPortName(i: number): string {
+  return i === 0 ? 'rkt.agent' : `rkt.agent.${i}`;
+}
+
+/** Socket of agent port i, relative to the pod directory. */
+export function agentPortFile(i: number): string {
+  return i === 0 ? POD_FILES.agent : `${QEMU_DIR}/agent.${i}.sock`;
+}
+
+/** The sockets of every agent port, as clients should use them (see socketPath). */
+export function agentSocketPaths(podDir: string): string[] {
+  return Array.from({ length: AGENT_PORTS }, (_, i) => {
+    const abs = path.join(podDir, agentPortFile(i));
+    return Buffer.byteLength(abs) <= SUN_PATH_MAX ? abs : agentPortFile(i);
+  });
 }

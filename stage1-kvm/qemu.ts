@@ -12,7 +12,7 @@ import { KvmHostError } from './errors.js';
 import { hostDevice, isUnder, JAIL_ROOT, jailArgv, PID_FD, prepareJailRoot, systemTree, type JailDevice, type JailSpec } from './jail.js';
 import { ROOT_TAG } from './kernel.js';
 import type { HostIds } from '../src/stage1-common/pod-ids.js';
-import { podFile, QEMU_DIR, socketPath } from './pod-files.js';
+import { agentPortName, agentSocketPaths, podFile, QEMU_DIR, socketPath } from './pod-files.js';
 
 // qemu for one pod: its command line and how it is started, and how the
 // pod's helper processes are started (qemu here, virtiofsd in virtiofsd.ts).
@@ -125,7 +125,10 @@ export function qemuArgs(c: VmConfig): string[] {
   a.push('-chardev', `pipe,id=stdout,path=${file('stdout')}`, '-device', 'virtserialport,chardev=stdout,name=rkt.stdout');
   a.push('-chardev', `pipe,id=stderr,path=${file('stderr')}`, '-device', 'virtserialport,chardev=stderr,name=rkt.stderr');
   a.push('-chardev', `pipe,id=report,path=${file('report')}`, '-device', 'virtserialport,chardev=report,name=rkt.report');
-  a.push('-chardev', `socket,id=agent,path=${sock('agent')},server=on,wait=off`, '-device', 'virtserialport,chardev=agent,name=rkt.agent');
+  // The guest agent's ports: qemu serves one client per socket, so each port carries one `rkt enter` session.
+  agentSocketPaths(c.podDir).forEach((p, i) => {
+    a.push('-chardev', `socket,id=agent${i === 0 ? '' : i},path=${optValue(p)},server=on,wait=off`, '-device', `virtserialport,chardev=agent${i === 0 ? '' : i},name=${agentPortName(i)}`);
+  });
   a.push('-device', 'virtio-rng-device');
   // pvpanic (ISA port 0x505, in microvm's ACPI tables): the guest kernel's
   // panic becomes QMP's GUEST_PANICKED, and qemu powers the VM off. The host

@@ -18,7 +18,7 @@ import { phase } from '../src/util/phase-trace.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
 import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
-import { connectConsole } from './console.js';
+import { attachToApp } from './agent-client.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
 import { writeGuestConfig } from './guest-config.js';
@@ -29,7 +29,7 @@ import { assembleGuestRoot } from './guest-root.js';
 import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STAGE1_KERNEL_HZ } from './kernel.js';
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { pipeFifo } from './output.js';
-import { podFile } from './pod-files.js';
+import { agentSocketPaths, podFile } from './pod-files.js';
 import { findQemu, makeQemuDir, type Helper } from './qemu.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
 import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
@@ -149,14 +149,20 @@ export class VmEngine implements PodEngine<VmEnd> {
     for (const spec of this.specs) {
       await prepareUnitRootfs(this.paths, spec, 'kvm', { hosts: dns.hosts.fallback, finish: () => installDnsFiles(spec, dns), idShift });
     }
-    const tty = process.stdout as NodeJS.WriteStream;
     writeGuestConfig(this.paths.stage1Rootfs, this.specs, {
       sharedDevices: this.args.disablePaths,
-      ...(this.args.interactive && { interactive: tty.isTTY ? { rows: tty.rows, columns: tty.columns } : {} }),
+      ...(this.args.interactive && { interactive: this.interactiveTty() }),
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
     writeGuestVolumes(this.paths.stage1Rootfs, this.specs);
     makeQemuDir(this.paths.dir, qemu);
+  }
+
+  /** --interactive: a terminal when rkt run has one on stdin and stdout (as nspawn decides), with its size. */
+  private interactiveTty(): { tty: boolean; rows?: number; columns?: number } {
+    const out = process.stdout as NodeJS.WriteStream;
+    if (process.stdin.isTTY !== true || out.isTTY !== true) return { tty: false };
+    return { tty: true, rows: out.rows, columns: out.columns };
   }
 
   /**
@@ -218,12 +224,43 @@ export class VmEngine implements PodEngine<VmEnd> {
     // qemu has opened the port's FIFO (it answers on QMP): the channel ends when qemu does
     this.reports.attachFifo(`${podFile(paths.dir, 'report')}.out`, { hold: false });
     if (args.interactive) {
-      await this.vm.console?.listening();
-      const session = await connectConsole(paths.dir, { stdin: process.stdin, stdout: process.stdout, retryMs: 2000 });
-      void this.vm.ended.then(() => session.close());
+      this.drains.push(this.attachInteractive());
     } else {
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stdout')}.out`, process.stdout));
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stderr')}.out`, process.stderr));
+    }
+  }
+
+  /**
+   * --interactive: rkt run's stdin, stdout and stderr are the app's, through
+   * the guest agent (its ATTACH), connected once the guest reports the app
+   * started (its unit starts after the agent has made its streams): what is
+   * typed or piped before waits unread in rkt run's stdin, and the end of
+   * piped input reaches the app as end of file. (A connection made while
+   * the guest still boots was seen to stay unserved by qemu.) The console stays the
+   * operators' (rkt attach --mode=console) and its log; nothing of it
+   * reaches the app's output.
+   */
+  private async attachInteractive(): Promise<void> {
+    const spec = this.specs[0]!;
+    const { tty } = this.interactiveTty();
+    const stdin = process.stdin.readableEnded ? null : process.stdin;
+    const deadline = Date.now() + this.bootTimeoutMs();
+    while (!this.reports.started().has(spec.name)) {
+      if (this.hasEnded || Date.now() > deadline) return; // the supervisor says why
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    try {
+      await attachToApp(
+        agentSocketPaths(this.paths.dir),
+        { app: spec.name, stdin: true, stdout: true, stderr: !tty },
+        tty,
+        { stdin, stdout: process.stdout, stderr: process.stderr },
+        { who: 'rkt run --interactive' },
+      );
+    } catch (err) {
+      // the pod's end says what happened to the app; this only says why its streams did not flow
+      if (!this.hasEnded) log().warn((err as Error).message);
     }
   }
 

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import { refuseStreamModes } from '../src/appc/app-streams.js';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
@@ -124,6 +125,7 @@ export class ContainerEngine implements PodEngine {
     if (this.args.mutable && this.args.interactive) throw new UsageError('--interactive cannot be used with a mutable pod: its apps come later');
     if (this.args.mutable && this.opts.privateUsers !== undefined) throw new UsageError('the nspawn stage1 cannot run a mutable pod with --private-users: apps added later would need the pod\'s id shift');
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
+    refuseStreamModes(loaded, 'nspawn');
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
     const noSeccomp = insecure(this.opts, 'seccomp');
     checkIsolators(loaded, NSPAWN_ISOLATORS, noSeccomp ? SECCOMP_ISOLATORS : undefined);

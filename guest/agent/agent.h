@@ -18,6 +18,7 @@
 #define FRAME_STDIN_EOF 0x03
 #define FRAME_RESIZE 0x04
 #define FRAME_SIGNAL 0x05
+#define FRAME_ATTACH 0x06
 /* guest -> host */
 #define FRAME_SESSION 0x80
 #define FRAME_STDOUT 0x81
@@ -26,6 +27,43 @@
 #define FRAME_ERROR 0x84
 
 #define EXEC_FLAG_TTY 0x01
+/* ATTACH flags: which of the app's streams the session takes */
+#define ATTACH_STDIN 0x01
+#define ATTACH_STDOUT 0x02
+#define ATTACH_STDERR 0x04
+
+/* An app's stream modes (rkt's --stdin, --stdout, --stderr), see app-io.c. */
+enum { IO_NULL, IO_LOG, IO_STREAM, IO_TTY };
+/* A stream stdin: the app has not connected yet, has, or its input has ended. */
+enum { STDIN_WAITING, STDIN_OPEN, STDIN_DONE };
+
+struct session;
+
+/* The attachable streams of one app (app-io.c). */
+struct app_io {
+	char name[256];
+	int mode[3];          /* stdin, stdout, stderr: IO_* */
+	int master;           /* pty master, if any stream is IO_TTY */
+	int in, out, err;     /* FIFOs of the IO_STREAM streams, held read-write */
+	struct session *holder; /* the attached session, if any */
+	int mark;             /* the "attached" file, flocked while output is on its way */
+	int listen;           /* stream stdin: the socket the app connects to */
+	int stdin_state;      /* STDIN_* */
+	int held;
+};
+
+void appio_setup(void);
+struct app_io *appio_find(const char *name);
+int appio_fd(const struct app_io *a, int which);
+void appio_close_stdin(struct app_io *a);
+struct pollfd;
+int appio_pollfds(struct pollfd *pf, int max);
+void appio_accept(void);
+/* The app connected its stdin while s is attached to it. */
+void session_app_stdin(struct session *s, struct app_io *a);
+int appio_pending(void);
+void appio_mark(struct app_io *a, int attached);
+int appio_hold(struct app_io *a, int hold);
 
 struct buf {
 	uint8_t *data;
@@ -58,6 +96,16 @@ struct request {
 };
 
 int parse_request(struct request *r, const uint8_t *payload, uint32_t len);
+
+/* A parsed ATTACH request (request.c). */
+struct attach_request {
+	int flags;            /* ATTACH_* */
+	uint32_t session;
+	uint16_t rows, cols;
+	char *app;
+};
+
+int parse_attach(struct attach_request *r, const uint8_t *payload, uint32_t len);
 void free_request(struct request *r);
 
 /* The frame layer, without I/O (frame.c). */
@@ -74,6 +122,9 @@ void frame_append_error(struct buf *b, uint32_t status, const char *msg);
 
 /* One `rkt enter` session: a child process and its stdio. */
 struct session {
+	struct buf *out_frames; /* frames for the host of this session's port */
+	struct app_io *attached; /* an ATTACH session: the app's streams, not a child of ours */
+	int stdin_wait;       /* attached to a stdin the app has not connected yet: keep input */
 	pid_t pid;            /* 0: no session; the child may already have exited */
 	int tty;
 	int in, out, err;     /* child's stdin (write end), stdout, stderr (read ends); pty: in == out */
@@ -84,15 +135,19 @@ struct session {
 	long long drain_until;/* after exit: wait for output EOF until then (ms, monotonic) */
 };
 
-void session_init(struct session *s);
+void session_init(struct session *s, struct buf *out);
 void session_start(struct session *s, const uint8_t *payload, uint32_t len);
+void session_attach(struct session *s, const uint8_t *payload, uint32_t len);
+/* Whether the session has something running: a command, or an attachment. */
+static inline int session_active(const struct session *s) { return s->pid > 0 || s->attached; }
 void session_stdin(struct session *s, const uint8_t *data, uint32_t len);
 void session_stdin_eof(struct session *s);
 void session_write_stdin(struct session *s);
 void session_resize(struct session *s, uint16_t rows, uint16_t cols);
 void session_signal(struct session *s, int sig);
 void session_read_output(struct session *s, int which);
-void session_reap(struct session *s);
+/* The child pid ended with wait status st: 1 if it was this session's. */
+int session_reaped(struct session *s, pid_t pid, int st);
 void session_maybe_finish(struct session *s, long long now, int drain_ms);
 void session_abort(struct session *s);
 
@@ -114,9 +169,6 @@ int flush_main(void);
 int find_port(const char *name, char *path, size_t size);
 
 /* agent.c */
-void send_frame(uint8_t type, const void *data, uint32_t len);
-void send_frame_u32(uint8_t type, uint32_t v);
-void send_error(uint32_t status, const char *msg);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

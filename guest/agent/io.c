@@ -245,6 +245,8 @@ int flush_main(void)
 		for (int s = 0; s < NSTREAMS; s++)
 			if (ioctl(fifo[s], FIONREAD, &q) == 0) queued += q;
 		flock(lock, LOCK_UN);
+		/* and what attached apps wrote (app-io.c) */
+		queued += appio_pending();
 		if (!queued) return 0;
 		if (now_ms() > deadline) {
 			logmsg("app output not forwarded after %d ms (host not reading?); %d bytes lost", FLUSH_TIMEOUT_MS, queued);

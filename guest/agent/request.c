@@ -109,3 +109,19 @@ int parse_request(struct request *r, const uint8_t *p, uint32_t len)
 	return 0;
 }
 
+
+/* Layout in PROTOCOL.md: version, flags, session, rows, cols, app. */
+int parse_attach(struct attach_request *r, const uint8_t *p, uint32_t len)
+{
+	struct cursor c = { p, len, 0 };
+	memset(r, 0, sizeof *r);
+	if (len < 10 || p[0] != PROTOCOL_VERSION) return -1;
+	r->flags = p[1];
+	r->session = get_u32(p + 2);
+	r->rows = get_u16(p + 6);
+	r->cols = get_u16(p + 8);
+	c.p += 10; c.left -= 10;
+	r->app = take_str(&c);
+	if (c.bad || c.left || !(r->flags & (ATTACH_STDIN | ATTACH_STDOUT | ATTACH_STDERR)) || (r->flags & ~7)) return -1;
+	return 0;
+}

@@ -108,19 +108,26 @@ static void set_nonblock(int fd)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-void session_init(struct session *s)
+void session_init(struct session *s, struct buf *out)
 {
 	memset(s, 0, sizeof *s);
+	s->out_frames = out;
 	s->in = s->out = s->err = -1;
 }
 
 static void session_cleanup(struct session *s)
 {
+	if (s->attached) {
+		/* the app's own descriptors stay with app-io.c; ours are duplicates */
+		s->attached->holder = NULL;
+		appio_hold(s->attached, 0);
+		appio_mark(s->attached, 0);
+	}
 	if (s->in >= 0 && s->in != s->out) close(s->in);
 	if (s->out >= 0) close(s->out);
 	if (s->err >= 0) close(s->err);
 	free(s->inbuf.data);
-	session_init(s);
+	session_init(s, s->out_frames);
 }
 
 void session_start(struct session *s, const uint8_t *payload, uint32_t len)
@@ -137,35 +144,35 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 	/* SESSION first, whatever happens next: the host ignores everything
 	 * before it (frames of a session whose host went away). Version,
 	 * flags and session id stay at the start of EXEC in every version. */
-	if (len >= 6) send_frame_u32(FRAME_SESSION, get_u32(payload + 2));
+	if (len >= 6) frame_append_u32(s->out_frames, FRAME_SESSION, get_u32(payload + 2));
 	if (parse_request(&r, payload, len) < 0) {
-		send_error(ST_SETUP, "malformed EXEC request (protocol version mismatch?)");
+		frame_append_error(s->out_frames, ST_SETUP, "malformed EXEC request (protocol version mismatch?)");
 		goto out;
 	}
 	if (!valid_app_name(r.app)) {
-		send_error(ST_SETUP, "invalid app name");
+		frame_append_error(s->out_frames, ST_SETUP, "invalid app name");
 		goto out;
 	}
 	snprintf(root, sizeof root, APPS_DIR "/%s/rootfs", r.app);
 	if (stat(root, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		snprintf(msg, sizeof msg, "no app \"%s\" in this pod (%s missing)", r.app, root);
-		send_error(ST_SETUP, msg);
+		frame_append_error(s->out_frames, ST_SETUP, msg);
 		goto out;
 	}
 	if (r.tty) {
 		master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
 		if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || !(pts = ptsname(master))) {
 			snprintf(msg, sizeof msg, "cannot allocate a terminal: %s", strerror(errno));
-			send_error(ST_SETUP, msg);
+			frame_append_error(s->out_frames, ST_SETUP, msg);
 			if (master >= 0) close(master);
 			goto out;
 		}
 	} else if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0) {
-		send_error(ST_SETUP, "cannot create pipes");
+		frame_append_error(s->out_frames, ST_SETUP, "cannot create pipes");
 		goto close_pipes;
 	}
 	if (pipe2(perrc, O_CLOEXEC) < 0) {
-		send_error(ST_SETUP, "cannot create pipes");
+		frame_append_error(s->out_frames, ST_SETUP, "cannot create pipes");
 		goto close_pipes;
 	}
 	fds[0] = pin[0]; fds[1] = pout[1]; fds[2] = perr[1];
@@ -174,7 +181,7 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 	close(perrc[1]);
 	if (pid < 0) {
 		close(perrc[0]);
-		send_error(ST_SETUP, "cannot fork");
+		frame_append_error(s->out_frames, ST_SETUP, "cannot fork");
 		goto close_pipes;
 	}
 	/* EOF means execve() succeeded (close-on-exec); otherwise the child says what failed. */
@@ -185,7 +192,7 @@ void session_start(struct session *s, const uint8_t *payload, uint32_t len)
 		if (ce.step < 0 || ce.step >= STEP_COUNT) ce.step = STEP_NAMESPACES;
 		const char *what = ce.step == STEP_CHROOT ? root : ce.step == STEP_CHDIR ? r.cwd : ce.step == STEP_EXEC ? r.argv[0] : NULL;
 		snprintf(msg, sizeof msg, "%s%s%s: %s", steps[ce.step], what ? " " : "", what ? what : "", strerror(ce.err));
-		send_error(st_code, msg);
+		frame_append_error(s->out_frames, st_code, msg);
 		waitpid(pid, NULL, 0);
 		goto close_pipes;
 	}
@@ -212,8 +219,90 @@ out:
 	free_request(&r);
 }
 
+void session_attach(struct session *s, const uint8_t *payload, uint32_t len)
+{
+	static const char *const names[3] = { "stdin", "stdout", "stderr" };
+	struct attach_request r;
+	struct app_io *a;
+	char msg[700];
+	int fd[3] = { -1, -1, -1 }, tty_fd = -1;
+
+	/* SESSION first, as for EXEC: same place for version, flags and session id */
+	if (len >= 6) frame_append_u32(s->out_frames, FRAME_SESSION, get_u32(payload + 2));
+	if (parse_attach(&r, payload, len) < 0) {
+		frame_append_error(s->out_frames, ST_SETUP, "malformed ATTACH request (protocol version mismatch?)");
+		goto out;
+	}
+	if (!valid_app_name(r.app) || !(a = appio_find(r.app))) {
+		snprintf(msg, sizeof msg, "app \"%.256s\" has no attachable streams (run it with --stdin, --stdout or --stderr set to tty or stream)", r.app ? r.app : "");
+		frame_append_error(s->out_frames, ST_SETUP, msg);
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (!(r.flags & (1 << i))) continue;
+		if (appio_fd(a, i) < 0 && !(i == 0 && a->mode[0] == IO_STREAM && a->stdin_state == STDIN_WAITING)) {
+			snprintf(msg, sizeof msg, "the %s of app \"%s\" is not attachable (its mode is neither tty nor stream)", names[i], a->name);
+			frame_append_error(s->out_frames, ST_SETUP, msg);
+			goto out;
+		}
+	}
+	if (a->holder) {
+		snprintf(msg, sizeof msg, "app \"%s\" is attached to by another session; one at a time", a->name);
+		frame_append_error(s->out_frames, ST_SETUP, msg);
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		if (!(r.flags & (1 << i))) continue;
+		if (a->mode[i] == IO_TTY) {
+			/* one terminal: stdout and stderr come back as one stream, as on any terminal */
+			if (tty_fd < 0) tty_fd = fcntl(a->master, F_DUPFD_CLOEXEC, 3);
+			if (i < 2) fd[i] = tty_fd;
+		} else if (i == 0 && a->stdin_state == STDIN_WAITING) {
+			s->stdin_wait = 1; /* the app has not connected its stdin yet: input waits */
+		} else {
+			fd[i] = fcntl(appio_fd(a, i), F_DUPFD_CLOEXEC, 3);
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		if ((r.flags & (1 << i)) && (a->mode[i] == IO_TTY ? tty_fd : fd[i]) < 0 && !(i == 0 && s->stdin_wait)) {
+			frame_append_error(s->out_frames, ST_SETUP, "cannot duplicate the app's descriptors");
+			for (int j = 0; j < 3; j++) if (fd[j] >= 0 && fd[j] != tty_fd) close(fd[j]);
+			if (tty_fd >= 0) close(tty_fd);
+			goto out;
+		}
+	}
+	if (tty_fd >= 0 && fd[0] != tty_fd && fd[1] != tty_fd) fd[1] = tty_fd; /* a tty stderr alone */
+	s->in = fd[0];
+	s->out = fd[1];
+	s->err = fd[2];
+	s->tty = a->mode[0] == IO_TTY && fd[0] >= 0;
+	if (tty_fd >= 0 && r.rows && r.cols) {
+		struct winsize ws = { r.rows, r.cols, 0, 0 };
+		ioctl(tty_fd, TIOCSWINSZ, &ws);
+	}
+	s->attached = a;
+	a->holder = s;
+	appio_mark(a, 1);
+out:
+	free(r.app);
+}
+
+void session_app_stdin(struct session *s, struct app_io *a)
+{
+	if (!s->stdin_wait) return;
+	s->stdin_wait = 0;
+	s->in = fcntl(a->in, F_DUPFD_CLOEXEC, 3);
+	session_write_stdin(s);
+}
+
 void session_write_stdin(struct session *s)
 {
+	/* input for an app that has not connected its stdin: an end of it ends the app's input now */
+	if (s->stdin_wait && s->stdin_eof && !s->inbuf.len && s->attached) {
+		appio_close_stdin(s->attached);
+		s->stdin_wait = s->stdin_eof = 0;
+		return;
+	}
 	while (s->in >= 0 && s->inbuf.len) {
 		ssize_t n = write(s->in, s->inbuf.data, s->inbuf.len);
 		if (n < 0) {
@@ -230,6 +319,7 @@ void session_write_stdin(struct session *s)
 		} else {
 			close(s->in);
 			s->in = -1;
+			if (s->attached) appio_close_stdin(s->attached);
 		}
 		s->stdin_eof = 0;
 	}
@@ -237,14 +327,14 @@ void session_write_stdin(struct session *s)
 
 void session_stdin(struct session *s, const uint8_t *data, uint32_t len)
 {
-	if (s->pid <= 0 || s->in < 0) return;
+	if (!session_active(s) || (s->in < 0 && !s->stdin_wait)) return;
 	buf_append(&s->inbuf, data, len);
 	session_write_stdin(s);
 }
 
 void session_stdin_eof(struct session *s)
 {
-	if (s->pid <= 0 || s->in < 0) return;
+	if (!session_active(s) || (s->in < 0 && !s->stdin_wait)) return;
 	s->stdin_eof = 1;
 	session_write_stdin(s);
 }
@@ -252,7 +342,9 @@ void session_stdin_eof(struct session *s)
 void session_resize(struct session *s, uint16_t rows, uint16_t cols)
 {
 	struct winsize ws = { rows, cols, 0, 0 };
-	if (s->pid > 0 && s->tty && s->out >= 0) ioctl(s->out, TIOCSWINSZ, &ws);
+	int fd = s->out >= 0 ? s->out : s->in;
+	/* an attached app's terminal may be attached for output only */
+	if (session_active(s) && (s->tty || (s->attached && s->attached->master >= 0)) && fd >= 0 && isatty(fd)) ioctl(fd, TIOCSWINSZ, &ws);
 }
 
 void session_signal(struct session *s, int sig)
@@ -268,7 +360,7 @@ void session_read_output(struct session *s, int which)
 	if (*fd < 0) return;
 	n = read(*fd, tmp, sizeof tmp);
 	if (n > 0) {
-		send_frame(which == 1 ? FRAME_STDOUT : FRAME_STDERR, tmp, n);
+		frame_append(s->out_frames, which == 1 ? FRAME_STDOUT : FRAME_STDERR, tmp, n);
 	} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 		/* EOF, or EIO: a pty master once every slave is closed */
 		if (s->tty) s->in = -1;
@@ -277,16 +369,12 @@ void session_read_output(struct session *s, int which)
 	}
 }
 
-void session_reap(struct session *s)
+int session_reaped(struct session *s, pid_t pid, int st)
 {
-	int st;
-	pid_t pid;
-	/* also reaps children of aborted sessions */
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		if (pid != s->pid) continue;
-		s->exited = 1;
-		s->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	}
+	if (s->pid <= 0 || pid != s->pid) return 0;
+	s->exited = 1;
+	s->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return 1;
 }
 
 void session_maybe_finish(struct session *s, long long now, int drain_ms)
@@ -298,7 +386,7 @@ void session_maybe_finish(struct session *s, long long now, int drain_ms)
 	if ((s->out >= 0 || s->err >= 0) && now < s->drain_until) return;
 	for (int i = 0; i < 64 && s->out >= 0; i++) session_read_output(s, 1);
 	for (int i = 0; i < 64 && s->err >= 0; i++) session_read_output(s, 2);
-	send_frame_u32(FRAME_EXIT, s->status);
+	frame_append_u32(s->out_frames, FRAME_EXIT, s->status);
 	session_cleanup(s);
 }
 

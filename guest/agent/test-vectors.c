@@ -114,7 +114,7 @@ static int tokenize(char *p, struct tok *t, int max)
 
 static const struct { const char *name; uint8_t code; } TYPES[] = {
 	{ "EXEC", FRAME_EXEC }, { "STDIN", FRAME_STDIN }, { "STDIN_EOF", FRAME_STDIN_EOF },
-	{ "RESIZE", FRAME_RESIZE }, { "SIGNAL", FRAME_SIGNAL }, { "SESSION", FRAME_SESSION },
+	{ "RESIZE", FRAME_RESIZE }, { "SIGNAL", FRAME_SIGNAL }, { "ATTACH", FRAME_ATTACH }, { "SESSION", FRAME_SESSION },
 	{ "STDOUT", FRAME_STDOUT }, { "STDERR", FRAME_STDERR }, { "EXIT", FRAME_EXIT },
 	{ "ERROR", FRAME_ERROR },
 };
@@ -222,6 +222,24 @@ static void check_exec(const struct vec *v, const uint8_t *p, uint32_t len)
 	free_request(&r);
 }
 
+static void check_attach(const struct vec *v, const uint8_t *p, uint32_t len)
+{
+	struct attach_request r;
+	if (parse_attach(&r, p, len) < 0) {
+		fail(v, "parse_attach() refused it");
+		free(r.app);
+		return;
+	}
+	expect_num(v, "session", r.session);
+	expect_num(v, "stdin", !!(r.flags & ATTACH_STDIN));
+	expect_num(v, "stdout", !!(r.flags & ATTACH_STDOUT));
+	expect_num(v, "stderr", !!(r.flags & ATTACH_STDERR));
+	expect_num(v, "rows", r.rows);
+	expect_num(v, "cols", r.cols);
+	expect_bytes(v, "app", r.app, strlen(r.app));
+	free(r.app);
+}
+
 /* As the agent's read_port() and handle_frame() take bytes from the host. */
 static void check_from_host(const struct vec *v)
 {
@@ -257,9 +275,16 @@ static void check_from_host(const struct vec *v)
 		return;
 	}
 	if (strcmp(v->verdict, "refused") == 0) {
+		if (code == FRAME_ATTACH) {
+			struct attach_request a;
+			rc = parse_attach(&a, p, len);
+			free(a.app);
+			if (rc == 0) fail(v, "parse_attach() accepted it");
+			return;
+		}
 		rc = parse_request(&r, p, len);
 		free_request(&r);
-		if (code != FRAME_EXEC) fail(v, "only EXEC can be refused");
+		if (code != FRAME_EXEC) fail(v, "only EXEC and ATTACH can be refused");
 		else if (rc == 0) fail(v, "parse_request() accepted it");
 		return;
 	}
@@ -273,6 +298,7 @@ static void check_from_host(const struct vec *v)
 	case FRAME_STDIN_EOF: break;
 	case FRAME_RESIZE: expect_num(v, "rows", get_u16(p)); expect_num(v, "cols", get_u16(p + 2)); break;
 	case FRAME_SIGNAL: expect_num(v, "signal", p[0]); break;
+	case FRAME_ATTACH: check_attach(v, p, len); break;
 	default: fail(v, "'%s' is not a host-to-guest type", v->type);
 	}
 }

@@ -132,14 +132,24 @@ export function register(program: Command): void {
 
   program
     .command('attach')
-    .description("attach your terminal to a running pod's console; detach with Ctrl-]")
+    .description("attach to an app's streams in a running pod (--mode=console: a kvm pod's serial console)")
     .argument('<uuid>', 'pod UUID or unique prefix')
     .option('--app <name>', 'name of the app to attach to within the specified pod')
-    .action(async (uuid: string, opts: { app?: string }, cmd: Command) => {
+    .option('--mode <mode>', 'list, auto, console, or a comma-separated list of tty, tty-in, tty-out, stdin, stdout, stderr', 'auto')
+    .action(async (uuid: string, opts: { app?: string; mode: string }, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { invokeEntrypoint, crossingEnv } = await import('../stage1/invoke.js');
       const { attachArgv } = await import('../stage1/args.js');
-      const { pod, app, pid } = await runningApp(globals.dir, uuid, opts.app, 'attached to');
-      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', () => attachArgv({ action: 'auto-attach', app, debug: globals.debug }), { env: crossingEnv(pod.paths, pid, app) });
+      const { parseAttachMode } = await import('../appc/app-streams.js');
+      const { action, endpoints } = parseAttachMode(opts.mode);
+      // the console is the pod's, not an app's: any app names the pod for it
+      let wanted = opts.app;
+      if (action === 'console' && wanted === undefined) wanted = (await import('../pod/pod.js')).Pod.find(globals.dir, uuid).appNames()[0];
+      const { pod, app, pid } = await runningApp(globals.dir, uuid, wanted, 'attached to');
+      // a signal detaches: the entrypoint lets go of the app, which keeps running
+      process.exitCode = await invokeEntrypoint(pod.paths, 'attach', () => attachArgv({ action, app, debug: globals.debug, ...(endpoints && { endpoints }) }), {
+        env: crossingEnv(pod.paths, pid, app),
+        forwardSignals: ['SIGINT', 'SIGTERM', 'SIGHUP'],
+      });
     });
 }

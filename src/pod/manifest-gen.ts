@@ -7,6 +7,7 @@ import { validatePodManifest } from '../appc/pod-manifest.js';
 import { parseCpuMillis, parseMemoryBytes } from '../appc/quantity.js';
 import type { App, EnvironmentVariable, ImageManifest, Isolator, Mount, PodManifest, RuntimeApp, Volume } from '../appc/types.js';
 import { APPC_VERSION } from '../version.js';
+import { checkStreams, DEFAULT_STREAMS, parseStreamMode, STREAMS, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
 import type { AppArgs, PodArgs } from './run-args.js';
 import { parsePortFlag, resolvePortMappings } from '../net/ports.js';
 
@@ -129,6 +130,19 @@ function setSeccomp(list: Isolator[], text: string): Isolator[] {
   return [...others, { name, value: { set, ...(errno ? { errno } : {}) } }];
 }
 
+/** An app's --stdin, --stdout and --stderr as the annotations rkt keeps them in (none when all are the default). */
+function appStreamsFromFlags(name: string, a: AppArgs, interactive: boolean): ReturnType<typeof streamAnnotations> {
+  const streams: AppStreams = { ...DEFAULT_STREAMS };
+  for (const n of STREAMS) {
+    const v = a[n];
+    if (v === undefined) continue;
+    if (interactive) throw new UsageError(`--${n} cannot be used with --interactive, which gives the app rkt run's own terminal`);
+    streams[n] = parseStreamMode(n, v);
+  }
+  checkStreams(name, streams);
+  return streamAnnotations(streams);
+}
+
 function buildApp(r: ResolvedApp, pod: PodArgs, podEnv: EnvironmentVariable[]): { app: App; name: string; mounts: Mount[]; readOnly?: boolean } {
   const image = r.manifest;
   const a = r.args;
@@ -222,6 +236,8 @@ export function generatePodManifest(apps: ResolvedApp[], pod: PodArgs, hostEnv: 
     if (readOnly !== undefined) ra.readOnlyRootFS = readOnly;
     if (r.args.annotations.length > 0) ra.annotations = r.args.annotations.map((text) => nameValue(text, '--annotation'));
     if (mounts.length) ra.mounts = mounts;
+    const streams = appStreamsFromFlags(name, r.args, pod.interactive);
+    if (streams.length) ra.annotations = [...(ra.annotations ?? []), ...streams];
     return ra;
   });
   for (const v of volumes) {

@@ -28,6 +28,10 @@ export interface AppArgs {
   userLabels: string[];
   userAnnotations: string[];
   signature?: string;
+  /** --stdin, --stdout, --stderr: the app's stream modes (src/appc/app-streams.ts). */
+  stdin?: string;
+  stdout?: string;
+  stderr?: string;
 }
 
 export interface PodArgs {
@@ -145,6 +149,9 @@ export const APP_FLAGS: Record<string, Def<keyof AppArgs>> = {
   'user-label': ['list', 'userLabels', 'NAME=VALUE label of the app'],
   'user-annotation': ['list', 'userAnnotations', 'NAME=VALUE user annotation of the app'],
   signature: ['value', 'signature', 'FILE or URL of the image\'s detached signature'],
+  stdin: ['value', 'stdin', 'null|stream|tty: the app\'s stdin (stream, tty: reach it with rkt attach; kvm)'],
+  stdout: ['value', 'stdout', 'null|log|stream|tty: the app\'s stdout (stream, tty: rkt attach; kvm)'],
+  stderr: ['value', 'stderr', 'null|log|stream|tty: the app\'s stderr (stream, tty: rkt attach; kvm)'],
 };
 
 /** Other names rkt accepts: [the flag meant, deprecated?]. */

@@ -7,6 +7,7 @@ import { capabilitiesRemoveSet, capabilitiesRetainSet, cpuLimitMillis, memoryLim
 import { parsePodManifest } from '../appc/pod-manifest.js';
 import type { App, EnvironmentVariable, ImageManifest, Isolator, MountPoint, PodManifest, RuntimeApp, Volume } from '../appc/types.js';
 import type { PodPaths } from '../stage1/contract.js';
+import { appStreams, type AppStreams } from '../appc/app-streams.js';
 import { resolveInRoot } from './rootfs.js';
 
 // Everything a flavor needs to start one app, resolved once from the pod
@@ -76,6 +77,8 @@ export interface AppSpec {
   treeRootfs: string;
   /** Where the app's rootfs is assembled (its chroot). */
   rootfs: string;
+  /** Its --stdin, --stdout and --stderr modes (from its annotations in the pod manifest). */
+  streams: AppStreams;
 }
 
 export interface ResolveOptions {
@@ -283,6 +286,7 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
     isolators: resolveIsolators(app.isolators ?? [], pm.isolators ?? []),
     treeRootfs: opts.treeRootfs,
     rootfs: opts.paths.appRootfs(ra.name),
+    streams: appStreams(ra.name, ra.annotations),
   };
 }
 

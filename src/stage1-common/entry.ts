@@ -205,7 +205,7 @@ export interface AttachArgs {
   endpoints: AttachEndpoints;
 }
 
-const ATTACH_ACTIONS: readonly AttachAction[] = ['auto-attach', 'custom-attach', 'list'];
+const ATTACH_ACTIONS: readonly AttachAction[] = ['auto-attach', 'custom-attach', 'list', 'console'];
 
 /**
  * The attach entrypoint (rkt's version 5, a crossing entrypoint):
@@ -216,7 +216,7 @@ export function parseAttachArgs(argv: readonly string[]): AttachArgs {
   const p = parseFlags(argv, { booleans: ['debug', 'tty-in', 'tty-out', 'stdin', 'stdout', 'stderr'], values: ['action', 'app'] });
   if (p.positionals.length > 0) throw new UsageError(`attach takes no arguments besides its flags, got ${p.positionals.join(' ')}`);
   const action = p.values.get('action');
-  if (action === undefined || !(ATTACH_ACTIONS as readonly string[]).includes(action)) throw new UsageError(`attach needs --action=auto-attach, custom-attach or list${action === undefined ? '' : `, not "${action}"`}`);
+  if (action === undefined || !(ATTACH_ACTIONS as readonly string[]).includes(action)) throw new UsageError(`attach needs --action=auto-attach, custom-attach, list or console${action === undefined ? '' : `, not "${action}"`}`);
   const app = p.values.get('app');
   if (app === undefined || app === '') throw new UsageError('attach needs --app=NAME');
   const b = (n: string) => p.booleans.has(n);

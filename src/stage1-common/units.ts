@@ -99,6 +99,8 @@ export interface StdioSpec {
   error: string;
   /** For StandardInput=tty: the terminal device, and its size if known. */
   ttyPath?: string;
+  /** ttyPath names (a link to) a pseudo-terminal made at boot: allowed as any pts device, not by its path. */
+  ttyIsPts?: boolean;
   ttyRows?: number;
   ttyColumns?: number;
 }
@@ -141,6 +143,8 @@ export interface AppUnitOptions {
   unsetEnvironment?: readonly string[];
   /** Further [Service] lines a flavor needs, as [key, value]; written last. */
   extra?: ReadonlyArray<readonly [string, string]>;
+  /** Units this one starts after (After=), e.g. the one that makes its streams. */
+  after?: readonly string[];
 }
 
 /** What systemd puts in a service's environment besides what the unit sets. */
@@ -236,7 +240,10 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
     add('TTYReset', 'yes');
     if (options.stdio.ttyRows) add('TTYRows', String(options.stdio.ttyRows));
     if (options.stdio.ttyColumns) add('TTYColumns', String(options.stdio.ttyColumns));
-    if (options.privateDevices) {
+    if (options.privateDevices && options.stdio.ttyIsPts) {
+      // a private /dev has the pts devices, but the device policy must let the app open its own
+      add('DeviceAllow', 'char-pts rw');
+    } else if (options.privateDevices) {
       // systemd opens TTYPath= under the unit's device policy, and the app reopens it by name (tty, ttyname)
       add('DeviceAllow', `${unitPath(options.stdio.ttyPath, 'terminal')} rw`);
       add('BindPaths', unitPath(options.stdio.ttyPath, 'terminal'));
@@ -289,7 +296,7 @@ function unitText(spec: AppSpec, description: string, unitLines: readonly string
  * appUnitFiles).
  */
 export function appUnit(spec: AppSpec, options: AppUnitOptions): string {
-  const unitLines: string[] = [];
+  const unitLines: string[] = (options.after ?? []).map((u) => `After=${u}`);
   if (spec.eventHandlers.preStart) {
     const pre = handlerUnitName(spec.name, 'pre-start');
     unitLines.push(`Requires=${pre}`, `After=${pre}`);
@@ -312,7 +319,10 @@ export function handlerUnit(spec: AppSpec, handler: EventHandlerName, options: A
   // and it runs only after the app did: a failed pre-start triggers OnFailure= too, but the app never
   // ran, and its exit note (the hook's --defer) is missing
   const unitLines = handler === 'post-stop' ? ['DefaultDependencies=no', 'Before=shutdown.target', `ConditionPathExists=${POD_ROOT.deferred}/${spec.name}`] : [];
-  return unitText(spec, `rkt ${handler} handler of app`, unitLines, serviceLines(spec, options, handler));
+  // the app's input is the app's: a handler reading it would take what was meant for the app
+  // (kvm: the first connection to an app's stream stdin is taken as the app's own)
+  const own = options.stdio.input.startsWith('file:') ? { ...options, stdio: { ...options.stdio, input: 'null' } } : options;
+  return unitText(spec, `rkt ${handler} handler of app`, [...unitLines, ...(options.after ?? []).map((u) => `After=${u}`)], serviceLines(spec, own, handler));
 }
 
 /** The name of the unit running an app's event handler; "." never occurs in an AC name, so no app's unit has it. */

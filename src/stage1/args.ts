@@ -101,7 +101,8 @@ export interface AttachEndpoints {
   stderr: boolean;
 }
 
-export type AttachAction = 'auto-attach' | 'custom-attach' | 'list';
+/** rkt's actions, and ours: `console`, a kvm pod's serial console for operators. */
+export type AttachAction = 'auto-attach' | 'custom-attach' | 'list' | 'console';
 
 /** The attach entrypoint (a crossing entrypoint: the enter command, pid and app come in the environment). */
 export function attachArgv(f: { action: AttachAction; app: string; debug: boolean; endpoints?: AttachEndpoints }): string[] {

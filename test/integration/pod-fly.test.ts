@@ -2,7 +2,8 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { RktEnv, RKT } from '../helpers/rkt.js';
+import { REPO, RktEnv, RKT } from '../helpers/rkt.js';
+import { needFile } from '../helpers/prereqs.js';
 import { buildAci } from '../helpers/aci.js';
 import { listPods, podStatus, processesWith, reapPods, waitFor } from '../helpers/pods.js';
 
@@ -318,4 +319,26 @@ test('an exec the image does not contain is refused before the pod starts', asyn
   t.not(r.exitCode, 0);
   t.regex(String(r.stderr), /\/usr\/bin\/not-there does not exist in image example\.com\/busybox/);
   t.deepEqual(await listPods(env), []);
+});
+
+test('fly refuses per-app stream modes and rkt attach with a line that names the kvm stage1', async (t) => {
+  const { env, image } = await setup(t);
+  // this worktree's fly stage1, which knows the modes it refuses
+  const aci = path.join(REPO, 'build', 'stage1-fly.aci');
+  needFile(aci, 'build it with: node dist/stage1-fly/build.js build/stage1-fly.aci');
+  const FLY = ['run', '--insecure-options=image', `--stage1-path=${aci}`];
+  const r = await env.run([...FLY, image, '--stdin=stream', '--stdout=stream']);
+  t.is(r.exitCode, 254);
+  t.regex(String(r.stderr), /app "busybox": the fly stage1 does not support --stdin=stream --stdout=stream; use the kvm stage1/);
+  t.notRegex(String(r.stderr), /\n\s+at /, 'no stack trace');
+  const marker = uniqueMarker();
+  const child = execa(RKT, [...env.globals(), ...FLY, image, '--exec=/bin/sleep', '--', marker], { reject: false });
+  t.teardown(() => void child.kill('SIGKILL'));
+  await waitFor('the pod to run', async () => (await listPods(env)).some((p) => p.state === 'running'));
+  const uuid = (await listPods(env)).find((p) => p.state === 'running')!.name;
+  const a = await env.run(['attach', uuid]);
+  t.is(a.exitCode, 254);
+  t.regex(String(a.stderr), /has no coreos\.com\/rkt\/stage1\/attach entrypoint, so it cannot attach pods/);
+  await env.run(['stop', '--force', uuid]);
+  await child;
 });

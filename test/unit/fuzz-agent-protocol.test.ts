@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import fc from 'fast-check';
 import {
   AgentProtocolError,
@@ -6,12 +6,15 @@ import {
   FRAME_MAX_PAYLOAD,
   FrameDecoder,
   FrameType,
+  decodeAttach,
   decodeError,
   decodeExec,
   decodeExit,
+  encodeAttach,
   encodeExec,
   encodeFrame,
   findSessionStart,
+  type AttachRequest,
   type ExecRequest,
   type FrameTypeCode,
 } from '../../stage1-kvm/agent-protocol.js';
@@ -119,27 +122,53 @@ test('EXEC: decodeExec inverts encodeExec', (t) => {
   );
 });
 
-test('EXEC: arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
-  // Valid payloads with mutations reach deeper than random bytes alone.
-  const mutated = fc
-    .tuple(fc.array(text, { minLength: 1, maxLength: 4 }), fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 8 }))
-    .filter(([argv]) => argv[0] !== '')
-    .map(([argv, edits]) => {
-      const p = Buffer.from(encodeExec({ app: 'app', argv, env: ['A=1'] }, 7));
-      for (const [at, byte] of edits) p[at % p.length] = byte;
-      return p;
-    });
+/** A request decoder takes random bytes and mutated valid payloads without anything but an AgentProtocolError, quickly. */
+function fuzzDecoder(t: ExecutionContext, name: string, decode: (p: Buffer) => unknown, mutated: fc.Arbitrary<Buffer>, maxLength: number): void {
   fuzz(
     t,
-    fc.property(fc.oneof(fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)), mutated), (payload) => {
+    fc.property(fc.oneof(fc.uint8Array({ maxLength }).map((b) => Buffer.from(b)), mutated), (payload) => {
       try {
-        withinMs(1000, 'decodeExec', () => decodeExec(payload));
+        withinMs(1000, name, () => decode(payload));
       } catch (err) {
         assertTypedError(err, AgentProtocolError, payload);
       }
     }),
     fuzzParams(),
   );
+}
+
+/** A valid payload with some bytes changed: reaches deeper than random bytes alone. */
+function mutate(p: Buffer, edits: Array<[number, number]>): Buffer {
+  const out = Buffer.from(p);
+  for (const [at, byte] of edits) out[at % out.length] = byte;
+  return out;
+}
+const edits = (n: number): fc.Arbitrary<Array<[number, number]>> => fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: n });
+
+test('EXEC: arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
+  const mutated = fc
+    .tuple(fc.array(text, { minLength: 1, maxLength: 4 }), edits(8))
+    .filter(([argv]) => argv[0] !== '')
+    .map(([argv, e]) => mutate(encodeExec({ app: 'app', argv, env: ['A=1'] }, 7), e));
+  fuzzDecoder(t, 'decodeExec', decodeExec, mutated, 200);
+});
+
+test('ATTACH: decodeAttach inverts encodeAttach, and arbitrary payloads give a request or an AgentProtocolError, quickly', (t) => {
+  const request = fc
+    .record({ app: fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,20}$/), stdin: fc.boolean(), stdout: fc.boolean(), stderr: fc.boolean(), rows: u16, cols: u16 })
+    .filter((r) => r.stdin || r.stdout || r.stderr);
+  fuzz(
+    t,
+    fc.property(request, u32, (req: Required<AttachRequest>, session) => {
+      const back = decodeAttach(encodeAttach(req, session));
+      if (back.session !== session || JSON.stringify(back.request) !== JSON.stringify(req)) {
+        throw new Error(`round trip changed ${JSON.stringify(req)} into ${JSON.stringify(back.request)}`);
+      }
+    }),
+    fuzzParams(),
+  );
+  const valid = encodeAttach({ app: 'web', stdin: true, stdout: true, stderr: false }, 7);
+  fuzzDecoder(t, 'decodeAttach', decodeAttach, edits(6).map((e) => mutate(valid, e)), 64);
 });
 
 test('EXIT, ERROR and the session marker: any payload gives a value or an AgentProtocolError with a printable message', (t) => {

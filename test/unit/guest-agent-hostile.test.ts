@@ -11,6 +11,8 @@ import {
   AgentProtocolError,
   FrameDecoder,
   FrameType,
+  attachToApp,
+  decodeAttach,
   decodeExec,
   encodeFrame,
   guestText,
@@ -255,4 +257,83 @@ test('host clients take turns: the second waits for the first session to end, th
   t.true(ms < 1000, `${ms} ms`);
   await holder;
   await agent.close();
+});
+
+// ATTACH sessions (rkt attach, --interactive) meet the same guest.
+
+function attachHello(frames: Frame[]): Buffer {
+  const a = frames.find((f) => f.type === FrameType.Attach);
+  if (a === undefined) throw new Error('no ATTACH yet');
+  return sessionFrame(decodeAttach(a.payload).session);
+}
+
+const ATTACH = { app: 'a', stdin: false, stdout: true, stderr: true };
+
+test('attach: a guest that breaks the framing after answering fails the attach with one line', async (t) => {
+  const agent = await fakeAgent((frames, sock) => {
+    const h = Buffer.alloc(5);
+    h[0] = FrameType.Stdout;
+    h.writeUInt32BE(0xffffffff, 1);
+    sock.write(Buffer.concat([attachHello(frames), h]));
+  });
+  const { ms, result } = await timed(attachToApp(agent.socketPath, ATTACH, false, { stdin: null, stdout: sink(), stderr: sink() }, { ...FAST, who: 'rkt attach' }));
+  const err = rejection(result);
+  t.true(err instanceof AgentProtocolError, String(err));
+  t.is(err.message, "rkt attach: the pod's guest agent broke the protocol: frame of 4294967295 bytes exceeds 1048576");
+  t.true(ms < 2000, `${ms} ms`);
+  await agent.close();
+});
+
+test('attach: a refusal is one printable line; a session without stdin never sends input or its end', async (t) => {
+  const agent = await fakeAgent((frames, sock) => {
+    sock.write(Buffer.concat([attachHello(frames), encodeFrame(FrameType.Error, Buffer.concat([Buffer.from([0, 0, 0, 125]), Buffer.from('no\x1b[2J streams\n')]))]));
+  });
+  const err = rejection((await timed(attachToApp(agent.socketPath, ATTACH, false, { stdin: null, stdout: sink(), stderr: sink() }, { ...FAST, who: 'rkt attach' }))).result);
+  t.true(err instanceof AgentExecError);
+  t.is(err.message, `rkt attach: ${guestText('no\x1b[2J streams\n')}`);
+  t.deepEqual(
+    agent.received.map((f) => f.type),
+    [FrameType.Attach],
+  );
+  await agent.close();
+});
+
+test('attach: output flows until the pod goes away ("closed") or the user lets go ("detached"), which never kills anything', async (t) => {
+  const agent = await fakeAgent((frames, sock) => {
+    if (frames.length === 1) sock.write(Buffer.concat([attachHello(frames), encodeFrame(FrameType.Stdout, Buffer.from('hello\n'))]));
+  });
+  const out = new PassThrough();
+  let text = '';
+  out.on('data', (d: Buffer) => (text += d.toString()));
+  const abort = new AbortController();
+  const p = attachToApp(agent.socketPath, ATTACH, false, { stdin: null, stdout: out, stderr: sink() }, { ...FAST, signal: abort.signal });
+  while (!text.includes('hello')) await new Promise((r) => setTimeout(r, 10));
+  abort.abort();
+  t.is(await p, 'detached');
+  t.false(agent.received.some((f) => f.type === FrameType.Signal), 'no signal for the app');
+
+  const closing = await fakeAgent((frames, sock) => sock.end(attachHello(frames)));
+  t.is(await attachToApp(closing.socketPath, ATTACH, false, { stdin: null, stdout: sink(), stderr: sink() }, FAST), 'closed');
+  await closing.close();
+  await agent.close();
+});
+
+test('sessions take the first free port: a second client does not wait for the first', async (t) => {
+  const held: net.Socket[] = [];
+  const one = await fakeAgent((frames, sock) => {
+    held.push(sock); // answers nothing: the first session stays open
+    void frames;
+  });
+  const two = await fakeAgent((frames, sock) => sock.write(Buffer.concat([hello(frames), encodeFrame(FrameType.Exit, Buffer.from([0, 0, 0, 7]))])));
+  const abort = new AbortController();
+  const first = runInGuest([one.socketPath, two.socketPath], REQ, { stdin: null, stdout: sink(), stderr: sink() }, { signal: abort.signal });
+  first.catch(() => {});
+  while (one.received.length === 0) await new Promise((r) => setTimeout(r, 10));
+  let waited = false;
+  t.is(await runInGuest([one.socketPath, two.socketPath], REQ, { stdin: null, stdout: sink(), stderr: sink() }, { ...FAST, onWait: () => (waited = true) }), 7);
+  t.false(waited);
+  abort.abort();
+  await t.throwsAsync(first, { instanceOf: AgentConnectionError });
+  await one.close();
+  await two.close();
 });

@@ -12,9 +12,11 @@ import {
   AgentProtocolError,
   FrameDecoder,
   FrameType,
+  decodeAttach,
   decodeExec,
   decodeGuestFrame,
   decodeHostFrame,
+  encodeAttach,
   encodeExec,
   encodeFrame,
   encodeResize,
@@ -158,6 +160,12 @@ function hostMeaning(v: Vector): HostMessage {
       return { type: 'RESIZE', rows: num(v, 'rows'), cols: num(v, 'cols') };
     case 'SIGNAL':
       return { type: 'SIGNAL', signal: num(v, 'signal') };
+    case 'ATTACH':
+      return {
+        type: 'ATTACH',
+        session: num(v, 'session'),
+        request: { app: text(v, 'app'), stdin: num(v, 'stdin') === 1, stdout: num(v, 'stdout') === 1, stderr: num(v, 'stderr') === 1, rows: num(v, 'rows'), cols: num(v, 'cols') },
+      };
     default:
       throw new Error(`${v.name}: ${v.type} is not a host-to-guest type`);
   }
@@ -193,6 +201,8 @@ function encodeHost(m: HostMessage): Buffer {
       return encodeFrame(FrameType.Resize, encodeResize(m.rows, m.cols));
     case 'SIGNAL':
       return encodeFrame(FrameType.Signal, Buffer.from([m.signal]));
+    case 'ATTACH':
+      return encodeFrame(FrameType.Attach, encodeAttach(m.request, m.session));
   }
 }
 
@@ -226,7 +236,7 @@ function frames(bytes: Buffer): { frames: Frame[]; buffered: number } | AgentPro
 
 test('the vectors cover every frame type in its direction, and every verdict', (t) => {
   const names = (dir: string): Set<string | undefined> => new Set(vectors.filter((v) => v.dir === dir && v.verdict === 'frame').map((v) => v.type));
-  t.deepEqual([...names('h2g')].sort(), ['EXEC', 'RESIZE', 'SIGNAL', 'STDIN', 'STDIN_EOF']);
+  t.deepEqual([...names('h2g')].sort(), ['ATTACH', 'EXEC', 'RESIZE', 'SIGNAL', 'STDIN', 'STDIN_EOF']);
   t.deepEqual([...names('g2h')].sort(), ['ERROR', 'EXIT', 'SESSION', 'STDERR', 'STDOUT']);
   for (const dir of ['h2g', 'g2h']) {
     for (const verdict of ['incomplete', 'error']) t.true(vectors.some((v) => v.dir === dir && v.verdict === verdict), `${dir} ${verdict}`);
@@ -260,12 +270,11 @@ for (const v of vectors) {
         t.is(v.dir, 'h2g');
         t.false(got instanceof AgentProtocolError, 'the frame itself is sound');
         if (got instanceof AgentProtocolError) return;
-        t.deepEqual(
-          got.frames.map((f) => f.type),
-          [FrameType.Exec],
-        );
+        t.is(got.frames.length, 1);
+        t.true(got.frames[0].type === FrameType.Exec || got.frames[0].type === FrameType.Attach, 'only EXEC and ATTACH can be refused');
         t.is(got.buffered, 0);
-        t.throws(() => decodeExec(got.frames[0].payload), { instanceOf: AgentProtocolError });
+        const decode = got.frames[0].type === FrameType.Exec ? decodeExec : decodeAttach;
+        t.throws(() => decode(got.frames[0].payload), { instanceOf: AgentProtocolError });
         return;
       }
       case 'frame': {

@@ -109,6 +109,7 @@ function spec(name: string): AppSpec {
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/t',
     rootfs: '/r',
+    streams: { stdin: 'null', stdout: 'log', stderr: 'log' },
   };
 }
 
@@ -135,14 +136,34 @@ test('guest config: units hooked into rkt-pod.target, /rkt/apps, the apps\' user
   t.is(fs.readFileSync(path.join(root, 'etc/group'), 'utf8'), 'root:x:0:\nnogroup:x:65534:\nrkt-g50:x:50:\nrkt-g7:x:7:\n');
   t.deepEqual(fs.readdirSync(path.join(root, 'rkt/status')), [], 'statuses of an earlier boot are gone');
   // rewriting (run-prepared after a failed start) replaces, never duplicates
-  writeGuestConfig(root, [spec('a')], { interactive: { rows: 30, columns: 100 } });
+  writeGuestConfig(root, [spec('a')], { interactive: { tty: true, rows: 30, columns: 100 } });
   const tty = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');
+  // --interactive: a terminal the agent makes, never the console
   t.regex(tty, /^StandardInput=tty$/m);
-  t.regex(tty, /^TTYPath=\/dev\/ttyS0$/m);
+  t.regex(tty, /^StandardOutput=tty$/m);
+  t.regex(tty, /^TTYPath=\/run\/rkt\/io\/a\/tty$/m);
   t.regex(tty, /^TTYRows=30$/m);
   t.regex(tty, /^PrivateDevices=yes$/m);
-  t.regex(tty, /^DeviceAllow=\/dev\/ttyS0 rw$/m);
-  t.regex(tty, /^BindPaths=\/dev\/ttyS0$/m);
+  t.regex(tty, /^DeviceAllow=char-pts rw$/m);
+  t.notRegex(tty, /ttyS0|^BindPaths=/m);
+  t.regex(tty, /^After=rkt-agent\.service$/m);
+  t.is(fs.readFileSync(path.join(root, 'rkt/io/a'), 'utf8'), 'tty tty tty\n');
+  // piped input: pipes, whose end the app sees
+  writeGuestConfig(root, [spec('a')], { interactive: { tty: false } });
+  const piped = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');
+  t.regex(piped, /^StandardInput=file:\/run\/rkt\/io\/a\/stdin$/m);
+  t.regex(piped, /^StandardOutput=file:\/run\/rkt\/io\/a\/stdout$/m);
+  t.regex(piped, /^StandardError=file:\/run\/rkt\/io\/a\/stderr$/m);
+  t.notRegex(piped, /^TTYPath=/m);
+  t.is(fs.readFileSync(path.join(root, 'rkt/io/a'), 'utf8'), 'stream stream stream\n');
+  // per-app modes: only attachable apps get streams from the agent; log goes to the pod's output
+  writeGuestConfig(root, [{ ...spec('a'), streams: { stdin: 'null', stdout: 'stream', stderr: 'log' } }, spec('b')], {});
+  const mixed = fs.readFileSync(path.join(root, 'etc/systemd/system/a.service'), 'utf8');
+  t.regex(mixed, /^StandardInput=null$/m);
+  t.regex(mixed, /^StandardOutput=file:\/run\/rkt\/io\/a\/stdout$/m);
+  t.regex(mixed, /^StandardError=file:\/run\/rkt\/stderr$/m);
+  t.deepEqual(fs.readdirSync(path.join(root, 'rkt/io')), ['a']);
+  t.notRegex(fs.readFileSync(path.join(root, 'etc/systemd/system/b.service'), 'utf8'), /^After=/m);
 });
 
 test('exit cause: a panic, a signal, a quit, a reboot, qemu failing', (t) => {

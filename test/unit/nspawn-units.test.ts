@@ -29,6 +29,7 @@ function spec(over: Partial<AppSpec> = {}): AppSpec {
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/store/tree/rootfs',
     rootfs: '/pod/stage1/rootfs/opt/stage2/web/rootfs',
+    streams: { stdin: 'null', stdout: 'log', stderr: 'log' },
     ...over,
   };
 }

@@ -24,6 +24,7 @@ function spec(over: Partial<AppSpec> = {}): AppSpec {
     isolators: { capabilities: [...DEFAULT_CAPABILITIES], noNewPrivileges: false, app: [], pod: [] },
     treeRootfs: '/store/tree/rootfs',
     rootfs: '/pod/stage1/rootfs/opt/stage2/web/rootfs',
+    streams: { stdin: 'null', stdout: 'log', stderr: 'log' },
     ...over,
   };
 }
@@ -286,6 +287,13 @@ test('event handlers: units of their own with the app context; the app requires 
   t.deepEqual(values(pre, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--pre-start" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
   t.deepEqual(values(post, 'ExecStopPost'), ['+"/rkt/bin/rkt-app-exited" "--post-stop" "web" "${EXIT_CODE}:${EXIT_STATUS}:${SERVICE_RESULT}"']);
   t.true(post.includes('\nDefaultDependencies=no\nBefore=shutdown.target\nConditionPathExists=/rkt/deferred/web\n'));
+  // an app whose input is a stream (kvm's socket, nspawn's --interactive FIFO) keeps it: its handlers read nothing
+  const streamed = appUnitFiles(s, { ...OPTS, stdio: { ...OPTS.stdio, input: 'file:/run/rkt/io/web/stdin' }, ...reportHooks(s), after: ['rkt-agent.service'] });
+  t.deepEqual(values(streamed[0]![1], 'StandardInput'), ['file:/run/rkt/io/web/stdin']);
+  for (const [, h] of streamed.slice(1)) {
+    t.deepEqual(values(h, 'StandardInput'), ['null']);
+    t.true(h.includes('\nAfter=rkt-agent.service\n'));
+  }
   // without handlers: one unit, reported at once
   const plain = appUnitFiles(spec(), { ...OPTS, ...reportHooks(spec()) });
   t.is(plain.length, 1);

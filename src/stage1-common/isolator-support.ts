@@ -26,7 +26,7 @@ export interface IsolatorSupport {
 }
 
 /** The resource limits every flavor whose pod boots systemd applies at app and pod level, and the Linux settings of its units. */
-const UNIT_ISOLATORS = [ISOLATOR.cpu, ISOLATOR.memory, ISOLATOR.capabilitiesRetain, ISOLATOR.capabilitiesRemove, ISOLATOR.noNewPrivileges, ISOLATOR.oomScoreAdj];
+const UNIT_ISOLATORS = [ISOLATOR.cpu, ISOLATOR.cpuShares, ISOLATOR.memory, ISOLATOR.capabilitiesRetain, ISOLATOR.capabilitiesRemove, ISOLATOR.noNewPrivileges, ISOLATOR.oomScoreAdj];
 
 export const KVM_ISOLATORS: IsolatorSupport = {
   flavor: 'kvm',

@@ -56,7 +56,13 @@ test('run --interactive: the app gets the terminal, its status is the exit code'
   const ne = await setup(t, aci);
   const term = spawnTerm(RKT, [...ne.env.globals(), 'run', ...ne.flags, '--interactive', ne.image, '--exec=/bin/sh'], ne.env.root);
   t.teardown(() => term.kill());
-  await term.waitFor(/\/ # /);
+  // Known issue: now and then (about 1 run in 5 on a loaded host) the shell's
+  // first prompt, written before systemd-nspawn has tied the console to this
+  // terminal, never shows; a user presses Enter and gets the next one.
+  await term.waitFor(/\/ # /, 20_000).catch(async () => {
+    term.write('\r');
+    await term.waitFor(/\/ # /);
+  });
   term.write('tty; [ -t 0 ] && echo "stdin-tty-$((6 * 7))"\r');
   await term.waitFor(/stdin-tty-42/);
   t.regex(term.output(), /\/dev\/(console|pts\/\d+)/);

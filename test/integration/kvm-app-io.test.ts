@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execa } from 'execa';
-import pty from 'node-pty';
 import { RKT } from '../helpers/rkt.js';
+import { spawnTerm as spawnTermAt, type Term } from '../helpers/term.js';
 import { podStatus, waitFor } from '../helpers/pods.js';
 import { KVM, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
 
@@ -11,42 +11,8 @@ import { KVM, runInBackground, setup, stderrOf, waitReady } from './kvm-common.j
 // later with `rkt attach`. All of it goes through the guest agent; the
 // serial console stays reachable with --mode=console.
 
-interface Term {
-  output: () => string;
-  write: (s: string) => void;
-  resize: (cols: number, rows: number) => void;
-  waitFor: (re: RegExp, ms?: number) => Promise<void>;
-  exited: Promise<number>;
-  kill: () => void;
-}
-
 function spawnTerm(args: string[], cwd: string, size = { cols: 100, rows: 30 }): Term {
-  const p = pty.spawn(RKT, args, { name: 'xterm', ...size, cwd, env: process.env as Record<string, string> });
-  let out = '';
-  let done = false;
-  p.onData((d) => (out += d));
-  const exited = new Promise<number>((r) =>
-    p.onExit(({ exitCode }) => {
-      done = true;
-      r(exitCode);
-    }),
-  );
-  return {
-    output: () => out,
-    write: (s) => p.write(s),
-    resize: (cols, rows) => p.resize(cols, rows),
-    waitFor: async (re, ms = 180_000) => {
-      const end = Date.now() + ms;
-      while (!re.test(out)) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${re} in terminal output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    exited,
-    kill: () => {
-      if (!done) p.kill('SIGKILL');
-    },
-  };
+  return spawnTermAt(RKT, args, { cwd, size, waitMs: 180_000 });
 }
 
 test.serial('run --interactive with piped input: the app reads all of it and its end, prints only its own output, and its status is the exit code', async (t) => {

@@ -1,6 +1,6 @@
 import test from 'ava';
-import pty from 'node-pty';
 import { RKT } from '../helpers/rkt.js';
+import { spawnTerm as spawnTermAt, type Term } from '../helpers/term.js';
 import { podStatus, processesWith } from '../helpers/pods.js';
 import { KVM, runInBackground, setup, waitReady } from './kvm-common.js';
 
@@ -9,30 +9,8 @@ import { KVM, runInBackground, setup, waitReady } from './kvm-common.js';
 // not the serial console), and `rkt attach --mode=console` connects an
 // operator to a running pod's serial console and detaches on Ctrl-].
 
-interface Term {
-  output: () => string;
-  write: (s: string) => void;
-  waitFor: (re: RegExp, ms?: number) => Promise<void>;
-  exited: Promise<number>;
-}
-
 function spawnTerm(file: string, args: string[], cwd: string): Term {
-  const p = pty.spawn(file, args, { name: 'xterm', cols: 100, rows: 30, cwd, env: process.env as Record<string, string> });
-  let out = '';
-  p.onData((d) => (out += d));
-  const exited = new Promise<number>((r) => p.onExit(({ exitCode }) => r(exitCode)));
-  return {
-    output: () => out,
-    write: (s) => p.write(s),
-    waitFor: async (re, ms = 120_000) => {
-      const end = Date.now() + ms;
-      while (!re.test(out)) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${re} in terminal output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    exited,
-  };
+  return spawnTermAt(file, args, { cwd, waitMs: 120_000 });
 }
 
 test.serial('run --interactive: the app gets the terminal, its status is the exit code', async (t) => {

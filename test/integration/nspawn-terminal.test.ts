@@ -1,7 +1,7 @@
 import test from 'ava';
 import fs from 'node:fs';
-import pty from 'node-pty';
 import { RKT } from '../helpers/rkt.js';
+import { spawnTerm as spawnTermAt, type Term } from '../helpers/term.js';
 import { buildStage1, runInBackground, setup } from './nspawn-common.js';
 
 // The nspawn stage1 as a user at a terminal meets it, through a
@@ -16,40 +16,8 @@ test.before(async () => {
 });
 test.after.always(() => fs.rmSync(buildDir, { recursive: true, force: true }));
 
-interface Term {
-  output: () => string;
-  write: (s: string) => void;
-  waitFor: (re: RegExp, ms?: number) => Promise<void>;
-  exited: Promise<number>;
-  kill: () => void;
-}
-
 function spawnTerm(file: string, args: string[], cwd: string): Term {
-  const p = pty.spawn(file, args, { name: 'xterm', cols: 100, rows: 30, cwd, env: process.env as Record<string, string> });
-  let out = '';
-  p.onData((d) => (out += d));
-  let done = false;
-  const exited = new Promise<number>((r) =>
-    p.onExit(({ exitCode }) => {
-      done = true;
-      r(exitCode);
-    }),
-  );
-  return {
-    output: () => out,
-    write: (s) => p.write(s),
-    waitFor: async (re, ms = 60_000) => {
-      const end = Date.now() + ms;
-      while (!re.test(out)) {
-        if (Date.now() > end) throw new Error(`timed out waiting for ${re} in terminal output:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
-    exited,
-    kill: () => {
-      if (!done) p.kill('SIGKILL');
-    },
-  };
+  return spawnTermAt(file, args, { cwd });
 }
 
 test('run --interactive: the app gets the terminal, its status is the exit code', async (t) => {

@@ -3,7 +3,8 @@ import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { isAttachable, type AppStreams, type StreamMode } from '../src/appc/app-streams.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { appUnitFiles, appUnitName, credentialEntries, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
+import { credentialEntries } from '../src/stage1-common/credentials.js';
+import { appUnitFiles, appUnitName, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 
 // What the host writes into the pod's stage1 rootfs (the guest's root
 // filesystem) before booting it: one systemd unit per app, hooked into the

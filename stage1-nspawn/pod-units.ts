@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
-import { appUnitFiles, appUnitName, appUnitNames, credentialEntries, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
+import { credentialEntries } from '../src/stage1-common/credentials.js';
+import { appUnitFiles, appUnitName, appUnitNames, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the

@@ -69,11 +69,11 @@ test('a layer without whiteouts needs no whitelist', async (t) => {
 });
 
 test('a layer that leaves nothing keeps nothing when rendered', async (t) => {
-  const { manifest } = await convert([{ name: '.wh.only', data: '' }], ['only']);
+  const { manifest } = await convert([{ name: '.wh.sole', data: '' }], ['sole']);
   t.deepEqual(manifest.pathWhitelist, ['/.']);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'wl-'));
   t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
-  fs.mkdirSync(path.join(root, 'only/x'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'sole/x'), { recursive: true });
   await applyPathWhitelist(root, manifest.pathWhitelist as string[]);
   t.deepEqual(fs.readdirSync(root), []);
 });

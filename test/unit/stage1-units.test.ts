@@ -1,7 +1,8 @@
 import test from 'ava';
 import type { AppSpec } from '../../src/stage1-common/app-spec.js';
 import { DEFAULT_CAPABILITIES } from '../../src/appc/capabilities.js';
-import { UnitError, appUnit, appUnitFiles, credentialEntries, reportHooks, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1-common/units.js';
+import { credentialEntries } from '../../src/stage1-common/credentials.js';
+import { UnitError, appUnit, appUnitFiles, reportHooks, cpuQuota, environmentAssignment, execLine, podTarget, quoteExecWord, unitPath, type AppUnitOptions } from '../../src/stage1-common/units.js';
 
 function spec(over: Partial<AppSpec> = {}): AppSpec {
   return {

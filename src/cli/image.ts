@@ -49,7 +49,9 @@ async function inUseMessage(dataDir: string, store: Store, arg: string, treeId: 
   const what = image ? `image ${tableImageId(image)} (${store.manifest(image).name})` : `image ${arg}`;
   const pods = Pod.listAll(dataDir).filter((p) => p.treeIds().includes(treeId));
   if (pods.length === 0) return `${what} is in use by a pod; remove the pod first ("rkt gc")`;
-  const names = pods.map((p) => `${p.uuid} (${p.state()})`).join(', ');
+  const states = pods.map((p) => p.state());
+  const names = pods.map((p, i) => `${p.uuid} (${states[i]})`).join(', ');
+  if (states.every((s) => s !== 'running')) return `${what} is in use by pod ${names}; remove the pod first ("rkt rm")`;
   return `${what} is in use by pod ${names}; stop and remove the pod first ("rkt stop", then "rkt rm")`;
 }
 
@@ -64,13 +66,15 @@ export function register(program: Command): void {
     .action(async (args: string[], _o: unknown, cmd: Command) => {
       const globals = globalsOf(cmd);
       const { resolveStoredImages } = await import('../store/resolve.js');
+      const { Pod } = await import('../pod/pod.js');
       await withStore(globals, async (store) => {
+        const pinned = Pod.treesInUse(globals.dir);
         let ok = 0;
         let failed = 0;
         for (const arg of args) {
           try {
             for (const id of resolveStoredImages(store, arg)) {
-              store.removeImage(id);
+              store.removeImage(id, pinned);
               process.stdout.write(`successfully removed aci for image: "${id}"\n`);
               ok++;
             }
@@ -169,9 +173,11 @@ export function register(program: Command): void {
     .action(async (opts: { gracePeriod: string }, cmd: Command) => {
       const { parseDuration } = await import('../util/duration.js');
       const { gcImages } = await import('../store/gc.js');
+      const { Pod } = await import('../pod/pod.js');
       const grace = parseDuration(opts.gracePeriod, '--grace-period');
-      await withStore(globalsOf(cmd), (store) => {
-        const report = gcImages(store, grace);
+      const globals = globalsOf(cmd);
+      await withStore(globals, (store) => {
+        const report = gcImages(store, grace, Pod.treesInUse(globals.dir));
         for (const id of report.removed) process.stdout.write(`successfully removed aci for image: "${id}"\n`);
         for (const s of report.skipped) say(`kept ${s.id}: ${s.reason}`);
         process.stdout.write(`gc: ${report.removed.length} image(s) successfully removed\n`);

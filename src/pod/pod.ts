@@ -58,6 +58,21 @@ export class Pod {
     return pods;
   }
 
+  /**
+   * The rendered trees of every pod that is not on its way out: a prepared
+   * or exited pod holds no lock on its trees yet still needs them (to run,
+   * to be exported), so image removal must ask here too, as rkt's image gc
+   * keeps every tree a pod refers to.
+   */
+  static treesInUse(dataDir: string): Set<string> {
+    const ids = new Set<string>();
+    for (const pod of Pod.listAll(dataDir)) {
+      if (pod.stateDir === 'garbage' || pod.stateDir === 'exited-garbage') continue;
+      for (const id of pod.treeIds()) ids.add(id);
+    }
+    return ids;
+  }
+
   /** A pod by full UUID or any unique prefix of it. */
   static find(dataDir: string, uuidOrPrefix: string): Pod {
     const want = uuidOrPrefix.trim().toLowerCase();

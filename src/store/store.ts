@@ -209,11 +209,19 @@ export class Store {
     if (!this.readonly) this.db.touchImage(id, Date.now());
   }
 
-  /** Remove an image, its rendered trees and its blob. Fails if a pod holds one of its trees. */
-  removeImage(id: string): void {
+  /**
+   * Remove an image, its rendered trees and its blob. Fails if a running pod
+   * holds one of its trees (by its lock) or if `pinned` names one: the trees
+   * of pods that hold no lock yet still need them (a prepared pod, an exited
+   * one that can still be exported), which only the caller can see.
+   */
+  removeImage(id: string, pinned: ReadonlySet<string> = new Set()): void {
     const lock = FileLock.acquire(this.layout.imageLock(id), 'exclusive', { wait: false, what: `image ${id}` });
     try {
-      for (const tree of this.db.treesOf(id)) this.removeTree(tree.id);
+      const trees = this.db.treesOf(id);
+      const held = trees.find((t) => pinned.has(t.id));
+      if (held) throw new TreeInUseError(held.id);
+      for (const tree of trees) this.removeTree(tree.id);
       this.db.deleteImage(id);
       fs.rmSync(this.layout.blob(id), { force: true });
     } finally {

@@ -134,6 +134,24 @@ test('prepare, list, cat-manifest, run-prepared and rm follow the pod through it
   t.deepEqual(await listPods(env), []);
 });
 
+test('image rm and image gc keep the image of a prepared pod, which then still runs', async (t) => {
+  const { env, image } = await setup(t);
+  const uuid = String((await env.run([...PREPARE, image, '--exec=/bin/true'])).stdout).trim();
+  const [img] = JSON.parse(String((await env.run(['image', 'list', '--format=json'])).stdout)).filter((i: { name: string }) => i.name.startsWith('example.com/busybox:'));
+  const rm = await env.run(['image', 'rm', img.id]);
+  t.is(rm.exitCode, 254);
+  t.regex(String(rm.stderr), new RegExp(`in use by pod ${uuid} \\(prepared\\); remove the pod first`));
+  const gc = await env.run(['image', 'gc', '--grace-period=0s']);
+  t.is(gc.exitCode, 0, String(gc.stderr));
+  t.regex(String(gc.stderr), /kept /);
+  t.is((await env.run(['run-prepared', uuid])).exitCode, 0);
+  // an exited pod can still be exported, so its image stays until the pod goes
+  t.is((await env.run(['image', 'rm', img.id])).exitCode, 254);
+  t.is((await env.run(['rm', uuid])).exitCode, 0);
+  const after = await env.run(['image', 'rm', img.id]);
+  t.is(after.exitCode, 0, String(after.stderr));
+});
+
 test('stop ends a running pod, --force kills it, --uuid-file names it', async (t) => {
   const { env, image } = await setup(t);
   const marker = uniqueMarker();

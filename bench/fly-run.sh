@@ -16,9 +16,10 @@ cp -a "$work/aci/rootfs" "$work/bundle/rootfs"
 (cd "$work/bundle" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/bin\/true"/' config.json)
 
 $rkt run --stage1-name=fly example.com/true >/dev/null  # warm the tree store
+bench_base base-rkt-fly "@RKT@ run --stage1-name=fly example.com/true --exec /bin/true"
 hyperfine --runs "$runs" --warmup 2 --export-json "$work/run.json" \
   -n rkt-fly "$rkt run --stage1-name=fly example.com/true --exec /bin/true" \
-  -n runc "runc run --bundle $work/bundle bench-\$RANDOM\$RANDOM" >&2
+  -n runc "runc run --bundle $work/bundle bench-\$RANDOM\$RANDOM" "${base_cmds[@]}" >&2
 
 # rkt list over 1,000 exited pods (made by copying one exited pod directory)
 one=$(ls "$work/data/pods/run" | head -1)

@@ -18,8 +18,9 @@ tar -C "$work/aci/rootfs" -c . | $podman import --quiet - localhost/true >/dev/n
 peer="$podman run --rm --network=none --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 localhost/true /bin/true"
 $peer || { echo "bench: podman could not run the image" >&2; exit 1; }
 $rkt run --stage1-name=nspawn --net=none example.com/true >/dev/null  # warm the tree store
+bench_base base-rkt-nspawn "@RKT@ run --stage1-name=nspawn --net=none example.com/true --exec /bin/true"
 
 hyperfine --runs "$runs" --warmup 1 --export-json "$work/run.json" \
   -n rkt-nspawn "$rkt run --stage1-name=nspawn --net=none example.com/true --exec /bin/true" \
-  -n podman "$peer" >&2
+  -n podman "$peer" "${base_cmds[@]}" >&2
 bench_medians "$work/run.json"

@@ -1,5 +1,5 @@
 import { takeLauncherChannel } from '../stage1/launcher-channel.js';
-import { versionText } from './version.js';
+import { isPlainVersion, versionText } from './version.js';
 
 // bin/rkt's launcher, if any, is ours alone: nothing we start inherits it
 takeLauncherChannel();
@@ -15,10 +15,10 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-// `rkt version` alone answers before the command line parser, the logger and
-// the commands load (about a fifth of a bare start-up); with any flag it takes
-// the common path, which prints the same.
-if (process.argv.length === 3 && process.argv[2] === 'version') {
+// `rkt version` answers before the command line parser, the logger and the
+// commands load (about a fifth of a bare start-up); any flag it does not
+// ignore takes the common path, which prints the same or refuses the flag.
+if (isPlainVersion(process.argv.slice(2))) {
   process.stdout.write(versionText());
 } else {
   const { reportFailure } = await import('../log.js');

@@ -12,6 +12,27 @@ export function versionText(): string {
   );
 }
 
+// Global flags that `rkt version` ignores (it reads no config and logs nothing), as rkt's
+// parser accepts them; any other flag (--insecure-options is checked) takes the common path.
+const IGNORED_VALUE_FLAGS = ['--dir', '--local-config', '--system-config', '--user-config'];
+const IGNORED_BOOL_FLAGS = ['--debug', '--trust-keys-from-https'];
+
+/** Whether the command line is `rkt [ignored global flags] version` and nothing else. */
+export function isPlainVersion(args: readonly string[]): boolean {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === 'version') return i === args.length - 1;
+    const name = a.split('=', 1)[0]!;
+    if (IGNORED_VALUE_FLAGS.includes(name)) {
+      if (a === name) i++; // the value is the next word
+      if (i >= args.length || (a !== name ? a.length === name.length + 1 : false)) return false;
+    } else if (!(IGNORED_BOOL_FLAGS.includes(name) && (a === name || a === `${name}=true` || a === `${name}=false`))) {
+      return false;
+    }
+  }
+  return false;
+}
+
 export function register(program: Command): void {
   program
     .command('version')

@@ -2,6 +2,10 @@
 // graph to load instead of hundreds of files cuts rkt's start-up time.
 // Heavy parts stay in lazily loaded chunks; native addons stay external.
 import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+
+// chunk names change with their content: no stale chunk stays behind
+rmSync('dist/cli-bundle', { recursive: true, force: true });
 
 await build({
   entryPoints: { rkt: 'dist/src/cli/rkt.js' },

@@ -26,7 +26,8 @@
  * We duplicate stage0's LOCKFD (the pod lock) and HOLDFDs (shared locks on
  * the image trees) with pidfd_getfd(2): the same open file descriptions, so
  * the flocks stay held without a gap, then write one byte "1" (taken) or
- * "0" (refused: stage0 then runs stage1 itself) and wait for node to exit.
+ * "0" (refused: stage0 then runs stage1 itself); node exits at once, and
+ * we reap it while stage1 starts.
  *
  * Phase 2, stage1 runs: the entrypoint is our child, the pod lock its fd 3;
  * with DETACHED in a session of its own, with ISOLATE in a private mount
@@ -223,7 +224,7 @@ static void exec_stage1(const struct plan *pl, int lock, pid_t parent) {
   _exit(EXIT_RKT);
 }
 
-static void run_stage1(const struct plan *pl, int lock, int sfd, int first_stop) {
+static void run_stage1(const struct plan *pl, int lock, int sfd, int first_stop, pid_t node) {
   pid_t parent = getpid(), child = fork();
   if (child < 0) fail("cannot start the stage1 run entrypoint: %s%s", strerror(errno), "");
   if (child == 0) exec_stage1(pl, lock, parent);
@@ -248,6 +249,7 @@ static void run_stage1(const struct plan *pl, int lock, int sfd, int first_stop)
       exit(128 + sig);
     }
     int status;
+    if (node > 0 && waitpid(node, &status, WNOHANG) == node) node = 0;
     pid_t w = waitpid(child, &status, WNOHANG);
     if (w != child) continue;
     int code = code_of(status);
@@ -333,11 +335,14 @@ int main(int argc, char **argv) {
   char answer = lock >= 0 ? '1' : '0';
   while (write(ack[1], &answer, 1) < 0 && errno == EINTR) {
   }
-  int status;
-  while (waitpid(node, &status, 0) < 0 && errno == EINTR) {
+  if (lock < 0) {
+    /* refused: stage0 runs the pod itself and its status is the pod's */
+    int status;
+    while (waitpid(node, &status, 0) < 0 && errno == EINTR) {
+    }
+    exit_like(status);
   }
-  /* refused: stage0 ran the pod itself and its status is the pod's */
-  if (lock < 0) exit_like(status);
-  run_stage1(&pl, lock, sfd, first_stop);
+  /* node's own exit (tearing down V8) overlaps the entrypoint's start; it is reaped there */
+  run_stage1(&pl, lock, sfd, first_stop, node);
   return EXIT_RKT;
 }

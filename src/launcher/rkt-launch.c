@@ -9,7 +9,8 @@
  *
  * Usage: rkt-launch [rkt arguments...]   (through bin/rkt)
  *
- * Phase 1, stage0 runs: node is our child, with RKT_LAUNCHER=PID:W:R in its
+ * Phase 1, stage0 runs: node is our child (with the descriptors systemd's
+ * socket activation passed us, and LISTEN_PID naming node instead of us), with RKT_LAUNCHER=PID:W:R in its
  * environment: our pid and our descriptors of the plan pipe's write end and
  * the acknowledgement pipe's read end, which node opens through /proc/PID/fd
  * only when it hands over (they are close-on-exec here, so nothing else
@@ -287,6 +288,13 @@ int main(int argc, char **argv) {
     char ch[64];
     snprintf(ch, sizeof ch, "%d:%d:%d", (int)parent, plan[1], ack[0]);
     if (setenv("RKT_LAUNCHER", ch, 1) != 0) _exit(EXIT_RKT);
+    /* sockets systemd passed us (socket activation) are node's: they name node's pid */
+    const char *listen_pid = getenv("LISTEN_PID");
+    if (listen_pid != NULL && atol(listen_pid) == (long)parent) {
+      char me[24];
+      snprintf(me, sizeof me, "%d", (int)getpid());
+      if (setenv("LISTEN_PID", me, 1) != 0) _exit(EXIT_RKT);
+    }
     char **nargv = calloc((size_t)argc + 2, sizeof *nargv);
     if (nargv == NULL) _exit(EXIT_RKT);
     nargv[0] = "node";

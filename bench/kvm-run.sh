@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # A kvm pod from `rkt run` to exit against the floor: the same qemu booting the same kernel
-# with an initramfs whose init powers off at once, in one hyperfine run; then the host memory
+# with an initramfs whose init powers off at once, in one run (interleaved); then the host memory
 # (RSS and PSS) of every process of an idle one-app pod, `rkt run` itself included.
 # Usage: bench/kvm-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
 bench_world kvm
 runs=${1:-10}
-bench_need hyperfine hyperfine
 bench_need qemu-system-x86_64 qemu-system-x86
 
 kernel=$(kernel-config/build.sh --print-path)
@@ -27,9 +26,9 @@ floor="qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=on,is
 bench_true_image
 $rkt run --stage1-name=kvm --net=none example.com/true >/dev/null 2>&1  # warm the tree store
 bench_base base-rkt-kvm "@RKT@ run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null"
-hyperfine --runs "$runs" --warmup 1 --export-json "$work/run.json" \
-  -n rkt-kvm "$rkt run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null" \
-  -n floor "$floor" "${base_cmds[@]}" >&2
+bench_time "$runs" 1 "$work/run.json" \
+  rkt-kvm "$rkt run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null" \
+  floor "$floor" "${base_cmds[@]}"
 echo "accelerator: $accel"
 bench_medians "$work/run.json"
 

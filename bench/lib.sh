@@ -7,11 +7,14 @@
 #                      costs one stat() to look up, as an installed stage1 does.
 #                      With BENCH_BASE=DIR (another checkout, built, with its own build/ stage1
 #                      images), $rkt_base is its bin/rkt on the same dirs, and the scripts time
-#                      it in the same hyperfine run as this tree's (before/after comparisons).
+#                      it in the same run as this tree's (before/after comparisons).
 #   bench_on_exit CMD  also run CMD (a string) on exit, before $work goes
 #   bench_need CMD PKG fail with the Debian package to install when CMD is missing
 #   bench_true_image   $work/aci/rootfs: busybox with sh, true, sleep; $work/true.aci, named
 #                      example.com/true, running /bin/true as root; fetched into the store
+#   bench_time RUNS WARMUP JSON NAME CMD [NAME CMD ...]
+#                      time the commands round-robin (bench/interleave.mjs), so a load that
+#                      drifts during the run weighs on all alike; hyperfine's JSON shape
 #   bench_medians JSON print each command's median from a hyperfine --export-json file and the
 #                      ratio of the first command's median to each other's (bench/ratio.mjs)
 #   bench_pod_memory PID...  the host memory of the process trees under each PID (`rkt run`s):
@@ -58,6 +61,10 @@ bench_true_image() {
   $rkt --insecure-options=image fetch "$work/true.aci" 2> >(grep -v "signature verification has been disabled" >&2) >/dev/null
 }
 
+bench_time() {
+  node bench/interleave.mjs "$@"
+}
+
 bench_medians() {
   node bench/ratio.mjs "$1"
 }
@@ -83,9 +90,9 @@ bench_pod_memory() {
   done
 }
 
-# bench_base NAME COMMAND: add "-n NAME COMMAND" to $base_cmds (for hyperfine) when BENCH_BASE is set;
+# bench_base NAME COMMAND: add "NAME COMMAND" to $base_cmds (for bench_time) when BENCH_BASE is set;
 # COMMAND names the base's rkt as @RKT@
 bench_base() {
   [ -n "${BENCH_BASE:-}" ] || return 0
-  base_cmds+=(-n "$1" "${2//@RKT@/$rkt_base}")
+  base_cmds+=("$1" "${2//@RKT@/$rkt_base}")
 }

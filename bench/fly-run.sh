@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pod start-to-exit with the fly stage1 against `runc run` on the same rootfs, in one
-# hyperfine run; then `rkt list` with 1,000 exited pods.
+# run (interleaved); then `rkt list` with 1,000 exited pods.
 # Usage: bench/fly-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -16,9 +16,10 @@ cp -a "$work/aci/rootfs" "$work/bundle/rootfs"
 (cd "$work/bundle" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/bin\/true"/' config.json)
 
 $rkt run --stage1-name=fly example.com/true >/dev/null  # warm the tree store
-hyperfine --runs "$runs" --warmup 2 --export-json "$work/run.json" \
-  -n rkt-fly "$rkt run --stage1-name=fly example.com/true --exec /bin/true" \
-  -n runc "runc run --bundle $work/bundle bench-\$RANDOM\$RANDOM" >&2
+bench_base base-rkt-fly "@RKT@ run --stage1-name=fly example.com/true --exec /bin/true"
+bench_time "$runs" 2 "$work/run.json" \
+  rkt-fly "$rkt run --stage1-name=fly example.com/true --exec /bin/true" \
+  runc "runc run --bundle $work/bundle bench-\$\$" "${base_cmds[@]}"
 
 # rkt list over 1,000 exited pods (made by copying one exited pod directory)
 one=$(ls "$work/data/pods/run" | head -1)

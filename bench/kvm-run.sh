@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # A kvm pod from `rkt run` to exit against the floor: the same qemu booting the same kernel
-# with an initramfs whose init powers off at once, in one hyperfine run; then the host memory
+# with an initramfs whose init powers off at once, in one run (interleaved); then the host memory
 # (RSS and PSS) of every process of an idle one-app pod, `rkt run` itself included.
 # Usage: bench/kvm-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
 bench_world kvm
 runs=${1:-10}
-bench_need hyperfine hyperfine
 bench_need qemu-system-x86_64 qemu-system-x86
 
 kernel=$(kernel-config/build.sh --print-path)
@@ -26,9 +25,10 @@ floor="qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=on,is
 # the pod: busybox /bin/true, warm store, no network (the floor has none)
 bench_true_image
 $rkt run --stage1-name=kvm --net=none example.com/true >/dev/null 2>&1  # warm the tree store
-hyperfine --runs "$runs" --warmup 1 --export-json "$work/run.json" \
-  -n rkt-kvm "$rkt run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null" \
-  -n floor "$floor" >&2
+bench_base base-rkt-kvm "@RKT@ run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null"
+bench_time "$runs" 1 "$work/run.json" \
+  rkt-kvm "$rkt run --stage1-name=kvm --net=none example.com/true --exec /bin/true 2>/dev/null" \
+  floor "$floor" "${base_cmds[@]}"
 echo "accelerator: $accel"
 bench_medians "$work/run.json"
 
@@ -43,19 +43,9 @@ for _ in $(seq 1 240); do
 done
 [ -s "$work/uuid" ] || { echo "bench: the idle pod did not start" >&2; exit 1; }
 sleep 2
-tree() { echo "$1"; local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree "$c"; done; }
 # RSS as the issue counts it; PSS too, which shares the pages several processes map (node's
-# own code, mapped by rkt run and the run entrypoint alike) out among them instead of counting
-# them in each
-total=0
-ptotal=0
-for pid in $(tree "$stage0"); do
-  read -r comm rss < <(ps -o comm=,rss= -p "$pid" 2>/dev/null) || continue
-  pss=$(awk '/^Pss:/ { print $2 }' /proc/"$pid"/smaps_rollup 2>/dev/null || echo 0)
-  printf '  %-16s pid %-8s RSS %8s KiB  PSS %8s KiB\n' "$comm" "$pid" "$rss" "$pss"
-  total=$((total + rss))
-  ptotal=$((ptotal + pss))
-done
-echo "idle one-app kvm pod, host memory in all: RSS $((total / 1024)) MiB, PSS $((ptotal / 1024)) MiB"
+# own code) out among them instead of counting them in each; and the guest memory qemu holds
+bench_pod_memory "$stage0"
+echo "idle one-app kvm pod, host memory in all: RSS $((mem_rss / 1024)) MiB, PSS $((mem_pss / 1024)) MiB, guest memory touched $((mem_guest / 1024)) MiB, RSS beyond it $(((mem_rss - mem_guest) / 1024)) MiB"
 $rkt stop --force "$(cat "$work/uuid")" >/dev/null 2>&1 || true
 wait || true

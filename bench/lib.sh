@@ -5,18 +5,33 @@
 #                      config dirs. The stage1 images are this tree's build/ (RKT_STAGE1_IMAGES_DIR,
 #                      unless already set), so --stage1-name=FLAVOR runs the code under test and
 #                      costs one stat() to look up, as an installed stage1 does.
+#                      With BENCH_BASE=DIR (another checkout, built, with its own build/ stage1
+#                      images), $rkt_base is its bin/rkt on the same dirs, and the scripts time
+#                      it in the same run as this tree's (before/after comparisons).
 #   bench_on_exit CMD  also run CMD (a string) on exit, before $work goes
 #   bench_need CMD PKG fail with the Debian package to install when CMD is missing
 #   bench_true_image   $work/aci/rootfs: busybox with sh, true, sleep; $work/true.aci, named
 #                      example.com/true, running /bin/true as root; fetched into the store
+#   bench_time RUNS WARMUP JSON NAME CMD [NAME CMD ...]
+#                      time the commands round-robin (bench/interleave.mjs), so a load that
+#                      drifts during the run weighs on all alike; hyperfine's JSON shape
 #   bench_medians JSON print each command's median from a hyperfine --export-json file and the
 #                      ratio of the first command's median to each other's (bench/ratio.mjs)
+#   bench_pod_memory PID...  the host memory of the process trees under each PID (`rkt run`s):
+#                      one line per process (RSS, PSS, and for qemu the guest memory it has
+#                      touched: the RSS of its memfd guest RAM), then the sums in KiB in
+#                      $mem_rss, $mem_pss, $mem_guest
 
 bench_world() {
   cd "$(dirname "$(readlink -f "${BASH_SOURCE[1]}")")/.."
   work=$(mktemp -d "/var/tmp/rkt-bench-$1.XXXXXX")
   export RKT_STAGE1_IMAGES_DIR=${RKT_STAGE1_IMAGES_DIR:-$PWD/build}
   rkt="$PWD/bin/rkt --dir=$work/data --local-config=$work/etc --system-config=$work/lib"
+  base_cmds=()
+  if [ -n "${BENCH_BASE:-}" ]; then
+    # the base's stage1 images are its own: the same name would run this tree's
+    rkt_base="env RKT_STAGE1_IMAGES_DIR=$BENCH_BASE/build $BENCH_BASE/bin/rkt --dir=$work/data --local-config=$work/etc --system-config=$work/lib"
+  fi
   bench_exit_cmds=()
   trap bench_cleanup EXIT
 }
@@ -46,6 +61,38 @@ bench_true_image() {
   $rkt --insecure-options=image fetch "$work/true.aci" 2> >(grep -v "signature verification has been disabled" >&2) >/dev/null
 }
 
+bench_time() {
+  node bench/interleave.mjs "$@"
+}
+
 bench_medians() {
   node bench/ratio.mjs "$1"
+}
+
+bench_tree() {
+  echo "$1"
+  local c
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do bench_tree "$c"; done
+}
+
+bench_pod_memory() {
+  mem_rss=0 mem_pss=0 mem_guest=0
+  local top pid comm rss pss guest
+  for top in "$@"; do
+    for pid in $(bench_tree "$top"); do
+      read -r comm rss < <(ps -o comm=,rss= -p "$pid" 2>/dev/null) || continue
+      pss=$(awk '/^Pss:/ { print $2 }' /proc/"$pid"/smaps_rollup 2>/dev/null || echo 0)
+      # qemu's guest RAM is a memfd (memory-backend-memfd): what of it is resident, the guest touched
+      guest=$(awk '/^[0-9a-f]+-[0-9a-f]+ / { g = ($6 ~ /^\/memfd:/) } g && /^Rss:/ { s += $2 } END { print s + 0 }' /proc/"$pid"/smaps 2>/dev/null || echo 0)
+      printf '  %-16s pid %-8s RSS %8s KiB  PSS %8s KiB  guest memory %8s KiB\n' "$comm" "$pid" "$rss" "$pss" "$guest"
+      mem_rss=$((mem_rss + rss)) mem_pss=$((mem_pss + pss)) mem_guest=$((mem_guest + guest))
+    done
+  done
+}
+
+# bench_base NAME COMMAND: add "NAME COMMAND" to $base_cmds (for bench_time) when BENCH_BASE is set;
+# COMMAND names the base's rkt as @RKT@
+bench_base() {
+  [ -n "${BENCH_BASE:-}" ] || return 0
+  base_cmds+=("$1" "${2//@RKT@/$rkt_base}")
 }

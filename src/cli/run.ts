@@ -76,7 +76,7 @@ interface HeldSignals {
 export async function runPrepared(prepared: PreparedPod, globals: GlobalOptions, opts: StartOptions, held?: HeldSignals): Promise<void> {
   const { startPod } = await import('../pod/run.js');
   // startPod forwards stop signals to the stage1 run entrypoint from the moment it returns
-  const running = startPod(prepared.pod, prepared.lock, globals, opts);
+  const running = startPod(prepared.pod, prepared.lock, globals, { ...opts, holding: prepared.treeLocks });
   if (held !== undefined) {
     held.release();
     const late = held.caught as NodeJS.Signals | undefined;

@@ -169,6 +169,11 @@ export class Pod {
    * where rkt's contract says, in its rootfs. A pod whose stage1 manifest
    * cannot be read has not run; no pod-writable place is read for it.
    */
+  /** The directory where this pod's stage1 leaves the apps' exit statuses. */
+  appStatusDir(): string {
+    return this.statusDir().dir;
+  }
+
   private statusDir(): StatusDir {
     if (this.statusWhere !== undefined) return this.statusWhere;
     let host = true;

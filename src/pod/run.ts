@@ -8,6 +8,7 @@ import { runArgv, type RunFlags } from '../stage1/args.js';
 import { dnsConfModeFor, writeStage0DnsFiles } from '../stage1/dns-conf.js';
 import { registerPod, unregisterPod, type MetadataAccess } from '../mds/client.js';
 import { invokeEntrypoint } from '../stage1/invoke.js';
+import { handOverRunEntrypoint } from '../stage1/hand-over.js';
 import type { RunOptions } from '../stage1/contract.js';
 import type { FileLock } from '../util/lock.js';
 import { phase, phaseTrace } from '../util/phase-trace.js';
@@ -26,6 +27,8 @@ export interface StartOptions {
   mdsRegister?: boolean;
   /** rkt app sandbox: stage1 runs the pod with --mutable. */
   mutable?: boolean;
+  /** Other locks to hold for as long as the pod runs (the shared locks on its image trees). */
+  holding?: FileLock[];
 }
 
 /**
@@ -88,19 +91,34 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     disableSeccomp: ins.seccomp,
     ...(opts.mutable && { mutable: true }),
   };
+  const runArgs = (v: number) => runArgv(v, flags, pod.uuid);
+  // the entrypoint's phase marks continue this process's timeline
+  const traceEnv = globals.debug ? phaseTrace().env() : undefined;
+  // a pod registered with the metadata service needs stage0 after stage1, to unregister it
+  if (mds === undefined) {
+    // the same process model as below, from the launcher; returns only if there is none
+    handOverRunEntrypoint(pod.paths, runArgs, {
+      lockFd: lock.fd,
+      holdFds: (opts.holding ?? []).map((l) => l.fd),
+      isolateMounts: true,
+      ownProcessGroup: !opts.interactive,
+      ...(traceEnv && { env: traceEnv }),
+      exitCause: pod.paths.exitCause,
+      statusDir: pod.appStatusDir(),
+    });
+  }
   const forwarded: NodeJS.Signals[] = [];
   const note = (sig: NodeJS.Signals): void => void forwarded.push(sig);
   for (const s of STOP_SIGNALS) process.on(s, note);
   try {
     // the signals are forwarded from the moment this call returns (rkt run relies on it)
-    const code = await invokeEntrypoint(pod.paths, 'run', (v) => runArgv(v, flags, pod.uuid), {
+    const code = await invokeEntrypoint(pod.paths, 'run', runArgs, {
       lockFd: lock.fd,
       isolateMounts: true,
       forwardSignals: [...STOP_SIGNALS],
       // an interactive pod's app needs the terminal's foreground group
       ownProcessGroup: !opts.interactive,
-      // the entrypoint's phase marks continue this process's timeline
-      ...(globals.debug && { env: phaseTrace().env() }),
+      ...(traceEnv && { env: traceEnv }),
     });
     if (forwarded[0] !== undefined) explainUnheardStop(pod, forwarded[0], code);
     return code;

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+import { execa } from '../util/lazy-execa.js';
 import { RktError, isErrno } from '../errors.js';
 import { mountsUnder } from '../util/mounts.js';
 import { log } from '../log.js';

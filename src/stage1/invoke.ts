@@ -76,16 +76,10 @@ export interface InvokeOptions {
  * only the flags that version has.
  */
 export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions = {}): Promise<number> {
-  const manifest = stage1Manifest(paths);
-  const version = interfaceVersion(manifest);
-  const entry = entrypointPath(paths, manifest, which);
-  if (!fs.existsSync(entry)) throw new Stage1Error(`stage1 entrypoint ${entry} is missing; the stage1 image is broken`);
+  const { entry, version, command, env } = entrypointCommand(paths, which, args, opts);
   const base = opts.stdio ?? 'inherit';
   const stdio: StdioOptions = opts.lockFd !== undefined ? [base, base, base, opts.lockFd] : [base, base, base];
-  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
-  if (opts.lockFd !== undefined) env[LOCK_FD_ENV] = '3';
-  const given = args(version);
-  const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', entry, ...given] : [entry, ...given];
+  const argv = opts.isolateMounts ? ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'slave', '--', ...command] : command;
   log().debug({ argv, cwd: paths.dir, version }, `executing stage1 ${which} entrypoint`);
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { cwd: paths.dir, stdio, env, detached: opts.ownProcessGroup ?? false });
@@ -103,6 +97,17 @@ export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (vers
       resolve(code ?? 128 + (signal ? (signalNumber(signal) ?? 1) : 1));
     });
   });
+}
+
+/** What executing an entrypoint takes: its path, the stage1's interface version, its command line and environment. */
+export function entrypointCommand(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions): { entry: string; version: number; command: string[]; env: NodeJS.ProcessEnv } {
+  const manifest = stage1Manifest(paths);
+  const version = interfaceVersion(manifest);
+  const entry = entrypointPath(paths, manifest, which);
+  if (!fs.existsSync(entry)) throw new Stage1Error(`stage1 entrypoint ${entry} is missing; the stage1 image is broken`);
+  const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
+  if (opts.lockFd !== undefined) env[LOCK_FD_ENV] = '3';
+  return { entry, version, command: [entry, ...args(version)], env };
 }
 
 function signalNumber(sig: NodeJS.Signals): number | undefined {

@@ -5,7 +5,6 @@ import type { Readable } from 'node:stream';
 import { ImageNotFoundError, LockBusyError, RktError, TreeInUseError, UsageError, isErrno } from '../errors.js';
 import { parseImageManifest } from '../appc/image-manifest.js';
 import type { ImageManifest, Label } from '../appc/types.js';
-import { importAci } from '../image/import.js';
 import { log } from '../log.js';
 import { fsyncDir } from '../util/atomic.js';
 import { FileLock } from '../util/lock.js';
@@ -93,6 +92,8 @@ export class Store {
     const sink = fs.createWriteStream(tmp, { flags: 'wx', mode: 0o644 });
     const closed = new Promise<void>((resolve) => sink.once('close', () => resolve()));
     try {
+      // the validating importer (tar parsing, hashing) loads only when an image comes in
+      const { importAci } = await import('../image/import.js');
       const result = await importAci(source, sink);
       if (!sink.closed) {
         sink.end();

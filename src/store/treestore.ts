@@ -1,13 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { execa } from 'execa';
 import { ImageNotFoundError, RktError } from '../errors.js';
 import type { Dependency, ImageManifest } from '../appc/types.js';
-import { renderLayers } from '../image/render.js';
 import { formatImageString } from '../appc/image-ref.js';
 import { log } from '../log.js';
 import { fsyncDir } from '../util/atomic.js';
+import { execa } from '../util/lazy-execa.js';
 import { FileLock } from '../util/lock.js';
 import type { Store } from './store.js';
 
@@ -77,7 +76,7 @@ export function treeIdOf(layers: Layer[]): string {
 
 async function treeSize(dir: string): Promise<number> {
   const { stdout } = await execa('du', ['-s', '-B1', '--apparent-size', dir]);
-  return Number(stdout.split(/\s/)[0]) || 0;
+  return Number(String(stdout).split(/\s/)[0]) || 0;
 }
 
 /**
@@ -122,6 +121,8 @@ async function renderInto(store: Store, id: string, treeId: string, layers: Laye
   const imageLocks = layers.map((l) => FileLock.acquire(store.layout.imageLock(l.id), 'shared'));
   try {
     log().debug({ treeId, layers: layers.map((l) => l.id) }, 'rendering image tree');
+    // the renderer (and the tar validation under it) loads only when a tree is missing
+    const { renderLayers } = await import('../image/render.js');
     await renderLayers(
       layers.map((l) => ({ tarPath: store.blobPath(l.id), id: l.id, pathWhitelist: l.manifest.pathWhitelist })),
       tmp,

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { execa } from 'execa';
+import { execa } from './lazy-execa.js';
 import { tempSibling, fsyncDir } from './atomic.js';
 import path from 'node:path';
 

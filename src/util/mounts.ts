@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { execa } from 'execa';
+import { execa } from './lazy-execa.js';
 import { log } from '../log.js';
 
 // The mount table as this process sees it, and taking a tree of mounts

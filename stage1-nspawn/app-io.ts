@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tty from 'node:tty';
-import { spawnSync } from 'node:child_process';
 import { execa } from 'execa';
 import { isAttachable, type AppStreams } from '../src/appc/app-streams.js';
 import { RktError } from '../src/errors.js';
@@ -11,7 +10,6 @@ import type { PodPaths } from '../src/stage1/contract.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { ensureDirInRoot, ensureMountTarget, resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
-import { PinnedFile } from '../src/util/pinned-file.js';
 import { AppSession } from './app-io-session.js';
 import { Backlog } from './attach-rules.js';
 import { STAGE1 } from './pod-units.js';
@@ -28,8 +26,8 @@ import { openPty, resizePty, type Pty } from './pty.js';
 //              first connection (the unit's hooks, which systemd gives the
 //              same stdin, get an immediate end of file)
 //     stdout, stderr
-//              FIFOs the relay holds open read-write: the app's open never
-//              blocks, its writes never see the reader gone
+//              unix sockets too, which systemd connects the app's (and its
+//              hooks') output to; the relay reads every connection
 //     tty      a pseudo-terminal of the host, bound over an empty file; the
 //              relay keeps its master
 //   in the pod directory, iottymux/<app>/attach.sock (0700 directory,
@@ -41,6 +39,13 @@ import { openPty, resizePty, type Pty } from './pty.js';
 // directory (its root is its rootfs). Everything is removed when the app is
 // removed (PodIo.remove) or the pod ends (PodIo.closeAll); the mounts and
 // listeners die with this process anyway.
+
+/**
+ * Once an app has exited, how long its last output has to reach the relay
+ * before the sessions attached to it are ended (what is in the FIFOs is
+ * there already; this is the relay's own reading of it).
+ */
+export const EXIT_FLUSH_MS = 300;
 
 /** What the relay keeps of a stream's output while nobody is attached to it. */
 export const BACKLOG_BYTES = 64 * 1024;
@@ -79,27 +84,23 @@ function pinIoDir(rootfs: string, app: string): number {
   return fd;
 }
 
-function mkfifoIn(dirFd: number, names: string[]): void {
-  // mkfifo gets the pinned directory as its fd 3
-  const r = spawnSync('mkfifo', ['-m', '600', ...names.map((n) => `/proc/self/fd/3/${n}`)], { stdio: ['ignore', 'ignore', 'pipe', dirFd], encoding: 'utf8' });
-  if (r.status !== 0) throw new RktError(`cannot make the FIFOs of an app's streams: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
-}
-
 /** One app's streams and the sessions attached to them. */
 export class AppIo {
   private dirFd: number | undefined;
-  private stdinServer: net.Server | undefined;
   private attachServer: net.Server | undefined;
   /** The app's stdin: the first connection to the stdin socket. */
   private appIn: net.Socket | undefined;
   private pendingIn: Buffer[] = [];
   private inputEnded = false;
-  private readonly outputs = new Map<'stdout' | 'stderr', net.Socket | tty.ReadStream>();
+  /** The connections the app's output comes on. */
+  private readonly outputs = new Set<net.Socket>();
+  private readonly servers: net.Server[] = [];
   private readonly backlogs = new Map<'stdout' | 'stderr', Backlog>();
   private pty: Pty | undefined;
   private ptyStream: tty.ReadStream | undefined;
   private session: AppSession | undefined;
   private closed = false;
+  private exited = false;
 
   constructor(
     readonly spec: Pick<AppSpec, 'name'> & { streams: AppStreams },
@@ -121,9 +122,7 @@ export class AppIo {
     for (const f of fs.readdirSync(this.at(''))) fs.rmSync(this.at(f), { force: true });
     if (s.stdin === 'tty') await this.openTty();
     if (s.stdin === 'stream') await this.openStdin();
-    const fifos = (['stdout', 'stderr'] as const).filter((n) => s[n] === 'stream');
-    if (fifos.length > 0) mkfifoIn(this.dirFd, [...fifos]);
-    for (const n of fifos) this.openOutput(n);
+    for (const n of ['stdout', 'stderr'] as const) if (s[n] === 'stream') await this.openOutput(n);
     await this.listenAttach();
     log().debug(`app ${name}: streams ${s.stdin}/${s.stdout}/${s.stderr} relayed at ${attachSocket(this.paths.dir, name)}`);
   }
@@ -155,23 +154,30 @@ export class AppIo {
       this.pendingIn = [];
       if (this.inputEnded) c.end();
     });
-    this.stdinServer = server;
+    this.servers.push(server);
     return listen(server, this.at('stdin'));
   }
 
-  private openOutput(n: 'stdout' | 'stderr'): void {
-    const pinned = PinnedFile.open(this.at(n), 'fifo');
-    let fd: number;
-    try {
-      fd = pinned.reopen(fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-    } finally {
-      pinned.close();
-    }
-    const reader = new net.Socket({ fd, readable: true, writable: false });
-    reader.on('error', () => undefined);
-    reader.on('data', (d: Buffer) => this.output(n, d, reader));
-    this.outputs.set(n, reader);
+  /**
+   * stdout or stderr: a socket too, not a FIFO (a FIFO's reader can be held
+   * up by whoever else has it open in the container). systemd connects
+   * once per command of the unit (the app, its hooks), each connection is
+   * read; an app's children share its connection.
+   */
+  private openOutput(n: 'stdout' | 'stderr'): Promise<void> {
     this.backlogs.set(n, new Backlog(BACKLOG_BYTES));
+    const server = net.createServer({ allowHalfOpen: true }, (c) => {
+      c.on('error', () => undefined);
+      if (this.closed) {
+        c.destroy();
+        return;
+      }
+      this.outputs.add(c);
+      c.on('close', () => this.outputs.delete(c));
+      c.on('data', (d: Buffer) => this.output(n, d, c));
+    });
+    this.servers.push(server);
+    return listen(server, this.at(n));
   }
 
   private async listenAttach(): Promise<void> {
@@ -210,13 +216,25 @@ export class AppIo {
       const kept = this.backlogs.get(n)?.take();
       if (kept !== undefined && kept.length > 0) s.send(n, kept);
     }
+    if (this.exited) s.end();
+  }
+
+  /**
+   * The app has exited (the pod's report): the session attached to it gets
+   * the rest of its output and ends, as does any later one, after the tail
+   * kept for it. The streams stay until the app is removed or the pod ends.
+   */
+  appExited(): void {
+    if (this.exited || this.closed) return;
+    this.exited = true;
+    setTimeout(() => this.session?.end(), EXIT_FLUSH_MS);
   }
 
   private detached(s: AppSession): void {
     if (this.session !== s) return;
     this.session = undefined;
     // whatever was paused for the session's sake flows again, into the backlogs
-    for (const r of [...this.outputs.values(), this.ptyStream]) r?.resume();
+    for (const r of [...this.outputs, this.ptyStream]) r?.resume();
   }
 
   /** Output of the app: to the session that wants it (at its pace), else into the backlog. */
@@ -265,9 +283,9 @@ export class AppIo {
     this.closed = true;
     this.session?.end();
     this.attachServer?.close();
-    this.stdinServer?.close();
+    for (const server of this.servers) server.close();
     this.appIn?.destroy();
-    for (const r of this.outputs.values()) r.destroy();
+    for (const c of this.outputs) c.destroy();
     this.ptyStream?.destroy();
     if (this.pty !== undefined) {
       for (const fd of [this.pty.slave]) {
@@ -320,13 +338,20 @@ export async function removeAppIoFiles(paths: PodPaths, app: string): Promise<vo
 /** The relays of a pod's apps, as the run entrypoint keeps them. */
 export class PodIo {
   private readonly apps = new Map<string, AppIo>();
+  private readonly identities = new Map<string, string>();
 
   constructor(private readonly paths: PodPaths) {}
 
-  /** Relay the streams of an app that has any to relay; before the app starts. */
-  async add(spec: Pick<AppSpec, 'name'> & { streams: AppStreams }): Promise<void> {
+  /**
+   * Relay the streams of an app that has any to relay; before the app
+   * starts. `identity` tells an app from a later one of the same name: the
+   * relay of the same app is kept as it is.
+   */
+  async add(spec: Pick<AppSpec, 'name'> & { streams: AppStreams }, identity = ''): Promise<void> {
     if (!isAttachable(spec.streams)) return;
+    if (this.apps.has(spec.name) && this.identities.get(spec.name) === identity) return;
     await this.remove(spec.name);
+    this.identities.set(spec.name, identity);
     fs.rmSync(failedMark(this.paths, spec.name), { force: true });
     const io = new AppIo(spec, this.paths);
     this.apps.set(spec.name, io);
@@ -350,6 +375,11 @@ export class PodIo {
     if (io === undefined) return;
     this.apps.delete(app);
     await io.close();
+  }
+
+  /** The apps the pod reported as exited. */
+  appsExited(apps: Iterable<string>): void {
+    for (const a of apps) this.apps.get(a)?.appExited();
   }
 
   async closeAll(): Promise<void> {

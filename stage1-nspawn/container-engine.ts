@@ -30,7 +30,7 @@ import { STAGE1, writePodConfig } from './pod-units.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
-import { appGeneration, saveEtcOptions, shareContainerRoot, TreeHolds, waitForPodTarget } from './mutable.js';
+import { appGeneration, appIdentity, saveEtcOptions, shareContainerRoot, TreeHolds, waitForPodTarget } from './mutable.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
 // decides everything about the pod before anything is mounted (a refusal
@@ -73,6 +73,9 @@ async function removePodCgroups(dirs: string[]): Promise<void> {
   if (left.length > 0) log().warn(`cannot remove the pod's cgroups ${left.join(', ')}; rkt gc will try again`);
 }
 
+/** How often the relays learn which apps have exited. */
+const EXIT_WATCH_MS = 100;
+
 interface Plan {
   nspawn: string;
   seccomp: Map<string, SeccompUnitPlan>;
@@ -92,6 +95,7 @@ export class ContainerEngine implements PodEngine {
   private readonly io: PodIo;
   /** Relay changes of a mutable pod, one after the other. */
   private ioWork: Promise<void> = Promise.resolve();
+  private exitWatch: NodeJS.Timeout | undefined;
   private readonly guardian: NspawnGuardian;
   private readonly tty: boolean;
   private readonly hostname: string;
@@ -185,6 +189,8 @@ export class ContainerEngine implements PodEngine {
     // The report channel is opened now, before the container exists, and
     // only ever read through this descriptor: its path is the container's.
     for (const spec of this.specs) await this.io.add(spec);
+    // an app's exit ends the attach sessions to it, as rkt's relay ends with its app
+    this.exitWatch = setInterval(() => this.io.appsExited(this.reports.exits().map((e) => e.app)), EXIT_WATCH_MS);
     mkfifo(rootfsPath(STAGE1.reportFifo));
     this.reports.attachFifo(rootfsPath(STAGE1.reportFifo), { hold: true });
     await privateNspawnRuntime();
@@ -246,19 +252,24 @@ export class ContainerEngine implements PodEngine {
     this.specs = specs;
     this.reports.setApps(now.keys(), changed);
     const added = changed.filter((a) => now.has(a));
-    this.relayStreams(changed, specs.filter((s) => added.includes(s.name)));
+    this.relayStreams(changed.filter((a) => !now.has(a)), specs.filter((s) => added.includes(s.name)));
     this.trees.update(added, changed);
     this.guardian.watchApps(added);
     return changed;
   }
 
-  /** A mutable pod's added apps get their relays before app/add returns (it waits for them); removed ones lose theirs. */
-  private relayStreams(changed: readonly string[], added: readonly AppSpec[]): void {
+  /**
+   * A mutable pod's added apps get their relays before app/add returns (it
+   * waits for them); removed ones lose theirs. An app's generation also
+   * changes when stage0 writes into its appsinfo directory: its relay is
+   * kept unless the app is another one under the same name.
+   */
+  private relayStreams(gone: readonly string[], added: readonly AppSpec[]): void {
     const work = async (): Promise<void> => {
-      for (const app of changed) await this.io.remove(app);
+      for (const app of gone) await this.io.remove(app);
       for (const spec of added) {
         try {
-          await this.io.add(spec);
+          await this.io.add(spec, appIdentity(this.paths, spec.name));
         } catch (err) {
           log().warn(`app ${spec.name}: cannot relay its streams: ${(err as Error).message}`);
           this.io.markFailed(spec.name, (err as Error).message);
@@ -311,6 +322,7 @@ export class ContainerEngine implements PodEngine {
     for (const c of this.copies) c.destroy();
     this.reports.close();
     this.feed?.destroy();
+    clearInterval(this.exitWatch);
     await this.ioWork;
     await this.io.closeAll();
     if (this.cgroupProcs.length > 0) await removePodCgroups(this.cgroupProcs.map((p) => path.dirname(p)));

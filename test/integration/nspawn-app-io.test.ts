@@ -5,7 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
-import { spawnTerm, type Term } from '../helpers/term.js';
+import { resizeAndCheck, spawnTerm, type Term } from '../helpers/term.js';
 import { assertNoLeftovers, buildStage1, mountsMentioning, runInBackground, setup, type NspawnEnv } from './nspawn-common.js';
 
 // The apps' own streams on nspawn as a user meets them: apps run (or added
@@ -25,6 +25,18 @@ const TTY = ['--stdin=tty', '--stdout=tty', '--stderr=tty'];
 
 function term(ne: NspawnEnv, args: string[], size = { cols: 90, rows: 25 }): Term {
   return spawnTerm(RKT, [...ne.env.globals(), ...args], { cwd: ne.env.root, size, waitMs: 60_000 });
+}
+
+/** rkt attach at a terminal to a shell on a tty: it answers, Ctrl-] detaches. */
+async function echoAndDetach(t: ExecutionContext, ne: NspawnEnv, args: string[], word: string): Promise<void> {
+  const tty = term(ne, ['attach', ...args]);
+  t.teardown(() => tty.kill());
+  await tty.waitFor(/Ctrl-\]/);
+  tty.write(`[ -t 0 ] && [ -t 1 ] && echo "${word}-$((6 * 7))"\r`);
+  await tty.waitFor(new RegExp(`${word}-42`));
+  tty.write('\x1d');
+  t.is(await tty.exited, 0);
+  t.regex(tty.output(), /Detached; the app keeps running/);
 }
 
 function attachInBackground(t: ExecutionContext, ne: NspawnEnv, args: string[], input?: string): { proc: ResultPromise; out: () => string } {
@@ -111,22 +123,13 @@ test.serial('tty mode: rkt attach gives the terminal, its size follows the user\
   first.write('[ -t 0 ] && [ -t 2 ] && echo "tty-$((6 * 7))"; stty size\r');
   await first.waitFor(/tty-42[\s\S]*25 90/);
   await refused(t, ne, ['--mode=tty', uuid], /app "busybox" is attached to by another session; one at a time/);
-  first.resize(110, 33);
-  await new Promise((r) => setTimeout(r, 500));
-  first.write('stty size\r');
-  await first.waitFor(/33 110/);
+  await resizeAndCheck(first, 110, 33);
   first.write('\x1d');
   t.is(await first.exited, 0);
   t.regex(first.output(), /Detached; the app keeps running/);
 
   // the same shell, for the next one
-  const again = term(ne, ['attach', '--mode=tty', uuid]);
-  t.teardown(() => again.kill());
-  await again.waitFor(/Ctrl-\]/);
-  again.write('echo "again-$((6 * 7))"\r');
-  await again.waitFor(/again-42/);
-  again.write('\x1d');
-  t.is(await again.exited, 0);
+  await echoAndDetach(t, ne, ['--mode=tty', uuid], 'again');
   await refused(t, ne, ['--mode=stdin,stdout', uuid], /offers tty, not stdin, stdout/);
   t.is((await podStatus(ne.env, uuid)).state, 'running');
   await stop(ne, uuid, proc);
@@ -153,13 +156,7 @@ test.serial('two apps with different modes in one pod: each lists and attaches t
   t.is((await watcher.proc).exitCode, 0);
   await refused(t, ne, ['--app=streamer', '--mode=stdin', uuid], /offers stdout, not stdin/);
 
-  const tty = term(ne, ['attach', '--app=talker', uuid]);
-  t.teardown(() => tty.kill());
-  await tty.waitFor(/Ctrl-\]/);
-  tty.write('echo "talker-$((6 * 7))"\r');
-  await tty.waitFor(/talker-42/);
-  tty.write('\x1d');
-  t.is(await tty.exited, 0);
+  await echoAndDetach(t, ne, ['--app=talker', uuid], 'talker');
 
   await refused(t, ne, ['--app=logger', uuid], /app "logger" has no attachable streams: run it with --stdin, --stdout or --stderr set to tty or stream/);
   await refused(t, ne, ['--app=mute', '--mode=stdout', uuid], /app "mute" has no attachable streams/);
@@ -207,13 +204,7 @@ test.serial('an app added to a sandbox with stream modes: attach, its input ends
   };
   t.is((await exited('cat')).exit_code, 0);
 
-  const shell = term(ne, ['attach', '--app=shell', uuid]);
-  t.teardown(() => shell.kill());
-  await shell.waitFor(/Ctrl-\]/);
-  shell.write('[ -t 1 ] && echo "added-$((6 * 7))"\r');
-  await shell.waitFor(/added-42/);
-  shell.write('\x1d');
-  t.is(await shell.exited, 0);
+  await echoAndDetach(t, ne, ['--app=shell', uuid], 'added');
 
   t.true(ioFiles(ne, uuid).some((f) => f.includes('/shell/')), 'the tty app has its relay');
   await ok(['app', 'rm', uuid, '--app=cat']);

@@ -59,10 +59,11 @@ export class AppSession {
     private readonly app: string,
     private readonly streams: AppStreams,
     private readonly hooks: SessionHooks,
+    private readonly attachWaitMs = ATTACH_WAIT_MS,
   ) {}
 
   start(): void {
-    this.timer = setTimeout(() => this.end(), ATTACH_WAIT_MS);
+    this.timer = setTimeout(() => this.end(), this.attachWaitMs);
     this.sock.on('data', (d: Buffer) => this.onData(d));
     this.sock.on('close', () => this.end());
   }
@@ -98,8 +99,9 @@ export class AppSession {
     try {
       messages = this.decoder.push(d).map(decodeHostFrame);
     } catch (err) {
-      if (!(err instanceof AgentProtocolError)) throw err;
-      log().debug(`app ${this.app}: an attach client broke the protocol: ${err.message}`);
+      // whatever a client sends costs it its connection, never the relay (the pod's run entrypoint)
+      const how = err instanceof AgentProtocolError ? 'broke the protocol' : 'sent what cannot be decoded';
+      log().debug(`app ${this.app}: an attach client ${how}: ${(err as Error).message}`);
       this.sock.destroy();
       this.end();
       return;

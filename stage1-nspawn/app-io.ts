@@ -309,6 +309,8 @@ function listen(server: net.Server, at: string): Promise<void> {
     server.once('error', reject);
     server.listen(at, () => {
       server.removeListener('error', reject);
+      // a failing accept costs that connection, never the run entrypoint
+      server.on('error', (err) => log().debug(`relay socket ${at}: ${err.message}`));
       resolve();
     });
   });

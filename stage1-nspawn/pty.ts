@@ -34,5 +34,9 @@ export function openPty(cols = 80, rows = 24): Pty {
 /** Set the terminal's size; the app gets SIGWINCH. Zero or out-of-range sizes are ignored. */
 export function resizePty(master: number, cols: number, rows: number): void {
   if (cols < 1 || rows < 1 || cols > 0xffff || rows > 0xffff) return;
-  load().resize(master, cols, rows);
+  try {
+    load().resize(master, cols, rows);
+  } catch {
+    // the terminal is gone with its app; there is nothing to resize
+  }
 }

@@ -2,13 +2,13 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tty from 'node:tty';
-import { execa } from 'execa';
+import { spawnSync } from 'node:child_process';
 import { isAttachable, type AppStreams } from '../src/appc/app-streams.js';
 import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
-import { ensureDirInRoot, ensureMountTarget, resolveInRoot } from '../src/stage1-common/rootfs.js';
+import { ensureDirInRoot, resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { AppSession } from './app-io-session.js';
 import { Backlog } from './attach-rules.js';
@@ -129,9 +129,11 @@ export class AppIo {
 
   private async openTty(): Promise<void> {
     this.pty = openPty();
-    const target = ensureMountTarget(this.paths.stage1Rootfs, `${appIoDir(this.spec.name)}/tty`, 'file');
-    const r = await execa('mount', ['--bind', this.pty.path, target], { reject: false, stdin: 'ignore' });
-    if (r.exitCode !== 0) throw new RktError(`app ${this.spec.name}: cannot give it a terminal: ${String(r.stderr).trim()}`);
+    // the mount point is made, and mounted on, through the pinned directory: mount gets it as its
+    // fd 3, and takes the path as given (no canonicalization, which would resolve it by name)
+    fs.closeSync(fs.openSync(this.at('tty'), fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW, 0o600));
+    const r = spawnSync('mount', ['--no-canonicalize', '--bind', this.pty.path, '/proc/self/fd/3/tty'], { stdio: ['ignore', 'ignore', 'pipe', this.dirFd!], encoding: 'utf8' });
+    if (r.status !== 0) throw new RktError(`app ${this.spec.name}: cannot give it a terminal: ${r.stderr?.trim() || r.error?.message || `exit status ${r.status}`}`);
     const stream = new tty.ReadStream(this.pty.master);
     this.ptyStream = stream;
     this.backlogs.set('stdout', new Backlog(BACKLOG_BYTES));

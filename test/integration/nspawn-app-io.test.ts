@@ -6,7 +6,7 @@ import { RKT } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { podStatus, processesWith, waitFor } from '../helpers/pods.js';
 import { resizeAndCheck, spawnTerm, type Term } from '../helpers/term.js';
-import { assertNoLeftovers, buildStage1, mountsMentioning, runInBackground, setup, type NspawnEnv } from './nspawn-common.js';
+import { assertNoLeftovers, buildStage1, runInBackground, setup, type NspawnEnv } from './nspawn-common.js';
 
 // The apps' own streams on nspawn as a user meets them: apps run (or added
 // to a sandbox) with --stdin/--stdout/--stderr in stream or tty mode, and
@@ -138,7 +138,7 @@ test.serial('tty mode: rkt attach gives the terminal, its size follows the user\
 test.serial('two apps with different modes in one pod: each lists and attaches to its own, a log app writes to rkt run, a null app has nothing to attach to', async (t) => {
   const ne = await setup(t, stage1.aci);
   const args = [
-    ne.image, '--name=streamer', '--exec=/bin/sh', '--stdout=stream', '--', '-c', 'while true; do echo "streamer-out"; sleep 1; done', '---',
+    ne.image, '--name=streamer', '--exec=/bin/sh', '--stdout=stream', '--', '-c', '[ -e /rkt/iottymux ] && echo "relay-visible" || echo "relay-invisible"; while true; do echo "streamer-out"; sleep 1; done', '---',
     ne.image, '--name=talker', '--exec=/bin/sh', ...TTY, '---',
     ne.image, '--name=logger', '--exec=/bin/sh', '--', '-c', 'echo "logger-says-hi"; sleep 600', '---',
     ne.image, '--name=mute', '--exec=/bin/sh', '--stdout=null', '--stderr=null', '--', '-c', 'echo "mute-says-hi"; sleep 600',
@@ -152,6 +152,7 @@ test.serial('two apps with different modes in one pod: each lists and attaches t
   // auto on a stream app: what it has, here its stdout
   const watcher = attachInBackground(t, ne, ['--app=streamer', uuid]);
   await waitFor('the streamer output', async () => watcher.out().includes('streamer-out'), 30_000);
+  t.regex(watcher.out(), /^relay-invisible\n/, "an app sees none of the relay's files, its own or other apps'");
   watcher.proc.kill('SIGINT');
   t.is((await watcher.proc).exitCode, 0);
   await refused(t, ne, ['--app=streamer', '--mode=stdin', uuid], /offers stdout, not stdin/);
@@ -206,13 +207,17 @@ test.serial('an app added to a sandbox with stream modes: attach, its input ends
 
   await echoAndDetach(t, ne, ['--app=shell', uuid], 'added');
 
+  // the terminal is bound in the run entrypoint's mount namespace, where the pod's mounts are
+  const runPid = fs.readFileSync(path.join(podDir(ne, uuid), 'nspawn-run.pid'), 'utf8').trim();
+  const relayMounts = (): string[] => fs.readFileSync(`/proc/${runPid}/mountinfo`, 'utf8').split('\n').filter((l) => l.includes('/rkt/iottymux/'));
   t.true(ioFiles(ne, uuid).some((f) => f.includes('/shell/')), 'the tty app has its relay');
+  t.is(relayMounts().length, 1, 'the tty app has its terminal bound');
   await ok(['app', 'rm', uuid, '--app=cat']);
   await ok(['app', 'stop', uuid, '--app=shell']);
   await exited('shell');
   await ok(['app', 'rm', uuid, '--app=shell']);
   t.deepEqual(ioFiles(ne, uuid), [], 'no socket, FIFO or terminal of a removed app is left');
-  t.deepEqual(mountsMentioning(`${uuid}/stage1/rootfs/rkt/iottymux`), [], 'no terminal stays bound');
+  t.deepEqual(relayMounts(), [], 'no terminal stays bound');
   await refused(t, ne, ['--app=cat', uuid], /has no app "cat"/);
 
   await ne.env.run(['stop', uuid]);

@@ -19,7 +19,7 @@ import { loadSyscallTable } from './options.js';
 import { loadEtcOptions } from './mutable.js';
 import { runningPodInit, runningRunProcess } from './pod-process.js';
 import { removeAppFiles, STAGE1, writeAddedApp } from './pod-units.js';
-import { removeAppIoFiles, waitForRelay } from './app-io.js';
+import { removeAppIoFiles, waitForRelay } from './app-io-files.js';
 import { isAttachable } from '../src/appc/app-streams.js';
 import { seccompPlan } from './seccomp.js';
 

@@ -4,7 +4,7 @@ import { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
 import { enableDebug, parseAttachArgs } from '../src/stage1-common/entry.js';
 import { attachAppStreams, endpoints } from '../stage1-kvm/attach.js';
-import { attachSocket } from './app-io.js';
+import { attachSocket } from './app-io-files.js';
 
 // rkt attach for nspawn, with the arguments rkt's stage1 interface gives
 // (parseAttachArgs), run with the pod directory as working directory. The

@@ -71,6 +71,33 @@ async function refused(t: ExecutionContext, ne: NspawnEnv, args: string[], re: R
   t.regex(lines[0]!, re);
 }
 
+async function okRun(ne: NspawnEnv, args: string[]): Promise<void> {
+  const r = await ne.env.run(args);
+  if (r.exitCode !== 0) throw new Error(`rkt ${args.join(' ')} failed (${r.exitCode}): ${r.stderr}`);
+}
+
+/** Once `rkt app status` says the app has exited (its exit is reported a moment after app/stop returns). */
+async function appExited(ne: NspawnEnv, uuid: string, app: string): Promise<{ state: string; exit_code?: number }> {
+  let st = { state: '' };
+  await waitFor(`app ${app} to exit`, async () => {
+    st = JSON.parse(String((await ne.env.run(['app', 'status', uuid, `--app=${app}`, '--format=json'])).stdout));
+    return st.state === 'exited';
+  });
+  return st;
+}
+
+/** rkt app sandbox in the background, once it is ready. */
+async function startSandbox(t: ExecutionContext, ne: NspawnEnv): Promise<{ sandbox: ResultPromise; uuid: string }> {
+  fs.rmSync(ne.uuidFile, { force: true });
+  const sandbox = execa(RKT, [...ne.env.globals(), 'app', 'sandbox', ...ne.flags, '--net=host'], { reject: false, stdin: 'ignore' });
+  t.teardown(() => void sandbox.kill('SIGKILL'));
+  await waitFor('the sandbox to be ready', async () => {
+    if (sandbox.exitCode !== null) throw new Error(`rkt app sandbox exited early: ${String((await sandbox).stderr)}`);
+    return fs.existsSync(ne.uuidFile) && fs.existsSync(path.join(podDir(ne, ne.uuid()), 'ready'));
+  }, 60_000);
+  return { sandbox, uuid: ne.uuid() };
+}
+
 async function stop(ne: NspawnEnv, uuid: string, proc: ResultPromise): Promise<void> {
   await ne.env.run(['stop', '--force', uuid]);
   await proc;
@@ -170,18 +197,8 @@ test.serial('two apps with different modes in one pod: each lists and attaches t
 
 test.serial('an app added to a sandbox with stream modes: attach, its input ends with the attach\'s, and rkt app rm leaves nothing of its streams', async (t) => {
   const ne = await setup(t, stage1.aci);
-  fs.rmSync(ne.uuidFile, { force: true });
-  const sandbox = execa(RKT, [...ne.env.globals(), 'app', 'sandbox', ...ne.flags, '--net=host'], { reject: false, stdin: 'ignore' });
-  t.teardown(() => void sandbox.kill('SIGKILL'));
-  await waitFor('the sandbox to be ready', async () => {
-    if (sandbox.exitCode !== null) throw new Error(`rkt app sandbox exited early: ${String((await sandbox).stderr)}`);
-    return fs.existsSync(ne.uuidFile) && fs.existsSync(path.join(podDir(ne, ne.uuid()), 'ready'));
-  }, 60_000);
-  const uuid = ne.uuid();
-  const ok = async (args: string[]): Promise<void> => {
-    const r = await ne.env.run(args);
-    if (r.exitCode !== 0) throw new Error(`rkt ${args.join(' ')} failed (${r.exitCode}): ${r.stderr}`);
-  };
+  const { sandbox, uuid } = await startSandbox(t, ne);
+  const ok = (args: string[]): Promise<void> => okRun(ne, args);
   const catter = await buildAci(ne.env.root, { name: 'example.com/catter', app: { exec: ['/bin/sh', '-c', 'cat; echo "cat saw the end" >&2'], user: '0', group: '0' } });
   await ok(['--insecure-options=image', 'app', 'add', uuid, catter, '--name=cat', ...STREAMS]);
   await ok(['--insecure-options=image', 'app', 'add', uuid, ne.image, '--name=shell', '--exec=/bin/sh', ...TTY]);
@@ -195,14 +212,7 @@ test.serial('an app added to a sandbox with stream modes: attach, its input ends
   t.is(r.exitCode, 0, String(r.stderr));
   t.is(String(r.stdout), 'through the relay');
   t.is(String(r.stderr), 'cat saw the end');
-  const exited = async (app: string): Promise<{ state: string; exit_code?: number }> => {
-    let st = { state: '' };
-    await waitFor(`app ${app} to exit`, async () => {
-      st = JSON.parse(String((await ne.env.run(['app', 'status', uuid, `--app=${app}`, '--format=json'])).stdout));
-      return st.state === 'exited';
-    });
-    return st;
-  };
+  const exited = (app: string): Promise<{ state: string; exit_code?: number }> => appExited(ne, uuid, app);
   t.is((await exited('cat')).exit_code, 0);
 
   await echoAndDetach(t, ne, ['--app=shell', uuid], 'added');
@@ -234,4 +244,29 @@ test.serial('a pod that has ended leaves nothing of its relays, and cannot be at
   t.deepEqual(await processesWith(uuid), [], 'no process of the pod is left');
   assertNoLeftovers(t, ne, uuid);
   await refused(t, ne, ['--app=streamer', uuid], /is exited; only running pods can be attached to/);
+});
+
+test.serial('a symlink the running container puts where an added app\'s streams go does not lead the relay out of the container', async (t) => {
+  const ne = await setup(t, stage1.aci);
+  const { sandbox, uuid } = await startSandbox(t, ne);
+  const victim = fs.mkdtempSync(path.join(ne.env.root, 'victim-'));
+  // the container root is the pod's to change: its /rkt/iottymux/<app> points at a host directory
+  fs.symlinkSync(victim, path.join(podDir(ne, uuid), 'stage1/rootfs/rkt/iottymux/evil'));
+  await okRun(ne, ['--insecure-options=image', 'app', 'add', uuid, ne.image, '--name=evil', '--exec=/bin/sh', ...STREAMS, '--', '-c', 'echo "still-relayed"; sleep 600']);
+  // the link is followed inside the container root only: the relay's ends are made there, out of
+  // the app's reach (systemd fails the app, 208/STDIN; a pod that breaks its own root breaks its app)
+  await ne.env.run(['app', 'start', uuid, '--app=evil']);
+  t.deepEqual(fs.readdirSync(victim), [], 'nothing was made in the host directory');
+
+  // and the pod's other apps are relayed as ever
+  await okRun(ne, ['--insecure-options=image', 'app', 'add', uuid, ne.image, '--name=fine', '--exec=/bin/sh', ...STREAMS, '--', '-c', 'echo "still-relayed"; sleep 600']);
+  await okRun(ne, ['app', 'start', uuid, '--app=fine']);
+  const watcher = attachInBackground(t, ne, ['--app=fine', '--mode=stdout', uuid]);
+  await waitFor('the app output', async () => watcher.out().includes('still-relayed'), 30_000);
+  watcher.proc.kill('SIGINT');
+  t.is((await watcher.proc).exitCode, 0);
+  await ne.env.run(['stop', uuid]);
+  await sandbox;
+  t.true(fs.statSync(victim).isDirectory(), 'the host directory is still there once the pod has ended');
+  t.deepEqual(fs.readdirSync(victim), []);
 });

@@ -202,13 +202,17 @@ test.serial('an app added to a sandbox with stream modes: attach, its input ends
   const catter = await buildAci(ne.env.root, { name: 'example.com/catter', app: { exec: ['/bin/sh', '-c', 'cat; echo "cat saw the end" >&2'], user: '0', group: '0' } });
   await ok(['--insecure-options=image', 'app', 'add', uuid, catter, '--name=cat', ...STREAMS]);
   await ok(['--insecure-options=image', 'app', 'add', uuid, ne.image, '--name=shell', '--exec=/bin/sh', ...TTY]);
-  await ok(['app', 'start', uuid, '--app=cat']);
-  await ok(['app', 'start', uuid, '--app=shell']);
-
   const list = await ne.env.run(['attach', '--mode=list', '--app=cat', uuid]);
   t.deepEqual(JSON.parse(String(list.stdout)), { version: 1, targets: [{ name: 'stdin' }, { name: 'stdout' }, { name: 'stderr' }] });
-  // auto: every stream; the attach ends on its own once the app has exited, with all of its output
-  const r = await ne.env.run(['attach', '--app=cat', uuid], { input: 'through the relay' });
+  // attached before the app starts (as a container runtime connects a container's stdio): the
+  // input waits for the app; auto is every stream; the attach ends on its own once the app has
+  // exited, with all of its output
+  const early = execa(RKT, [...ne.env.globals(), 'attach', '--app=cat', uuid], { reject: false, input: 'through the relay' });
+  t.teardown(() => void early.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 1000));
+  await ok(['app', 'start', uuid, '--app=cat']);
+  await ok(['app', 'start', uuid, '--app=shell']);
+  const r = await early;
   t.is(r.exitCode, 0, String(r.stderr));
   t.is(String(r.stdout), 'through the relay');
   t.is(String(r.stderr), 'cat saw the end');

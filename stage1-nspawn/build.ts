@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
+import { bundleEntrypoint, copyNativeAddons, PTY_ADDON, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 import { parseSyscallFilterListing } from './seccomp.js';
 import type { Entrypoint } from '../src/stage1/contract.js';
 
@@ -27,6 +27,7 @@ const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
   ['enter', 'enter'],
   ['stop', 'stop'],
   ['gc', 'gc'],
+  ['attach', 'attach'],
   ['appAdd', 'app-add'],
   ['appStart', 'app-start'],
   ['appStop', 'app-stop'],
@@ -127,7 +128,7 @@ export async function buildStage1Nspawn(output: string): Promise<string> {
       fs.writeFileSync(path.join(dir, e), launcher(e));
       fs.chmodSync(path.join(dir, e), 0o755);
     }
-    copyNativeAddons(root, dir);
+    copyNativeAddons(root, dir, PTY_ADDON);
     return await writeAci(work, nspawnManifest(), output);
   } finally {
     fs.rmSync(work, { recursive: true, force: true });

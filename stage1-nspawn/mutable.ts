@@ -69,6 +69,15 @@ export function appGeneration(paths: PodPaths, app: string): string {
   }
 }
 
+/** The app's appsinfo directory itself, which a new app of the same name does not share (unlike appGeneration, blind to what is written into it). */
+export function appIdentity(paths: PodPaths, app: string): string {
+  try {
+    return String(fs.statSync(paths.appInfo(app)).ino);
+  } catch {
+    return 'none';
+  }
+}
+
 /**
  * The rendered images of a mutable pod's apps, held (shared lock on each
  * tree, as stage0 holds those of a pod's boot-time apps) while the pod uses

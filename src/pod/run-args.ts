@@ -149,9 +149,9 @@ export const APP_FLAGS: Record<string, Def<keyof AppArgs>> = {
   'user-label': ['list', 'userLabels', 'NAME=VALUE label of the app'],
   'user-annotation': ['list', 'userAnnotations', 'NAME=VALUE user annotation of the app'],
   signature: ['value', 'signature', 'FILE or URL of the image\'s detached signature'],
-  stdin: ['value', 'stdin', 'null|stream|tty: the app\'s stdin (stream, tty: reach it with rkt attach; kvm)'],
-  stdout: ['value', 'stdout', 'null|log|stream|tty: the app\'s stdout (stream, tty: rkt attach; kvm)'],
-  stderr: ['value', 'stderr', 'null|log|stream|tty: the app\'s stderr (stream, tty: rkt attach; kvm)'],
+  stdin: ['value', 'stdin', 'null|stream|tty: the app\'s stdin (stream, tty: reach it with rkt attach; kvm, nspawn)'],
+  stdout: ['value', 'stdout', 'null|log|stream|tty: the app\'s stdout (stream, tty: rkt attach; kvm, nspawn)'],
+  stderr: ['value', 'stderr', 'null|log|stream|tty: the app\'s stderr (stream, tty: rkt attach; kvm, nspawn)'],
 };
 
 /** Other names rkt accepts: [the flag meant, deprecated?]. */

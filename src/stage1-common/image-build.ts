@@ -68,8 +68,13 @@ const NATIVE_ADDONS: Record<string, string[]> = {
   'fs-ext': ['package.json', 'fs-ext.js', 'LICENSE.txt', 'build/Release/fs_ext.node'],
 };
 
-export function copyNativeAddons(root: string, dir: string): void {
-  for (const [pkg, files] of Object.entries(NATIVE_ADDONS)) {
+/** Addons only some stage1s carry: openpty(2) and TIOCSWINSZ for the nspawn relay's terminals (stage1-nspawn/pty.ts; only the addon is loaded). */
+export const PTY_ADDON: Record<string, string[]> = {
+  'node-pty': ['package.json', 'LICENSE', 'build/Release/pty.node'],
+};
+
+export function copyNativeAddons(root: string, dir: string, extra: Record<string, string[]> = {}): void {
+  for (const [pkg, files] of Object.entries({ ...NATIVE_ADDONS, ...extra })) {
     for (const f of files) {
       const from = path.join(root, 'node_modules', pkg, f);
       if (!fs.existsSync(from)) throw new Error(`${from} is missing: run npm install (stage1 images carry the ${pkg} addon)`);

@@ -46,3 +46,12 @@ export function spawnTerm(file: string, args: string[], opts: TermOptions): Term
     },
   };
 }
+
+/** Resize the terminal and wait until the shell running in it reports the new size (stty size). */
+export async function resizeAndCheck(term: Term, cols: number, rows: number, settleMs = 500): Promise<void> {
+  term.resize(cols, rows);
+  // SIGWINCH takes its way through the attach or run, then the pod
+  await new Promise((r) => setTimeout(r, settleMs));
+  term.write('stty size\r');
+  await term.waitFor(new RegExp(`${rows} ${cols}`));
+}

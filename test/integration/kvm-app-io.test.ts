@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execa } from 'execa';
 import { RKT } from '../helpers/rkt.js';
-import { spawnTerm as spawnTermAt, type Term } from '../helpers/term.js';
+import { resizeAndCheck, spawnTerm as spawnTermAt, type Term } from '../helpers/term.js';
 import { podStatus, waitFor } from '../helpers/pods.js';
 import { KVM, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
 
@@ -100,10 +100,7 @@ test.serial('an app with a tty: rkt attach gives the terminal (resizes included)
   await term.waitFor(/Ctrl-\]/);
   term.write('tty; stty size\r');
   await term.waitFor(/\/dev\/pts\/\d+[\s\S]*25 90/);
-  term.resize(110, 33);
-  await new Promise((r) => setTimeout(r, 1000));
-  term.write('stty size\r');
-  await term.waitFor(/33 110/);
+  await resizeAndCheck(term, 110, 33, 1000);
   term.write('\x1d');
   t.is(await term.exited, 0);
   t.regex(term.output(), /Detached; the app keeps running/);

@@ -127,3 +127,20 @@ test('enter carries over the settings that shape the process, not the app lifecy
 test('a $ in an entered command is kept literally', (t) => {
   t.is(escapeExecArg('echo $HOME $$'), 'echo $$HOME $$$$');
 });
+
+test('an app\'s own stream modes name its ends in /rkt/iottymux/<app>/, the pod\'s output, or nothing', (t) => {
+  const stream = nspawnAppUnit(spec({ streams: { stdin: 'stream', stdout: 'stream', stderr: 'log' } }), { seccomp: SECCOMP });
+  t.deepEqual(values(stream, 'StandardInput'), ['file:/rkt/iottymux/web/stdin']);
+  t.deepEqual(values(stream, 'StandardOutput'), ['file:/rkt/iottymux/web/stdout']);
+  t.deepEqual(values(stream, 'StandardError'), [`file:${STAGE1.stderr}`]);
+  t.deepEqual(values(stream, 'TTYPath'), []);
+
+  const tty = nspawnAppUnit(spec({ streams: { stdin: 'tty', stdout: 'tty', stderr: 'stream' } }), { seccomp: SECCOMP });
+  t.deepEqual(values(tty, 'StandardInput'), ['tty']);
+  t.deepEqual(values(tty, 'StandardOutput'), ['tty']);
+  t.deepEqual(values(tty, 'StandardError'), ['file:/rkt/iottymux/web/stderr']);
+  t.deepEqual(values(tty, 'TTYPath'), ['/rkt/iottymux/web/tty']);
+
+  const mute = nspawnAppUnit(spec({ streams: { stdin: 'null', stdout: 'null', stderr: 'null' } }), { seccomp: SECCOMP });
+  t.deepEqual([...values(mute, 'StandardInput'), ...values(mute, 'StandardOutput'), ...values(mute, 'StandardError')], ['null', 'null', 'null']);
+});

@@ -99,6 +99,10 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
       mountPoints: [{ name: 'data', path: '/data', readOnly: true }],
     },
   });
+  // the same app name, removed and added again with other files: the guest must not serve the old ones from its cache
+  const which = await Promise.all(['one', 'two'].map((w) => buildAci(env.root, { name: `example.com/which-${w}`, files: { '/etc/which': `which ${w}\n` }, app: { exec: ['/bin/cat', '/etc/which'], user: '0', group: '0' } })));
+  // users the guest has never seen, one after the other: their passwd entries reach the running guest
+  const users = await Promise.all(['4242', '4343'].map((u) => buildAci(env.root, { name: `example.com/user-${u}`, app: { exec: ['/bin/sh', '-c', 'echo uid $(id -u) gid $(id -g)'], user: u, group: u } })));
   const streamer = await buildAci(env.root, { name: 'example.com/streamer', app: { exec: ['/bin/sh', '-c', 'i=0; while true; do i=$((i+1)); echo line $i; sleep 0.2; done'], user: '0', group: '0' } });
   const sb = await sandbox(t, env, ['--annotation=example.com/owner=tests', '--hosts-entry=10.9.8.7=sandbox-peer']);
   const { uuid } = sb;
@@ -142,6 +146,23 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
   await waitFor('the ro app to exit', async () => (await appStatus(env, uuid, 'ro')).state === 'exited', 60_000);
   t.is((await appStatus(env, uuid, 'ro')).exit_code, 0);
 
+  for (const img of which) {
+    await ok(env, ['--insecure-options=image', 'app', 'add', uuid, img, '--name=which']);
+    await ok(env, ['app', 'start', uuid, '--app=which']);
+    await waitFor('the which app to exit', async () => (await appStatus(env, uuid, 'which')).state === 'exited', 60_000);
+    t.is((await appStatus(env, uuid, 'which')).exit_code, 0);
+    await ok(env, ['app', 'rm', uuid, '--app=which']);
+  }
+
+  // (no rm in between: removing an app makes the guest drop its caches)
+  for (const [i, img] of users.entries()) {
+    await ok(env, ['--insecure-options=image', 'app', 'add', uuid, img, `--name=user${i}`]);
+    await ok(env, ['app', 'start', uuid, `--app=user${i}`]);
+    await waitFor(`user${i} to exit`, async () => (await appStatus(env, uuid, `user${i}`)).state === 'exited', 60_000);
+    t.is((await appStatus(env, uuid, `user${i}`)).exit_code, 0, `user${i} ran`);
+  }
+  for (const i of users.keys()) await ok(env, ['app', 'rm', uuid, `--app=user${i}`]);
+
   // an app whose stdout is a stream, reached with rkt attach
   await ok(env, ['--insecure-options=image', 'app', 'add', uuid, streamer, '--name=streamer', '--stdout=stream']);
   await ok(env, ['app', 'start', uuid, '--app=streamer']);
@@ -171,6 +192,9 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
   t.regex(end.stdout, /worker says hi/, "the apps' output comes out of rkt app sandbox");
   t.regex(end.stdout, /^\S+ \/data \S+ ro[, ]/m, 'the volume is a read-only mount of its own in the guest');
   t.regex(end.stdout, /^data is read-only\nroot is 0$/m, 'and the app, root as it is, could not write to it');
+  t.regex(end.stdout, /^which one\n(.*\n)*which two$/m, 'an app added again under its name sees its new files, not the old ones');
+  // (with virtiofsd's cache=always the guest keeps reading the /etc/passwd it read first, and the second user's app never runs)
+  t.regex(end.stdout, /^uid 4242 gid 4242\n(.*\n)*uid 4343 gid 4343$/m, 'each new user runs its app');
   const ended = await podStatus(env, uuid);
   t.is(ended.state, 'exited');
   t.deepEqual(ended.apps.map((a) => [a.name, a.exit_code]), [['last', 7]]);

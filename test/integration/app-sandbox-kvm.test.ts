@@ -88,7 +88,19 @@ async function assertNothingLeft(t: ExecutionContext, env: RktEnv, uuid: string)
 test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only volume, stop, rm; it stays up with no app running until rkt stop', async (t) => {
   const { env } = await setup(t);
   const worker = await buildAci(env.root, { name: 'example.com/worker', app: { exec: ['/bin/sh', '-c', 'echo worker says hi; trap "exit 7" TERM; while true; do sleep 0.1; done'], user: '0', group: '0' } });
-  const quick = await buildAci(env.root, { name: 'example.com/quick', app: { exec: ['/bin/sh', '-c', 'exit 3'], user: '0', group: '0' } });
+  // with the app flags and event handlers of a boot-time app
+  const quick = await buildAci(env.root, {
+    name: 'example.com/quick',
+    app: {
+      exec: ['/bin/sh', '-c', 'echo quick says $GREETING; grep CapBnd /proc/self/status; exit 3'],
+      user: '0',
+      group: '0',
+      eventHandlers: [
+        { name: 'pre-start', exec: ['/bin/sh', '-c', 'echo pre-start of quick'] },
+        { name: 'post-stop', exec: ['/bin/sh', '-c', 'echo post-stop of quick'] },
+      ],
+    },
+  });
   // an image mount point gets an empty volume of its own, read-only as the image asks
   const ro = await buildAci(env.root, {
     name: 'example.com/ro',
@@ -134,7 +146,7 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
   t.deepEqual(listed?.apps.map((a) => [a.name, a.exit_code]), [['worker', 7]], 'rkt list shows the app and its exit status');
 
   // an app that exits by itself
-  await ok(env, ['--insecure-options=image', 'app', 'add', uuid, quick, '--name=quick']);
+  await ok(env, ['--insecure-options=image', 'app', 'add', uuid, quick, '--name=quick', '--environment=GREETING=hello', '--caps-retain=CAP_CHOWN,CAP_KILL']);
   await ok(env, ['app', 'start', uuid, '--app=quick']);
   await waitFor('the quick app to exit', async () => (await appStatus(env, uuid, 'quick')).state === 'exited', 60_000);
   t.is((await appStatus(env, uuid, 'quick')).exit_code, 3);
@@ -192,6 +204,7 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
   t.regex(end.stdout, /worker says hi/, "the apps' output comes out of rkt app sandbox");
   t.regex(end.stdout, /^\S+ \/data \S+ ro[, ]/m, 'the volume is a read-only mount of its own in the guest');
   t.regex(end.stdout, /^data is read-only\nroot is 0$/m, 'and the app, root as it is, could not write to it');
+  t.regex(end.stdout, /^pre-start of quick\nquick says hello\nCapBnd:\s+0000000000000021\n(.*\n)*post-stop of quick$/m, "an added app's environment, capabilities and event handlers are as at boot");
   t.regex(end.stdout, /^which one\n(.*\n)*which two$/m, 'an app added again under its name sees its new files, not the old ones');
   // (with virtiofsd's cache=always the guest keeps reading the /etc/passwd it read first, and the second user's app never runs)
   t.regex(end.stdout, /^uid 4242 gid 4242\n(.*\n)*uid 4343 gid 4343$/m, 'each new user runs its app');

@@ -6,9 +6,10 @@ import { LINUX_CAPABILITIES } from '../appc/capabilities.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
 import { OciError } from './errors.js';
-import type { Rkt } from './rkt.js';
+import { rktError, type Rkt } from './rkt.js';
 import { currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
-import { spawnStandIn } from './standin.js';
+import { isDevNull, spawnStandIn } from './standin.js';
+import { STREAMS, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
 
 // runc's commands, as containerd's runc v2 shim calls them, on rkt's
 // mutable pods: a CRI sandbox is a pod started with rkt app sandbox, a
@@ -70,11 +71,11 @@ async function startSandbox(ctx: Ctx, id: string, plan: OciPlan): Promise<{ uuid
   const flags = [`--uuid-file-save=${uuidFile}`, `--annotation=rkt-ts/oci-container-id=${id}`];
   if (plan.netns !== undefined) flags.push(`--net-namespace=${plan.netns}`);
   if (plan.hostname !== undefined) flags.push(`--hostname=${plan.hostname}`);
-  const child = ctx.rkt.spawnSandbox(flags);
+  const child = ctx.rkt.spawnSandbox(flags, path.join(ctx.states.dir(id), 'sandbox.log'));
   let code: number | null = null;
   child.once('exit', (c, s) => (code = c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0)));
   child.once('error', () => (code = 254));
-  const early = () => new OciError(`rkt app sandbox exited with status ${code} before the pod was ready (its error is on the container's stderr)`);
+  const early = () => new OciError(`rkt app sandbox exited with status ${code} before the pod was ready: ${rktError(fs.readFileSync(path.join(ctx.states.dir(id), 'sandbox.log'), 'utf8')) || 'it said nothing'}`);
   let uuid = '';
   for (let waited = 0; ; waited += 50) {
     if (code !== null) throw early();
@@ -115,15 +116,27 @@ function podExists(ctx: Ctx, uuid: string): boolean {
   return fs.readdirSync(pods).some((d) => fs.existsSync(path.join(pods, d, uuid)));
 }
 
+/** The app's stream modes: a stream for each of our stdio the shim did not leave as /dev/null. */
+function streamModes(): AppStreams {
+  return { stdin: isDevNull(0) ? 'null' : 'stream', stdout: isDevNull(1) ? 'null' : 'stream', stderr: isDevNull(2) ? 'null' : 'stream' };
+}
+
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
-async function addApp(ctx: Ctx, id: string, uuid: string, plan: OciPlan): Promise<{ pid: number; pidStart: string }> {
-  const ra = plan.app!;
+async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan): Promise<{ pid: number; pidStart: string }> {
+  const modes = streamModes();
+  const ra = { ...plan.app!, annotations: [...(plan.app!.annotations ?? []), ...streamAnnotations(modes)] };
   const raFile = path.join(ctx.states.dir(id), 'runtime-app.json');
   fs.writeFileSync(raFile, JSON.stringify(ra));
   await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);
   const podDir = ctx.rkt.podDir(uuid);
+  const wanted = STREAMS.filter((n) => modes[n] === 'stream');
   try {
-    return await spawnStandIn(path.join(podDir, 'exit-status', ra.name), path.join(podDir, 'appsinfo', ra.name));
+    return await spawnStandIn({
+      statusFile: path.join(podDir, 'exit-status', ra.name),
+      appInfoDir: path.join(podDir, 'appsinfo', ra.name),
+      podPid,
+      ...(wanted.length > 0 && { attach: ctx.rkt.argv(['attach', `--app=${ra.name}`, `--mode=${wanted.join(',')}`, uuid]) }),
+    });
   } catch (err) {
     await ctx.rkt.run(['app', 'rm', uuid, `--app=${ra.name}`], { allowFail: true });
     throw err;
@@ -150,7 +163,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
     let pidStart: string;
     if (plan.role === 'container') {
       uuid = sandbox!.podUuid;
-      ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+      ({ pid, pidStart } = await addApp(ctx, id, uuid, sandbox!.pid, plan));
     } else {
       const s = await startSandbox(ctx, id, plan);
       uuid = s.uuid;
@@ -158,7 +171,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
       if (plan.role === 'sandbox') {
         pid = s.child.pid!;
         pidStart = processStart(pid) ?? '';
-      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, s.child.pid!, plan));
     }
     const st: ContainerState = {
       version: 1,
@@ -317,7 +330,8 @@ export async function exec(ctx: Ctx, id: string, opts: ExecOptions): Promise<num
   const p = mapProcess(readJson(opts.process, 'the process'), 'process');
   noTerminal(p.terminal || opts.tty, opts.consoleSocket, 'process');
   sameIdentity(p.identity, st.identity);
-  const child = spawn(ctx.rkt.bin, [...ctx.rkt.config.rktArgs, 'enter', `--app=${st.app}`, st.podUuid, ...p.exec], { stdio: 'inherit', detached: opts.detach });
+  const [bin, ...args] = ctx.rkt.argv(['enter', `--app=${st.app}`, st.podUuid, ...p.exec]);
+  const child = spawn(bin!, args, { stdio: 'inherit', detached: opts.detach });
   const pid = child.pid;
   if (pid === undefined) throw new OciError(`cannot run ${ctx.rkt.bin}`);
   writePidFile(opts.pidFile, pid);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { REPO, RktEnv } from '../helpers/rkt.js';
 import { BUSYBOX } from '../helpers/aci.js';
-import { reapPods, waitFor } from '../helpers/pods.js';
+import { processesWith, reapPods, waitFor } from '../helpers/pods.js';
 import { buildStage1, mountsMentioning } from './nspawn-common.js';
 
 // bin/rkt-oci-nspawn driven as containerd's runc v2 shim drives runc: global
@@ -120,9 +120,9 @@ function spec(w: World, proc: Record<string, unknown>, extra: Record<string, unk
 }
 
 /** create under a subreaper, as the shim runs it; resolves once create has returned, with the subreaper still reaping. */
-async function createLikeShim(w: World, id: string, dir: string, out: string): Promise<{ reaper: ResultPromise; pid: number }> {
+async function createLikeShim(w: World, id: string, dir: string, out: string, input = '-'): Promise<{ reaper: ResultPromise; pid: number }> {
   const pidFile = path.join(dir, 'init.pid');
-  const reaper = execa('python3', [SUBREAPER, pidFile, out, OCI, '--root', w.root, '--log', w.log, '--log-format', 'json', 'create', '--bundle', dir, '--pid-file', pidFile, id], { env: w.envVars, stdin: 'ignore', reject: false });
+  const reaper = execa('python3', [SUBREAPER, pidFile, out, input, OCI, '--root', w.root, '--log', w.log, '--log-format', 'json', 'create', '--bundle', dir, '--pid-file', pidFile, id], { env: w.envVars, stdin: 'ignore', reject: false });
   let text = '';
   reaper.stdout!.on('data', (b: Buffer) => (text += b.toString()));
   await waitFor(`create of ${id}`, async () => /create \d+/.test(text) || reaper.exitCode !== null, 300_000);
@@ -138,8 +138,13 @@ async function stateOf(w: World, id: string): Promise<{ status: string; pid: num
   return JSON.parse(r.stdout);
 }
 
-function nothingLeft(t: ExecutionContext, w: World, uuidText: string, marker: string): void {
+async function nothingLeft(t: ExecutionContext, w: World, uuidText: string, marker: string): Promise<void> {
   t.deepEqual(mountsMentioning(marker), [], 'no mount of the bundle is left');
+  t.deepEqual(mountsMentioning(uuidText), [], 'no mount of the pod is left');
+  // the stand-ins and their attaches name the pod; the sandbox's rkt names the state dir
+  await waitFor('the processes of the container to end', async () => (await processesWith(uuidText)).length === 0 && (await processesWith(w.root)).length === 0, 10_000).catch(() => undefined);
+  t.deepEqual(await processesWith(uuidText), [], 'no process of the pod is left');
+  t.deepEqual(await processesWith(w.root), [], 'no process of the runtime is left');
   if (uuidText !== '') t.false(fs.existsSync(path.join(w.env.dir, 'pods/run', uuidText)), 'the pod is gone');
   t.true(fs.existsSync(w.netns), 'the network namespace, not the runtime\'s, is still there');
 }
@@ -148,9 +153,12 @@ test('a plain container (ctr run): create, start, state, its pid-file process ex
   const w = await world(t);
   const host = w.env.file('shared');
   fs.mkdirSync(host);
-  const dir = bundle(w, 'plain', () => spec(w, { args: ['/bin/sh', '-c', 'echo hello from $(hostname) > /shared/out; ip -4 addr show eth0 >> /shared/out; cat /proc/self/limits | grep "open files" >> /shared/out; sleep 1; exit 7'], env: ['PATH=/bin', 'GREETING=hi'] }, { mounts: [...(spec(w, {}).mounts as unknown[]), { destination: '/shared', type: 'bind', source: host, options: ['rbind', 'rw'] }] }));
+  const script = 'echo hello from $(hostname) > /shared/out; ip -4 addr show eth0 >> /shared/out; cat /proc/self/limits | grep "open files" >> /shared/out; echo "$GREETING on stdout"; echo on stderr >&2; read line; echo "read: $line"; exit 7';
+  const dir = bundle(w, 'plain', () => spec(w, { args: ['/bin/sh', '-c', script], env: ['PATH=/bin', 'GREETING=hi'] }, { mounts: [...(spec(w, {}).mounts as unknown[]), { destination: '/shared', type: 'bind', source: host, options: ['rbind', 'rw'] }] }));
   const out = w.env.file('container-output');
-  const { reaper, pid } = await createLikeShim(w, 'plain1', dir, out);
+  const input = w.env.file('container-input');
+  fs.writeFileSync(input, 'a line for the app\n');
+  const { reaper, pid } = await createLikeShim(w, 'plain1', dir, out, input);
   t.true(Number.isInteger(pid) && pid > 0, 'the pid file names a process');
   let st = await stateOf(w, 'plain1');
   t.is(st.status, 'created');
@@ -173,11 +181,15 @@ test('a plain container (ctr run): create, start, state, its pid-file process ex
   t.regex(written, /hello from oci-test/, 'hostname and the bind mount reach the app');
   t.regex(written, /10\.99\.0\.2/, 'the app is in the network namespace of the config');
   t.regex(written, /open files\s+1024\s+1024/, 'process.rlimits reach the app');
+  const output = fs.readFileSync(out, 'utf8');
+  t.regex(output, /hi on stdout/, "the app's stdout reaches the shim's");
+  t.regex(output, /on stderr/, "the app's stderr reaches the shim's");
+  t.regex(output, /read: a line for the app/, "the shim's stdin reaches the app");
   const uuid = fs.readFileSync(path.join(w.root, 'plain1', 'pod-uuid'), 'utf8').trim();
   const del = await w.oci(['delete', 'plain1']);
   t.is(del.code, 0, del.stderr);
   t.false(fs.existsSync(path.join(w.root, 'plain1')), 'the state is gone');
-  nothingLeft(t, w, uuid, dir);
+  await nothingLeft(t, w, uuid, dir);
   const gone = await w.oci(['state', 'plain1']);
   t.not(gone.code, 0);
   t.regex(gone.stderr, /container plain1 does not exist/);
@@ -231,7 +243,7 @@ test('a CRI sandbox and a container in it: exec, kill, delete without --force re
   t.regex(String(sbEnd.stdout), new RegExp(`reaped ${sb.pid} \\d+`), 'the sandbox process ends with its pod');
   const del = await w.oci(['delete', '--force', 'sb1']);
   t.is(del.code, 0, del.stderr);
-  nothingLeft(t, w, uuid, cDir);
+  await nothingLeft(t, w, uuid, cDir);
 });
 
 test('bad input: unknown ids, unsupported fields and malformed configs are one-line errors that leave nothing behind', async (t) => {

@@ -7,7 +7,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
 import { OciError } from './errors.js';
 import { rktError, type Rkt } from './rkt.js';
-import { currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
+import { checkId, currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
 import { isDevNull, spawnStandIn } from './standin.js';
 import { STREAMS, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
 
@@ -144,6 +144,7 @@ async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: 
 }
 
 export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise<void> {
+  checkId(id);
   const bundle = path.resolve(opts.bundle ?? process.cwd());
   const plan = mapConfig(id, readJson(path.join(bundle, 'config.json'), 'the bundle config'), bundle);
   noTerminal(plan.terminal, opts.consoleSocket, 'process');

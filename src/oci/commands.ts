@@ -8,7 +8,7 @@ import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './con
 import { OciError } from './errors.js';
 import { rktError, type Rkt } from './rkt.js';
 import { checkId, currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
-import { isDevNull, spawnStandIn } from './standin.js';
+import { isDevNull, spawnDetached, spawnStandIn } from './standin.js';
 import { STREAMS, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
 
 // runc's commands, as containerd's runc v2 shim calls them, on rkt's
@@ -23,6 +23,8 @@ const READY_TIMEOUT_MS = 600_000;
 export interface Ctx {
   states: StateDir;
   rkt: Rkt;
+  /** The console helper (dist/oci/rkt-oci-console). */
+  consoleHelper: string;
 }
 
 export interface CreateOptions {
@@ -47,9 +49,11 @@ function readJson(file: string, what: string): unknown {
   }
 }
 
-function noTerminal(terminal: boolean, consoleSocket: string | undefined, where: string): void {
-  if (terminal) throw new OciError(`${where}.terminal: this runtime gives apps no terminal yet; run the container without a tty`);
-  if (consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
+/** runc's rules: a terminal goes through a console socket, and a console socket is only for a terminal. */
+function consoleOf(ctx: Ctx, terminal: boolean, consoleSocket: string | undefined): { helper: string; socket: string } | undefined {
+  if (terminal && consoleSocket === undefined) throw new OciError('process.terminal needs --console-socket: this runtime sends the terminal there, as runc does');
+  if (!terminal && consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
+  return consoleSocket === undefined ? undefined : { helper: ctx.consoleHelper, socket: path.resolve(consoleSocket) };
 }
 
 function writePidFile(file: string | undefined, pid: number): void {
@@ -116,26 +120,28 @@ function podExists(ctx: Ctx, uuid: string): boolean {
   return fs.readdirSync(pods).some((d) => fs.existsSync(path.join(pods, d, uuid)));
 }
 
-/** The app's stream modes: a stream for each of our stdio the shim did not leave as /dev/null. */
-function streamModes(): AppStreams {
+/** The app's stream modes: a terminal, or a stream for each of our stdio the shim did not leave as /dev/null. */
+function streamModes(terminal: boolean): AppStreams {
+  if (terminal) return { stdin: 'tty', stdout: 'tty', stderr: 'tty' };
   return { stdin: isDevNull(0) ? 'null' : 'stream', stdout: isDevNull(1) ? 'null' : 'stream', stderr: isDevNull(2) ? 'null' : 'stream' };
 }
 
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
-async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan): Promise<{ pid: number; pidStart: string }> {
-  const modes = streamModes();
+async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan, console: { helper: string; socket: string } | undefined): Promise<{ pid: number; pidStart: string }> {
+  const modes = streamModes(console !== undefined);
   const ra = { ...plan.app!, annotations: [...(plan.app!.annotations ?? []), ...streamAnnotations(modes)] };
   const raFile = path.join(ctx.states.dir(id), 'runtime-app.json');
   fs.writeFileSync(raFile, JSON.stringify(ra));
   await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);
   const podDir = ctx.rkt.podDir(uuid);
-  const wanted = STREAMS.filter((n) => modes[n] === 'stream');
+  const wanted = console ? ['tty'] : STREAMS.filter((n) => modes[n] === 'stream');
   try {
     return await spawnStandIn({
       statusFile: path.join(podDir, 'exit-status', ra.name),
       appInfoDir: path.join(podDir, 'appsinfo', ra.name),
       podPid,
       ...(wanted.length > 0 && { attach: ctx.rkt.argv(['attach', `--app=${ra.name}`, `--mode=${wanted.join(',')}`, uuid]) }),
+      ...(console && { console }),
     });
   } catch (err) {
     await ctx.rkt.run(['app', 'rm', uuid, `--app=${ra.name}`], { allowFail: true });
@@ -147,7 +153,8 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
   checkId(id);
   const bundle = path.resolve(opts.bundle ?? process.cwd());
   const plan = mapConfig(id, readJson(path.join(bundle, 'config.json'), 'the bundle config'), bundle);
-  noTerminal(plan.terminal, opts.consoleSocket, 'process');
+  const console = consoleOf(ctx, plan.terminal && plan.role !== 'sandbox', plan.role === 'sandbox' ? undefined : opts.consoleSocket);
+  if (plan.role === 'sandbox' && opts.consoleSocket !== undefined) throw new OciError('--console-socket: a sandbox runs no process of its own in this runtime, so it has no terminal');
   if (plan.role !== 'sandbox' && !fs.statSync(plan.rootfs, { throwIfNoEntry: false })?.isDirectory()) throw new OciError(`root.path ${plan.rootfs} is not a directory`);
   let sandbox: ContainerState | undefined;
   if (plan.role === 'container') {
@@ -164,7 +171,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
     let pidStart: string;
     if (plan.role === 'container') {
       uuid = sandbox!.podUuid;
-      ({ pid, pidStart } = await addApp(ctx, id, uuid, sandbox!.pid, plan));
+      ({ pid, pidStart } = await addApp(ctx, id, uuid, sandbox!.pid, plan, console));
     } else {
       const s = await startSandbox(ctx, id, plan);
       uuid = s.uuid;
@@ -172,7 +179,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
       if (plan.role === 'sandbox') {
         pid = s.child.pid!;
         pidStart = processStart(pid) ?? '';
-      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, s.child.pid!, plan));
+      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, s.child.pid!, plan, console));
     }
     const st: ContainerState = {
       version: 1,
@@ -218,7 +225,7 @@ export function start(ctx: Ctx, id: string): Promise<void> {
   });
 }
 
-export function stateJson(ctx: Ctx, id: string): string {
+export function stateJson(ctx: Pick<Ctx, 'states'>, id: string): string {
   const st = ctx.states.read(id);
   const status = currentStatus(st);
   const out = {
@@ -329,17 +336,20 @@ export async function exec(ctx: Ctx, id: string, opts: ExecOptions): Promise<num
   if (st.role === 'sandbox') throw new OciError(`container ${id} is a sandbox, which runs no process of its own in this runtime; exec in one of its containers`);
   if (opts.process === undefined) throw new OciError('exec needs --process FILE (a process.json)');
   const p = mapProcess(readJson(opts.process, 'the process'), 'process');
-  noTerminal(p.terminal || opts.tty, opts.consoleSocket, 'process');
+  const console = consoleOf(ctx, p.terminal || opts.tty, opts.consoleSocket);
   sameIdentity(p.identity, st.identity);
-  const [bin, ...args] = ctx.rkt.argv(['enter', `--app=${st.app}`, st.podUuid, ...p.exec]);
-  const child = spawn(bin!, args, { stdio: 'inherit', detached: opts.detach });
-  const pid = child.pid;
-  if (pid === undefined) throw new OciError(`cannot run ${ctx.rkt.bin}`);
-  writePidFile(opts.pidFile, pid);
-  if (opts.detach) {
-    child.unref();
+  const argv = ctx.rkt.argv(['enter', `--app=${st.app}`, st.podUuid, ...p.exec]);
+  if (opts.detach || console) {
+    const proc = await spawnDetached(argv, { stdio: 'inherit', ...(console && { console }) });
+    writePidFile(opts.pidFile, proc.pid);
+    if (opts.detach) return 0;
+    await waitExit(proc.pid, proc.pidStart, Number.MAX_SAFE_INTEGER);
+    // not our child once the helper has made it a session leader: its status is the shim's to read
     return 0;
   }
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+  if (child.pid === undefined) throw new OciError(`cannot run ${argv[0]}`);
+  writePidFile(opts.pidFile, child.pid);
   return new Promise((resolve) => child.once('exit', (c, s) => resolve(c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0))));
 }
 

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import { OciError } from './errors.js';
 import { processStart } from './state.js';
 
 // The process the shim sees for a container: it lives exactly as long as
@@ -45,22 +46,57 @@ export interface StandInOptions {
   podPid: number;
   /** The command connecting the app's streams to ours (rkt attach), if any. */
   attach?: string[];
+  /** A terminal: the console helper and runc's --console-socket (the attach runs on the terminal it makes). */
+  console?: { helper: string; socket: string };
 }
 
-/** Start the stand-in; it outlives us (the shim, a subreaper, inherits it) and has our stdio. */
-export async function spawnStandIn(opts: StandInOptions): Promise<StandIn> {
-  const args = ['-c', SCRIPT, 'rkt-oci-standin', opts.statusFile, opts.appInfoDir, String(opts.podPid), ...(opts.attach ?? [])];
-  const child = spawn('/bin/sh', args, { detached: true, stdio: opts.attach ? 'inherit' : 'ignore' });
-  child.unref();
+/** Start the stand-in; it outlives us (the shim, a subreaper, inherits it) and has our stdio, or the terminal it sent. */
+export function spawnStandIn(opts: StandInOptions): Promise<StandIn> {
+  const argv = ['/bin/sh', '-c', SCRIPT, 'rkt-oci-standin', opts.statusFile, opts.appInfoDir, String(opts.podPid), ...(opts.attach ?? [])];
+  return spawnDetached(argv, { stdio: opts.attach ? 'inherit' : 'ignore', ...(opts.console && { console: opts.console }) });
+}
+
+export interface DetachedOptions {
+  stdio: 'inherit' | 'ignore';
+  /** Run argv on a new terminal sent over runc's console socket (through the console helper). */
+  console?: { helper: string; socket: string };
+}
+
+/**
+ * Start argv in its own session, to outlive us; resolves once argv runs
+ * (past the console helper, which executes it in place), or rejects with
+ * what the helper said if it ended first.
+ */
+export async function spawnDetached(argv: string[], opts: DetachedOptions): Promise<StandIn> {
+  const helper = opts.console?.helper;
+  const child = helper
+    ? // the helper makes its own session, with the terminal as its controlling one
+      spawn(helper, [opts.console!.socket, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    : spawn(argv[0]!, argv.slice(1), { detached: true, stdio: opts.stdio });
+  let said = '';
+  child.stderr?.on('data', (b: Buffer) => (said += b.toString()));
   const pid = child.pid;
-  if (pid === undefined) throw new Error("cannot start the container's stand-in process (/bin/sh)");
-  for (let i = 0; i < 100; i++) {
+  if (pid === undefined) throw new OciError(`cannot run ${helper ?? argv[0]}`);
+  const helperExe = helper === undefined ? undefined : fs.realpathSync(helper);
+  for (let i = 0; i < 500 && child.exitCode === null; i++) {
     const start = processStart(pid);
-    if (start !== undefined) return { pid, pidStart: start };
-    if (child.exitCode !== null) break;
+    if (start !== undefined && (helperExe === undefined || readExe(pid) !== helperExe)) {
+      child.stderr?.destroy();
+      child.unref();
+      return { pid, pidStart: start };
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error(`the container's stand-in process ${pid} ended at once`);
+  await new Promise((r) => setTimeout(r, 20));
+  throw new OciError(said.trim().split('\n').pop() || `${helper ?? argv[0]} (pid ${pid}) ended at once`);
+}
+
+function readExe(pid: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether fd is /dev/null (what the shim leaves a stream it does not want as). */

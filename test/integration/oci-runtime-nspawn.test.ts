@@ -15,6 +15,7 @@ import { buildStage1, mountsMentioning } from './nspawn-common.js';
 
 const OCI = path.join(REPO, 'bin/rkt-oci-nspawn');
 const SUBREAPER = path.join(REPO, 'test/helpers/subreaper.py');
+const CONSOLE = path.join(REPO, 'test/helpers/console-socket.py');
 
 let stage1: { aci: string; dir: string };
 test.before(async () => {
@@ -120,9 +121,9 @@ function spec(w: World, proc: Record<string, unknown>, extra: Record<string, unk
 }
 
 /** create under a subreaper, as the shim runs it; resolves once create has returned, with the subreaper still reaping. */
-async function createLikeShim(w: World, id: string, dir: string, out: string, input = '-'): Promise<{ reaper: ResultPromise; pid: number }> {
+async function createLikeShim(w: World, id: string, dir: string, out: string, input = '-', extra: string[] = []): Promise<{ reaper: ResultPromise; pid: number }> {
   const pidFile = path.join(dir, 'init.pid');
-  const reaper = execa('python3', [SUBREAPER, pidFile, out, input, OCI, '--root', w.root, '--log', w.log, '--log-format', 'json', 'create', '--bundle', dir, '--pid-file', pidFile, id], { env: w.envVars, stdin: 'ignore', reject: false });
+  const reaper = execa('python3', [SUBREAPER, pidFile, out, input, OCI, '--root', w.root, '--log', w.log, '--log-format', 'json', 'create', '--bundle', dir, '--pid-file', pidFile, ...extra, id], { env: w.envVars, stdin: 'ignore', reject: false });
   let text = '';
   reaper.stdout!.on('data', (b: Buffer) => (text += b.toString()));
   await waitFor(`create of ${id}`, async () => /create \d+/.test(text) || reaper.exitCode !== null, 300_000);
@@ -246,6 +247,44 @@ test('a CRI sandbox and a container in it: exec, kill, delete without --force re
   await nothingLeft(t, w, uuid, cDir);
 });
 
+test('a container with a terminal: the pty master goes over --console-socket, the app runs on it, the pid-file process exits with its status', async (t) => {
+  const w = await world(t);
+  const dir = bundle(w, 'tty', () => spec(w, { args: ['/bin/sh'], terminal: true, env: ['PATH=/bin', 'TERM=xterm'] }));
+  const socketPath = w.env.file('console.sock');
+  const go = w.env.file('go');
+  const term = execa('python3', [CONSOLE, socketPath, go, 'if [ -t 0 ]; then echo "on a terminal: $TERM"; fi; exit 5\n'], { stdin: 'ignore', reject: false });
+  let said = '';
+  term.stdout!.on('data', (b: Buffer) => (said += b.toString()));
+  await waitFor('the console socket', async () => said.includes('listening') || term.exitCode !== null, 10_000);
+  const { reaper, pid } = await createLikeShim(w, 'tty1', dir, w.env.file('tty-output'), '-', ['--console-socket', socketPath]);
+  await waitFor('the terminal to arrive', async () => said.includes('name /dev/pts/'), 30_000);
+  t.is((await w.oci(['start', 'tty1'])).code, 0);
+
+  // exec -t, as ctr task exec -t runs it: detached, its terminal over a console socket of its own
+  const execSocket = w.env.file('exec.sock');
+  const execGo = w.env.file('exec-go');
+  fs.writeFileSync(execGo, '');
+  const execTerm = execa('python3', [CONSOLE, execSocket, execGo, ''], { stdin: 'ignore', reject: false });
+  let execSaid = '';
+  execTerm.stdout!.on('data', (b: Buffer) => (execSaid += b.toString()));
+  await waitFor('the exec console socket', async () => execSaid.includes('listening'), 10_000);
+  const proc = w.env.file('tty-process.json');
+  fs.writeFileSync(proc, JSON.stringify({ ...(JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).process as object), terminal: true, args: ['/bin/sh', '-c', 'if [ -t 1 ]; then echo exec on a terminal; fi'] }));
+  const ex = await w.oci(['exec', '--detach', '--tty', '--console-socket', execSocket, '--pid-file', w.env.file('exec.pid'), '--process', proc, 'tty1']);
+  t.is(ex.code, 0, ex.stderr);
+  await execTerm;
+  t.regex(execSaid, /exec on a terminal/, 'exec -t runs the command on the terminal sent to its console socket');
+
+  fs.writeFileSync(go, '');
+  const end = await reaper;
+  t.regex(String(end.stdout), new RegExp(`reaped ${pid} 5`), "the pid-file process exits with the shell's status");
+  await term;
+  t.regex(said, /on a terminal: xterm/, 'the app runs on the terminal the shim got, and reads what is typed there');
+  const uuid = fs.readFileSync(path.join(w.root, 'tty1', 'pod-uuid'), 'utf8').trim();
+  t.is((await w.oci(['delete', 'tty1'])).code, 0);
+  await nothingLeft(t, w, uuid, dir);
+});
+
 test('bad input: unknown ids, unsupported fields and malformed configs are one-line errors that leave nothing behind', async (t) => {
   const w = await world(t);
   for (const args of [['start', 'nope'], ['state', 'nope'], ['kill', 'nope', 'TERM'], ['delete', 'nope'], ['exec', '--process', '/dev/null', 'nope']]) {
@@ -260,8 +299,8 @@ test('bad input: unknown ids, unsupported fields and malformed configs are one-l
   t.regex(r.stderr.trim(), /^linux\.seccomp is not supported by this runtime/);
   t.false(fs.existsSync(path.join(w.root, 'bad1')), 'no state for a refused create');
   const tty = bundle(w, 'tty', () => spec(w, { args: ['/bin/sh'], terminal: true }));
-  const r2 = await w.oci(['create', '--bundle', tty, '--console-socket', w.env.file('sock'), 'bad2']);
-  t.regex(r2.stderr, /process\.terminal/);
+  const r2 = await w.oci(['create', '--bundle', tty, 'bad2']);
+  t.regex(r2.stderr, /process\.terminal needs --console-socket/);
   const orphan = bundle(w, 'orphan', () => spec(w, { args: ['/bin/true'] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'missing' } }));
   const r3 = await w.oci(['create', '--bundle', orphan, 'bad3']);
   t.regex(r3.stderr, /sandbox missing of container bad3/);

@@ -50,12 +50,12 @@ test("state prints runc's JSON: stopped once the process is gone, whatever the r
   const states = new StateDir(tmpRoot(t));
   states.claim('c1').release();
   states.write(record());
-  const live = JSON.parse(stateJson({ states, rkt: undefined as never }, 'c1'));
+  const live = JSON.parse(stateJson({ states }, 'c1'));
   t.like(live, { ociVersion: '1.0.2', id: 'c1', status: 'running', pid: process.pid, bundle: '/b', annotations: { a: 'b' } });
   t.is(typeof live.created, 'string');
   // a pid whose start time differs is another process: the container's has ended
   states.write(record({ pidStart: '1' }));
-  const gone = JSON.parse(stateJson({ states, rkt: undefined as never }, 'c1'));
+  const gone = JSON.parse(stateJson({ states }, 'c1'));
   t.is(gone.status, 'stopped');
   t.is(gone.pid, 0);
   t.is(currentStatus(record({ pid: 0 })), 'stopped');
@@ -86,7 +86,7 @@ test('signals by number or name, with or without SIG', (t) => {
 test("the command line: runc's global flags, errors as one line on stderr and a JSON line in --log, exit status 1", async (t) => {
   const dir = tmpRoot(t);
   const log = path.join(dir, 'log.json');
-  const launcher = { flavor: 'nspawn', rkt: '/nonexistent/rkt' };
+  const launcher = { flavor: 'nspawn', rkt: '/nonexistent/rkt', console: '/nonexistent/rkt-oci-console' };
   const cases: [string[], RegExp][] = [
     [['--root', dir, '--log', log, '--log-format', 'json', 'state', 'nope'], /^container nope does not exist$/],
     [['--root', dir, 'pause', 'x'], /^runc command "pause" is not supported/],

@@ -160,6 +160,8 @@ export interface IdShift {
   mountLower(tree: string, target: string): Promise<void>;
   /** Bind the host volume of `m` on `target` for `spec`'s app. */
   bindHostVolume(spec: AppSpec, m: VolumeMount, target: string): Promise<void>;
+  /** Bind a directory that is an app's whole root (an OCI bundle's) on `target`, writable, its owners shown as the pod's ids. */
+  bindRoot(dir: string, target: string): Promise<void>;
 }
 
 export interface PrepareOptions {
@@ -197,9 +199,9 @@ async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift
 async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Promise<boolean> {
   if (spec.directory) {
     // the app's root is that directory itself, as an OCI bundle's root is: no overlay, no copy
-    if (shift) throw new RootfsError(`app ${spec.name}: a directory root cannot be shown with the pod's ids; this stage1 needs an image`);
     fs.mkdirSync(spec.rootfs, { recursive: true, mode: 0o755 });
-    await bindMount(spec.treeRootfs, spec.rootfs);
+    if (shift) await shift.bindRoot(spec.treeRootfs, spec.rootfs);
+    else await bindMount(spec.treeRootfs, spec.rootfs);
     return false;
   }
   const upper = paths.appOverlayUpper(spec.name);

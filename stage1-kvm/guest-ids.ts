@@ -89,8 +89,6 @@ export function guestIdShift(base: number, helper: string): IdShift {
   return {
     hostId: (id) => hostId({ base }, id),
     mountLower: (tree, target) => idmapBind(helper, tree, target, guestView(base), true),
-    // what the app writes there is owned on disk by the ids it has in the pod, as under runc
-    bindRoot: (dir, target) => idmapBind(helper, dir, target, guestView(base), false),
     async bindHostVolume(spec: AppSpec, m: VolumeMount, target: string) {
       if (m.recursive) throw new RootfsError(`volume "${m.volume}": a recursive host volume cannot be shared with the kvm guest over virtio-fs (its submounts would keep host ids); set recursive=false`);
       const st = fs.statSync(m.source);

@@ -98,10 +98,14 @@ export class Rkt {
   }
 }
 
-/** rkt's error in its output: its last "rkt: " line that is not a warning, else the last line. */
+/** rkt's error in its output: its last "rkt: " line that is not a warning (after the stage1's own, if it said why), else the last line. */
 export function rktError(text: string): string {
   const lines = text.split('\n').map((l) => l.trim());
-  return lines.filter((l) => l.startsWith('rkt: ') && !l.startsWith('rkt: warning:')).pop() ?? lastLine(text);
+  const said = (who: string) => lines.filter((l) => l.startsWith(`${who}: `) && !l.startsWith(`${who}: warning:`) && !l.startsWith(`${who}: debug:`)).pop();
+  const rkt = said('rkt');
+  const stage1 = said('stage1');
+  if (rkt === undefined) return stage1 ?? lastLine(text);
+  return stage1 === undefined ? rkt : `${stage1} (${rkt})`;
 }
 
 export function lastLine(text: string): string {

@@ -19,6 +19,8 @@ import { processStart } from './state.js';
 // process (tens of megabytes) for as long as the app runs.
 
 const SCRIPT = [
+  // the shim closing a terminal's master hangs the terminal up: the status is still to be reported
+  "trap '' HUP",
   'st=$1; info=$2; pod=$3; shift 3; a=',
   // an asynchronous command's stdin is /dev/null unless redirected from a saved copy
   'if [ $# -gt 0 ]; then exec 3<&0; "$@" <&3 3<&- & a=$!; exec 3<&-; fi',

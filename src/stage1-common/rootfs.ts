@@ -160,8 +160,6 @@ export interface IdShift {
   mountLower(tree: string, target: string): Promise<void>;
   /** Bind the host volume of `m` on `target` for `spec`'s app. */
   bindHostVolume(spec: AppSpec, m: VolumeMount, target: string): Promise<void>;
-  /** Bind a directory that is an app's whole root (an OCI bundle's) on `target`, writable, its owners shown as the pod's ids. */
-  bindRoot(dir: string, target: string): Promise<void>;
 }
 
 export interface PrepareOptions {
@@ -197,13 +195,14 @@ async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift
 }
 
 async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Promise<boolean> {
-  if (spec.directory) {
+  if (spec.directory && !shift) {
     // the app's root is that directory itself, as an OCI bundle's root is: no overlay, no copy
     fs.mkdirSync(spec.rootfs, { recursive: true, mode: 0o755 });
-    if (shift) await shift.bindRoot(spec.treeRootfs, spec.rootfs);
-    else await bindMount(spec.treeRootfs, spec.rootfs);
+    await bindMount(spec.treeRootfs, spec.rootfs);
     return false;
   }
+  // With the pod's ids shifted (kvm), a directory root is the overlay's lower layer like an
+  // image's tree: a writable id-mapped view of it would let the guest own files as host root.
   const upper = paths.appOverlayUpper(spec.name);
   const work = paths.appOverlayWork(spec.name);
   fs.mkdirSync(upper, { recursive: true, mode: 0o755 });

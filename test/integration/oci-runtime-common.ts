@@ -259,6 +259,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[]): 
     const socketPath = w.env.file('console.sock');
     const go = w.env.file('go');
     const term = execa('python3', [CONSOLE, socketPath, go, 'if [ -t 0 ]; then echo "on a terminal: $TERM"; fi; exit 5\n'], { stdin: 'ignore', reject: false });
+    t.teardown(() => void term.kill());
     let said = '';
     term.stdout!.on('data', (b: Buffer) => (said += b.toString()));
     await waitFor('the console socket', async () => said.includes('listening') || term.exitCode !== null, 10_000);
@@ -271,6 +272,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[]): 
     const execGo = w.env.file('exec-go');
     fs.writeFileSync(execGo, '');
     const execTerm = execa('python3', [CONSOLE, execSocket, execGo, ''], { stdin: 'ignore', reject: false });
+    t.teardown(() => void execTerm.kill());
     let execSaid = '';
     execTerm.stdout!.on('data', (b: Buffer) => (execSaid += b.toString()));
     await waitFor('the exec console socket', async () => execSaid.includes('listening'), 10_000);

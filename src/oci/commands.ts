@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LINUX_CAPABILITIES } from '../appc/capabilities.js';
+import type { RuntimeApp } from '../appc/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { mountsUnder, readMountinfo } from '../util/mounts.js';
 import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
 import { OciError } from './errors.js';
 import { rktError, type Rkt } from './rkt.js';
@@ -126,10 +128,25 @@ function streamModes(terminal: boolean): AppStreams {
   return { stdin: isDevNull(0) ? 'null' : 'stream', stdout: isDevNull(1) ? 'null' : 'stream', stderr: isDevNull(2) ? 'null' : 'stream' };
 }
 
+/**
+ * rbind of a tree with no mount below its top is a plain bind: the same
+ * files, and one the kvm flavor can share (it refuses recursive volumes).
+ */
+function plainWhereSame(ra: RuntimeApp): RuntimeApp {
+  const table = readMountinfo();
+  const mounts = ra.mounts?.map((m) => {
+    const v = m.appVolume;
+    if (v?.kind !== 'host' || v.recursive !== true || v.source === undefined) return m;
+    const real = fs.realpathSync(v.source);
+    return mountsUnder(real, table).some((p) => p !== real) ? m : { ...m, appVolume: { ...v, recursive: false } };
+  });
+  return { ...ra, ...(mounts && { mounts }) };
+}
+
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
 async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan, console: { helper: string; socket: string } | undefined): Promise<{ pid: number; pidStart: string }> {
   const modes = streamModes(console !== undefined);
-  const ra = { ...plan.app!, annotations: [...(plan.app!.annotations ?? []), ...streamAnnotations(modes)] };
+  const ra = plainWhereSame({ ...plan.app!, annotations: [...(plan.app!.annotations ?? []), ...streamAnnotations(modes)] });
   const raFile = path.join(ctx.states.dir(id), 'runtime-app.json');
   fs.writeFileSync(raFile, JSON.stringify(ra));
   await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);

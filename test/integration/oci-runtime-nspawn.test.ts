@@ -15,4 +15,4 @@ test.before(async () => {
 });
 test.after.always(() => stage1 && fs.rmSync(stage1.dir, { recursive: true, force: true }));
 
-ociRuntimeTests(path.join(REPO, 'bin/rkt-oci-nspawn'), () => [`--stage1-path=${stage1!.aci}`]);
+ociRuntimeTests(path.join(REPO, 'bin/rkt-oci-nspawn'), () => [`--stage1-path=${stage1!.aci}`], { terminal: true });

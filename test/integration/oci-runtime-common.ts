@@ -70,6 +70,25 @@ async function world(t: ExecutionContext): Promise<World> {
   return w;
 }
 
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
+}
+
+/** Resident memory of a process and its descendants (which all live while the app runs). */
+function treeRssKiB(pid: number): number {
+  const children = (p: number): number[] => {
+    try {
+      return fs.readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const all = [pid];
+  for (let i = 0; i < all.length; i++) all.push(...children(all[i]!));
+  return all.reduce((sum, p) => sum + (fs.existsSync(`/proc/${p}`) ? rssKiB(p) : 0), 0);
+}
+
 /** A bundle: config.json and a busybox rootfs, built by hand as an image unpacker would. */
 function bundle(w: World, name: string, config: (rootfs: string) => Record<string, unknown>): string {
   const dir = w.env.file(`bundle-${name}`);
@@ -220,6 +239,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     t.is((await stateOf(w, 'c1')).status, 'running');
     const ps = await w.oci(['ps', '--format', 'json', 'c1']);
     t.deepEqual(JSON.parse(ps.stdout), [c.pid]);
+    t.log(`resident memory of the stand-in: ${rssKiB(c.pid)} KiB; with the processes it started (rkt attach): ${treeRssKiB(c.pid)} KiB`);
 
     const proc = w.env.file('process.json');
     const config = JSON.parse(fs.readFileSync(path.join(cDir, 'config.json'), 'utf8'));

@@ -11,7 +11,10 @@ import { OciError } from './errors.js';
 import { rktError, type Rkt } from './rkt.js';
 import { checkId, currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
 import { isDevNull, spawnDetached, spawnStandIn } from './standin.js';
-import { STREAMS, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
+import { STREAMS, parseAttachMode, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
+import { Pod } from '../pod/pod.js';
+import { attachArgv } from '../stage1/args.js';
+import { crossingEnv, entrypointCommand } from '../stage1/invoke.js';
 
 // runc's commands, as containerd's runc v2 shim calls them, on rkt's
 // mutable pods: a CRI sandbox is a pod started with rkt app sandbox, a
@@ -143,6 +146,16 @@ function plainWhereSame(ra: RuntimeApp): RuntimeApp {
   return { ...ra, ...(mounts && { mounts }) };
 }
 
+/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
+function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
+  const pod = Pod.find(ctx.rkt.dataDir, uuid);
+  const pid = pod.pid();
+  if (pid === undefined) throw new OciError(`pod ${uuid} has not given its pid yet`);
+  const { action, endpoints } = parseAttachMode(mode);
+  const { argv, cwd } = entrypointCommand(pod.paths, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
+  return { argv, cwd, env: crossingEnv(pod.paths, pid, app) };
+}
+
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
 async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan, console: { helper: string; socket: string } | undefined): Promise<{ pid: number; pidStart: string }> {
   const modes = streamModes(console !== undefined);
@@ -151,13 +164,13 @@ async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: 
   fs.writeFileSync(raFile, JSON.stringify(ra));
   await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);
   const podDir = ctx.rkt.podDir(uuid);
-  const wanted = console ? ['tty'] : STREAMS.filter((n) => modes[n] === 'stream');
+  const wanted = console ? 'tty' : STREAMS.filter((n) => modes[n] === 'stream').join(',');
   try {
     return await spawnStandIn({
       statusFile: path.join(podDir, 'exit-status', ra.name),
       appInfoDir: path.join(podDir, 'appsinfo', ra.name),
       podPid,
-      ...(wanted.length > 0 && { attach: ctx.rkt.argv(['attach', `--app=${ra.name}`, `--mode=${wanted.join(',')}`, uuid]) }),
+      ...(wanted !== '' && { attach: attachCommand(ctx, uuid, ra.name, wanted) }),
       ...(console && { console }),
     });
   } catch (err) {

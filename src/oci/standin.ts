@@ -7,16 +7,18 @@ import { processStart } from './state.js';
 // the app, exits with its status, and connects the app's streams to the
 // stdio the shim gave create. The app itself is a unit in its pod, not our
 // child, so a small POSIX shell script stands in for it:
-//   - it starts `rkt attach --mode=stdin,stdout,stderr` on the app (the
-//     app's streams are in rkt's stream mode), with the shim's stdio;
+//   - it starts the stage1's attach entrypoint on the app, as
+//     `rkt attach --mode=stdin,stdout,stderr` would (the app's streams are in
+//     rkt's stream mode), with the shim's stdio, and without a stage0
+//     process of its own;
 //   - it watches the exit status file the stage1 writes for the app
 //     (exit-status/<app> in the pod directory) and exits with that status,
 //     once the attach has drained the app's output (5 s at most);
 //   - if the app is taken out of the pod before it ran (its appsinfo
 //     directory goes) or the pod ends without a status for it, it exits 137,
 //     as a killed process would.
-// The shell costs well under a megabyte resident; the attach is a node
-// process (tens of megabytes) for as long as the app runs.
+// The shell costs under 2 MB resident; the attach entrypoint is a node
+// process (about 50 MB) for as long as the app runs.
 
 const SCRIPT = [
   // the shim closing a terminal's master hangs the terminal up: the status is still to be reported
@@ -46,22 +48,25 @@ export interface StandInOptions {
   appInfoDir: string;
   /** The process running the app's pod (rkt app sandbox): when it is gone, so is the app. */
   podPid: number;
-  /** The command connecting the app's streams to ours (rkt attach), if any. */
-  attach?: string[];
+  /** The command connecting the app's streams to ours (the stage1's attach entrypoint), if any, its directory and environment. */
+  attach?: { argv: string[]; cwd: string; env: NodeJS.ProcessEnv };
   /** A terminal: the console helper and runc's --console-socket (the attach runs on the terminal it makes). */
   console?: { helper: string; socket: string };
 }
 
 /** Start the stand-in; it outlives us (the shim, a subreaper, inherits it) and has our stdio, or the terminal it sent. */
 export function spawnStandIn(opts: StandInOptions): Promise<StandIn> {
-  const argv = ['/bin/sh', '-c', SCRIPT, 'rkt-oci-standin', opts.statusFile, opts.appInfoDir, String(opts.podPid), ...(opts.attach ?? [])];
-  return spawnDetached(argv, { stdio: opts.attach ? 'inherit' : 'ignore', ...(opts.console && { console: opts.console }) });
+  const argv = ['/bin/sh', '-c', SCRIPT, 'rkt-oci-standin', opts.statusFile, opts.appInfoDir, String(opts.podPid), ...(opts.attach?.argv ?? [])];
+  return spawnDetached(argv, { stdio: opts.attach ? 'inherit' : 'ignore', ...(opts.console && { console: opts.console }), ...(opts.attach && { cwd: opts.attach.cwd, env: opts.attach.env }) });
 }
 
 export interface DetachedOptions {
   stdio: 'inherit' | 'ignore';
   /** Run argv on a new terminal sent over runc's console socket (through the console helper). */
   console?: { helper: string; socket: string };
+  cwd?: string;
+  /** Added to ours. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -71,10 +76,11 @@ export interface DetachedOptions {
  */
 export async function spawnDetached(argv: string[], opts: DetachedOptions): Promise<StandIn> {
   const helper = opts.console?.helper;
+  const where = { ...(opts.cwd !== undefined && { cwd: opts.cwd }), env: { ...process.env, ...opts.env } };
   const child = helper
     ? // the helper makes its own session, with the terminal as its controlling one
-      spawn(helper, [opts.console!.socket, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
-    : spawn(argv[0]!, argv.slice(1), { detached: true, stdio: opts.stdio });
+      spawn(helper, [opts.console!.socket, ...argv], { stdio: ['ignore', 'ignore', 'pipe'], ...where })
+    : spawn(argv[0]!, argv.slice(1), { detached: true, stdio: opts.stdio, ...where });
   let said = '';
   child.stderr?.on('data', (b: Buffer) => (said += b.toString()));
   const pid = child.pid;

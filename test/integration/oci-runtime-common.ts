@@ -239,7 +239,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     t.is((await stateOf(w, 'c1')).status, 'running');
     const ps = await w.oci(['ps', '--format', 'json', 'c1']);
     t.deepEqual(JSON.parse(ps.stdout), [c.pid]);
-    t.log(`resident memory of the stand-in: ${rssKiB(c.pid)} KiB; with the processes it started (rkt attach): ${treeRssKiB(c.pid)} KiB`);
+    t.log(`resident memory of the stand-in: ${rssKiB(c.pid)} KiB; with the processes it started (the attach): ${treeRssKiB(c.pid)} KiB`);
 
     const proc = w.env.file('process.json');
     const config = JSON.parse(fs.readFileSync(path.join(cDir, 'config.json'), 'utf8'));

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,11 +6,11 @@ import { LINUX_CAPABILITIES } from '../appc/capabilities.js';
 import type { RuntimeApp } from '../appc/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { mountsUnder, readMountinfo } from '../util/mounts.js';
-import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
+import { mapConfig, type OciPlan } from './config.js';
 import { OciError } from './errors.js';
 import { rktError, type Rkt } from './rkt.js';
 import { checkId, currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
-import { isDevNull, spawnDetached, spawnStandIn } from './standin.js';
+import { isDevNull, spawnStandIn } from './standin.js';
 import { STREAMS, parseAttachMode, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
 import { Pod } from '../pod/pod.js';
 import { attachArgv } from '../stage1/args.js';
@@ -40,7 +40,7 @@ export interface CreateOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function readJson(file: string, what: string): unknown {
+export function readJson(file: string, what: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -55,18 +55,18 @@ function readJson(file: string, what: string): unknown {
 }
 
 /** runc's rules: a terminal goes through a console socket, and a console socket is only for a terminal. */
-function consoleOf(ctx: Ctx, terminal: boolean, consoleSocket: string | undefined): { helper: string; socket: string } | undefined {
+export function consoleOf(ctx: Ctx, terminal: boolean, consoleSocket: string | undefined): { helper: string; socket: string } | undefined {
   if (terminal && consoleSocket === undefined) throw new OciError('process.terminal needs --console-socket: this runtime sends the terminal there, as runc does');
   if (!terminal && consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
   return consoleSocket === undefined ? undefined : { helper: ctx.consoleHelper, socket: path.resolve(consoleSocket) };
 }
 
-function writePidFile(file: string | undefined, pid: number): void {
+export function writePidFile(file: string | undefined, pid: number): void {
   if (file === undefined) return;
   writeFileAtomic(path.resolve(file), String(pid));
 }
 
-async function waitExit(pid: number, start: string, ms: number): Promise<boolean> {
+export async function waitExit(pid: number, start: string, ms: number): Promise<boolean> {
   for (let waited = 0; waited < ms; waited += 100) {
     if (processStart(pid) !== start) return true;
     await sleep(100);
@@ -314,73 +314,28 @@ async function removeApp(ctx: Ctx, st: ContainerState): Promise<void> {
 }
 
 export async function remove(ctx: Ctx, id: string, force: boolean): Promise<void> {
-  let st: ContainerState | undefined;
+  // waits for a create or another command on it to finish
+  const lock = ctx.states.lock(id);
   try {
-    st = ctx.states.read(id);
-  } catch (err) {
-    // a record half-written by a create that died: nothing else was recorded, so nothing else is ours
-    if (force && fs.existsSync(ctx.states.dir(id)) && !fs.existsSync(ctx.states.file(id))) {
+    const st = ctx.states.tryRead(id);
+    if (st === undefined) {
+      // a create that died before it recorded anything: nothing else is ours
       ctx.states.remove(id);
-      return;
+      throw notFound(id);
     }
-    throw err;
-  }
-  await locked(ctx, id, async (cur) => {
-    st = cur;
-    const status = currentStatus(cur);
-    if (status === 'running' && !force) throw new OciError(`cannot delete container ${id} that is not stopped: running`);
-    if (cur.role !== 'sandbox') await removeApp(ctx, cur);
-    const ext = cur;
-    if (cur.role === 'sandbox') await removePod(ctx, cur.podUuid, isAlive(cur) ? cur.pid : undefined, cur.pidStart);
-    if (cur.role === 'standalone') await removePod(ctx, cur.podUuid, ext.sandboxPid !== undefined && isAlive({ pid: ext.sandboxPid, pidStart: ext.sandboxStart ?? '' }) ? ext.sandboxPid : undefined, ext.sandboxStart);
-    if (cur.role !== 'sandbox' && isAlive(cur)) {
-      // the stand-in sees its app gone within a moment; it never outlives a delete
-      if (!(await waitExit(cur.pid, cur.pidStart, 2000))) process.kill(cur.pid, 'SIGKILL');
+    if (currentStatus(st) === 'running' && !force) throw new OciError(`cannot delete container ${id} that is not stopped: running`);
+    if (st.role === 'sandbox') await removePod(ctx, st.podUuid, isAlive(st) ? st.pid : undefined, st.pidStart);
+    else await removeApp(ctx, st);
+    if (st.role === 'standalone') {
+      const sandbox = st.sandboxPid === undefined ? undefined : { pid: st.sandboxPid, pidStart: st.sandboxStart ?? '' };
+      await removePod(ctx, st.podUuid, sandbox && isAlive(sandbox) ? sandbox.pid : undefined, st.sandboxStart);
     }
-  });
-  if (st === undefined) throw notFound(id);
-  ctx.states.remove(id);
-}
-
-export interface ExecOptions {
-  process?: string;
-  detach: boolean;
-  pidFile?: string;
-  consoleSocket?: string;
-  tty: boolean;
-}
-
-function sameIdentity(mine: ProcessIdentity, theirs: ProcessIdentity): void {
-  const differs = (field: string) => new OciError(`process.${field} differs from the container's; rkt enter runs a command with its app's ${field === 'env' ? 'environment' : field}`);
-  if ([...mine.env].sort().join('\0') !== [...theirs.env].sort().join('\0')) throw differs('env');
-  if (mine.cwd !== theirs.cwd) throw differs('cwd');
-  if (mine.uid !== theirs.uid) throw differs('user.uid');
-  if (mine.gid !== theirs.gid) throw differs('user.gid');
-  if ([...mine.additionalGids].sort().join() !== [...theirs.additionalGids].sort().join()) throw differs('user.additionalGids');
-}
-
-/** runc exec: the process runs through rkt enter in the container's app; resolves to its exit status (0 when detached). */
-export async function exec(ctx: Ctx, id: string, opts: ExecOptions): Promise<number> {
-  const st = ctx.states.read(id);
-  if (currentStatus(st) !== 'running') throw new OciError(`cannot exec in a container that is not running (it is ${currentStatus(st)})`);
-  if (st.role === 'sandbox') throw new OciError(`container ${id} is a sandbox, which runs no process of its own in this runtime; exec in one of its containers`);
-  if (opts.process === undefined) throw new OciError('exec needs --process FILE (a process.json)');
-  const p = mapProcess(readJson(opts.process, 'the process'), 'process');
-  const console = consoleOf(ctx, p.terminal || opts.tty, opts.consoleSocket);
-  sameIdentity(p.identity, st.identity);
-  const argv = ctx.rkt.argv(['enter', `--app=${st.app}`, st.podUuid, ...p.exec]);
-  if (opts.detach || console) {
-    const proc = await spawnDetached(argv, { stdio: 'inherit', ...(console && { console }) });
-    writePidFile(opts.pidFile, proc.pid);
-    if (opts.detach) return 0;
-    await waitExit(proc.pid, proc.pidStart, Number.MAX_SAFE_INTEGER);
-    // not our child once the helper has made it a session leader: its status is the shim's to read
-    return 0;
+    // the stand-in sees its app gone within a moment; it never outlives a delete
+    if (st.role !== 'sandbox' && isAlive(st) && !(await waitExit(st.pid, st.pidStart, 2000))) process.kill(st.pid, 'SIGKILL');
+    ctx.states.remove(id);
+  } finally {
+    lock.release();
   }
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
-  if (child.pid === undefined) throw new OciError(`cannot run ${argv[0]}`);
-  writePidFile(opts.pidFile, child.pid);
-  return new Promise((resolve) => child.once('exit', (c, s) => resolve(c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0))));
 }
 
 /** runc ps: the pid the shim knows for the container (the sandbox's rkt app sandbox, or the app's stand-in), while it lives. */

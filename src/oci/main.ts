@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import * as commands from './commands.js';
+import { exec } from './exec.js';
 import { OciError } from './errors.js';
 import { loadRuntimeConfig, Rkt } from './rkt.js';
 import { DEFAULT_ROOT, StateDir } from './state.js';
@@ -123,7 +124,7 @@ export async function run(argv: string[], launcher: Launcher): Promise<number> {
         return 0;
       case 'exec': {
         if (rest.length > 1 && str('process') === undefined) throw new OciError('exec: give the process as --process FILE (a command line after the id is not supported)');
-        return await commands.exec(ctx, id, { detach: flags.detach === true, tty: flags.tty === true, ...(str('process') !== undefined && { process: str('process')! }), ...(str('pid-file') !== undefined && { pidFile: str('pid-file')! }), ...(str('console-socket') !== undefined && { consoleSocket: str('console-socket')! }) });
+        return await exec(ctx, id, { detach: flags.detach === true, tty: flags.tty === true, ...(str('process') !== undefined && { process: str('process')! }), ...(str('pid-file') !== undefined && { pidFile: str('pid-file')! }), ...(str('console-socket') !== undefined && { consoleSocket: str('console-socket')! }) });
       }
     }
     return 0;

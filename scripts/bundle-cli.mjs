@@ -5,11 +5,9 @@ import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
 
 // chunk names change with their content: no stale chunk stays behind
-rmSync('dist/cli-bundle', { recursive: true, force: true });
+for (const dir of ['dist/cli-bundle', 'dist/oci-bundle']) rmSync(dir, { recursive: true, force: true });
 
-await build({
-  entryPoints: { rkt: 'dist/src/cli/rkt.js' },
-  outdir: 'dist/cli-bundle',
+const common = {
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -18,15 +16,8 @@ await build({
   external: ['better-sqlite3', 'fs-ext', 'node-pty'],
   banner: { js: "import { createRequire as __rktCreateRequire } from 'node:module'; const require = __rktCreateRequire(import.meta.url);" },
   logLevel: 'warning',
-});
+};
 
-// bin/rkt's launcher (src/launcher/rkt-launch.c): static, so it starts
-// without the dynamic loader
-const { execFileSync } = await import('node:child_process');
-const { mkdirSync } = await import('node:fs');
-mkdirSync('dist/launcher', { recursive: true });
-try {
-  execFileSync('gcc', ['-static', '-O2', '-s', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-o', 'dist/launcher/rkt-launch', 'src/launcher/rkt-launch.c'], { stdio: 'inherit' });
-} catch (err) {
-  throw new Error(`cannot build the launcher (gcc and libc6-dev are needed; scripts/setup.sh installs them): ${err.message}`);
-}
+await build({ ...common, entryPoints: { rkt: 'dist/src/cli/rkt.js' }, outdir: 'dist/cli-bundle' });
+// the OCI runtime front (bin/rkt-oci-kvm, bin/rkt-oci-nspawn)
+await build({ ...common, entryPoints: { 'rkt-oci': 'dist/src/oci/main.js' }, outdir: 'dist/oci-bundle' });

@@ -29,6 +29,8 @@ export interface StartOptions {
   mutable?: boolean;
   /** Other locks to hold for as long as the pod runs (the shared locks on its image trees). */
   holding?: FileLock[];
+  /** rkt app sandbox --net-namespace: the existing network namespace the pod joins. */
+  netns?: string;
 }
 
 /**
@@ -68,6 +70,7 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     hostsEntries: opts.hostsEntries,
     ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
     ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
+    ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
     // The token also travels as rkt's --mds-token; the service's port has no
     // flag in rkt's contract, so a stage1 finds it here (metadataServiceOf()
     // in src/stage1-common/metadata.ts, where the flag wins for the token).

@@ -99,8 +99,14 @@ export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (vers
   });
 }
 
-/** What executing an entrypoint takes: its path, the stage1's interface version, its command line and environment. */
-export function entrypointCommand(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions): { entry: string; version: number; command: string[]; env: NodeJS.ProcessEnv } {
+/**
+ * What executing an entrypoint takes: its path, the stage1's interface
+ * version, its command line and environment (run from the pod directory).
+ * Also for callers that run it themselves in another process: the launcher
+ * (hand-over.ts), and the OCI front's stand-in, which runs the attach
+ * entrypoint with no stage0 process in between.
+ */
+export function entrypointCommand(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions = {}): { entry: string; version: number; command: string[]; env: NodeJS.ProcessEnv } {
   const manifest = stage1Manifest(paths);
   const version = interfaceVersion(manifest);
   const entry = entrypointPath(paths, manifest, which);

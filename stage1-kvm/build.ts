@@ -2,9 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import type { Entrypoint } from '../src/stage1/contract.js';
 import { buildKernelOverride } from './config.js';
-import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
+import { ALL_ENTRYPOINTS as ENTRYPOINTS, bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
 // Builds stage1-kvm.aci. Its rootfs is at once the home of the flavor's
 // entrypoints (run on the host) and, copied per pod, the guest's root
@@ -20,18 +19,6 @@ import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1M
 //
 // Usage: node dist/stage1-kvm/build.js [OUTPUT.aci]   (as root: the guest's files must be root's)
 
-/** Each entrypoint and its file under /kvm (and stage1-kvm/main/). */
-const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
-  ['run', 'run'],
-  ['enter', 'enter'],
-  ['stop', 'stop'],
-  ['gc', 'gc'],
-  ['attach', 'attach'],
-  ['appAdd', 'app-add'],
-  ['appStart', 'app-start'],
-  ['appStop', 'app-stop'],
-  ['appRm', 'app-rm'],
-];
 const IMAGE_NAME = 'coreos.com/rkt/stage1-kvm';
 
 function launcher(entry: string): string {

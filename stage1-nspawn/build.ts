@@ -2,9 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { bundleEntrypoint, copyNativeAddons, PTY_ADDON, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
+import { ALL_ENTRYPOINTS as ENTRYPOINTS, bundleEntrypoint, copyNativeAddons, PTY_ADDON, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 import { parseSyscallFilterListing } from './seccomp.js';
-import type { Entrypoint } from '../src/stage1/contract.js';
 
 // Builds stage1-coreos.aci, the nspawn flavor (rkt's historical name for
 // it). Its rootfs is at once the home of the entrypoints (run on the host)
@@ -21,18 +20,6 @@ import type { Entrypoint } from '../src/stage1/contract.js';
 //
 // Usage: node dist/stage1-nspawn/build.js [OUTPUT.aci]   (as root: the container's files must be root's)
 
-/** Each entrypoint and its file under /nspawn (and stage1-nspawn/main/). */
-const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
-  ['run', 'run'],
-  ['enter', 'enter'],
-  ['stop', 'stop'],
-  ['gc', 'gc'],
-  ['attach', 'attach'],
-  ['appAdd', 'app-add'],
-  ['appStart', 'app-start'],
-  ['appStop', 'app-stop'],
-  ['appRm', 'app-rm'],
-];
 const IMAGE_NAME = 'coreos.com/rkt/stage1-coreos';
 
 /** What the kvm guest image has that a container does not need. */

@@ -43,6 +43,23 @@ export async function bundleEntrypoint(source: string, outfile: string): Promise
 }
 
 /** The stage1 image manifest: name, rkt's version, and where each entrypoint is. */
+/**
+ * Each entrypoint of a stage1 that runs mutable pods and attach (kvm,
+ * nspawn), with its file name under the flavor's directory (and under
+ * stage1-<flavor>/main/ in the source).
+ */
+export const ALL_ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
+  ['run', 'run'],
+  ['enter', 'enter'],
+  ['stop', 'stop'],
+  ['gc', 'gc'],
+  ['attach', 'attach'],
+  ['appAdd', 'app-add'],
+  ['appStart', 'app-start'],
+  ['appStop', 'app-stop'],
+  ['appRm', 'app-rm'],
+];
+
 export function stage1Manifest(name: string, entrypoints: Partial<Record<Entrypoint, string>>): object {
   return {
     acKind: 'ImageManifest',

@@ -4,13 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
-import { qemuArgs, qemuJail, INCOMING_FD, TEMPLATE_PORT, type VmConfig } from '../../stage1-kvm/qemu.js';
 import { templateDir, templateWanted } from '../../stage1-kvm/config.js';
 import { dropTemplate, installTemplate, makeTemplateDir, openTemplate, templateFiles, templateKey } from '../../stage1-kvm/template-cache.js';
 import { newcArchive } from '../../stage1-kvm/template-initrd.js';
 import { goLine, SEED_BYTES, templateCmdline } from '../../stage1-kvm/template-vm.js';
 
-// The template path's pure parts: the template machine's command line, the
+// The template path's pure parts (its qemu command line is in kvm-vm.test.ts): the
 // kernel command line without the pod's identity, the line each restored
 // guest gets, the cache's key and checks, and the initramfs archive.
 
@@ -21,55 +20,6 @@ function tmp(t: { teardown(fn: () => void): void }): string {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
-
-function config(over: Partial<VmConfig> = {}): VmConfig {
-  return {
-    podDir: `/var/lib/rkt/pods/run/${UUID}`,
-    uuid: UUID,
-    accel: 'tcg',
-    memoryMiB: 256,
-    cpus: 1,
-    kernel: '/k/bzImage',
-    cmdline: 'console=ttyS0',
-    pit: false,
-    ids: { uid: 0x70010000, gid: 0x70010000 },
-    cgroupProcs: [],
-    netns: '/run/netns/x',
-    nics: ['-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0,mac=02:00:00:00:00:01'],
-    ...over,
-  };
-}
-
-function opt(args: string[], flag: string): string[] {
-  return args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
-}
-
-test('the template machine: a PC with virtio-pci, the initramfs and the template port, no NICs or virtio-fs; restored from fd 5', (t) => {
-  const save = qemuArgs(config({ template: { initrd: '/k/template-initrd' } }));
-  t.deepEqual(opt(save, '-M'), ['pc,memory-backend=mem']);
-  t.deepEqual(opt(save, '-initrd'), ['/k/template-initrd']);
-  t.true(save.includes('virtio-serial-pci') && save.includes('virtio-rng-pci'));
-  t.false(save.some((a) => /virtio-mmio|vhost-user-fs|virtio-net|^virtio-(serial|rng)-device$/.test(a)));
-  t.true(save.some((a) => a.includes(`name=${TEMPLATE_PORT}`)));
-  t.deepEqual(opt(save, '-netdev'), []);
-  t.deepEqual(opt(save, '-incoming'), []);
-  // the same machine, plus where the state comes from: nothing else may differ (qemu loads it into the same devices)
-  const restore = qemuArgs(config({ template: { initrd: '/k/template-initrd', incomingFd: 42 } }));
-  t.deepEqual(opt(restore, '-incoming'), [`fd:${INCOMING_FD}`]);
-  t.deepEqual(restore.filter((a, i) => a !== '-incoming' && restore[i - 1] !== '-incoming'), save);
-  // the cold machine is unchanged
-  const cold = qemuArgs(config());
-  t.regex(opt(cold, '-M')[0]!, /^microvm,/);
-  t.true(cold.some((a) => a.startsWith('vhost-user-fs-device')));
-  t.deepEqual(opt(cold, '-initrd'), []);
-});
-
-test("qemu's jail shows it the template's initramfs, read-only", (t) => {
-  const devices = (): undefined => undefined;
-  const spec = qemuJail('/usr/bin/qemu-system-x86_64', config({ template: { initrd: '/k/template-initrd' } }), { devices, system: { readOnly: ['/usr'], links: [] } });
-  t.true(spec.readOnly.includes('/k/template-initrd'));
-  t.false(spec.writable.includes('/k/template-initrd'));
-});
 
 test("a template's kernel command line has no pod identity and no pci=off", (t) => {
   const pod = `console=ttyS0 pci=off panic=-1 systemd.unit=rkt-pod.target systemd.machine_id=${UUID.replace(/-/g, '')} systemd.hostname=rkt-${UUID} quiet tsc_early_khz=2100000`;

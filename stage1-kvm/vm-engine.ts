@@ -249,7 +249,11 @@ export class VmEngine implements PodEngine<VmEnd> {
    */
   private async restoreVm(template: PodTemplate, cold: VmConfig): Promise<boolean> {
     try {
-      await this.startVm(template.config, (qmp) => plugPodDevices(qmp, this.paths.dir, this.network!.guest, KVM_TIMEOUTS.templateLoadMs));
+      await this.startVm(template.config, async (qmp) => {
+        const damaged = await template.damaged;
+        if (damaged !== undefined) throw new Error(`the template is unusable: ${damaged}`);
+        await plugPodDevices(qmp, this.paths.dir, this.network!.guest, KVM_TIMEOUTS.templateLoadMs);
+      });
       sendGo(this.paths.dir, goLine({ machineId: this.args.uuid.replace(/-/g, ''), hostname: this.plan!.hostname }));
       phase('template-restored');
       return true;
@@ -267,6 +271,8 @@ export class VmEngine implements PodEngine<VmEnd> {
       makeQemuDir(this.paths.dir, cold.ids, true);
       return false;
     } finally {
+      // the check may still be reading through the descriptor
+      await template.damaged;
       template.close();
     }
   }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { templateDir, templateWanted } from '../../stage1-kvm/config.js';
-import { dropTemplate, installTemplate, makeTemplateDir, openTemplate, templateFiles, templateKey } from '../../stage1-kvm/template-cache.js';
+import { checkTemplate, dropTemplate, installTemplate, makeTemplateDir, openTemplate, templateFiles, templateKey } from '../../stage1-kvm/template-cache.js';
 import { newcArchive } from '../../stage1-kvm/template-initrd.js';
 import { goLine, SEED_BYTES, templateCmdline } from '../../stage1-kvm/template-vm.js';
 
@@ -70,7 +70,7 @@ test('the key changes with the kernel, the initramfs, the machine and the qemu b
   t.not(templateKey(parts), k3);
 });
 
-test('the cache: missing, installed and checked, damaged (fuzzed), foreign record, dropped', (t) => {
+test('the cache: missing, installed and checked, damaged (fuzzed), foreign record, dropped', async (t) => {
   const dir = path.join(tmp(t), 'templates');
   makeTemplateDir(dir);
   t.is(fs.statSync(dir).mode & 0o777, 0o700);
@@ -87,6 +87,7 @@ test('the cache: missing, installed and checked, damaged (fuzzed), foreign recor
   const ok = openTemplate(files, key);
   t.true('fd' in ok);
   if ('fd' in ok) {
+    t.is(await checkTemplate(ok), undefined);
     // the check read through the descriptor without moving its offset: qemu reads from the start
     const b = Buffer.alloc(4);
     t.is(fs.readSync(ok.fd, b, 0, 4, null), 4);
@@ -95,14 +96,17 @@ test('the cache: missing, installed and checked, damaged (fuzzed), foreign recor
   }
   t.true('invalid' in openTemplate(files, 'other'.padEnd(64, '0')));
   // any flipped byte, and any truncation, is caught
-  fc.assert(
-    fc.property(fc.integer({ min: 0, max: state.length - 1 }), fc.integer({ min: 1, max: 255 }), fc.boolean(), (at, x, truncate) => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 0, max: state.length - 1 }), fc.integer({ min: 1, max: 255 }), fc.boolean(), async (at, x, truncate) => {
       const bad = Buffer.from(state);
       bad[at] ^= x;
       fs.writeFileSync(files.state, truncate ? state.subarray(0, at) : bad);
       const r = openTemplate(files, key);
-      if ('fd' in r) fs.closeSync(r.fd);
-      return 'invalid' in r;
+      if ('invalid' in r) return true;
+      if (!('fd' in r)) return false;
+      const why = await checkTemplate(r);
+      fs.closeSync(r.fd);
+      return why !== undefined && /damaged/.test(why);
     }),
     { seed: 14, numRuns: 50 },
   );

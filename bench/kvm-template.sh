@@ -36,3 +36,4 @@ node -e '
 ' "$work/times" "$work/run.json"
 echo "accelerator: $accel; template: $(du -h "$work"/templates/*.state | cut -f1)"
 bench_medians "$work/run.json"
+awk '{ t[$1] = t[$1] sprintf(" %.2f", $2 / 1e6) } END { for (n in t) print n ":" t[n] }' "$work/times"

@@ -14,14 +14,17 @@
  *               CRNG, so no two restored guests continue the template's stream
  *   TIME_NS     the host's CLOCK_REALTIME in nanoseconds (the template's clock
  *               stopped when it was saved)
- *   MACHINE_ID  32 hex digits, for systemd (--machine-id)
+ *   MACHINE_ID  32 hex digits: /etc/machine-id of the pod's root (a bind mount)
  *   HOSTNAME    the pod's hostname (1-63 of [A-Za-z0-9.-])
  *
  * Then it binds the devices the restored VM has and the template had not
  * (the pod's virtio-fs root and NICs sit in virtio-mmio slots that were
  * empty when the template booted), mounts the pod's root over virtio-fs,
- * makes it the root and executes systemd, as a cold boot would.
- * Anything wrong powers the VM off: the host then takes the cold path.
+ * makes it the root and executes init as the kernel would on a cold boot:
+ * the command line's init= (systemd by default), with the arguments and
+ * environment the kernel gave this program. Anything wrong before that
+ * powers the VM off (the console says why); an init that cannot be
+ * executed ends this PID 1, and the kernel panics, as on a cold boot.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -42,6 +45,8 @@
 #define PORT_NAME "rkt.template"
 #define ROOT_TAG "rktroot"
 #define NEWROOT "/newroot"
+#define DEFAULT_INIT "/usr/lib/systemd/systemd"
+#define MACHINE_ID_FILE "/machine-id"
 #define SEED_BYTES 64
 #define LINE_MAX_BYTES 512
 
@@ -193,20 +198,28 @@ static long long now_us(void) {
 }
 
 /* A line in the kernel log at info level: on the console with --debug only. */
-static void note(const char *fmt, long long a, long long b) {
-  char line[200];
-  int n = snprintf(line, sizeof line, fmt, a, b);
+static void note(const char *line) {
   int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
-  if (fd < 0 || n <= 0) return;
-  (void)!write(fd, line, (size_t)n);
+  if (fd < 0) return;
+  (void)!write(fd, line, strlen(line));
   close(fd);
+}
+
+/* The last init= of the kernel command line (the kernel itself ignores it when there is an initramfs). */
+static void cmdline_init(char *out, size_t len) {
+  char buf[4096];
+  snprintf(out, len, "%s", DEFAULT_INIT);
+  if (read_small("/proc/cmdline", buf, sizeof buf) != 0) return;
+  for (char *tok = strtok(buf, " \t"); tok; tok = strtok(NULL, " \t")) {
+    if (strncmp(tok, "init=", 5) == 0 && tok[5] == '/') snprintf(out, len, "%s", tok + 5);
+  }
 }
 
 static void move_to(const char *from, const char *to) {
   if (mount(from, to, NULL, MS_MOVE, NULL) != 0) die(to);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
   if (getpid() != 1) { fprintf(stderr, "rkt-template-init: not PID 1\n"); return 1; }
   mkdir("/proc", 0555); mkdir("/sys", 0555); mkdir("/dev", 0755); mkdir(NEWROOT, 0755);
   if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) die("mount /proc");
@@ -227,6 +240,8 @@ int main(void) {
   if (clock_settime(CLOCK_REALTIME, &ts) != 0) die("clock_settime");
   if (sethostname(g.hostname, strlen(g.hostname)) != 0) die("sethostname");
   close(port);
+  char init[256];
+  cmdline_init(init, sizeof init);
 
   bind_new_devices();
   long long t1 = now_us();
@@ -234,6 +249,11 @@ int main(void) {
   long long t2 = now_us();
   /* what a cold boot's kernel mounts (DEVTMPFS_MOUNT); systemd mounts /proc and /sys itself */
   move_to("/dev", NEWROOT "/dev");
+  /* the pod's machine id, as systemd.machine_id= gives it on a cold boot: the root is read-only */
+  int mfd = open(MACHINE_ID_FILE, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0444);
+  if (mfd < 0 || dprintf(mfd, "%s\n", g.machine_id) != 33 || close(mfd) != 0) die(MACHINE_ID_FILE);
+  if (mount(MACHINE_ID_FILE, NEWROOT "/etc/machine-id", NULL, MS_BIND, NULL) != 0) die("bind /etc/machine-id");
+  if (mount(NULL, NEWROOT "/etc/machine-id", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) != 0) die("remount /etc/machine-id");
   if (umount2("/proc", MNT_DETACH) != 0) die("umount /proc");
   if (umount2("/sys", MNT_DETACH) != 0) die("umount /sys");
   /* the initramfs holds nothing but this program: free it */
@@ -243,13 +263,16 @@ int main(void) {
   if (chroot(".") != 0) die("chroot");
   if (chdir("/") != 0) die("chdir /");
 
-  note("<6>rkt-template-init: restored; the pod's devices found in %lld ms, its root mounted in %lld ms\n", (t1 - t0) / 1000, (t2 - t1) / 1000);
+  char line[320];
+  snprintf(line, sizeof line, "<6>rkt-template-init: restored; the pod's devices found in %lld ms, its root mounted in %lld ms\n", (t1 - t0) / 1000, (t2 - t1) / 1000);
+  note(line);
   /* the line the kernel prints on a cold boot, which the host's boot trace marks (boot-marks.ts) */
-  note("<6>Run /usr/lib/systemd/systemd as init process%.0lld%.0lld\n", 0, 0);
-  char mid[64];
-  snprintf(mid, sizeof mid, "--machine-id=%s", g.machine_id);
-  char *argv[] = { "/usr/lib/systemd/systemd", mid, NULL };
-  execv(argv[0], argv);
-  die("exec systemd");
+  snprintf(line, sizeof line, "<6>Run %s as init process\n", init);
+  note(line);
+  /* the kernel's arguments for init, after init's own name */
+  argv[0] = init;
+  (void)argc;
+  execv(init, argv);
+  fprintf(stderr, "rkt-template-init: requested init %s failed: %s\n", init, strerror(errno));
   return 1;
 }

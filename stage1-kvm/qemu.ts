@@ -163,7 +163,7 @@ export function qemuArgs(c: VmConfig): string[] {
   // panic becomes QMP's GUEST_PANICKED, and qemu powers the VM off. The host
   // says "guest panicked" on that signal only, never on console text.
   a.push('-device', 'pvpanic', '-action', 'panic=shutdown');
-  // a template has neither: they are the pod's own, hotplugged after the restore (template-restore.ts)
+  // a template has neither: they are the pod's own, hotplugged after the restore (template-vm.ts)
   if (!t) {
     a.push(...(c.nics ?? []));
     // the pod's files, served by virtiofsd (there is no 9p: config.ts, checkShare)

@@ -61,7 +61,7 @@ export class PodVm {
    * the guest run; rejects with qemu's own complaint if it exits first.
    * `onSpawn` is told the launcher's pid, then qemu's; `beforeCont` runs
    * on the monitor before the guest does (a restored template gets the
-   * pod's devices there: template-restore.ts).
+   * pod's devices there: template-vm.ts).
    */
   async start(onSpawn?: (pid: number) => void, beforeCont?: (qmp: QmpClient) => Promise<void>): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);

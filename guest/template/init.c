@@ -264,8 +264,9 @@ int main(int argc, char **argv) {
   if (chdir("/") != 0) die("chdir /");
 
   char line[320];
-  snprintf(line, sizeof line, "<6>rkt-template-init: restored; the pod's devices found in %lld ms, its root mounted in %lld ms\n", (t1 - t0) / 1000, (t2 - t1) / 1000);
-  note(line);
+  /* on the console always: the pod's console log then starts with how its guest came up */
+  printf("rkt-template-init: restored from a template; the pod's devices found in %lld ms, its root mounted in %lld ms\n", (t1 - t0) / 1000, (t2 - t1) / 1000);
+  fflush(stdout);
   /* the line the kernel prints on a cold boot, which the host's boot trace marks (boot-marks.ts) */
   snprintf(line, sizeof line, "<6>Run %s as init process\n", init);
   note(line);

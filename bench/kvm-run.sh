@@ -9,18 +9,7 @@ bench_world kvm
 runs=${1:-10}
 bench_need qemu-system-x86_64 qemu-system-x86
 
-kernel=$(kernel-config/build.sh --print-path)
-tsc=$(kernel-config/host-tsc-khz.sh)
-accel=tcg
-if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then accel=kvm; fi
-
-# the floor: busybox init that powers off at once
-mkdir -p "$work/initramfs/bin"
-cp /bin/busybox "$work/initramfs/bin/busybox"
-printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' > "$work/initramfs/init"
-chmod +x "$work/initramfs/init"
-(cd "$work/initramfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/floor.cpio.gz"
-floor="qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on -accel $accel -cpu max -smp 1 -m 256 -nodefaults -no-user-config -display none -no-reboot -serial null -kernel $kernel -initrd $work/floor.cpio.gz -append 'console=ttyS0 quiet panic=-1 tsc_early_khz=$tsc'"
+bench_kvm_floor
 
 # the pod: busybox /bin/true, warm store, no network (the floor has none)
 bench_true_image

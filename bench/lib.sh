@@ -15,6 +15,8 @@
 #   bench_time RUNS WARMUP JSON NAME CMD [NAME CMD ...]
 #                      time the commands round-robin (bench/interleave.mjs), so a load that
 #                      drifts during the run weighs on all alike; hyperfine's JSON shape
+#   bench_kvm_floor    $floor: the kvm floor, qemu booting our kernel with an initramfs whose
+#                      busybox init powers off at once; $accel: tcg, or kvm where usable
 #   bench_medians JSON print each command's median from a hyperfine --export-json file and the
 #                      ratio of the first command's median to each other's (bench/ratio.mjs)
 #   bench_pod_memory PID...  the host memory of the process trees under each PID (`rkt run`s):
@@ -95,4 +97,18 @@ bench_pod_memory() {
 bench_base() {
   [ -n "${BENCH_BASE:-}" ] || return 0
   base_cmds+=("$1" "${2//@RKT@/$rkt_base}")
+}
+
+bench_kvm_floor() {
+  local kernel tsc
+  kernel=$(kernel-config/build.sh --print-path)
+  tsc=$(kernel-config/host-tsc-khz.sh)
+  accel=tcg
+  if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -w /dev/kvm ]; then accel=kvm; fi
+  mkdir -p "$work/initramfs/bin"
+  cp /bin/busybox "$work/initramfs/bin/busybox"
+  printf '#!/bin/busybox sh\n/bin/busybox poweroff -f\n' > "$work/initramfs/init"
+  chmod +x "$work/initramfs/init"
+  (cd "$work/initramfs" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/floor.cpio.gz"
+  floor="qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on,acpi=on -accel $accel -cpu max -smp 1 -m 256 -nodefaults -no-user-config -display none -no-reboot -serial null -kernel $kernel -initrd $work/floor.cpio.gz -append 'console=ttyS0 quiet panic=-1 tsc_early_khz=$tsc'"
 }

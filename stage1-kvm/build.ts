@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { buildKernelOverride } from './config.js';
+import { TEMPLATE_INITRD } from './template.js';
+import { buildTemplateInitrd } from './template-initrd.js';
 import { ALL_ENTRYPOINTS as ENTRYPOINTS, bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
 // Builds stage1-kvm.aci. Its rootfs is at once the home of the flavor's
@@ -10,6 +12,7 @@ import { ALL_ENTRYPOINTS as ENTRYPOINTS, bundleEntrypoint, copyNativeAddons, rep
 // filesystem:
 //   /                 the guest image of guest/build-image.sh (systemd, units, agent, busybox)
 //   /kernel/bzImage   the guest kernel of kernel-config/build.sh
+//   /kernel/template-initrd  the template VM's initramfs (guest/template/init.c; template.ts)
 //   /kvm/<entry>      a /bin/sh launcher per entrypoint, running /kvm/<entry>.mjs (esbuild bundle)
 //   /kvm/bin/rkt-idmap  user namespaces and id-mapped mounts for virtiofsd (stage1-kvm/native/rkt-idmap.c)
 // The launchers live under /kvm, not at the root as in other flavors,
@@ -70,6 +73,7 @@ export async function buildStage1Kvm(output: string): Promise<string> {
     fs.mkdirSync(path.join(rootfs, 'kernel'), { mode: 0o755 });
     fs.copyFileSync(kernel, path.join(rootfs, 'kernel', 'bzImage'));
     fs.chmodSync(path.join(rootfs, 'kernel', 'bzImage'), 0o644);
+    await buildTemplateInitrd(root, path.join(rootfs, TEMPLATE_INITRD));
     const kvm = path.join(rootfs, 'kvm');
     fs.mkdirSync(kvm, { mode: 0o755 });
     for (const [, e] of ENTRYPOINTS) {

@@ -24,6 +24,10 @@ export const KVM_ENV = {
   bootTimeout: 'RKT_KVM_BOOT_TIMEOUT',
   /** Seconds `rkt stop` and a stop signal wait for the guest to power off before qemu is told to quit (default 10). */
   stopTimeout: 'RKT_KVM_STOP_TIMEOUT',
+  /** on | off (default): restore each pod from a saved template VM instead of booting its kernel (template.ts). */
+  template: 'RKT_KVM_TEMPLATE',
+  /** Where templates are kept (default /var/cache/rkt-ts/templates). */
+  templateDir: 'RKT_KVM_TEMPLATE_DIR',
   /** Build time: the bzImage to put into the stage1 image instead of kernel-config/build.sh's. */
   buildKernel: 'RKT_KVM_BUILD_KERNEL',
 } as const;
@@ -56,6 +60,12 @@ export const KVM_TIMEOUTS = {
    * stopped, and `rkt enter` says so instead of waiting.
    */
   agentAnswerMs: 10_000,
+  /** A template VM boots its kernel to the point where it waits (about 1.5 s under tcg) and is saved within this. */
+  templateBuildMs: 60_000,
+  /** Waiting for another pod's run entrypoint that builds the same template. */
+  templateLockMs: 120_000,
+  /** Loading a saved template (tens of MiB from the page cache) takes a fraction of a second. */
+  templateLoadMs: 30_000,
   /** The agent writes a frame in one go; one left incomplete this long is a guest that stopped mid-frame. */
   agentFrameMs: 10_000,
 } as const;
@@ -111,4 +121,13 @@ export function stopTimeoutMs(env: Env = process.env): number {
 
 export function buildKernelOverride(env: Env = process.env): string | undefined {
   return envPath(env, KVM_ENV.buildKernel);
+}
+
+/** RKT_KVM_TEMPLATE=on: the template path (template.ts); off, the default, boots every pod cold. */
+export function templateWanted(env: Env = process.env): boolean {
+  return envChoice(env, KVM_ENV.template, ['on', 'off'] as const) === 'on';
+}
+
+export function templateDir(env: Env = process.env): string {
+  return envPath(env, KVM_ENV.templateDir) ?? '/var/cache/rkt-ts/templates';
 }

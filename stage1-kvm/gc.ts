@@ -18,7 +18,7 @@ import { removeVmCgroup } from './vm-cgroup.js';
 // namespace and vanished with it; what is found here leaked some other
 // way, and is unmounted.
 
-const RUNTIME_FILES: PodFile[] = ['console', 'qmp', 'qmpCtl', 'agent', 'virtiofsSocket'];
+const RUNTIME_FILES: PodFile[] = ['console', 'qmp', 'qmpCtl', 'agent', 'virtiofsSocket', 'migrate'];
 
 export async function gc(argv: string[]): Promise<number> {
   const args = parseGcArgs(argv);
@@ -33,7 +33,7 @@ export async function gc(argv: string[]): Promise<number> {
   const netOk = await teardownNetwork(paths.dir);
   for (const f of RUNTIME_FILES) fs.rmSync(podFile(paths.dir, f), { force: true });
   for (let i = 1; i < AGENT_PORTS; i++) fs.rmSync(path.join(paths.dir, agentPortFile(i)), { force: true });
-  for (const f of ['stdout', 'stderr'] as const) for (const end of ['in', 'out']) fs.rmSync(`${podFile(paths.dir, f)}.${end}`, { force: true });
+  for (const f of ['stdout', 'stderr', 'template'] as const) for (const end of ['in', 'out']) fs.rmSync(`${podFile(paths.dir, f)}.${end}`, { force: true });
 
   const dir = fs.realpathSync(paths.dir);
   const left = await unmountAllUnder(dir);

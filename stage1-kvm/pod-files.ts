@@ -31,6 +31,10 @@ export const POD_FILES = {
   stderr: `${QEMU_DIR}/stderr`,
   /** virtio-serial port rkt.report: what the guest reports about its apps (report-channel.ts), a pipe chardev like the output. */
   report: `${QEMU_DIR}/report`,
+  /** virtio-serial port rkt.template of a template VM (template*.ts), a pipe chardev: "ready" out, the pod's "go" in. */
+  template: `${QEMU_DIR}/template`,
+  /** Where a template VM being saved sends its state (qemu connects; the run entrypoint writes the cache file). */
+  migrate: `${QEMU_DIR}/migrate.sock`,
   virtiofsSocket: 'virtiofs.sock',
   qemuPid: 'qemu.pid',
   virtiofsdPid: 'virtiofsd.pid',

@@ -12,7 +12,7 @@ import { KvmHostError } from './errors.js';
 import { hostDevice, isUnder, JAIL_ROOT, jailArgv, PID_FD, prepareJailRoot, systemTree, type JailDevice, type JailSpec } from './jail.js';
 import { ROOT_TAG } from './kernel.js';
 import type { HostIds } from '../src/stage1-common/pod-ids.js';
-import { agentPortName, agentSocketPaths, podFile, QEMU_DIR, socketPath } from './pod-files.js';
+import { agentPortName, agentSocketPaths, podFile, QEMU_DIR, socketPath, type PodFile } from './pod-files.js';
 
 // qemu for one pod: its command line and how it is started, and how the
 // pod's helper processes are started (qemu here, virtiofsd in virtiofsd.ts).
@@ -67,7 +67,30 @@ export interface VmConfig {
   ids: HostIds;
   /** The cgroup.procs files of the pod's cgroups (vm-cgroup.ts). */
   cgroupProcs: string[];
+  /** The template machine (template-qemu.ts): booted once and saved, or restored from its saved state. */
+  template?: TemplateMachine;
 }
+
+export interface TemplateMachine {
+  /** The template's initramfs (guest/template/), which waits on the port rkt.template. */
+  initrd: string;
+  /** Restore: our descriptor of the saved state (read-only), which qemu gets as INCOMING_FD. */
+  incomingFd?: number;
+}
+
+/**
+ * The template machine: a PC (i440fx) rather than a microvm, whose
+ * virtio-mmio bus takes no hotplugged device. qemu 7.2 refuses to save or
+ * restore a VM with a vhost-user-fs device, so the template has none: the
+ * pod's virtio-fs root and its NICs are added to the restored VM over QMP,
+ * on the PCI bus, where the guest finds them by a rescan.
+ */
+export const TEMPLATE_MACHINE = ['pc', 'memory-backend=mem'] as const;
+/** The virtio-serial port on which a template guest waits for its pod (guest/template/init.c). */
+export const TEMPLATE_PORT = 'rkt.template';
+
+/** The descriptor on which a restored qemu reads its template's saved state. */
+export const INCOMING_FD = 5;
 
 /** The descriptor on which qemu finds its end of the serial console's socket pair. */
 export const QEMU_CONSOLE_FD = 3;
@@ -105,6 +128,10 @@ export function qemuArgs(c: VmConfig): string[] {
   const a: string[] = ['-name', `rkt-${c.uuid},process=rkt-${c.uuid}`];
   // vhost-user needs guest memory qemu can hand to virtiofsd
   machine.push('memory-backend=mem');
+  // the template machine is a PC: its devices are virtio-pci, so that the pod's own can be hotplugged after a restore
+  const t = c.template;
+  if (t) machine.splice(0, machine.length, ...TEMPLATE_MACHINE);
+  const virtio = (d: string): string => (t ? `${d}-pci` : `${d}-device`);
   const mem = ['-object', `memory-backend-memfd,id=mem,size=${c.memoryMiB}M,share=on`];
   a.push('-M', machine.join(','), '-accel', c.accel === 'kvm' ? 'kvm' : `tcg,tb-size=${TCG_TB_MIB}`, '-cpu', c.accel === 'kvm' ? 'host' : 'max');
   a.push('-smp', String(c.cpus), '-m', `${c.memoryMiB}M`, ...mem);
@@ -113,14 +140,15 @@ export function qemuArgs(c: VmConfig): string[] {
   // paused until the run entrypoint has closed qemu's directory to it (vm.ts)
   a.push('-S');
   // virtio 1.0 over MMIO: vhost-user-fs refuses legacy devices
-  a.push('-global', 'virtio-mmio.force-legacy=false');
+  if (!t) a.push('-global', 'virtio-mmio.force-legacy=false');
   a.push('-kernel', c.kernel, '-append', c.cmdline);
+  if (t) a.push('-initrd', t.initrd);
   // The serial console: one end of a socket pair whose other end the run
   // entrypoint keeps (console-relay.ts), which owns the log and console.sock.
   // No logfile: qemu never writes what the guest prints to a file.
   a.push('-chardev', `socket,id=console,fd=${QEMU_CONSOLE_FD}`);
   a.push('-serial', 'chardev:console');
-  a.push('-device', 'virtio-serial-device');
+  a.push('-device', virtio('virtio-serial'));
   // App output: FIFOs that keep what the guest writes until the run entrypoint reads it.
   a.push('-chardev', `pipe,id=stdout,path=${file('stdout')}`, '-device', 'virtserialport,chardev=stdout,name=rkt.stdout');
   a.push('-chardev', `pipe,id=stderr,path=${file('stderr')}`, '-device', 'virtserialport,chardev=stderr,name=rkt.stderr');
@@ -129,14 +157,19 @@ export function qemuArgs(c: VmConfig): string[] {
   agentSocketPaths(c.podDir).forEach((p, i) => {
     a.push('-chardev', `socket,id=agent${i === 0 ? '' : i},path=${optValue(p)},server=on,wait=off`, '-device', `virtserialport,chardev=agent${i === 0 ? '' : i},name=${agentPortName(i)}`);
   });
-  a.push('-device', 'virtio-rng-device');
+  if (t) a.push('-chardev', `pipe,id=template,path=${file('template')}`, '-device', `virtserialport,chardev=template,name=${TEMPLATE_PORT}`);
+  a.push('-device', virtio('virtio-rng'));
   // pvpanic (ISA port 0x505, in microvm's ACPI tables): the guest kernel's
   // panic becomes QMP's GUEST_PANICKED, and qemu powers the VM off. The host
   // says "guest panicked" on that signal only, never on console text.
   a.push('-device', 'pvpanic', '-action', 'panic=shutdown');
-  a.push(...(c.nics ?? []));
-  // the pod's files, served by virtiofsd (there is no 9p: config.ts, checkShare)
-  a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
+  // a template has neither: they are the pod's own, hotplugged after the restore (template-vm.ts)
+  if (!t) {
+    a.push(...(c.nics ?? []));
+    // the pod's files, served by virtiofsd (there is no 9p: config.ts, checkShare)
+    a.push('-chardev', `socket,id=vfs,path=${sock('virtiofsSocket')}`, '-device', `vhost-user-fs-device,chardev=vfs,tag=${ROOT_TAG}`);
+  }
+  if (t?.incomingFd !== undefined) a.push('-incoming', `fd:${INCOMING_FD}`);
   // Two monitors: qemu serves one client per socket, and the run entrypoint keeps the first.
   a.push('-qmp', `unix:${sock('qmp')},server=on,wait=off`);
   a.push('-qmp', `unix:${sock('qmpCtl')},server=on,wait=off`);
@@ -149,12 +182,13 @@ export function qemuArgs(c: VmConfig): string[] {
  * it the FIFOs of qemu's pipe chardevs (<name>.in, <name>.out), owned by
  * the pod's ids. Stale ones are replaced.
  */
-export function makeQemuDir(podDir: string, ids: HostIds): void {
+export function makeQemuDir(podDir: string, ids: HostIds, template = false): void {
   const dir = path.join(podDir, QEMU_DIR);
   fs.mkdirSync(dir, { recursive: true });
   fs.chownSync(dir, 0, ids.gid);
   fs.chmodSync(dir, 0o770);
-  for (const f of ['stdout', 'stderr', 'report'] as const) {
+  const fifos: PodFile[] = ['stdout', 'stderr', 'report', ...(template ? (['template'] as const) : [])];
+  for (const f of fifos) {
     for (const end of ['in', 'out']) {
       const p = `${podFile(podDir, f)}.${end}`;
       mkfifo(p);
@@ -183,7 +217,7 @@ export interface Helper {
 }
 
 /** What a helper gets as descriptors 3 and up: /dev/null at 3 (never the pod lock we hold there) unless `consoleFd3`, qemu's console socket; a pid pipe at 4. */
-export function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, opts: { consoleFd3?: boolean; pidPipe?: boolean } = {}): Helper {
+export function spawnHelper(podDir: string, argv: string[], logFile: string, name: string, opts: { consoleFd3?: boolean; pidPipe?: boolean; incomingFd?: number } = {}): Helper {
   const setpriv = findSetpriv();
   const out = fs.openSync(logFile, 'a');
   const devNull = fs.openSync('/dev/null', 'r+');
@@ -192,6 +226,8 @@ export function spawnHelper(podDir: string, argv: string[], logFile: string, nam
   try {
     // node makes a 'pipe' a socket pair: qemu's socket chardev takes its end (fd 3) as a connected client
     const stdio: StdioOptions = [devNull, out, out, opts.consoleFd3 ? 'pipe' : devNull, ...(opts.pidPipe ? (['pipe'] as const) : [])];
+    // a template's saved state, read-only: at INCOMING_FD (the pid pipe is always there for qemu)
+    if (opts.incomingFd !== undefined) stdio.push(opts.incomingFd);
     // its own process group: a ^C at rkt's terminal is a stop request for the supervisor, not a kill for qemu
     child = spawn(setpriv, ['--pdeathsig', 'KILL', '--', ...argv], { cwd: podDir, stdio, detached: true });
   } finally {
@@ -212,7 +248,7 @@ export function spawnHelper(podDir: string, argv: string[], logFile: string, nam
 /** What qemu's jail holds for this pod. */
 export function qemuJail(qemu: string, c: VmConfig, host: { devices: (p: string, isPrivate: boolean) => JailDevice | undefined; system: Pick<JailSpec, 'readOnly' | 'links'> }): JailSpec {
   const readOnly = [...host.system.readOnly];
-  for (const f of [qemu, c.kernel]) if (!readOnly.some((d) => isUnder(f, d))) readOnly.push(f);
+  for (const f of [qemu, c.kernel, ...(c.template ? [c.template.initrd] : [])]) if (!readOnly.some((d) => isUnder(f, d))) readOnly.push(f);
   const devices = [host.devices('/dev/null', false), host.devices('/dev/urandom', false)];
   if (c.accel === 'kvm') devices.push(host.devices('/dev/kvm', true));
   if ((c.nics ?? []).length > 0) devices.push(host.devices('/dev/net/tun', true));
@@ -241,7 +277,7 @@ export function startQemu(qemu: string, c: VmConfig): QemuProcess {
   const jail = jailArgv(spec, [qemu, ...qemuArgs(c)]);
   // nsenter execs the jail's launcher in place, which keeps the parent-death signal set by setpriv
   const argv = c.netns !== undefined ? inNetns(c.netns, jail) : jail;
-  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', { consoleFd3: true, pidPipe: true });
+  const h = spawnHelper(c.podDir, argv, podFile(c.podDir, 'qemuLog'), 'qemu', { consoleFd3: true, pidPipe: true, ...(c.template?.incomingFd !== undefined && { incomingFd: c.template.incomingFd }) });
   return { ...h, qemuPid: readPid(h.child), console: (h.child.stdio[QEMU_CONSOLE_FD] as Duplex | null) ?? undefined };
 }
 

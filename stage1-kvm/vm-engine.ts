@@ -17,7 +17,7 @@ import type { PodEngine } from '../src/stage1-common/supervisor.js';
 import { phase } from '../src/util/phase-trace.js';
 import { chooseAccel, type AccelChoice } from './accel.js';
 import { installDnsFiles } from './app-dns.js';
-import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs } from './config.js';
+import { bootTimeoutMs, checkShare, extraKernelParams, KVM_TIMEOUTS, stopTimeoutMs, templateWanted } from './config.js';
 import { attachToApp } from './agent-client.js';
 import { KvmBootError, KvmHostError } from './errors.js';
 import { KvmGuardian } from './guardian.js';
@@ -30,7 +30,10 @@ import { checkHostname, customKernel, hostTscKhz, kernelCmdline, kernelPath, STA
 import { checkNetRequest, nicArgs, setupNetwork, type KvmNetwork } from './network.js';
 import { pipeFifo } from './output.js';
 import { agentSocketPaths, podFile } from './pod-files.js';
-import { findQemu, makeQemuDir, type Helper } from './qemu.js';
+import { findQemu, makeQemuDir, type Helper, type VmConfig } from './qemu.js';
+import type { QmpClient } from './qmp.js';
+import { PodTemplate } from './template.js';
+import { goLine, plugPodDevices, sendGo } from './template-vm.js';
 import { hostResources, vmSize, type VmSize } from './sizing.js';
 import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
 import { createVmCgroup, removeVmCgroup, vmMemoryLimitBytes } from './vm-cgroup.js';
@@ -166,7 +169,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       writeMutableGuest(this.paths.stage1Rootfs, netStep);
       saveMutableState(this.paths, { base: this.ids.base, dns, sharedDevices: this.args.disablePaths, netStep });
     }
-    makeQemuDir(this.paths.dir, qemu);
+    makeQemuDir(this.paths.dir, qemu, this.templateWanted());
   }
 
   /** --interactive: a terminal when rkt run has one on stdin and stdout (as nspawn decides), with its size. */
@@ -220,7 +223,7 @@ export class VmEngine implements PodEngine<VmEnd> {
     const ids = qemuIds(this.ids!);
     // qemu connects to virtiofsd's socket as the pod's uid
     fs.chownSync(podFile(paths.dir, 'virtiofsSocket'), ids.uid, ids.gid);
-    this.vm = new PodVm(plan.qemu, {
+    const config: VmConfig = {
       podDir: paths.dir,
       uuid: args.uuid,
       accel,
@@ -232,8 +235,9 @@ export class VmEngine implements PodEngine<VmEnd> {
       ids,
       cgroupProcs: this.cgroupProcs,
       ...(network.guest.length > 0 && { netns: network.netnsPath!, nics: nicArgs(network) }),
-    }, { ...(args.debug && !args.interactive && { debug: process.stderr }) });
-    await this.vm.start((pid) => this.guardian.watch(pid));
+    };
+    const template = this.templateWanted() ? await PodTemplate.open(plan.qemu, paths.stage1Rootfs, config) : undefined;
+    if (!template || !(await this.restoreVm(template, config))) await this.startVm(config);
     // qemu has opened the port's FIFO (it answers on QMP): the channel ends when qemu does
     this.reports.attachFifo(`${podFile(paths.dir, 'report')}.out`, { hold: false });
     if (args.interactive) {
@@ -243,6 +247,53 @@ export class VmEngine implements PodEngine<VmEnd> {
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stderr')}.out`, process.stderr));
     }
     if (this.mutable) await waitForGuest(paths.dir, this.bootTimeoutMs(), () => this.hasEnded);
+  }
+
+  /** The template path (opt-in) for pods with their apps; a sandbox boots cold, as its path has not been tested restored. */
+  private templateWanted(): boolean {
+    return templateWanted() && this.mutable === undefined;
+  }
+
+  private async startVm(config: VmConfig, beforeCont?: (qmp: QmpClient) => Promise<void>): Promise<void> {
+    const { args } = this;
+    this.vm = new PodVm(this.plan!.qemu, config, { ...(args.debug && !args.interactive && { debug: process.stderr }) });
+    await this.vm.start((pid) => this.guardian.watch(pid), beforeCont);
+  }
+
+  /**
+   * The template path (template.ts): the pod's VM restored from its
+   * template, given the pod's devices, then its identity and a fresh seed.
+   * False, the VM gone and qemu's directory made anew, when the restore
+   * failed: the caller boots cold.
+   */
+  private async restoreVm(template: PodTemplate, cold: VmConfig): Promise<boolean> {
+    try {
+      await this.startVm(template.config, async (qmp) => {
+        const damaged = await template.damaged;
+        if (damaged !== undefined) throw new Error(`the template is unusable: ${damaged}`);
+        await plugPodDevices(qmp, this.paths.dir, this.network!.guest, KVM_TIMEOUTS.templateLoadMs);
+      });
+      sendGo(this.paths.dir, goLine({ machineId: this.args.uuid.replace(/-/g, ''), hostname: this.plan!.hostname }));
+      phase('template-restored');
+      return true;
+    } catch (err) {
+      log().warn(`the kvm template could not be restored (${(err as Error).message}); booting cold`);
+      // whatever failed, the next pod makes the template anew rather than fail the same way
+      await template.drop().catch(() => undefined);
+      const vm = this.vm;
+      this.vm = undefined;
+      vm?.kill();
+      await vm?.ended;
+      // its console relay lets go of console.sock, which the cold VM's serves next
+      await vm?.console?.closed;
+      await vm?.close();
+      makeQemuDir(this.paths.dir, cold.ids, true);
+      return false;
+    } finally {
+      // the check may still be reading through the descriptor
+      await template.damaged;
+      template.close();
+    }
   }
 
   /**

@@ -59,9 +59,11 @@ export class PodVm {
   /**
    * Start qemu, connect to its monitor, close its directory to it and let
    * the guest run; rejects with qemu's own complaint if it exits first.
-   * `onSpawn` is told the launcher's pid, then qemu's.
+   * `onSpawn` is told the launcher's pid, then qemu's; `beforeCont` runs
+   * on the monitor before the guest does (a restored template gets the
+   * pod's devices there: template-vm.ts).
    */
-  async start(onSpawn?: (pid: number) => void): Promise<void> {
+  async start(onSpawn?: (pid: number) => void, beforeCont?: (qmp: QmpClient) => Promise<void>): Promise<void> {
     this.qemu = startQemu(this.qemuBinary, this.config);
     if (this.qemu.pid > 0) onSpawn?.(this.qemu.pid);
     // read from the start: until then the guest's console waits on a full socket
@@ -113,6 +115,7 @@ export class PodVm {
     qmp.on('close', (r: QmpCloseReason) => log().debug(`QMP connection closed: ${r.message}`));
     // qemu has made every file it makes (all its chardevs are open once the monitor answers)
     closeQemuDir(this.config.podDir);
+    await beforeCont?.(qmp);
     phase('vm-start');
     try {
       await qmp.cont({ timeoutMs: KVM_TIMEOUTS.contMs });

@@ -8,7 +8,7 @@ import { PodPaths } from '../../src/stage1/contract.js';
 import { writeGuestConfig } from '../../stage1-kvm/guest-config.js';
 import { lastLines } from '../../stage1-kvm/output.js';
 import { isPodHelper, socketPath } from '../../stage1-kvm/pod-files.js';
-import { optValue, QEMU_CONSOLE_FD, qemuArgs, type VmConfig } from '../../stage1-kvm/qemu.js';
+import { INCOMING_FD, optValue, QEMU_CONSOLE_FD, qemuArgs, qemuJail, TEMPLATE_PORT, type VmConfig } from '../../stage1-kvm/qemu.js';
 import { bootTimeoutReport, exitCause } from '../../stage1-kvm/vm.js';
 
 const UUID = '0c7d4f36-9a52-4a53-b1c5-2b8a3f1e0d11';
@@ -240,4 +240,32 @@ test('boot timeout: the console lines it prints and its error carry no control c
   const none = bootTimeoutReport(tmp(t), 1000);
   t.deepEqual(none.lines, []);
   t.regex(none.error.message, /console is empty/);
+});
+
+test('the template machine: a PC with virtio-pci, the initramfs and the template port, no NICs or virtio-fs; restored from fd 5', (t) => {
+  const nics = { netns: '/run/netns/x', nics: ['-netdev', 'tap,id=net0,ifname=tap0,script=no,downscript=no', '-device', 'virtio-net-device,netdev=net0,mac=02:00:00:00:00:01'] };
+  const save = qemuArgs(config({ ...nics, template: { initrd: '/k/template-initrd' } }));
+  t.deepEqual(opt(save, '-M'), ['pc,memory-backend=mem']);
+  t.deepEqual(opt(save, '-initrd'), ['/k/template-initrd']);
+  t.true(save.includes('virtio-serial-pci') && save.includes('virtio-rng-pci'));
+  t.false(save.some((a) => /virtio-mmio|vhost-user-fs|virtio-net|^virtio-(serial|rng)-device$/.test(a)));
+  t.true(save.some((a) => a.includes(`name=${TEMPLATE_PORT}`)));
+  t.deepEqual(opt(save, '-netdev'), []);
+  t.deepEqual(opt(save, '-incoming'), []);
+  // the same machine, plus where the state comes from: nothing else may differ (qemu loads it into the same devices)
+  const restore = qemuArgs(config({ ...nics, template: { initrd: '/k/template-initrd', incomingFd: 42 } }));
+  t.deepEqual(opt(restore, '-incoming'), [`fd:${INCOMING_FD}`]);
+  t.deepEqual(restore.filter((a, i) => a !== '-incoming' && restore[i - 1] !== '-incoming'), save);
+  // the cold machine is unchanged
+  const cold = qemuArgs(config(nics));
+  t.regex(opt(cold, '-M')[0]!, /^microvm,/);
+  t.true(cold.some((a) => a.startsWith('vhost-user-fs-device')));
+  t.deepEqual(opt(cold, '-initrd'), []);
+});
+
+test("qemu's jail shows it the template's initramfs, read-only", (t) => {
+  const devices = (): undefined => undefined;
+  const spec = qemuJail('/usr/bin/qemu-system-x86_64', config({ template: { initrd: '/k/template-initrd' } }), { devices, system: { readOnly: ['/usr'], links: [] } });
+  t.true(spec.readOnly.includes('/k/template-initrd'));
+  t.false(spec.writable.includes('/k/template-initrd'));
 });

@@ -29,7 +29,6 @@ import type { FileLock } from '../src/util/lock.js';
 import {
   AgentExecError,
   AgentProtocolError,
-  FrameDecoder,
   FrameType,
   STDIN_CHUNK_BYTES,
   decodeGuestFrame,
@@ -42,6 +41,7 @@ import {
   type ExecRequest,
   type GuestMessage,
 } from './agent-protocol.js';
+import { FrameDecoder } from './frame-decoder.js';
 import { isMissing, takeTurn } from './agent-turn.js';
 import { KVM_TIMEOUTS } from './config.js';
 

@@ -5,13 +5,13 @@ import {
   AgentProtocolError,
   decodeHostFrame,
   encodeFrame,
-  FrameDecoder,
   FrameType,
   sessionFrame,
   STDIN_CHUNK_BYTES,
   type AttachRequest,
   type HostMessage,
 } from '../stage1-kvm/agent-protocol.js';
+import { FrameDecoder } from '../stage1-kvm/frame-decoder.js';
 import { attachRefusal } from './attach-rules.js';
 
 // One `rkt attach` connection to the nspawn relay (app-io.ts), in the kvm

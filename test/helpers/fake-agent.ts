@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { FrameDecoder, type Frame } from '../../stage1-kvm/agent-protocol.js';
+import { type Frame } from '../../stage1-kvm/agent-protocol.js';
+import { FrameDecoder } from '../../stage1-kvm/frame-decoder.js';
 
 // A guest agent played by a test: a unix socket server standing in for a
 // pod's agent port, running `script` on every frame the host sends. For

@@ -4,7 +4,6 @@ import {
   AgentProtocolError,
   FRAME_HEADER_BYTES,
   FRAME_MAX_PAYLOAD,
-  FrameDecoder,
   FrameType,
   decodeAttach,
   decodeError,
@@ -18,6 +17,7 @@ import {
   type ExecRequest,
   type FrameTypeCode,
 } from '../../stage1-kvm/agent-protocol.js';
+import { FrameDecoder } from '../../stage1-kvm/frame-decoder.js';
 import { assertTypedError, fuzz, fuzzParams, withinMs } from '../helpers/fuzz.js';
 
 // Property tests of the host's side of the guest agent protocol: every byte

@@ -6,7 +6,6 @@ import {
   AgentExecError,
   AgentProtocolError,
   FRAME_MAX_PAYLOAD,
-  FrameDecoder,
   FrameType,
   decodeExec,
   encodeExec,
@@ -17,6 +16,7 @@ import {
   type ExecRequest,
   type Frame,
 } from '../../stage1-kvm/agent-client.js';
+import { FrameDecoder } from '../../stage1-kvm/frame-decoder.js';
 
 test('a frame is type byte, u32 big-endian length, payload', (t) => {
   t.deepEqual([...encodeFrame(FrameType.Stdin, Buffer.from('hi'))], [0x02, 0, 0, 0, 2, 0x68, 0x69]);

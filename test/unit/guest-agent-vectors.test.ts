@@ -10,7 +10,6 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   AgentProtocolError,
-  FrameDecoder,
   FrameType,
   decodeAttach,
   decodeExec,
@@ -26,6 +25,7 @@ import {
   type GuestMessage,
   type HostMessage,
 } from '../../stage1-kvm/agent-client.js';
+import { FrameDecoder } from '../../stage1-kvm/frame-decoder.js';
 import { REPO } from '../helpers/rkt.js';
 import { decodeApp, encodeApp, type AppRequest } from '../../stage1-kvm/agent-app.js';
 

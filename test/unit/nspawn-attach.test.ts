@@ -7,7 +7,8 @@ import path from 'node:path';
 import type { AppStreams } from '../../src/appc/app-streams.js';
 import { attachRefusal, Backlog } from '../../stage1-nspawn/attach-rules.js';
 import { AppSession, type SessionHooks } from '../../stage1-nspawn/app-io-session.js';
-import { decodeGuestFrame, encodeAttach, encodeFrame, encodeResize, FrameDecoder, FrameType, type GuestMessage } from '../../stage1-kvm/agent-protocol.js';
+import { decodeGuestFrame, encodeAttach, encodeFrame, encodeResize, FrameType, type GuestMessage } from '../../stage1-kvm/agent-protocol.js';
+import { FrameDecoder } from '../../stage1-kvm/frame-decoder.js';
 import { fuzz, fuzzParams } from '../helpers/fuzz.js';
 
 // The nspawn relay's decisions (which attach it takes, what it keeps of

@@ -7,10 +7,12 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type Result } from 'execa';
 import { call, protoClient, type Client } from './api-client.js';
-import { needCommand, needFile, needRoot } from './prereqs.js';
 import { REPO } from './rkt.js';
 import { holdHost, uniqueNet } from '../integration/net-helpers.js';
-import { PAUSE_IMAGE, testImagesArchive } from './cri-images.js';
+import { testImagesArchive } from './cri-images.js';
+import { cniConflist, containerdToml, handlerBinary, HANDLERS, needContainerdPrereqs, type Handler } from './containerd-config.js';
+
+export { handlerBinary, handlersUnderTest, HANDLERS, type Handler } from './containerd-config.js';
 
 // A private containerd for one test file: its own config, root, state, gRPC
 // socket and CNI network (a bridge on a subnet of its own) in a temporary
@@ -18,39 +20,6 @@ import { PAUSE_IMAGE, testImagesArchive } from './cri-images.js';
 // own runc, and this checkout's OCI runtime front in its two flavors. The
 // system's containerd, if any, is neither used nor touched. stop() takes
 // everything down again, whatever state the test left it in.
-
-export type Handler = 'runc' | 'rkt-nspawn' | 'rkt-kvm';
-export const HANDLERS: Handler[] = ['runc', 'rkt-nspawn', 'rkt-kvm'];
-
-/** The runc-compatible binary behind a handler. */
-export function handlerBinary(h: Handler): string {
-  return h === 'runc' ? needCommand('runc', 'runc') : path.join(REPO, 'bin', h.replace('rkt-', 'rkt-oci-'));
-}
-
-/**
- * The handlers the containerd tests run: this runtime's two flavors, or the
- * comma-separated list in RKT_TEST_CRI_HANDLERS (runc there checks the
- * harness itself against containerd's reference runtime).
- */
-export function handlersUnderTest(): Handler[] {
-  const list = (process.env.RKT_TEST_CRI_HANDLERS ?? 'rkt-nspawn,rkt-kvm').split(',').filter((h) => h !== '');
-  for (const h of list) if (!HANDLERS.includes(h as Handler)) throw new Error(`RKT_TEST_CRI_HANDLERS: unknown handler ${h} (known: ${HANDLERS.join(', ')})`);
-  return list as Handler[];
-}
-
-/** Throws, saying what to install or build, unless containerd and the handlers' runtimes are at hand. */
-export function needContainerdPrereqs(handlers: Handler[]): void {
-  needRoot('the containerd tests');
-  needCommand('containerd', 'containerd');
-  needCommand('ctr', 'containerd');
-  needCommand('containerd-shim-runc-v2', 'containerd');
-  for (const plugin of ['bridge', 'host-local', 'loopback']) needFile(`/usr/lib/cni/${plugin}`, 'install the Debian package containernetworking-plugins (scripts/setup.sh does)');
-  for (const h of handlers) {
-    needFile(handlerBinary(h), 'it is part of the checkout: build with "npm run build"');
-    if (h === 'rkt-nspawn') needFile(path.join(REPO, 'build', 'stage1-coreos.aci'), 'build it with "node dist/stage1-nspawn/build.js build/stage1-coreos.aci"');
-    if (h === 'rkt-kvm') needFile(path.join(REPO, 'build', 'stage1-kvm.aci'), 'build it with "node dist/stage1-kvm/build.js build/stage1-kvm.aci"');
-  }
-}
 
 interface Proc {
   pid: number;
@@ -156,6 +125,20 @@ export class Containerd {
     }
   }
 
+  /** The rkt data dir of the rkt handlers' pods. */
+  get rktDir(): string {
+    return path.join(this.dir, 'rkt');
+  }
+
+  /** The OCI runtime front's configuration file (RKT_OCI_CONFIG): rkt's global flags for a private world. */
+  get runtimeConfig(): string {
+    return path.join(this.dir, 'rkt-oci.json');
+  }
+
+  private rktGlobals(): string[] {
+    return [`--dir=${this.rktDir}`, `--local-config=${path.join(this.dir, 'rkt-etc')}`, `--system-config=${path.join(this.dir, 'rkt-lib')}`];
+  }
+
   /** Where ctr makes its FIFOs for a task's stdio (`--fifo-dir`) instead of /run/containerd/fifo. */
   get fifoDir(): string {
     return path.join(this.dir, 'fifo');
@@ -167,67 +150,21 @@ export class Containerd {
   }
 
   private writeConfig(): void {
-    const cri = 'plugins."io.containerd.grpc.v1.cri"';
-    const q = JSON.stringify;
-    const lines = [
-      'version = 2',
-      `root = ${q(path.join(this.dir, 'root'))}`,
-      `state = ${q(path.join(this.dir, 'state'))}`,
-      'disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]',
-      '[grpc]',
-      `  address = ${q(this.socket)}`,
-      '[ttrpc]',
-      `  address = ${q(`${this.socket}.ttrpc`)}`,
-      '[debug]',
-      '  level = "debug"',
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = ${q(path.join(this.dir, 'opt'))}`,
-      `[${cri}]`,
-      `  sandbox_image = ${q(PAUSE_IMAGE)}`,
-      '  stream_server_address = "127.0.0.1"',
-      '  stream_server_port = "0"',
-      // pods get -998 by default; lowering the score below containerd's own needs a privilege a nested test host may not have
-      '  restrict_oom_score_adj = true',
-      `[${cri}.containerd]`,
-      '  snapshotter = "overlayfs"',
-      '  default_runtime_name = "runc"',
-      ...this.handlers.flatMap((h) => [
-        `[${cri}.containerd.runtimes.${q(h)}]`,
-        '  runtime_type = "io.containerd.runc.v2"',
-        `[${cri}.containerd.runtimes.${q(h)}.options]`,
-        `  BinaryName = ${q(handlerBinary(h))}`,
-        `  Root = ${q(this.handlerRoot(h))}`,
-      ]),
-      `[${cri}.cni]`,
-      '  bin_dir = "/usr/lib/cni"',
-      `  conf_dir = ${q(path.join(this.dir, 'net.d'))}`,
-      '  max_conf_num = 1',
-    ];
-    fs.writeFileSync(this.config, `${lines.join('\n')}\n`);
+    fs.writeFileSync(this.config, containerdToml({ dir: this.dir, socket: this.socket, handlers: this.handlers, handlerRoot: (h) => this.handlerRoot(h) }));
     fs.mkdirSync(path.join(this.dir, 'net.d'));
-    const conf = {
-      cniVersion: '0.4.0',
-      name: `rkt-cri-${path.basename(this.dir).slice(-6).toLowerCase()}`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge: this.bridge,
-          isGateway: true,
-          ipMasq: false,
-          hairpinMode: true,
-          ipam: { type: 'host-local', ranges: [[{ subnet: this.subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: path.join(this.dir, 'cni-ipam') },
-        },
-      ],
-    };
-    fs.writeFileSync(path.join(this.dir, 'net.d', '10-rkt-cri.conflist'), JSON.stringify(conf, null, 2));
+    const net = cniConflist(`rkt-cri-${path.basename(this.dir).slice(-6).toLowerCase()}`, this.bridge, this.subnet, path.join(this.dir, 'cni-ipam'));
+    fs.writeFileSync(path.join(this.dir, 'net.d', '10-rkt-cri.conflist'), JSON.stringify(net, null, 2));
+    for (const d of ['rkt-etc', 'rkt-lib']) fs.mkdirSync(path.join(this.dir, d));
+    fs.writeFileSync(this.runtimeConfig, JSON.stringify({ rktArgs: this.rktGlobals(), sandboxArgs: [] }));
   }
 
   /** Start the daemon and wait until its CRI answers. */
   private async launch(): Promise<void> {
     const log = fs.openSync(this.logFile, 'a');
     // the shims inherit this environment, and the runtimes the shims': the
-    // rkt handlers find this checkout's stage1 images through it
-    const env = { ...process.env, RKT_STAGE1_IMAGES_DIR: process.env.RKT_STAGE1_IMAGES_DIR ?? path.join(REPO, 'build') };
+    // rkt handlers find this checkout's stage1 images and their configuration (a
+    // private rkt data dir) through it
+    const env = { ...process.env, RKT_STAGE1_IMAGES_DIR: process.env.RKT_STAGE1_IMAGES_DIR ?? path.join(REPO, 'build'), RKT_OCI_CONFIG: this.runtimeConfig };
     const proc = spawn('containerd', ['--config', this.config], { stdio: ['ignore', log, log], env });
     fs.closeSync(log);
     this.proc = proc;
@@ -386,6 +323,7 @@ export class Containerd {
           }
         }
       }
+      await this.stopRktPods();
       for (const sock of this.shimSockets) fs.rmSync(sock, { force: true });
       for (const m of mountsUnder(this.dir)) await execa('umount', ['-l', m], { reject: false });
       for (const n of this.netns) {
@@ -407,6 +345,16 @@ export class Containerd {
       this.release = undefined;
     }
     if (problems.length > 0) throw new Error(problems.join('; '));
+  }
+
+  /** Any pod the rkt handlers left in their data dir: stopped, then collected. */
+  private async stopRktPods(): Promise<void> {
+    if (!fs.existsSync(this.rktDir)) return;
+    const rkt = path.join(REPO, 'bin', 'rkt');
+    const list = await execa(rkt, [...this.rktGlobals(), 'list', '--format=json'], { reject: false });
+    const pods = list.exitCode === 0 ? (JSON.parse(String(list.stdout) || '[]') as { name: string; state: string }[]) : [];
+    for (const p of pods) if (p.state === 'running') await execa(rkt, [...this.rktGlobals(), 'stop', '--force', p.name], { reject: false, timeout: 120_000 });
+    await execa(rkt, [...this.rktGlobals(), 'gc', '--grace-period=0s'], { reject: false, timeout: 300_000 });
   }
 
   /** Stop and remove every CRI pod and every ctr container, as a kubelet and an operator would. */

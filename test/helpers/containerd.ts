@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa, type Result } from 'execa';
 import { call, protoClient, type Client } from './api-client.js';
-import { REPO } from './rkt.js';
+import { REPO, RKT } from './rkt.js';
 import { holdHost, uniqueNet } from '../integration/net-helpers.js';
 import { testImagesArchive } from './cri-images.js';
 import { cniConflist, containerdToml, handlerBinary, HANDLERS, needContainerdPrereqs, type Handler } from './containerd-config.js';
@@ -278,11 +278,16 @@ export class Containerd {
   /**
    * What is left on the host of the containers and pods with these ids:
    * shims, runtime state, task bundles, mounts, processes naming them, plus
-   * any network namespace of a pod and any interface on the pods' bridge.
-   * Empty when everything is gone.
+   * any network namespace of a pod and any interface on the pods' bridge,
+   * and of the rkt handlers' private rkt world: running pods, processes and
+   * mounts in its data dir (the tests run one pod at a time, so after a
+   * pod's removal there is none). Empty when everything is gone.
    */
-  leftovers(ids: string[]): string[] {
+  async leftovers(ids: string[]): Promise<string[]> {
     const left: string[] = [];
+    for (const p of await this.rktPods()) if (p.state === 'running') left.push(`rkt pod ${p.name} running`);
+    for (const p of processes()) if (p.pid !== process.pid && p.argv.some((a) => a.includes(this.rktDir))) left.push(`process ${p.pid} in the rkt data dir: ${p.argv.join(' ').slice(0, 200)}`);
+    for (const m of mountsUnder(this.rktDir)) left.push(`mount ${m}`);
     for (const s of this.shims()) if (ids.includes(s.id)) left.push(`shim pid ${s.pid} for ${s.id}`);
     for (const p of processes()) if (p.pid !== process.pid && ids.some((id) => p.argv.some((a) => a.includes(id)))) left.push(`process ${p.pid}: ${p.argv.join(' ').slice(0, 200)}`);
     for (const h of this.handlers) {
@@ -323,7 +328,7 @@ export class Containerd {
           }
         }
       }
-      await this.stopRktPods();
+      await this.stopRktPods().catch((err: Error) => problems.push(`stopping rkt pods: ${err.message}`));
       for (const sock of this.shimSockets) fs.rmSync(sock, { force: true });
       for (const m of mountsUnder(this.dir)) await execa('umount', ['-l', m], { reject: false });
       for (const n of this.netns) {
@@ -347,14 +352,18 @@ export class Containerd {
     if (problems.length > 0) throw new Error(problems.join('; '));
   }
 
+  /** The pods in the rkt handlers' data dir, as `rkt list --format=json` gives them. */
+  private async rktPods(): Promise<{ name: string; state: string }[]> {
+    if (!fs.existsSync(this.rktDir)) return [];
+    const list = await execa(RKT, [...this.rktGlobals(), 'list', '--format=json'], { reject: false });
+    if (list.exitCode !== 0) throw new Error(`rkt list in the handlers' data dir failed: ${String(list.stderr)}`);
+    return JSON.parse(String(list.stdout) || '[]') as { name: string; state: string }[];
+  }
+
   /** Any pod the rkt handlers left in their data dir: stopped, then collected. */
   private async stopRktPods(): Promise<void> {
-    if (!fs.existsSync(this.rktDir)) return;
-    const rkt = path.join(REPO, 'bin', 'rkt');
-    const list = await execa(rkt, [...this.rktGlobals(), 'list', '--format=json'], { reject: false });
-    const pods = list.exitCode === 0 ? (JSON.parse(String(list.stdout) || '[]') as { name: string; state: string }[]) : [];
-    for (const p of pods) if (p.state === 'running') await execa(rkt, [...this.rktGlobals(), 'stop', '--force', p.name], { reject: false, timeout: 120_000 });
-    await execa(rkt, [...this.rktGlobals(), 'gc', '--grace-period=0s'], { reject: false, timeout: 300_000 });
+    for (const p of await this.rktPods()) if (p.state === 'running') await execa(RKT, [...this.rktGlobals(), 'stop', '--force', p.name], { reject: false, timeout: 120_000 });
+    await execa(RKT, [...this.rktGlobals(), 'gc', '--grace-period=0s'], { reject: false, timeout: 300_000 });
   }
 
   /** Stop and remove every CRI pod and every ctr container, as a kubelet and an operator would. */

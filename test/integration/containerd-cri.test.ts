@@ -77,7 +77,7 @@ async function removeAndCheck(t: ExecutionContext, pod: Pod, ids: string[]): Pro
   t.deepEqual(containers, [], 'no container of the removed pod listed');
   // the shim exits just after answering the last delete
   const left = await waitFor('nothing left of the pod', 30_000, async () => {
-    const l = c.leftovers([pod.id, ...ids]);
+    const l = await c.leftovers([pod.id, ...ids]);
     return l.length === 0 ? l : undefined;
   }).catch(() => c.leftovers([pod.id, ...ids]));
   t.deepEqual(left, [], 'nothing left behind');

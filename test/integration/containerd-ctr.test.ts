@@ -35,7 +35,7 @@ for (const h of handlers) {
     t.is(r.exitCode, 7, String(r.stderr));
     t.is(String(r.stdout), `hello ${id} from /www`);
     t.regex(String(r.stderr), /^to stderr$/m);
-    t.deepEqual(c.leftovers([id]), []);
+    t.deepEqual(await c.leftovers([id]), []);
   });
 
   test.serial(`${h}: ctr task exec, kill and delete on a detached container; errors for the wrong order`, async (t) => {
@@ -67,6 +67,6 @@ for (const h of handlers) {
     t.is(del.exitCode, 0, String(del.stderr));
     const rm = await c.ctr(NS, ['containers', 'delete', id]);
     t.is(rm.exitCode, 0, String(rm.stderr));
-    t.deepEqual(c.leftovers([id]), []);
+    t.deepEqual(await c.leftovers([id]), []);
   });
 }

@@ -11,7 +11,7 @@ import { removePod, runPod, startContainer, waitState } from '../dist/test/helpe
 
 const [out, runsArg, ...handlers] = process.argv.slice(2);
 const runs = Number(runsArg);
-const cd = await Containerd.start(['runc', ...handlers.filter((h) => h !== 'runc')]);
+const cd = await Containerd.start(handlers);
 const times = Object.fromEntries(handlers.map((h) => [h, []]));
 try {
   // one untimed warm-up pod each (the snapshots of the image are made then), then RUNS rounds

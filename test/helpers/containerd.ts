@@ -10,6 +10,7 @@ import { call, protoClient, type Client } from './api-client.js';
 import { REPO, RKT } from './rkt.js';
 import { holdHost, uniqueNet } from '../integration/net-helpers.js';
 import { testImagesArchive } from './cri-images.js';
+import { mountsUnder, processes, specNetns } from './host-procs.js';
 import { cniConflist, containerdToml, handlerBinary, HANDLERS, needContainerdPrereqs, type Handler } from './containerd-config.js';
 
 export { handlerBinary, handlersUnderTest, HANDLERS, type Handler } from './containerd-config.js';
@@ -20,42 +21,6 @@ export { handlerBinary, handlersUnderTest, HANDLERS, type Handler } from './cont
 // own runc, and this checkout's OCI runtime front in its two flavors. The
 // system's containerd, if any, is neither used nor touched. stop() takes
 // everything down again, whatever state the test left it in.
-
-interface Proc {
-  pid: number;
-  argv: string[];
-}
-
-function processes(): Proc[] {
-  const out: Proc[] = [];
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const argv = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
-      if (argv.length > 0) out.push({ pid: Number(e), argv });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
-/** Mount points under `dir`, deepest first. */
-function mountsUnder(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .map((m) => m.replace(/\\040/g, ' '))
-    .filter((m) => m === dir || m.startsWith(`${dir}/`))
-    .reverse();
-}
-
-/** The network namespace path in an OCI runtime spec, if it names one. */
-function specNetns(spec: unknown): string | undefined {
-  const ns = (spec as { linux?: { namespaces?: { type: string; path?: string }[] } })?.linux?.namespaces ?? [];
-  return ns.find((n) => n.type === 'network')?.path || undefined;
-}
 
 /** The namespaces the tests use; containers' cgroups go under a directory named for theirs. */
 export const CTR_NAMESPACE = 'rkt-ctr';
@@ -112,14 +77,16 @@ export class Containerd {
     const release = await holdHost();
     let cd: Containerd | undefined;
     try {
-      cd = new Containerd(handlers);
+      // runc is always there: the CRI's default handler must exist
+      cd = new Containerd([...new Set<Handler>(['runc', ...handlers])]);
       cd.release = release;
       cd.writeConfig();
       await cd.launch();
       await cd.importImages('k8s.io');
       return cd;
     } catch (err) {
-      if (cd) await cd.stop();
+      // the first failure is the one to report; a teardown failure after it goes with it
+      if (cd) await cd.stop().catch((e: Error) => ((err as Error).message += `\n(and tearing down: ${e.message})`));
       else await release();
       throw err;
     }
@@ -177,11 +144,21 @@ export class Containerd {
           return;
         }
       } catch (err) {
+        // UNIMPLEMENTED: containerd runs but its CRI plugin did not load; its log says why
+        if ((err as { code?: number }).code === 12) throw new Error(`containerd's CRI plugin did not load:\n${this.criErrors()}`);
         if (Date.now() > deadline) throw new Error(`containerd's CRI did not answer within 60 s (${(err as Error).message}):\n${this.log().slice(-3000)}`);
       }
       if (Date.now() > deadline) throw new Error(`containerd did not make its socket within 60 s:\n${this.log().slice(-3000)}`);
       await sleep(200);
     }
+  }
+
+  /** The log's lines about the CRI plugin at error or warning level. */
+  private criErrors(): string {
+    return this.log()
+      .split('\n')
+      .filter((l) => /level=(error|warning|fatal)/.test(l) && /cri/i.test(l))
+      .join('\n');
   }
 
   log(): string {
@@ -259,12 +236,16 @@ export class Containerd {
     return path.join('/run/containerd/s', crypto.createHash('sha256').update(path.join(this.socket, ns, id)).digest('hex'));
   }
 
-  /** Remember the network namespaces of the pods that exist now, so stop() can remove them if CRI does not. */
+  /**
+   * Remember the network namespaces and shim sockets of the tasks that exist
+   * now, so stop() can remove them if containerd does not.
+   */
   notePodNetns(): void {
     const tasks = path.join(this.dir, 'state', 'io.containerd.runtime.v2.task');
     if (!fs.existsSync(tasks)) return;
     for (const ns of fs.readdirSync(tasks)) {
       for (const id of fs.readdirSync(path.join(tasks, ns))) {
+        this.shimSockets.add(this.shimSocket(ns, id));
         try {
           const p = specNetns(JSON.parse(fs.readFileSync(path.join(tasks, ns, id, 'config.json'), 'utf8')));
           if (p) this.netns.add(p);
@@ -324,11 +305,25 @@ export class Containerd {
         if (!fs.existsSync(root)) continue;
         for (const ns of fs.readdirSync(root)) {
           for (const id of fs.readdirSync(path.join(root, ns))) {
-            await execa(handlerBinary(h), ['--root', path.join(root, ns), 'delete', '--force', id], { reject: false, timeout: 120_000 });
+            await execa(handlerBinary(h), ['--root', path.join(root, ns), 'delete', '--force', id], { reject: false, timeout: 60_000 });
           }
         }
       }
       await this.stopRktPods().catch((err: Error) => problems.push(`stopping rkt pods: ${err.message}`));
+      // whatever still runs from this world (the tests started all of it): killed, then rkt collects its pods
+      const stray = processes().filter((p) => p.pid !== process.pid && p.argv.some((a) => a.includes(this.dir)));
+      if (stray.length > 0) {
+        problems.push(`processes left running, killed: ${stray.map((p) => `${p.pid} ${p.argv.join(' ').slice(0, 120)}`).join('; ')}`);
+        for (const p of stray) {
+          try {
+            process.kill(p.pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+        }
+        await sleep(500);
+        await this.stopRktPods().catch((err: Error) => problems.push(`collecting rkt pods: ${err.message}`));
+      }
       for (const sock of this.shimSockets) fs.rmSync(sock, { force: true });
       for (const m of mountsUnder(this.dir)) await execa('umount', ['-l', m], { reject: false });
       for (const n of this.netns) {
@@ -362,15 +357,16 @@ export class Containerd {
 
   /** Any pod the rkt handlers left in their data dir: stopped, then collected. */
   private async stopRktPods(): Promise<void> {
-    for (const p of await this.rktPods()) if (p.state === 'running') await execa(RKT, [...this.rktGlobals(), 'stop', '--force', p.name], { reject: false, timeout: 120_000 });
-    await execa(RKT, [...this.rktGlobals(), 'gc', '--grace-period=0s'], { reject: false, timeout: 300_000 });
+    for (const p of await this.rktPods()) if (p.state === 'running') await execa(RKT, [...this.rktGlobals(), 'stop', '--force', p.name], { reject: false, timeout: 60_000 });
+    await execa(RKT, [...this.rktGlobals(), 'gc', '--grace-period=0s'], { reject: false, timeout: 120_000 });
   }
 
   /** Stop and remove every CRI pod and every ctr container, as a kubelet and an operator would. */
   private async removeAll(): Promise<void> {
     const rt = this.runtime();
     const long = 180_000;
-    const { items } = await call<{ items: { id: string }[] }>(rt, 'ListPodSandbox', {}, long);
+    // none when the CRI plugin did not load
+    const { items } = await call<{ items: { id: string }[] }>(rt, 'ListPodSandbox', {}, long).catch(() => ({ items: [] }));
     for (const p of items) {
       const st = await call<{ info: Record<string, string> }>(rt, 'PodSandboxStatus', { pod_sandbox_id: p.id, verbose: true }, long).catch(() => undefined);
       try {

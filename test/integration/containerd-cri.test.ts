@@ -27,11 +27,14 @@ import {
 const handlers = handlersUnderTest();
 let cd: Containerd | undefined;
 
-test.before(async () => {
-  cd = await Containerd.start(['runc', ...handlers.filter((h) => h !== 'runc')]);
+test.before(async (t) => {
+  t.timeout(10 * 60_000);
+  cd = await Containerd.start(handlers);
 });
 
-test.after.always(async () => {
+test.after.always(async (t) => {
+  // a pod a failed test left behind is stopped here: a VM under tcg takes its time
+  t.timeout(15 * 60_000);
   await cd?.stop();
 });
 

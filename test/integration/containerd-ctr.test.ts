@@ -10,12 +10,15 @@ import { waitFor } from '../helpers/cri-pod.js';
 const handlers = handlersUnderTest();
 let cd: Containerd | undefined;
 
-test.before(async () => {
+test.before(async (t) => {
+  t.timeout(10 * 60_000);
   cd = await Containerd.start(handlers);
   await cd.importImages(NS);
 });
 
-test.after.always(async () => {
+test.after.always(async (t) => {
+  // a pod a failed test left behind is stopped here: a VM under tcg takes its time
+  t.timeout(15 * 60_000);
   await cd?.stop();
 });
 

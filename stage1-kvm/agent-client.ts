@@ -78,6 +78,8 @@ export interface RunInGuestOptions {
 export interface AttachOptions extends Omit<RunInGuestOptions, 'forwardSignals'> {
   /** A byte of input that detaches (Ctrl-] for a terminal); the app keeps running. */
   detachKey?: number;
+  /** The socket's server takes any number of clients (the nspawn relay), so no port is taken in turn. */
+  anyClients?: boolean;
 }
 
 /** How an attach session ended: the user detached (key or abort), or the pod went away. */
@@ -220,11 +222,14 @@ function runSession(
     }
     handleSignals();
 
-    takeTurn(socketPaths, { signal: stopWaiting.signal, ...(opts.onWait && { onWait: opts.onWait }) }).then(
+    const turnTaken = opts.anyClients
+      ? Promise.resolve({ lock: undefined, socketPath: socketPaths[0]! })
+      : takeTurn(socketPaths, { signal: stopWaiting.signal, ...(opts.onWait && { onWait: opts.onWait }) });
+    turnTaken.then(
       (taken) => {
         if (taken === undefined) return; // finished while waiting
         if (finished) {
-          taken.lock.release();
+          taken.lock?.release();
           return;
         }
         turn = taken.lock;

@@ -76,7 +76,23 @@ export async function attach(argv: string[]): Promise<number> {
   if (!isAttachable(spec.streams)) {
     throw new UsageError(`app "${spec.name}" has no attachable streams: run it with --stdin, --stdout or --stderr set to tty or stream (rkt attach --mode=console reaches the pod's console)`);
   }
-  const { req, tty } = attachRequest(spec, args.action, args.endpoints);
+  return attachAppStreams(spec, args.action, args.endpoints, agentSocketPaths(paths.dir), { closed: 'The pod has stopped.' });
+}
+
+/**
+ * Connect this process's stdio to an app's streams on `sockets` (the guest
+ * agent's ports, or the nspawn relay's socket: the same ATTACH framing)
+ * until the user detaches (Ctrl-] at a terminal, or a signal) or the other
+ * side goes away; the app keeps running either way.
+ */
+export async function attachAppStreams(
+  spec: AppSpec,
+  action: AttachAction,
+  e: AttachEndpoints | undefined,
+  sockets: string | readonly string[],
+  opts: { closed: string; anyClients?: boolean },
+): Promise<number> {
+  const { req, tty } = attachRequest(spec, action, e);
   const interactive = tty && req.stdin && process.stdin.isTTY === true;
   const abort = new AbortController();
   const detach = (): void => abort.abort();
@@ -85,13 +101,13 @@ export async function attach(argv: string[]): Promise<number> {
   if (interactive) process.stderr.write(`Attached to the terminal of app ${spec.name}; press Ctrl-] to detach.\r\n`);
   try {
     const how = await attachToApp(
-      agentSocketPaths(paths.dir),
+      sockets,
       req,
       tty,
       { stdin: req.stdin ? process.stdin : null, stdout: process.stdout, stderr: process.stderr },
-      { signal: abort.signal, who: 'rkt attach', ...(interactive && { detachKey: DETACH_KEY }) },
+      { signal: abort.signal, who: 'rkt attach', ...(opts.anyClients && { anyClients: true }), ...(interactive && { detachKey: DETACH_KEY }) },
     );
-    if (interactive) process.stderr.write(how === 'detached' ? '\r\nDetached; the app keeps running.\r\n' : '\r\nThe pod has stopped.\r\n');
+    if (interactive) process.stderr.write(how === 'detached' ? '\r\nDetached; the app keeps running.\r\n' : `\r\n${opts.closed}\r\n`);
     return 0;
   } catch (err) {
     if (err instanceof AgentExecError) throw new RktError(err.message, { exitCode: EXIT_USAGE, cause: err });

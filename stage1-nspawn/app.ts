@@ -19,6 +19,8 @@ import { loadSyscallTable } from './options.js';
 import { loadEtcOptions } from './mutable.js';
 import { runningPodInit, runningRunProcess } from './pod-process.js';
 import { removeAppFiles, STAGE1, writeAddedApp } from './pod-units.js';
+import { removeAppIoFiles, waitForRelay } from './app-io.js';
+import { isAttachable } from '../src/appc/app-streams.js';
 import { seccompPlan } from './seccomp.js';
 
 // The app entrypoints of the nspawn flavor (rkt's app/add, app/start,
@@ -32,6 +34,8 @@ import { seccompPlan } from './seccomp.js';
 // (an app name twice, rm of a running app); these check the pod itself.
 
 const SYSTEMCTL_TIMEOUT_MS = 120_000;
+/** How long app/add waits for the run entrypoint to relay an added app's streams (it polls the manifest every 100 ms at most). */
+const RELAY_WAIT_MS = 30_000;
 
 interface RunningPod {
   paths: PodPaths;
@@ -117,6 +121,8 @@ async function inRunNamespace(paths: PodPaths, nsenter: string): Promise<number 
 
 async function undoAdd(pod: RunningPod, spec: AppSpec): Promise<void> {
   removeAppFiles(pod.paths.stage1Rootfs, pod.paths.dir, spec);
+  // the run entrypoint lets go of the relay once the app has left the pod manifest; its files go now
+  await removeAppIoFiles(pod.paths, spec.name);
   systemctl(pod, ['daemon-reload']);
   // never remove files through a mount: a volume's are the host's
   const left = await unmountAllUnder(pod.paths.appRootfs(spec.name));
@@ -140,6 +146,7 @@ export async function appAdd(argv: string[]): Promise<number> {
     await prepareUnitRootfs(pod.paths, spec, 'nspawn', loadEtcOptions(pod.paths));
     writeAddedApp(pod.paths.stage1Rootfs, pod.paths.dir, spec, { seccomp, insecurePaths: args.disablePaths });
     mustSystemctl(pod, ['daemon-reload'], `cannot add app ${spec.name}`);
+    if (isAttachable(spec.streams)) await waitForRelay(pod.paths, spec.name, RELAY_WAIT_MS, () => runningRunProcess(pod.paths) !== undefined);
   } catch (err) {
     await undoAdd(pod, spec);
     throw err;

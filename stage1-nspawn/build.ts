@@ -27,6 +27,7 @@ const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
   ['enter', 'enter'],
   ['stop', 'stop'],
   ['gc', 'gc'],
+  ['attach', 'attach'],
   ['appAdd', 'app-add'],
   ['appStart', 'app-start'],
   ['appStop', 'app-stop'],

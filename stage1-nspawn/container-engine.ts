@@ -2,7 +2,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { refuseStreamModes } from '../src/appc/app-streams.js';
 import { UsageError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import type { PodPaths } from '../src/stage1/contract.js';
@@ -22,6 +21,7 @@ import { bootTimeoutMs, CGROUPS_FILE, NSPAWN_ENV, NSPAWN_TIMEOUTS, nspawnOverrid
 import { PodContainer } from './container.js';
 import { NspawnBootError, NspawnHostError } from './errors.js';
 import { drain, FifoCopy, FifoFeed } from './io.js';
+import { PodIo } from './app-io.js';
 import { extraCapabilities, machinedAvailable, nspawnCommand, which } from './nspawn-args.js';
 import { rootfsEtcOptions, setupNetwork } from './network.js';
 import { checkNetwork, insecure, loadSyscallTable, type PodRunOptions } from './options.js';
@@ -88,6 +88,10 @@ export class ContainerEngine implements PodEngine {
   private cgroupProcs: string[] = [];
   private readonly copies: FifoCopy[] = [];
   private feed: FifoFeed | undefined;
+  /** The relays of the apps' own streams (stream and tty modes). */
+  private readonly io: PodIo;
+  /** Relay changes of a mutable pod, one after the other. */
+  private ioWork: Promise<void> = Promise.resolve();
   private readonly guardian: NspawnGuardian;
   private readonly tty: boolean;
   private readonly hostname: string;
@@ -103,6 +107,7 @@ export class ContainerEngine implements PodEngine {
   ) {
     this.guardian = new NspawnGuardian(paths.dir);
     this.trees = new TreeHolds(paths);
+    this.io = new PodIo(paths);
     this.tty = args.interactive && process.stdin.isTTY === true;
     this.hostname = args.hostname ?? `rkt-${args.uuid}`;
     // until the container's init is known (the pid file), rkt stop signals us
@@ -125,7 +130,6 @@ export class ContainerEngine implements PodEngine {
     if (this.args.mutable && this.args.interactive) throw new UsageError('--interactive cannot be used with a mutable pod: its apps come later');
     if (this.args.mutable && this.opts.privateUsers !== undefined) throw new UsageError('the nspawn stage1 cannot run a mutable pod with --private-users: apps added later would need the pod\'s id shift');
     const loaded = loadAppSpecs(this.paths, { container: 'rkt' });
-    refuseStreamModes(loaded, 'nspawn');
     if (this.args.interactive && loaded.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${loaded.length}`);
     const noSeccomp = insecure(this.opts, 'seccomp');
     checkIsolators(loaded, NSPAWN_ISOLATORS, noSeccomp ? SECCOMP_ISOLATORS : undefined);
@@ -180,6 +184,7 @@ export class ContainerEngine implements PodEngine {
     }
     // The report channel is opened now, before the container exists, and
     // only ever read through this descriptor: its path is the container's.
+    for (const spec of this.specs) await this.io.add(spec);
     mkfifo(rootfsPath(STAGE1.reportFifo));
     this.reports.attachFifo(rootfsPath(STAGE1.reportFifo), { hold: true });
     await privateNspawnRuntime();
@@ -241,9 +246,26 @@ export class ContainerEngine implements PodEngine {
     this.specs = specs;
     this.reports.setApps(now.keys(), changed);
     const added = changed.filter((a) => now.has(a));
+    this.relayStreams(changed, specs.filter((s) => added.includes(s.name)));
     this.trees.update(added, changed);
     this.guardian.watchApps(added);
     return changed;
+  }
+
+  /** A mutable pod's added apps get their relays before app/add returns (it waits for them); removed ones lose theirs. */
+  private relayStreams(changed: readonly string[], added: readonly AppSpec[]): void {
+    const work = async (): Promise<void> => {
+      for (const app of changed) await this.io.remove(app);
+      for (const spec of added) {
+        try {
+          await this.io.add(spec);
+        } catch (err) {
+          log().warn(`app ${spec.name}: cannot relay its streams: ${(err as Error).message}`);
+          this.io.markFailed(spec.name, (err as Error).message);
+        }
+      }
+    };
+    this.ioWork = this.ioWork.then(work, work);
   }
 
   onStarted(): void {
@@ -289,6 +311,8 @@ export class ContainerEngine implements PodEngine {
     for (const c of this.copies) c.destroy();
     this.reports.close();
     this.feed?.destroy();
+    await this.ioWork;
+    await this.io.closeAll();
     if (this.cgroupProcs.length > 0) await removePodCgroups(this.cgroupProcs.map((p) => path.dirname(p)));
     // the container has ended (or never started): nothing uses the namespace any more
     await teardownNetwork(this.paths.dir);

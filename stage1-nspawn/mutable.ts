@@ -96,6 +96,8 @@ export class TreeHolds {
     if (layout === undefined) return;
     for (const app of apps) {
       if (this.held.has(app)) continue;
+      // an app whose root is a directory (an OCI bundle's) has no rendered image to hold
+      if (fs.existsSync(this.paths.appDirectoryMark(app))) continue;
       try {
         const treeId = fs.readFileSync(this.paths.appTreeStoreId(app), 'utf8').trim();
         if (!/^[a-z0-9-]+$/.test(treeId)) continue;

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { AppStreams } from '../src/appc/app-streams.js';
 import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
 import { credentialEntries } from '../src/stage1-common/credentials.js';
@@ -21,6 +22,8 @@ export const STAGE1 = {
   stdout: '/rkt/io/stdout',
   stderr: '/rkt/io/stderr',
   stdin: '/rkt/io/stdin',
+  /** Per app with stream or tty modes, the ends of its streams (app-io.ts). */
+  iottymux: '/rkt/iottymux',
   init: '/rkt/bin/rkt-init',
   console: '/dev/console',
   /** systemd's syscall table, recorded at build time (see seccomp.ts). */
@@ -56,7 +59,21 @@ export interface NspawnUnitOptions {
   interactive?: InteractiveIo;
 }
 
-function stdioFor(interactive: InteractiveIo | undefined): StdioSpec {
+/**
+ * An app's own modes (--stdin/--stdout/--stderr): null, the pod's output
+ * (log), or the ends the relay made for it in /rkt/iottymux/<app>/
+ * (app-io.ts): a socket for a stream stdin, FIFOs for stream output, a
+ * terminal for tty.
+ */
+function ownStdio(app: string, s: AppStreams): StdioSpec {
+  const dir = `${STAGE1.iottymux}/${app}`;
+  const out = (n: 'stdout' | 'stderr'): string => ({ null: 'null', log: `file:${STAGE1[n]}`, stream: `file:${dir}/${n}`, tty: 'tty' })[s[n]];
+  const input = s.stdin === 'tty' ? 'tty' : s.stdin === 'stream' ? `file:${dir}/stdin` : 'null';
+  return { input, output: out('stdout'), error: out('stderr'), ...(s.stdin === 'tty' && { ttyPath: `${dir}/tty` }) };
+}
+
+function stdioFor(spec: AppSpec, interactive: InteractiveIo | undefined): StdioSpec {
+  if (!interactive) return ownStdio(spec.name, spec.streams);
   if (interactive?.tty) {
     return {
       input: 'tty',
@@ -77,7 +94,7 @@ function nspawnUnitOptions(spec: AppSpec, opts: NspawnUnitOptions): AppUnitOptio
   for (const f of opts.seccomp.filters) extra.push(['SystemCallFilter', f]);
   if (opts.seccomp.errno !== undefined) extra.push(['SystemCallErrorNumber', opts.seccomp.errno]);
   return {
-    stdio: stdioFor(opts.interactive),
+    stdio: stdioFor(spec, opts.interactive),
     ...reportHooks(spec),
     hooksInStage1Root: true,
     hooksPrivileged: true,
@@ -179,7 +196,7 @@ export function writePodConfig(rootfs: string, podDir: string, specs: readonly A
   write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));
   write(at(STAGE1.apps), specs.map((s) => `${s.name}\n`).join(''));
   addCredentials(rootfs, specs);
-  for (const d of [STAGE1.status, STAGE1.io]) freshDir(at(d));
+  for (const d of [STAGE1.status, STAGE1.io, STAGE1.iottymux]) freshDir(at(d));
   fs.rmSync(at(STAGE1.mutable), { force: true });
   if (opts.mutable) write(at(STAGE1.mutable), '');
   // systemd's machine ID, and nspawn's container_uuid, are the pod UUID (as rkt does it).

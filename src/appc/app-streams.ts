@@ -105,7 +105,7 @@ export function refuseStreamModes(apps: ReadonlyArray<{ name: string; streams: A
   for (const a of apps) {
     const asked = STREAMS.filter((n) => a.streams[n] !== DEFAULT_STREAMS[n]);
     if (asked.length > 0) {
-      throw new UsageError(`app "${a.name}": the ${flavor} stage1 does not support ${asked.map((n) => `--${n}=${a.streams[n]}`).join(' ')}; use the kvm stage1 (--stage1-name=kvm) for per-app stream modes and rkt attach`);
+      throw new UsageError(`app "${a.name}": the ${flavor} stage1 does not support ${asked.map((n) => `--${n}=${a.streams[n]}`).join(' ')}; use the kvm or nspawn stage1 (--stage1-name=kvm or --stage1-name=nspawn) for per-app stream modes and rkt attach`);
     }
   }
 }

@@ -76,7 +76,7 @@ function parseRuntimeImage(v: unknown, field: string): RuntimeImage {
   return image;
 }
 
-function parseRuntimeApp(v: unknown, field: string): RuntimeApp {
+export function parseRuntimeApp(v: unknown, field = 'runtime app'): RuntimeApp {
   const o = expectObject(v, field);
   const ra: RuntimeApp = { name: expectACName(o.name, sub(field, 'name')), image: parseRuntimeImage(o.image, sub(field, 'image')) };
   if (present(o.app)) ra.app = parseApp(o.app, sub(field, 'app'));

@@ -14,7 +14,8 @@ const SANDBOX_HELP = `
 Flags: --stage1-name, --stage1-path, --stage1-url, --stage1-hash, --stage1-from-dir, --net[=NAME,...],
   --dns, --dns-search, --dns-opt, --dns-domain, --hosts-entry IP=HOSTNAME|host, --hostname,
   --port NAME:PROTO:PODPORT:HOSTIP:HOSTPORT, --annotation KEY=VALUE, --user-annotation KEY=VALUE,
-  --user-label KEY=VALUE, --uuid-file-save FILE
+  --user-label KEY=VALUE, --uuid-file-save FILE, --net-namespace PATH (an existing network namespace,
+  not rkt's: the pod uses its interfaces and rkt never deletes it)
 The sandbox runs in the foreground until "rkt stop", like rkt run.`;
 
 const ADD_HELP = `
@@ -26,6 +27,46 @@ Arguments after "--" go to the app.`;
 async function findPod(cmd: Command, uuid: string) {
   const { Pod } = await import('../pod/pod.js');
   return Pod.find(globalsOf(cmd).dir, uuid);
+}
+
+/** The words of rkt app sandbox without its own flags (and their separate values), for rkt run's parser. */
+function dropOwnFlags(words: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const m = /^--(port|annotation|user-annotation|user-label|net-namespace)(=|$)/.exec(words[i]!);
+    if (!m) out.push(words[i]!);
+    else if (m[2] === '') i++;
+  }
+  return out;
+}
+
+/**
+ * rkt app add UUID --rootfs-dir=DIR --runtime-app=FILE: this
+ * implementation's form for an app whose root is a host directory (an OCI
+ * bundle's), described by a runtime app entry of the pod manifest (JSON).
+ */
+async function addFromDirectory(cmd: Command, uuid: string, words: string[]): Promise<void> {
+  const flags: Record<string, string> = {};
+  for (let i = 0; i < words.length; i++) {
+    const m = /^--(rootfs-dir|runtime-app)(?:=(.*))?$/s.exec(words[i]!);
+    if (!m) throw new UsageError(`rkt app add --rootfs-dir takes --runtime-app and nothing else, not "${words[i]}"`);
+    const v = m[2] ?? words[++i];
+    if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
+    flags[m[1]!] = v;
+  }
+  const dir = flags['rootfs-dir'];
+  const file = flags['runtime-app'];
+  if (dir === undefined || file === undefined) throw new UsageError('rkt app add needs both --rootfs-dir=DIR and --runtime-app=FILE for an app from a directory');
+  const { readFileSync } = await import('node:fs');
+  const { parseRuntimeApp } = await import('../appc/pod-manifest.js');
+  let ra;
+  try {
+    ra = parseRuntimeApp(JSON.parse(readFileSync(file, 'utf8')));
+  } catch (err) {
+    throw new UsageError(`--runtime-app=${file}: ${(err as Error).message}`);
+  }
+  const { addDirectoryApp } = await import('../pod/mutable.js');
+  await addDirectoryApp(await findPod(cmd, uuid), ra, dir, globalsOf(cmd));
 }
 
 function needApp(app: string | undefined): string {
@@ -45,9 +86,9 @@ export function register(program: Command): void {
     .addHelpText('after', SANDBOX_HELP)
     .action(async (_w: string[], _o: unknown, cmd: Command) => {
       const { parseSandboxArgs } = await import('../pod/sandbox.js');
-      const { run, manifest } = parseSandboxArgs(cmd.args);
+      const { run, manifest, netns } = parseSandboxArgs(cmd.args);
       // the global flags among the words are taken as rkt run takes them
-      const { globals } = await parseRunCommand(cmd.args.filter((w) => !/^--(port|annotation|user-annotation|user-label)(=|$)/.test(w)), cmd);
+      const { globals } = await parseRunCommand(dropOwnFlags(cmd.args), cmd);
       const { Store } = await import('../store/store.js');
       const { loadConfig } = await import('../config/loader.js');
       const { preparePod } = await import('../pod/prepare.js');
@@ -60,7 +101,7 @@ export function register(program: Command): void {
       }
       if (run.pod.uuidFileSave) writeFileAtomic(run.pod.uuidFileSave, prepared.pod.uuid + '\n');
       // the pod-level flags rkt run takes for networks and names, no app's
-      await runPrepared(prepared, globals, { net: run.pod.net, interactive: false, hostname: run.pod.hostname, mutable: true, ...dnsOptions(run) });
+      await runPrepared(prepared, globals, { net: run.pod.net, interactive: false, hostname: run.pod.hostname, mutable: true, ...dnsOptions(run), ...(netns !== undefined && { netns }) });
     });
 
   app
@@ -74,6 +115,10 @@ export function register(program: Command): void {
     .addHelpText('after', ADD_HELP)
     .action(async (uuid: string, _w: string[], _o: unknown, cmd: Command) => {
       const words = cmd.args.slice(1);
+      if (words.some((w) => /^--(rootfs-dir|runtime-app)(=|$)/.test(w))) {
+        await addFromDirectory(cmd, uuid, words);
+        return;
+      }
       const { parseRunArgs } = await import('../pod/run-args.js');
       const parsed = parseRunArgs(words, 'run');
       if (parsed.apps.length !== 1) throw new UsageError(`rkt app add takes exactly one image, got ${parsed.apps.length}; usage: rkt app add UUID IMAGE [app flags]`);

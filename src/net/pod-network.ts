@@ -10,6 +10,7 @@ import { NetworkConfigError, NetworkSetupError } from './errors.js';
 import { withNetLock } from './hostlock.js';
 import { pruneSharedPortmapChains, removeTaggedRules } from './iptables.js';
 import { parseNetList } from './netlist.js';
+import { existingNetworks } from './existing-netns.js';
 import { createNetns, deleteNetns, inNetns, isLiveNetns, netnsName, netnsPathOf } from './netns.js';
 import { checkHostPortsFree, portmapPluginConf, portmapRuntimeConfig } from './ports.js';
 import { STATE_VERSION, readState, writeState, type NetworkState, type PodNetState, type PortMapping, type TapState } from './state.js';
@@ -33,6 +34,8 @@ export interface PodNetworkOptions {
   pluginDirs?: readonly string[];
   /** False for flavors that cannot share the host's namespace (kvm). */
   allowHost?: boolean;
+  /** Join this existing namespace (not ours) with the interfaces it has, instead of making one (src/net/existing-netns.ts). */
+  existingNetns?: string;
 }
 
 export interface PodNetwork {
@@ -130,14 +133,14 @@ async function undo(podDir: string, st: PodNetState): Promise<void> {
   const live = netns !== undefined && isLiveNetns(netns);
   if (live) for (const t of st.taps) await attempt(`tap ${t.name}`, () => removeTap(netns, t));
   for (const n of [...st.networks].reverse()) {
-    if (n.phase === 'pending') continue;
+    if (n.phase === 'pending' || st.external) continue;
     const rt = { containerId: st.podUuid, netns: live ? netns : '', ifName: n.ifName, args: n.args, pluginDirs: st.pluginDirs };
     await attempt(`network "${n.name}"`, () => delNetwork(n.invocation, rt, n.result));
     await attempt(`rules of network "${n.name}"`, async () => void (await removeTaggedRules(n.name, st.podUuid)));
     if (n.ipamDataDir) pruneIpamDir(n.ipamDataDir);
   }
   if (st.ports.length > 0) await attempt('port forwarding chains', () => pruneSharedPortmapChains());
-  if (netns !== undefined) await attempt('network namespace', () => deleteNetns(netns));
+  if (netns !== undefined && !st.external) await attempt('network namespace', () => deleteNetns(netns));
   if (errors.length > 0) {
     writeState(podDir, st);
     throw new NetworkSetupError(`cannot tear down the network of pod ${st.podUuid}: ${errors.join('; ')}`);
@@ -177,6 +180,7 @@ export function checkNetworkRequest(nets: readonly string[], opts: PodNetworkOpt
 }
 
 export async function setupPodNetwork(podDir: string, podUuid: string, nets: readonly string[], opts: PodNetworkOptions = {}): Promise<PodNetworkResult> {
+  if (opts.existingNetns !== undefined) return joinPodNetwork(podDir, podUuid, opts.existingNetns, opts);
   const { req, selected, dirs, hosts } = checkNetworkRequest(nets, opts);
   const ports = [...(opts.ports ?? [])];
   const prev = readState(podDir);
@@ -231,6 +235,22 @@ export async function setupPodNetwork(podDir: string, podUuid: string, nets: rea
       throw err;
     }
   });
+}
+
+/** The pod's network is a namespace someone else made: recorded (as not ours) and read, nothing created. */
+async function joinPodNetwork(podDir: string, podUuid: string, netnsPath: string, opts: PodNetworkOptions): Promise<PodNetworkResult> {
+  const prev = readState(podDir);
+  if (prev && !prev.tornDown) throw new NetworkSetupError(`the network of pod ${podUuid} is already set up; tear it down first`);
+  if ((opts.ports ?? []).length > 0) throw new UsageError('ports cannot be forwarded into a network namespace the pod did not make');
+  const hosts = parseHostsEntries(opts.hostsEntries ?? []);
+  if (opts.dns) validateDnsOptions(opts.dns);
+  const networks = await existingNetworks(netnsPath);
+  const st: PodNetState = { version: STATE_VERSION, podUuid, mode: 'contained', netnsPath, external: true, pluginDirs: [], networks, ports: [], taps: [], tornDown: false };
+  writeState(podDir, st);
+  const described = networks.map(describeNetwork);
+  const podIP = described.find((d) => d.ip !== undefined)?.ip;
+  const dnsFiles = writePodDnsFiles(podDir, planResolvConf(opts.dns ?? {}, described), planHosts(hosts, { ...(opts.hostname !== undefined && { hostname: opts.hostname }), ...(podIP !== undefined && { podIP }) }));
+  return { mode: 'contained', netnsPath, networks: described, ports: [], dnsFiles };
 }
 
 /**

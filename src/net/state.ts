@@ -71,6 +71,8 @@ export interface PodNetState {
   networks: NetworkState[];
   ports: PortMapping[];
   taps: TapState[];
+  /** The namespace is someone else's (--net-namespace): never deleted, its networks never DELeted. */
+  external?: boolean;
   /** Set once teardown has undone everything; the summary stays for `rkt list`. */
   tornDown: boolean;
 }

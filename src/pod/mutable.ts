@@ -3,7 +3,8 @@ import path from 'node:path';
 import { RktError, UsageError, isErrno } from '../errors.js';
 import type { GlobalOptions } from '../config/global.js';
 import { parsePodManifest, serializePodManifest } from '../appc/pod-manifest.js';
-import type { PodManifest, RuntimeApp } from '../appc/types.js';
+import type { ImageManifest, PodManifest, RuntimeApp } from '../appc/types.js';
+import { APPC_VERSION } from '../version.js';
 import { fetchImage } from '../fetch/fetch.js';
 import { log } from '../log.js';
 import { appAddArgv, appArgv, type AppEntrypoint } from '../stage1/args.js';
@@ -167,22 +168,35 @@ export async function addApp(pod: Pod, store: Store, opts: AddOptions): Promise<
     // held until app/add returns; the pod's run entrypoint holds it from then on (while the app is in the pod)
     const tree = await renderTree(store, imageId, { hold: true });
     try {
-      return await addRendered(pod, before, after, ra, tree, opts);
+      return await addPrepared(pod, before, after, ra, { kind: 'tree', tree }, opts.globals);
     } finally {
       tree.hold?.release();
     }
   });
 }
 
-/** appsinfo/, the manifest and the stage1's app/add, for an image rendered and held; each undone if a later one fails. */
-async function addRendered(pod: Pod, before: PodManifest, after: PodManifest, ra: RuntimeApp, tree: RenderedTree, opts: AddOptions): Promise<string> {
+/** Where an added app's root comes from: an image rendered in the tree store, or a host directory used as it is. */
+type AppSource = { kind: 'tree'; tree: RenderedTree } | { kind: 'directory'; dir: string; imageManifest: ImageManifest };
+
+function writeAppSource(paths: PodPaths, app: string, src: AppSource): void {
+  if (src.kind === 'tree') {
+    fs.copyFileSync(path.join(src.tree.path, 'manifest'), paths.appImageManifest(app));
+    fs.writeFileSync(paths.appTreeStoreId(app), src.tree.treeId);
+    fs.writeFileSync(paths.appTreeRootfs(app), path.resolve(src.tree.rootfs));
+    return;
+  }
+  fs.writeFileSync(paths.appImageManifest(app), JSON.stringify(src.imageManifest));
+  fs.writeFileSync(paths.appTreeRootfs(app), src.dir);
+  fs.writeFileSync(paths.appDirectoryMark(app), '');
+}
+
+/** appsinfo/, the manifest and the stage1's app/add, for an app's root ready (an image rendered and held, or a directory); each undone if a later one fails. */
+async function addPrepared(pod: Pod, before: PodManifest, after: PodManifest, ra: RuntimeApp, src: AppSource, globals: GlobalOptions): Promise<string> {
   const paths = pod.paths;
   fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
   try {
     fs.mkdirSync(paths.appInfo(ra.name), { recursive: true });
-    fs.copyFileSync(path.join(tree.path, 'manifest'), paths.appImageManifest(ra.name));
-    fs.writeFileSync(paths.appTreeStoreId(ra.name), tree.treeId);
-    fs.writeFileSync(paths.appTreeRootfs(ra.name), path.resolve(tree.rootfs));
+    writeAppSource(paths, ra.name, src);
     fs.mkdirSync(paths.appRootfs(ra.name), { recursive: true });
     await checkApps(paths, { ...after, apps: [ra] });
     fs.rmSync(paths.appStatus(ra.name), { force: true });
@@ -192,9 +206,9 @@ async function addRendered(pod: Pod, before: PodManifest, after: PodManifest, ra
     fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
     throw err;
   }
-  const ins = opts.globals.insecureOptions;
+  const ins = globals.insecureOptions;
   try {
-    await runAppEntrypoint(pod, 'appAdd', appAddArgv({ app: ra.name, debug: opts.globals.debug, uuid: pod.uuid, disableCapabilities: ins.capabilities, disablePaths: ins.paths, disableSeccomp: ins.seccomp }), `add app ${ra.name}`);
+    await runAppEntrypoint(pod, 'appAdd', appAddArgv({ app: ra.name, debug: globals.debug, uuid: pod.uuid, disableCapabilities: ins.capabilities, disablePaths: ins.paths, disableSeccomp: ins.seccomp }), `add app ${ra.name}`);
   } catch (err) {
     writeManifest(paths, before);
     fs.rmSync(paths.appInfo(ra.name), { recursive: true, force: true });
@@ -202,6 +216,27 @@ async function addRendered(pod: Pod, before: PodManifest, after: PodManifest, ra
   }
   log().debug(`app ${ra.name} added to pod ${pod.uuid}`);
   return ra.name;
+}
+
+/**
+ * rkt app add for an app whose root filesystem is a host directory (an OCI
+ * bundle's rootfs), bound as it is into the pod instead of an image from the
+ * store: `ra` is the app's complete runtime entry (its app section says how
+ * to run it, its mounts carry their own volumes), and the image manifest
+ * recorded for it is made up from `ra` alone.
+ */
+export async function addDirectoryApp(pod: Pod, ra: RuntimeApp, dir: string, globals: GlobalOptions): Promise<string> {
+  mutablePod(pod);
+  if (!path.isAbsolute(dir)) throw new UsageError(`the root filesystem ${dir} of app ${ra.name} must be an absolute path`);
+  if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`the root filesystem ${dir} of app ${ra.name} is not a directory`);
+  if (ra.app === undefined) throw new UsageError(`app ${ra.name} has a directory for its root and no image: its runtime entry must say how to run it`);
+  const imageManifest: ImageManifest = { acKind: 'ImageManifest', acVersion: APPC_VERSION, name: ra.image.name ?? ra.name, app: ra.app };
+  return withManifestLock(pod, async () => {
+    const before = parsePodManifest(fs.readFileSync(pod.paths.manifest));
+    if (before.apps.some((a) => a.name === ra.name)) throw new UsageError(`pod ${pod.uuid} already has an app named "${ra.name}"; give this one another name`);
+    const after: PodManifest = { ...before, apps: [...before.apps, ra] };
+    return addPrepared(pod, before, after, ra, { kind: 'directory', dir: fs.realpathSync(dir), imageManifest }, globals);
+  });
 }
 
 export async function startApp(pod: Pod, name: string, globals: GlobalOptions): Promise<void> {

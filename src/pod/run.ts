@@ -26,6 +26,8 @@ export interface StartOptions {
   mdsRegister?: boolean;
   /** rkt app sandbox: stage1 runs the pod with --mutable. */
   mutable?: boolean;
+  /** rkt app sandbox --net-namespace: the existing network namespace the pod joins. */
+  netns?: string;
 }
 
 /**
@@ -65,6 +67,7 @@ async function runStage1(pod: Pod, lock: FileLock, globals: GlobalOptions, opts:
     hostsEntries: opts.hostsEntries,
     ...(opts.privateUsers !== undefined ? { privateUsers: opts.privateUsers } : {}),
     ...(opts.ipc !== undefined ? { ipc: opts.ipc } : {}),
+    ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
     // The token also travels as rkt's --mds-token; the service's port has no
     // flag in rkt's contract, so a stage1 finds it here (metadataServiceOf()
     // in src/stage1-common/metadata.ts, where the flag wins for the token).

@@ -9,6 +9,7 @@ import type { App, EnvironmentVariable, ImageManifest, Isolator, MountPoint, Pod
 import type { PodPaths } from '../stage1/contract.js';
 import { appStreams, type AppStreams } from '../appc/app-streams.js';
 import { resolveInRoot } from './rootfs.js';
+import { appRlimits, type Rlimit } from '../appc/rlimits.js';
 
 // Everything a flavor needs to start one app, resolved once from the pod
 // manifest and the app's image: the command, numeric credentials looked up
@@ -75,6 +76,10 @@ export interface AppSpec {
   isolators: AppIsolators;
   /** The rendered image in the tree store: read-only, never written. */
   treeRootfs: string;
+  /** treeRootfs is a host directory that is the app's root as it is (bound, not overlaid: the app writes to it). */
+  directory?: boolean;
+  /** Resource limits (setrlimit) from the app's rlimits annotation. */
+  rlimits?: Rlimit[];
   /** Where the app's rootfs is assembled (its chroot). */
   rootfs: string;
   /** Its --stdin, --stdout and --stderr modes (from its annotations in the pod manifest). */
@@ -84,6 +89,7 @@ export interface AppSpec {
 export interface ResolveOptions {
   paths: PodPaths;
   treeRootfs: string;
+  directory?: boolean;
   /** Value for the spec's `container` variable; fly leaves it out, its apps are not contained. */
   container?: string;
 }
@@ -269,6 +275,7 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
     else mountPoints[i] = mp;
   }
 
+  const rlimits = appRlimits(ra.name, ra.annotations);
   return {
     name: ra.name,
     imageName: image.name,
@@ -285,6 +292,8 @@ export function resolveAppSpec(pm: PodManifest, ra: RuntimeApp, image: ImageMani
     mounts: resolveMounts(pm, ra, mountPoints, opts.paths),
     isolators: resolveIsolators(app.isolators ?? [], pm.isolators ?? []),
     treeRootfs: opts.treeRootfs,
+    ...(opts.directory && { directory: true }),
+    ...(rlimits.length > 0 && { rlimits }),
     rootfs: opts.paths.appRootfs(ra.name),
     streams: appStreams(ra.name, ra.annotations),
   };
@@ -314,7 +323,8 @@ export function resolveAppSpecs(paths: PodPaths, pm: PodManifest, opts: { contai
     const image = parseImageManifest(readPodFile(paths.appImageManifest(ra.name), `image manifest of app "${ra.name}"`));
     const treeRootfs = readPodFile(paths.appTreeRootfs(ra.name), `tree store path of app "${ra.name}"`).toString('utf8').trim();
     if (!path.isAbsolute(treeRootfs)) throw new AppSpecError(`${paths.appTreeRootfs(ra.name)} must hold an absolute path, not "${treeRootfs}"`);
-    return resolveAppSpec(pm, ra, image, { paths, treeRootfs, ...(opts.container !== undefined && { container: opts.container }) });
+    const directory = fs.existsSync(paths.appDirectoryMark(ra.name));
+    return resolveAppSpec(pm, ra, image, { paths, treeRootfs, directory, ...(opts.container !== undefined && { container: opts.container }) });
   });
 }
 

@@ -66,6 +66,8 @@ export function stage1Manifest(name: string, entrypoints: Partial<Record<Entrypo
 // the networking library's host lock needs.
 const NATIVE_ADDONS: Record<string, string[]> = {
   'fs-ext': ['package.json', 'fs-ext.js', 'LICENSE.txt', 'build/Release/fs_ext.node'],
+  // openpty(2) and TIOCSWINSZ for the nspawn relay's terminals (stage1-nspawn/pty.ts); only the addon is loaded
+  'node-pty': ['package.json', 'LICENSE', 'build/Release/pty.node'],
 };
 
 export function copyNativeAddons(root: string, dir: string): void {

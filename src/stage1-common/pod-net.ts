@@ -44,6 +44,7 @@ export function podNetRequest(paths: PodPaths, args: RunArgs, hostname: string):
   const system = systemConfig(paths);
   const { exposed, apps } = appPorts(paths);
   const { dns, hostsEntries } = dnsRequestFor(paths, args.dnsConfMode);
+  const netns = readRunOptions(paths)?.netns;
   return {
     nets: args.net.length === 0 ? ['default'] : [...args.net],
     options: {
@@ -53,6 +54,7 @@ export function podNetRequest(paths: PodPaths, args: RunArgs, hostname: string):
       dns,
       hostsEntries,
       hostname,
+      ...(typeof netns === 'string' && { existingNetns: netns }),
     },
   };
 }

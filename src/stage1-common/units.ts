@@ -265,6 +265,7 @@ function serviceLines(spec: AppSpec, options: AppUnitOptions, role: UnitRole): [
   if (shares !== undefined) add('CPUShares', String(shares));
   const oom = oomScoreAdj(iso.app);
   if (oom !== undefined) add('OOMScoreAdjust', String(oom));
+  for (const r of spec.rlimits ?? []) add(r.unitKey, `${r.soft}:${r.hard}`);
   if (spec.readOnlyRootFS) {
     add('ReadOnlyPaths', '/');
     // "-": a volume target that vanished must not keep the app from starting

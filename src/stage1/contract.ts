@@ -94,6 +94,10 @@ export class PodPaths {
   appTreeRootfs(app: string): string {
     return path.join(this.appInfo(app), 'treeRootfs');
   }
+  /** Present when the app's root filesystem is a host directory bound as it is (treeRootfs names it), not an image. */
+  appDirectoryMark(app: string): string {
+    return path.join(this.appInfo(app), 'rootfsDirectory');
+  }
   /** Where the app's root filesystem is assembled: stage1/rootfs/opt/stage2/<app>/rootfs. */
   appRootfs(app: string): string {
     return path.join(this.stage1Rootfs, 'opt', 'stage2', app, 'rootfs');
@@ -171,6 +175,12 @@ export interface RunOptions {
   privateUsers?: string;
   /** --ipc: auto, private or parent. */
   ipc?: string;
+  /**
+   * rkt app sandbox --net-namespace: an existing network namespace (not
+   * rkt's) the pod joins instead of making its own; its interfaces are the
+   * pod's networks. Never deleted by rkt.
+   */
+  netns?: string;
   /**
    * Set when the pod is registered with the metadata service (--mds-register):
    * its secret token and the TCP port the apps reach the service on. This is

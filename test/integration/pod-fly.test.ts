@@ -321,7 +321,7 @@ test('an exec the image does not contain is refused before the pod starts', asyn
   t.deepEqual(await listPods(env), []);
 });
 
-test('fly refuses per-app stream modes and rkt attach with a line that names the kvm stage1', async (t) => {
+test('fly refuses per-app stream modes and rkt attach with a line that names the stage1s that have them', async (t) => {
   const { env, image } = await setup(t);
   // this worktree's fly stage1, which knows the modes it refuses
   const aci = path.join(REPO, 'build', 'stage1-fly.aci');
@@ -329,7 +329,7 @@ test('fly refuses per-app stream modes and rkt attach with a line that names the
   const FLY = ['run', '--insecure-options=image', `--stage1-path=${aci}`];
   const r = await env.run([...FLY, image, '--stdin=stream', '--stdout=stream']);
   t.is(r.exitCode, 254);
-  t.regex(String(r.stderr), /app "busybox": the fly stage1 does not support --stdin=stream --stdout=stream; use the kvm stage1/);
+  t.regex(String(r.stderr), /app "busybox": the fly stage1 does not support --stdin=stream --stdout=stream; use the kvm or nspawn stage1/);
   t.notRegex(String(r.stderr), /\n\s+at /, 'no stack trace');
   const marker = uniqueMarker();
   const child = execa(RKT, [...env.globals(), ...FLY, image, '--exec=/bin/sleep', '--', marker], { reject: false });

@@ -63,8 +63,8 @@ test('kvm attach: endpoints follow the modes; a mode the app lacks is refused na
 
 test('nspawn and fly refuse modes they cannot serve instead of dropping them', (t) => {
   t.notThrows(() => refuseStreamModes([{ name: 'a', streams: { stdin: 'null', stdout: 'log', stderr: 'log' } }], 'fly'));
-  t.throws(() => refuseStreamModes([{ name: 'a', streams: { stdin: 'null', stdout: 'null', stderr: 'log' } }], 'nspawn'), {
+  t.throws(() => refuseStreamModes([{ name: 'a', streams: { stdin: 'null', stdout: 'null', stderr: 'log' } }], 'fly'), {
     instanceOf: UsageError,
-    message: 'app "a": the nspawn stage1 does not support --stdout=null; use the kvm stage1 (--stage1-name=kvm) for per-app stream modes and rkt attach',
+    message: 'app "a": the fly stage1 does not support --stdout=null; use the kvm or nspawn stage1 (--stage1-name=kvm or --stage1-name=nspawn) for per-app stream modes and rkt attach',
   });
 });

@@ -1,0 +1,362 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { LINUX_CAPABILITIES } from '../appc/capabilities.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
+import { OciError } from './errors.js';
+import type { Rkt } from './rkt.js';
+import { currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
+import { spawnStandIn } from './standin.js';
+
+// runc's commands, as containerd's runc v2 shim calls them, on rkt's
+// mutable pods: a CRI sandbox is a pod started with rkt app sandbox, a
+// container an app added to it, a plain container (ctr run) a pod with one
+// app. The pid the shim waits for is the sandbox's rkt app sandbox process,
+// or the app's stand-in (standin.ts).
+
+const OCI_VERSION = '1.0.2';
+const READY_TIMEOUT_MS = 600_000;
+
+export interface Ctx {
+  states: StateDir;
+  rkt: Rkt;
+}
+
+export interface CreateOptions {
+  bundle?: string;
+  pidFile?: string;
+  consoleSocket?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new OciError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new OciError(`${what} ${file} is not JSON: ${(err as Error).message}`);
+  }
+}
+
+function noTerminal(terminal: boolean, consoleSocket: string | undefined, where: string): void {
+  if (terminal) throw new OciError(`${where}.terminal: this runtime gives apps no terminal yet; run the container without a tty`);
+  if (consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
+}
+
+function writePidFile(file: string | undefined, pid: number): void {
+  if (file === undefined) return;
+  writeFileAtomic(path.resolve(file), String(pid));
+}
+
+async function waitExit(pid: number, start: string, ms: number): Promise<boolean> {
+  for (let waited = 0; waited < ms; waited += 100) {
+    if (processStart(pid) !== start) return true;
+    await sleep(100);
+  }
+  return processStart(pid) !== start;
+}
+
+/** rkt app sandbox for a sandbox (or a plain container), up and ready; the process that runs it is returned with the pod's UUID. */
+async function startSandbox(ctx: Ctx, id: string, plan: OciPlan): Promise<{ uuid: string; child: ChildProcess }> {
+  const uuidFile = path.join(ctx.states.dir(id), 'pod-uuid');
+  const flags = [`--uuid-file-save=${uuidFile}`, `--annotation=rkt-ts/oci-container-id=${id}`];
+  if (plan.netns !== undefined) flags.push(`--net-namespace=${plan.netns}`);
+  if (plan.hostname !== undefined) flags.push(`--hostname=${plan.hostname}`);
+  const child = ctx.rkt.spawnSandbox(flags);
+  let code: number | null = null;
+  child.once('exit', (c, s) => (code = c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0)));
+  child.once('error', () => (code = 254));
+  const early = () => new OciError(`rkt app sandbox exited with status ${code} before the pod was ready (its error is on the container's stderr)`);
+  let uuid = '';
+  for (let waited = 0; ; waited += 50) {
+    if (code !== null) throw early();
+    if (uuid === '' && fs.existsSync(uuidFile)) uuid = fs.readFileSync(uuidFile, 'utf8').trim();
+    if (uuid !== '' && fs.existsSync(path.join(ctx.rkt.podDir(uuid), 'ready'))) return { uuid, child };
+    if (waited > READY_TIMEOUT_MS) {
+      await removePod(ctx, uuid, child.pid);
+      throw new OciError(`the pod of container ${id} was not ready after ${READY_TIMEOUT_MS / 1000} s`);
+    }
+    await sleep(50);
+  }
+}
+
+/** Stop and remove a pod (and wait for the process running it); what is already gone is fine. */
+async function removePod(ctx: Ctx, uuid: string, sandboxPid?: number, sandboxStart?: string): Promise<void> {
+  if (uuid !== '' && fs.existsSync(ctx.rkt.podDir(uuid))) {
+    const stop = await ctx.rkt.run(['stop', uuid], { allowFail: true });
+    if (stop.code !== 0) await ctx.rkt.run(['stop', '--force', uuid], { allowFail: true });
+  }
+  if (sandboxPid !== undefined) {
+    const start = sandboxStart ?? processStart(sandboxPid);
+    if (start !== undefined && !(await waitExit(sandboxPid, start, 120_000))) {
+      if (uuid !== '') await ctx.rkt.run(['stop', '--force', uuid], { allowFail: true });
+      if (!(await waitExit(sandboxPid, start, 30_000))) process.kill(sandboxPid, 'SIGKILL');
+    }
+  }
+  if (uuid === '') return;
+  for (let i = 0; i < 50; i++) {
+    const rm = await ctx.rkt.run(['rm', uuid], { allowFail: true });
+    if (rm.code === 0 || !fs.existsSync(path.join(ctx.rkt.dataDir, 'pods')) || !podExists(ctx, uuid)) return;
+    await sleep(200);
+  }
+  throw new OciError(`cannot remove pod ${uuid}; "rkt gc" will, once it has ended`);
+}
+
+function podExists(ctx: Ctx, uuid: string): boolean {
+  const pods = path.join(ctx.rkt.dataDir, 'pods');
+  return fs.readdirSync(pods).some((d) => fs.existsSync(path.join(pods, d, uuid)));
+}
+
+/** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
+async function addApp(ctx: Ctx, id: string, uuid: string, plan: OciPlan): Promise<{ pid: number; pidStart: string }> {
+  const ra = plan.app!;
+  const raFile = path.join(ctx.states.dir(id), 'runtime-app.json');
+  fs.writeFileSync(raFile, JSON.stringify(ra));
+  await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);
+  const podDir = ctx.rkt.podDir(uuid);
+  try {
+    return await spawnStandIn(path.join(podDir, 'exit-status', ra.name), path.join(podDir, 'appsinfo', ra.name));
+  } catch (err) {
+    await ctx.rkt.run(['app', 'rm', uuid, `--app=${ra.name}`], { allowFail: true });
+    throw err;
+  }
+}
+
+export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise<void> {
+  const bundle = path.resolve(opts.bundle ?? process.cwd());
+  const plan = mapConfig(id, readJson(path.join(bundle, 'config.json'), 'the bundle config'), bundle);
+  noTerminal(plan.terminal, opts.consoleSocket, 'process');
+  if (plan.role !== 'sandbox' && !fs.statSync(plan.rootfs, { throwIfNoEntry: false })?.isDirectory()) throw new OciError(`root.path ${plan.rootfs} is not a directory`);
+  let sandbox: ContainerState | undefined;
+  if (plan.role === 'container') {
+    sandbox = ctx.states.tryRead(plan.sandboxId!);
+    if (sandbox === undefined || sandbox.role !== 'sandbox') throw new OciError(`the sandbox ${plan.sandboxId} of container ${id} is not a sandbox this runtime runs`);
+    if (currentStatus(sandbox) === 'stopped') throw new OciError(`the sandbox ${plan.sandboxId} of container ${id} has stopped`);
+    if (plan.hostname !== undefined && plan.hostname !== (sandbox.hostname ?? plan.hostname)) throw new OciError(`hostname "${plan.hostname}" differs from the sandbox's ("${sandbox.hostname}"); a container has its pod's hostname`);
+  }
+  const lock = ctx.states.claim(id);
+  let uuid = '';
+  let sandboxProc: ChildProcess | undefined;
+  try {
+    let pid: number;
+    let pidStart: string;
+    if (plan.role === 'container') {
+      uuid = sandbox!.podUuid;
+      ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+    } else {
+      const s = await startSandbox(ctx, id, plan);
+      uuid = s.uuid;
+      sandboxProc = s.child;
+      if (plan.role === 'sandbox') {
+        pid = s.child.pid!;
+        pidStart = processStart(pid) ?? '';
+      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+    }
+    const st: ContainerState = {
+      version: 1,
+      id,
+      bundle,
+      role: plan.role,
+      flavor: ctx.rkt.flavor,
+      podUuid: uuid,
+      ...(plan.app && { app: plan.app.name }),
+      ...(plan.sandboxId !== undefined && { sandboxId: plan.sandboxId }),
+      status: 'created',
+      pid,
+      pidStart,
+      created: new Date().toISOString(),
+      annotations: plan.annotations,
+      identity: plan.identity,
+      ...(plan.hostname !== undefined && { hostname: plan.hostname }),
+      ...(plan.role === 'standalone' && sandboxProc?.pid !== undefined && { sandboxPid: sandboxProc.pid, sandboxStart: processStart(sandboxProc.pid) ?? '' }),
+    };
+    ctx.states.write(st);
+    writePidFile(opts.pidFile, pid);
+  } catch (err) {
+    if (plan.role !== 'container') await removePod(ctx, uuid, sandboxProc?.pid).catch(() => undefined);
+    ctx.states.remove(id);
+    throw err;
+  } finally {
+    lock.release();
+  }
+}
+
+function locked<T>(ctx: Ctx, id: string, body: (st: ContainerState) => Promise<T>): Promise<T> {
+  const lock = ctx.states.lock(id);
+  return (async () => body(ctx.states.read(id)))().finally(() => lock.release());
+}
+
+export function start(ctx: Ctx, id: string): Promise<void> {
+  return locked(ctx, id, async (st) => {
+    const status = currentStatus(st);
+    if (status === 'stopped') throw new OciError('cannot start a container that has stopped');
+    if (status === 'running') throw new OciError('cannot start an already running container');
+    if (st.role !== 'sandbox') await ctx.rkt.run(['app', 'start', st.podUuid, `--app=${st.app}`]);
+    ctx.states.write({ ...st, status: 'running' });
+  });
+}
+
+export function stateJson(ctx: Ctx, id: string): string {
+  const st = ctx.states.read(id);
+  const status = currentStatus(st);
+  const out = {
+    ociVersion: OCI_VERSION,
+    id: st.id,
+    pid: status === 'stopped' ? 0 : st.pid,
+    status,
+    bundle: st.bundle,
+    rootfs: path.join(st.bundle, 'rootfs'),
+    created: st.created,
+    owner: '',
+    annotations: st.annotations,
+  };
+  return JSON.stringify(out, null, 2) + '\n';
+}
+
+export function parseSignal(text: string): number {
+  if (/^\d+$/.test(text)) {
+    const n = Number(text);
+    if (n > 64) throw new OciError(`signal ${text} is out of range`);
+    return n;
+  }
+  const name = text.toUpperCase().startsWith('SIG') ? text.toUpperCase() : `SIG${text.toUpperCase()}`;
+  const n = (os.constants.signals as Record<string, number>)[name];
+  if (n === undefined) throw new OciError(`unknown signal "${text}"`);
+  return n;
+}
+
+const S = os.constants.signals;
+/** The signals that stop an app (rkt app stop: SIGTERM, then SIGKILL after its stop timeout). */
+const STOPPING = new Set([S.SIGTERM, S.SIGINT, S.SIGQUIT, S.SIGHUP, S.SIGKILL]);
+
+export function kill(ctx: Ctx, id: string, signal: string, _all: boolean): Promise<void> {
+  const sig = parseSignal(signal);
+  return locked(ctx, id, async (st) => {
+    if (currentStatus(st) === 'stopped') throw new OciError('container not running');
+    if (sig === 0) return;
+    if (!STOPPING.has(sig)) throw new OciError(`signal ${signal}: this runtime delivers only signals that stop a container (TERM, INT, QUIT, HUP, KILL)`);
+    if (st.role === 'sandbox') {
+      await ctx.rkt.run(['stop', ...(sig === S.SIGKILL ? ['--force'] : []), st.podUuid]);
+      return;
+    }
+    // a created app never ran: taking it out ends its stand-in
+    const verb = st.status === 'created' ? 'rm' : 'stop';
+    await ctx.rkt.run(['app', verb, st.podUuid, `--app=${st.app}`]);
+  });
+}
+
+async function removeApp(ctx: Ctx, st: ContainerState): Promise<void> {
+  if (!fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!))) return;
+  const status = await ctx.rkt.run(['app', 'status', st.podUuid, `--app=${st.app}`, '--format=json'], { allowFail: true });
+  if (status.code !== 0) return;
+  if ((JSON.parse(status.stdout) as { state: string }).state === 'running') await ctx.rkt.run(['app', 'stop', st.podUuid, `--app=${st.app}`], { allowFail: true });
+  const rm = await ctx.rkt.run(['app', 'rm', st.podUuid, `--app=${st.app}`], { allowFail: true });
+  if (rm.code !== 0 && fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!))) throw new OciError(`cannot remove app ${st.app} of pod ${st.podUuid}: ${rm.stderr.trim().split('\n').pop()}`);
+}
+
+export async function remove(ctx: Ctx, id: string, force: boolean): Promise<void> {
+  let st: ContainerState | undefined;
+  try {
+    st = ctx.states.read(id);
+  } catch (err) {
+    // a record half-written by a create that died: nothing else was recorded, so nothing else is ours
+    if (force && fs.existsSync(ctx.states.dir(id)) && !fs.existsSync(ctx.states.file(id))) {
+      ctx.states.remove(id);
+      return;
+    }
+    throw err;
+  }
+  await locked(ctx, id, async (cur) => {
+    st = cur;
+    const status = currentStatus(cur);
+    if (status === 'running' && !force) throw new OciError(`cannot delete container ${id} that is not stopped: running`);
+    if (cur.role !== 'sandbox') await removeApp(ctx, cur);
+    const ext = cur;
+    if (cur.role === 'sandbox') await removePod(ctx, cur.podUuid, isAlive(cur) ? cur.pid : undefined, cur.pidStart);
+    if (cur.role === 'standalone') await removePod(ctx, cur.podUuid, ext.sandboxPid !== undefined && isAlive({ pid: ext.sandboxPid, pidStart: ext.sandboxStart ?? '' }) ? ext.sandboxPid : undefined, ext.sandboxStart);
+    if (cur.role !== 'sandbox' && isAlive(cur)) {
+      // the stand-in sees its app gone within a moment; it never outlives a delete
+      if (!(await waitExit(cur.pid, cur.pidStart, 2000))) process.kill(cur.pid, 'SIGKILL');
+    }
+  });
+  if (st === undefined) throw notFound(id);
+  ctx.states.remove(id);
+}
+
+export interface ExecOptions {
+  process?: string;
+  detach: boolean;
+  pidFile?: string;
+  consoleSocket?: string;
+  tty: boolean;
+}
+
+function sameIdentity(mine: ProcessIdentity, theirs: ProcessIdentity): void {
+  const differs = (field: string) => new OciError(`process.${field} differs from the container's; rkt enter runs a command with its app's ${field === 'env' ? 'environment' : field}`);
+  if ([...mine.env].sort().join('\0') !== [...theirs.env].sort().join('\0')) throw differs('env');
+  if (mine.cwd !== theirs.cwd) throw differs('cwd');
+  if (mine.uid !== theirs.uid) throw differs('user.uid');
+  if (mine.gid !== theirs.gid) throw differs('user.gid');
+  if ([...mine.additionalGids].sort().join() !== [...theirs.additionalGids].sort().join()) throw differs('user.additionalGids');
+}
+
+/** runc exec: the process runs through rkt enter in the container's app; resolves to its exit status (0 when detached). */
+export async function exec(ctx: Ctx, id: string, opts: ExecOptions): Promise<number> {
+  const st = ctx.states.read(id);
+  if (currentStatus(st) !== 'running') throw new OciError(`cannot exec in a container that is not running (it is ${currentStatus(st)})`);
+  if (st.role === 'sandbox') throw new OciError(`container ${id} is a sandbox, which runs no process of its own in this runtime; exec in one of its containers`);
+  if (opts.process === undefined) throw new OciError('exec needs --process FILE (a process.json)');
+  const p = mapProcess(readJson(opts.process, 'the process'), 'process');
+  noTerminal(p.terminal || opts.tty, opts.consoleSocket, 'process');
+  sameIdentity(p.identity, st.identity);
+  const child = spawn(ctx.rkt.bin, [...ctx.rkt.config.rktArgs, 'enter', `--app=${st.app}`, st.podUuid, ...p.exec], { stdio: 'inherit', detached: opts.detach });
+  const pid = child.pid;
+  if (pid === undefined) throw new OciError(`cannot run ${ctx.rkt.bin}`);
+  writePidFile(opts.pidFile, pid);
+  if (opts.detach) {
+    child.unref();
+    return 0;
+  }
+  return new Promise((resolve) => child.once('exit', (c, s) => resolve(c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0))));
+}
+
+/** runc ps: the pid the shim knows for the container (the sandbox's rkt app sandbox, or the app's stand-in), while it lives. */
+export function ps(ctx: Ctx, id: string, format: string): string {
+  const st = ctx.states.read(id);
+  const pids = isAlive(st) ? [st.pid] : [];
+  if (format === 'json') return JSON.stringify(pids) + '\n';
+  if (format === 'table') return ['PID', ...pids.map(String)].join('\n') + '\n';
+  throw new OciError(`--format ${format}: table or json`);
+}
+
+export function features(): string {
+  return (
+    JSON.stringify(
+      {
+        ociVersionMin: '1.0.0',
+        ociVersionMax: '1.1.0',
+        hooks: [],
+        mountOptions: ['bind', 'rbind', 'ro', 'rw', 'private', 'rprivate', 'slave', 'rslave', 'shared', 'rshared', 'unbindable', 'runbindable'],
+        linux: {
+          namespaces: ['cgroup', 'ipc', 'mount', 'network', 'pid', 'uts'],
+          capabilities: [...LINUX_CAPABILITIES],
+          cgroup: { v1: true, v2: true, systemd: false, systemdUser: false },
+          seccomp: { enabled: false },
+          apparmor: { enabled: false },
+          selinux: { enabled: false },
+        },
+        annotations: { 'io.github.rkt-ts.runtime': 'rkt' },
+      },
+      null,
+      4,
+    ) + '\n'
+  );
+}

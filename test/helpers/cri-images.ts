@@ -16,7 +16,7 @@ export const SERVER_PORT = 8080;
 export const SERVER_PAGE = 'hello from the server image\n';
 
 // busybox applets the images use beyond busyboxLayer's shell basics
-const APPLETS = ['sleep', 'httpd', 'wget', 'nc', 'hostname', 'kill', 'ps', 'mkdir', 'ls'];
+const APPLETS = ['sleep', 'httpd', 'wget', 'nc', 'hostname', 'kill', 'ps', 'mkdir'];
 
 /** Exit at SIGTERM (a container's PID 1 has no default action for it), else idle. */
 export const IDLE = "trap 'exit 0' TERM INT; while :; do sleep 1; done";

@@ -45,14 +45,15 @@ for (const h of handlers) {
     t.timeout(20 * 60_000);
     const c = daemon();
     const id = `ctr-task-${h}`;
-    const run = await c.ctr(NS, ['run', '--detach', ...runtime(c), '--env', `MARK=${id}`, SERVER_IMAGE, id, '/bin/sh', '-c', IDLE], { timeout: 600_000 });
+    const run = await c.ctr(NS, ['run', '--detach', ...runtime(c), '--env', `MARK=${id}`, '--cwd', '/www', SERVER_IMAGE, id, '/bin/sh', '-c', IDLE], { timeout: 600_000 });
     t.is(run.exitCode, 0, String(run.stderr));
     const state = async () => /\s(\w+)\s*$/.exec(String((await c.ctr(NS, ['tasks', 'list'])).stdout).split('\n').find((l) => l.startsWith(`${id} `)) ?? '')?.[1];
     t.is(await state(), 'RUNNING');
 
-    const ex = await c.ctr(NS, ['tasks', 'exec', '--exec-id', 'probe', '--fifo-dir', c.fifoDir, '--cwd', '/tmp', id, '/bin/sh', '-c', 'echo exec in $(pwd) with $MARK; exit 4'], { timeout: 300_000 });
+    const ex = await c.ctr(NS, ['tasks', 'exec', '--exec-id', 'probe', '--fifo-dir', c.fifoDir, id, '/bin/sh', '-c', 'echo exec in $(pwd) with $MARK; echo err >&2; exit 4'], { timeout: 300_000 });
     t.is(ex.exitCode, 4, String(ex.stderr));
-    t.is(String(ex.stdout).trim(), `exec in /tmp with ${id}`, 'the exec has its own cwd and the environment of the container');
+    t.is(String(ex.stdout).trim(), `exec in /www with ${id}`, 'the exec runs in the container, with its environment');
+    t.regex(String(ex.stderr), /^err$/m);
 
     const unknown = await c.ctr(NS, ['tasks', 'exec', '--exec-id', 'x', 'no-such-task', '/bin/true']);
     t.not(unknown.exitCode, 0);
@@ -61,6 +62,10 @@ for (const h of handlers) {
     t.not(running.exitCode, 0, 'no delete of a running task without --force');
     t.regex(String(running.stderr), /running|stopped/i);
     t.is(await state(), 'RUNNING', 'the refused delete left it running');
+
+    // the OCI process spec of an exec has its own cwd (ctr task exec --cwd)
+    const cwd = await c.ctr(NS, ['tasks', 'exec', '--exec-id', 'cwd', '--fifo-dir', c.fifoDir, '--cwd', '/tmp', id, '/bin/pwd'], { timeout: 300_000 });
+    t.is(`${cwd.exitCode} ${String(cwd.stdout).trim()}`, '0 /tmp', `exec --cwd: ${String(cwd.stderr)}`);
 
     const kill = await c.ctr(NS, ['tasks', 'kill', '--signal', 'SIGTERM', id]);
     t.is(kill.exitCode, 0, String(kill.stderr));

@@ -2,12 +2,16 @@
 // debugging (guest/boot-test-enter.sh):
 //   node dist/stage1-kvm/agent-cli.js SOCKET APP [--tty] [--uid N] [--gid N]
 //     [--groups G,G] [--cwd DIR] [--env NAME=VALUE]... -- COMMAND [ARG]...
+//   node dist/stage1-kvm/agent-cli.js SOCKET --guest-state
+//     a mutable pod's guest, as its agent sees it (agent-app.ts): mounts of
+//     apps, units of apps, processes, as "mounts=N units=N processes=N"
 
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RktError } from '../src/errors.js';
 import { runInGuest, type ExecRequest } from './agent-client.js';
+import { appRequest, parseGuestState } from './agent-app.js';
 
 function parseCli(args: string[]): { socketPath: string; req: ExecRequest } {
   const usage = 'usage: agent-cli SOCKET APP [--tty] [--uid N] [--gid N] [--groups G,G] [--cwd DIR] [--env NAME=VALUE]... -- COMMAND [ARG]...';
@@ -46,7 +50,14 @@ async function main(): Promise<void> {
     });
   }
   try {
-    const { socketPath, req } = parseCli(process.argv.slice(2));
+    const argv = process.argv.slice(2);
+    if (argv.length === 2 && argv[1] === '--guest-state') {
+      const state = parseGuestState(await appRequest([argv[0]!], { op: 'ping', app: '' }, { what: 'agent-cli --guest-state' }));
+      if (state === undefined) throw new RktError('the guest answered with no state');
+      process.stdout.write(`mounts=${state.mounts} units=${state.units} processes=${state.processes}\n`);
+      return;
+    }
+    const { socketPath, req } = parseCli(argv);
     const status = await runInGuest(socketPath, req, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr }, {
       forwardSignals: req.tty === true ? [] : ['SIGINT'],
       signal: abort.signal,

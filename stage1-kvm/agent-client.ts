@@ -148,12 +148,12 @@ export function attachToApp(sockets: string | readonly string[], req: AttachRequ
   return runSession(sockets, first, session, tty, stdio, opts, 'attach').then((end) => end.how);
 }
 
-interface SessionEnd {
+export interface SessionEnd {
   status: number;
   how: AttachEnd;
 }
 
-function runSession(
+export function runSession(
   sockets: string | readonly string[],
   firstFrame: Buffer,
   session: number,

@@ -22,6 +22,8 @@ export const FrameType = {
   Resize: 0x04,
   Signal: 0x05,
   Attach: 0x06,
+  /** A mutable pod's app: add, start, stop, rm (agent-app.ts). */
+  App: 0x07,
   // guest -> host
   Session: 0x80,
   Stdout: 0x81,
@@ -84,7 +86,7 @@ export function encodeFrame(type: FrameTypeCode, payload: Uint8Array = Buffer.al
   return Buffer.concat([header, payload]);
 }
 
-function u32(n: number, what: string): Buffer {
+export function u32(n: number, what: string): Buffer {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new RangeError(`${what} must be an integer in 0..2^32-1, not ${n}`);
   const b = Buffer.alloc(4);
   b.writeUInt32BE(n, 0);
@@ -100,7 +102,7 @@ function u16(n: number, what: string): Buffer {
 
 // Strings travel as u32 length + UTF-8 bytes: the guest hands them to
 // execve(), so a NUL inside one would silently cut it there.
-function str(s: string, what: string): Buffer {
+export function str(s: string, what: string): Buffer {
   const bytes = Buffer.from(s, 'utf8');
   if (bytes.includes(0)) throw new RangeError(`${what} contains a NUL byte`);
   return Buffer.concat([u32(bytes.length, `${what} length`), bytes]);
@@ -138,36 +140,61 @@ export function encodeExec(req: ExecRequest, session: number): Buffer {
 }
 
 /**
+ * Reads a payload from the other side with every length checked against
+ * what is left before it is trusted, as the agent's cursor does (request.c).
+ */
+export class PayloadReader {
+  constructor(
+    private readonly p: Buffer,
+    private readonly what: string,
+    public off = 0,
+  ) {}
+
+  need(n: number): void {
+    if (this.off + n > this.p.length) throw new AgentProtocolError(`${this.what} payload truncated at byte ${this.off}`);
+  }
+
+  u8(): number {
+    this.need(1);
+    return this.p[this.off++]!;
+  }
+
+  u32(): number {
+    this.need(4);
+    this.off += 4;
+    return this.p.readUInt32BE(this.off - 4);
+  }
+
+  str(): string {
+    const n = this.u32();
+    this.need(n);
+    this.off += n;
+    const bytes = this.p.subarray(this.off - n, this.off);
+    if (bytes.includes(0)) throw new AgentProtocolError(`${this.what} string with a NUL byte at byte ${this.off - n}`);
+    return bytes.toString('utf8');
+  }
+
+  /** A count of elements that take at least 4 bytes each: one beyond that is refused before anything is allocated for it. */
+  count(): number {
+    const n = this.u32();
+    if (n > (this.p.length - this.off) / 4) throw new AgentProtocolError(`${this.what} count of ${n} at byte ${this.off - 4} exceeds the payload`);
+    return n;
+  }
+
+  end(): void {
+    if (this.off !== this.p.length) throw new AgentProtocolError(`${this.p.length - this.off} stray bytes after the ${this.what} payload`);
+  }
+}
+
+/**
  * Inverse of encodeExec, refusing what the agent's parse_request() refuses
  * (used by tests and fake agents).
  */
 export function decodeExec(p: Buffer): { request: ExecRequest; session: number } {
-  let off = 0;
-  const need = (n: number): void => {
-    if (off + n > p.length) throw new AgentProtocolError(`EXEC payload truncated at byte ${off}`);
-  };
-  const readU32 = (): number => {
-    need(4);
-    off += 4;
-    return p.readUInt32BE(off - 4);
-  };
-  const readStr = (): string => {
-    const n = readU32();
-    need(n);
-    off += n;
-    const bytes = p.subarray(off - n, off);
-    if (bytes.includes(0)) throw new AgentProtocolError(`EXEC string with a NUL byte at byte ${off - n}`);
-    return bytes.toString('utf8');
-  };
-  // Each element takes at least 4 bytes: a count beyond that is refused
-  // before anything is allocated for it.
-  const readCount = (): number => {
-    const n = readU32();
-    if (n > (p.length - off) / 4) throw new AgentProtocolError(`EXEC count of ${n} at byte ${off - 4} exceeds the payload`);
-    return n;
-  };
-  const readList = (): string[] => Array.from({ length: readCount() }, readStr);
-  need(18);
+  const r = new PayloadReader(p, 'EXEC');
+  const readStr = (): string => r.str();
+  const readList = (): string[] => Array.from({ length: r.count() }, readStr);
+  r.need(18);
   if (p[0] !== PROTOCOL_VERSION) throw new AgentProtocolError(`unsupported protocol version ${p[0]}`);
   const tty = (p[1] & 1) === 1;
   const session = p.readUInt32BE(2);
@@ -175,13 +202,13 @@ export function decodeExec(p: Buffer): { request: ExecRequest; session: number }
   const gid = p.readUInt32BE(10);
   const rows = p.readUInt16BE(14);
   const cols = p.readUInt16BE(16);
-  off = 18;
+  r.off = 18;
   const app = readStr();
   const cwd = readStr();
-  const supplementaryGids = Array.from({ length: readCount() }, readU32);
+  const supplementaryGids = Array.from({ length: r.count() }, () => r.u32());
   const argv = readList();
   const env = readList();
-  if (off !== p.length) throw new AgentProtocolError(`${p.length - off} stray bytes after the EXEC payload`);
+  r.end();
   if (argv.length === 0 || argv[0] === '') throw new AgentProtocolError('EXEC without a command');
   return { request: { app, argv, env, uid, gid, supplementaryGids, cwd, tty, rows, cols }, session };
 }
@@ -296,6 +323,7 @@ export function decodeGuestFrame(f: Frame): GuestMessage {
 export type HostMessage =
   | { type: 'EXEC'; session: number; request: ExecRequest }
   | { type: 'ATTACH'; session: number; request: AttachRequest }
+  | { type: 'APP'; payload: Buffer }
   | { type: 'STDIN'; data: Buffer }
   | { type: 'STDIN_EOF' }
   | { type: 'RESIZE'; rows: number; cols: number }
@@ -316,6 +344,8 @@ export function decodeHostFrame(f: Frame): HostMessage {
       return { type: 'EXEC', ...decodeExec(f.payload) };
     case FrameType.Attach:
       return { type: 'ATTACH', ...decodeAttach(f.payload) };
+    case FrameType.App:
+      return { type: 'APP', payload: f.payload }; // its payload is decodeApp()'s (agent-app.ts)
     case FrameType.Stdin:
       return { type: 'STDIN', data: f.payload };
     case FrameType.StdinEof:

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import type { Entrypoint } from '../src/stage1/contract.js';
 import { buildKernelOverride } from './config.js';
 import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1Manifest, writeAci } from '../src/stage1-common/image-build.js';
 
@@ -19,7 +20,18 @@ import { bundleEntrypoint, copyNativeAddons, repoRoot, runAsBuildScript, stage1M
 //
 // Usage: node dist/stage1-kvm/build.js [OUTPUT.aci]   (as root: the guest's files must be root's)
 
-const ENTRYPOINTS = ['run', 'enter', 'stop', 'gc', 'attach'] as const;
+/** Each entrypoint and its file under /kvm (and stage1-kvm/main/). */
+const ENTRYPOINTS: readonly (readonly [Entrypoint, string])[] = [
+  ['run', 'run'],
+  ['enter', 'enter'],
+  ['stop', 'stop'],
+  ['gc', 'gc'],
+  ['attach', 'attach'],
+  ['appAdd', 'app-add'],
+  ['appStart', 'app-start'],
+  ['appStop', 'app-stop'],
+  ['appRm', 'app-rm'],
+];
 const IMAGE_NAME = 'coreos.com/rkt/stage1-kvm';
 
 function launcher(entry: string): string {
@@ -39,7 +51,7 @@ function stub(entry: string): string {
 }
 
 export function kvmManifest(): object {
-  return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map((e) => [e, `/kvm/${e}`])));
+  return stage1Manifest(IMAGE_NAME, Object.fromEntries(ENTRYPOINTS.map(([e, file]) => [e, `/kvm/${file}`])));
 }
 
 /** The host helper for the guest's ids (guest-ids.ts): static, so that the image runs on any x86-64 host. */
@@ -73,7 +85,7 @@ export async function buildStage1Kvm(output: string): Promise<string> {
     fs.chmodSync(path.join(rootfs, 'kernel', 'bzImage'), 0o644);
     const kvm = path.join(rootfs, 'kvm');
     fs.mkdirSync(kvm, { mode: 0o755 });
-    for (const e of ENTRYPOINTS) {
+    for (const [, e] of ENTRYPOINTS) {
       await bundleEntrypoint(path.join(root, 'stage1-kvm', 'main', `${e}.ts`), path.join(kvm, `${e}.mjs`));
       fs.writeFileSync(path.join(kvm, `${e}.main.mjs`), stub(e));
       fs.chmodSync(path.join(kvm, `${e}.main.mjs`), 0o644);

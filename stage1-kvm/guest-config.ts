@@ -124,15 +124,21 @@ export function writeGuestConfig(rootfs: string, specs: readonly AppSpec[], opts
   addCredentials(rootfs, specs);
 }
 
-/** Append what systemd needs to resolve the apps' numeric ids to the guest's /etc/passwd and /etc/group. */
-function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
+/**
+ * Append what systemd needs to resolve the apps' numeric ids to the guest's
+ * /etc/passwd and /etc/group, in place: a mutable pod's guest may have the
+ * files open or cached as its apps come (mutable.ts).
+ */
+export function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
   const passwdFile = inRoot(rootfs, '/etc/passwd');
   const groupFile = inRoot(rootfs, '/etc/group');
   const read = (f: string): string => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
   const passwd = read(passwdFile);
   const group = read(groupFile);
   const add = credentialEntries(specs, passwd, group);
-  const join = (text: string, lines: string[]): string => (text === '' || text.endsWith('\n') ? text : `${text}\n`) + lines.map((l) => `${l}\n`).join('');
-  if (add.passwd.length > 0) write(passwdFile, join(passwd, add.passwd));
-  if (add.group.length > 0) write(groupFile, join(group, add.group));
+  const append = (file: string, text: string, lines: string[]): void => {
+    if (lines.length > 0) fs.appendFileSync(file, (text === '' || text.endsWith('\n') ? '' : '\n') + lines.map((l) => `${l}\n`).join(''), { mode: 0o644 });
+  };
+  append(passwdFile, passwd, add.passwd);
+  append(groupFile, group, add.group);
 }

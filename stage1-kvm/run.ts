@@ -19,7 +19,6 @@ export async function run(argv: string[]): Promise<number> {
   noteRunContext('kvm', args);
   refuseRunFlags('kvm', args, {
     privateUsers: 'the guest\'s ids are never the host\'s already (each pod gets its own block of host ids); run without it',
-    mutable: 'this stage1 does not run mutable pods yet (rkt app sandbox); use the nspawn stage1 (--stage1-name=coreos.com/rkt/stage1-coreos)',
   });
   // rkt enter and stop find the pod's process through this; its mtime is the pod's start time.
   writePid(paths, process.pid);
@@ -29,5 +28,6 @@ export async function run(argv: string[]): Promise<number> {
     bootTimeoutMs: () => engine.bootTimeoutMs(),
     endGraceMs: KVM_TIMEOUTS.endGraceMs,
     interactive: args.interactive,
+    mutable: args.mutable,
   }).run();
 }

@@ -35,6 +35,7 @@ import { hostResources, vmSize, type VmSize } from './sizing.js';
 import { findVirtiofsd, startVirtiofsd } from './virtiofsd.js';
 import { createVmCgroup, removeVmCgroup, vmMemoryLimitBytes } from './vm-cgroup.js';
 import { bootTimeoutReport, exitCause, PodVm, type VmEnd } from './vm.js';
+import { MutableApps, sandboxSize, saveMutableState, shareGuestRoot, waitForGuest, writeMutableGuest } from './mutable.js';
 
 // The kvm flavor's engine for the shared pod supervisor: the host side of
 // one pod VM. prepare() checks what can be checked, sets up the pod's
@@ -72,12 +73,15 @@ export class VmEngine implements PodEngine<VmEnd> {
   private readonly guardian: KvmGuardian;
   private readonly drains: Promise<void>[] = [];
   private cgroupProcs: string[] = [];
+  /** rkt app sandbox (mutable.ts). */
+  private readonly mutable: MutableApps | undefined;
 
   constructor(
     private readonly paths: PodPaths,
     private readonly args: RunArgs,
   ) {
     this.guardian = new KvmGuardian(paths.dir);
+    if (args.mutable) this.mutable = new MutableApps(paths);
   }
 
   get ended(): Promise<VmEnd> {
@@ -107,12 +111,13 @@ export class VmEngine implements PodEngine<VmEnd> {
     if (this.args.disablePaths) log().warn("--insecure-options=paths: apps see the guest's whole /dev, the agent's port included");
     this.reports = new ChannelReports(this.specs.map((s) => s.name));
     this.guardian.watchApps(this.specs.map((s) => s.name));
+    if (this.args.mutable && this.args.interactive) throw new UsageError('--interactive cannot be used with a mutable pod: its apps come later');
     if (this.args.interactive && this.specs.length !== 1) throw new UsageError(`--interactive needs a pod with exactly one app; this one has ${this.specs.length}`);
     const accel = chooseAccel();
     if (accel.warning) log().warn(accel.warning);
     if (accel.kvmProblem) log().debug(`kvm unusable: ${accel.kvmProblem}`);
     const size = vmSize(
-      this.specs.map((s) => ({ name: s.name, memoryLimit: s.isolators.memoryLimit, cpuLimitMillis: s.isolators.cpuLimitMillis })),
+      this.mutable ? sandboxSize() : this.specs.map((s) => ({ name: s.name, memoryLimit: s.isolators.memoryLimit, cpuLimitMillis: s.isolators.cpuLimitMillis })),
       hostResources(),
       accel.accel,
     );
@@ -155,6 +160,12 @@ export class VmEngine implements PodEngine<VmEnd> {
     });
     writeGuestNetwork(this.paths.stage1Rootfs, this.specs, this.network.guest);
     writeGuestVolumes(this.paths.stage1Rootfs, this.specs);
+    if (this.mutable) {
+      this.mutable.init(this.specs);
+      const netStep = this.network.guest.length > 0;
+      writeMutableGuest(this.paths.stage1Rootfs, netStep);
+      saveMutableState(this.paths, { base: this.ids.base, dns, sharedDevices: this.args.disablePaths, netStep });
+    }
     makeQemuDir(this.paths.dir, qemu);
   }
 
@@ -174,6 +185,7 @@ export class VmEngine implements PodEngine<VmEnd> {
   private async startShare(coherent: boolean): Promise<Helper> {
     const helper = idmapHelper(this.paths.stage1Rootfs);
     const root = await assembleGuestRoot(this.paths, this.specs, this.ids!.base, helper);
+    if (this.mutable) await shareGuestRoot();
     const v2 = this.cgroupProcs.map((p) => path.dirname(p)).find((d) => fs.existsSync(path.join(d, 'cgroup.controllers')));
     const h = await startVirtiofsd(this.plan!.virtiofsd, { podDir: this.paths.dir, root, base: this.ids!.base, helper, coherent, ...(v2 !== undefined && { cgroup: v2 }) }, KVM_TIMEOUTS.virtiofsdStartMs);
     if (!h) throw new KvmHostError(`virtiofsd did not start, so the pod's files cannot reach its VM (see ${podFile(this.paths.dir, 'virtiofsdLog')})`);
@@ -185,7 +197,8 @@ export class VmEngine implements PodEngine<VmEnd> {
     const network = this.network!;
     const { paths, args } = this;
     // Only host volumes change under the guest's feet; without them the guest may cache freely.
-    const coherent = this.specs.some((s) => s.mounts.some((m) => m.kind === 'host'));
+    // So do a mutable pod's apps' (mutable.ts).
+    const coherent = this.mutable !== undefined || this.specs.some((s) => s.mounts.some((m) => m.kind === 'host'));
     const accel = plan.accel.accel;
     // before any helper starts, so that each can be put in it
     this.cgroupProcs = createVmCgroup(paths.dir, args.uuid, vmMemoryLimitBytes(plan.size.memoryMiB, accel)).procs;
@@ -229,6 +242,7 @@ export class VmEngine implements PodEngine<VmEnd> {
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stdout')}.out`, process.stdout));
       this.drains.push(pipeFifo(`${podFile(paths.dir, 'stderr')}.out`, process.stderr));
     }
+    if (this.mutable) await waitForGuest(paths.dir, this.bootTimeoutMs(), () => this.hasEnded);
   }
 
   /**
@@ -262,6 +276,15 @@ export class VmEngine implements PodEngine<VmEnd> {
       // the pod's end says what happened to the app; this only says why its streams did not flow
       if (!this.hasEnded) log().warn((err as Error).message);
     }
+  }
+
+  refreshApps(): string[] {
+    const r = this.mutable?.refresh();
+    if (r === undefined) return [];
+    this.specs = this.args.disableCapabilities ? r.specs.map(withAllCapabilities) : r.specs;
+    this.reports.setApps(r.specs.map((s) => s.name), r.changed);
+    this.guardian.watchApps(r.added);
+    return r.changed;
   }
 
   powerOff(): void {
@@ -300,6 +323,7 @@ export class VmEngine implements PodEngine<VmEnd> {
 
   async cleanup(): Promise<void> {
     this.reports.close();
+    this.mutable?.release();
     // qemu is gone (or going: its tap is removed under it, which it survives)
     await teardownNetwork(this.paths.dir);
     await this.guardian.done();

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { capabilityNumber } from '../src/appc/capabilities.js';
@@ -11,7 +11,7 @@ import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { appUnitName, appUnitNames } from '../src/stage1-common/units.js';
-import { exitStatusOf } from '../src/stage1-common/status.js';
+import { inRunNamespace } from '../src/stage1-common/mutable-pod.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { NspawnHostError } from './errors.js';
 import { which } from './nspawn-args.js';
@@ -100,25 +100,6 @@ function checkCapabilities(spec: AppSpec, init: number): void {
   if (missing.length > 0) throw new RktError(`app "${spec.name}" retains ${missing.join(', ')}, which this pod's container does not hold (a sandbox's container has systemd-nspawn's default set); retain fewer capabilities, or start the sandbox with --insecure-options=capabilities`);
 }
 
-/**
- * The rootfs is mounted in the run entrypoint's mount namespace: the
- * entrypoint runs itself again there (nsenter --mount), so that every mount
- * it makes is that namespace's and reaches the container.
- */
-async function inRunNamespace(paths: PodPaths, nsenter: string): Promise<number | undefined> {
-  const run = runningRunProcess(paths);
-  if (run === undefined) throw new RktError("the pod's run entrypoint is not running");
-  const ours = fs.readlinkSync('/proc/self/ns/mnt');
-  if (fs.readlinkSync(`/proc/${run}/ns/mnt`) === ours) return undefined;
-  const argv = [`--mount=/proc/${run}/ns/mnt`, `--wd=${paths.dir}`, '--', process.execPath, ...process.argv.slice(1)];
-  log().debug({ argv }, "entering the run entrypoint's mount namespace");
-  const child = spawn(nsenter, argv, { stdio: 'inherit' });
-  return new Promise((resolve, reject) => {
-    child.once('error', (err) => reject(new RktError(`cannot run ${nsenter}: ${err.message}`)));
-    child.once('exit', (code, signal) => resolve(exitStatusOf({ code, signal })));
-  });
-}
-
 async function undoAdd(pod: RunningPod, spec: AppSpec): Promise<void> {
   removeAppFiles(pod.paths.stage1Rootfs, pod.paths.dir, spec);
   // the run entrypoint lets go of the relay once the app has left the pod manifest; its files go now
@@ -133,7 +114,7 @@ async function undoAdd(pod: RunningPod, spec: AppSpec): Promise<void> {
 
 export async function appAdd(argv: string[]): Promise<number> {
   const { args, pod } = openApp(argv, 'add');
-  const outer = await inRunNamespace(pod.paths, pod.nsenter);
+  const outer = await inRunNamespace(pod.paths, pod.nsenter, runningRunProcess(pod.paths));
   if (outer !== undefined) return outer;
   let spec = appSpec(pod.paths, args.app);
   checkIsolators([spec], NSPAWN_ISOLATORS, args.disableSeccomp ? SECCOMP_ISOLATORS : undefined);
@@ -174,7 +155,7 @@ export async function appStop(argv: string[]): Promise<number> {
 
 export async function appRm(argv: string[]): Promise<number> {
   const { args, pod } = openApp(argv, 'rm');
-  const outer = await inRunNamespace(pod.paths, pod.nsenter);
+  const outer = await inRunNamespace(pod.paths, pod.nsenter, runningRunProcess(pod.paths));
   if (outer !== undefined) return outer;
   const spec = appSpec(pod.paths, args.app);
   const units = appUnitNames(spec);

@@ -30,7 +30,8 @@ import { STAGE1, writePodConfig } from './pod-units.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { seccompPlan, type SeccompUnitPlan } from './seccomp.js';
-import { appGeneration, saveEtcOptions, shareContainerRoot, TreeHolds, waitForPodTarget } from './mutable.js';
+import { appGeneration, TreeHolds } from '../src/stage1-common/mutable-pod.js';
+import { saveEtcOptions, shareContainerRoot, waitForPodTarget } from './mutable.js';
 
 // The nspawn flavor's engine for the shared pod supervisor. prepare()
 // decides everything about the pod before anything is mounted (a refusal

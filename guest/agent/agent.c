@@ -197,6 +197,12 @@ static int handle_frame(struct chan *c, uint8_t type, const uint8_t *p, uint32_t
 		c->seen_up = 0;
 		session_attach(s, p, len);
 		return 0;
+	case FRAME_APP:
+		/* the same again: a new host's first frame */
+		if (session_active(s)) end_session(c);
+		c->seen_up = 0;
+		session_app(s, p, len);
+		return 0;
 	case FRAME_STDIN:
 		session_stdin(s, p, len);
 		return 0;

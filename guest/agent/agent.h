@@ -19,6 +19,7 @@
 #define FRAME_RESIZE 0x04
 #define FRAME_SIGNAL 0x05
 #define FRAME_ATTACH 0x06
+#define FRAME_APP 0x07
 /* guest -> host */
 #define FRAME_SESSION 0x80
 #define FRAME_STDOUT 0x81
@@ -53,6 +54,9 @@ struct app_io {
 };
 
 void appio_setup(void);
+/* A mutable pod's app came (modes: "STDIN STDOUT STDERR") or went (app-ctl.c). */
+int appio_add(const char *name, const char *modes);
+void appio_remove(const char *name);
 struct app_io *appio_find(const char *name);
 int appio_fd(const struct app_io *a, int which);
 void appio_close_stdin(struct app_io *a);
@@ -106,6 +110,35 @@ struct attach_request {
 };
 
 int parse_attach(struct attach_request *r, const uint8_t *payload, uint32_t len);
+
+/* A parsed APP request (app-ctl.c): manage an app of a mutable pod. */
+enum { APP_PING = 1, APP_ADD, APP_START, APP_STOP, APP_RM };
+#define APP_UNITS_MAX 16
+#define APP_BINDS_MAX 256
+struct app_request {
+	int op;               /* APP_* */
+	uint32_t session;
+	char *app, *io;
+	uint32_t nunits, nbinds;
+	char *unit_name[APP_UNITS_MAX], *unit_text[APP_UNITS_MAX];
+	int bind_ro[APP_BINDS_MAX];
+	char *bind_path[APP_BINDS_MAX];
+};
+
+int parse_app_request(struct app_request *r, const uint8_t *payload, uint32_t len);
+int app_name_ok(const char *s);
+int unit_name_ok(const char *app, const char *unit);
+int bind_path_ok(const char *app, const char *path);
+void free_app_request(struct app_request *r);
+
+/* Reading a payload with every length checked (request.c). */
+struct cursor {
+	const uint8_t *p;
+	uint32_t left;
+	int bad;
+};
+uint32_t take_u32(struct cursor *c);
+char *take_str(struct cursor *c);
 void free_request(struct request *r);
 
 /* The frame layer, without I/O (frame.c). */
@@ -138,6 +171,7 @@ struct session {
 void session_init(struct session *s, struct buf *out);
 void session_start(struct session *s, const uint8_t *payload, uint32_t len);
 void session_attach(struct session *s, const uint8_t *payload, uint32_t len);
+void session_app(struct session *s, const uint8_t *payload, uint32_t len);
 /* Whether the session has something running: a command, or an attachment. */
 static inline int session_active(const struct session *s) { return s->pid > 0 || s->attached; }
 void session_stdin(struct session *s, const uint8_t *data, uint32_t len);

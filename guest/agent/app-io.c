@@ -108,6 +108,35 @@ static int setup_app(struct app_io *a)
 	return 0;
 }
 
+/* One app's streams from its modes line; -1 (errno set) if they cannot be made. */
+static int load_app(const char *name, const char *line)
+{
+	struct app_io *a = NULL;
+	char w[3][16];
+	for (int i = 0; i < napps && !a; i++)
+		if (!apps[i].name[0]) a = &apps[i]; /* the slot of a removed app */
+	if (!a && napps < MAX_APPS) a = &apps[napps++];
+	if (!a) {
+		errno = ENOSPC;
+		return -1;
+	}
+	memset(a, 0, sizeof *a);
+	a->mark = a->listen = a->master = a->in = a->out = a->err = -1;
+	if (sscanf(line, "%15s %15s %15s", w[0], w[1], w[2]) != 3 ||
+	    (a->mode[0] = parse_mode(w[0])) < 0 || (a->mode[1] = parse_mode(w[1])) < 0 || (a->mode[2] = parse_mode(w[2])) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	snprintf(a->name, sizeof a->name, "%s", name);
+	if (setup_app(a) < 0) {
+		int e = errno;
+		appio_remove(name);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
 void appio_setup(void)
 {
 	DIR *d = opendir(IO_CONF);
@@ -115,36 +144,56 @@ void appio_setup(void)
 	if (!d) return;
 	mkdir("/run/rkt", 0755);
 	mkdir(IO_RUN, 0755);
-	while ((e = readdir(d)) && napps < MAX_APPS) {
-		struct app_io *a = &apps[napps];
-		char p[400], line[64] = "", w[3][16];
+	while ((e = readdir(d))) {
+		char p[400], line[64] = "";
 		FILE *f;
 		if (!valid_name(e->d_name)) continue;
 		snprintf(p, sizeof p, IO_CONF "/%s", e->d_name);
 		if (!(f = fopen(p, "re"))) continue;
 		if (!fgets(line, sizeof line, f)) line[0] = 0;
 		fclose(f);
-		memset(a, 0, sizeof *a);
-		a->mark = a->listen = -1;
-		snprintf(a->name, sizeof a->name, "%s", e->d_name);
-		if (sscanf(line, "%15s %15s %15s", w[0], w[1], w[2]) != 3 ||
-		    (a->mode[0] = parse_mode(w[0])) < 0 || (a->mode[1] = parse_mode(w[1])) < 0 || (a->mode[2] = parse_mode(w[2])) < 0) {
-			logmsg("%s: not three stream modes; the app's streams stay closed", p);
-			continue;
-		}
-		if (setup_app(a) < 0) {
-			logmsg("cannot make the streams of app %s: %s", a->name, strerror(errno));
-			continue;
-		}
-		napps++;
+		if (load_app(e->d_name, line) < 0) logmsg("cannot make the streams of app %s (%s): %s", e->d_name, p, strerror(errno));
 	}
 	closedir(d);
+}
+
+/* An app added to a mutable pod: its streams, before its unit can start (app-ctl.c). */
+int appio_add(const char *name, const char *modes)
+{
+	if (!valid_name(name) || appio_find(name)) {
+		errno = EEXIST;
+		return -1;
+	}
+	mkdir("/run/rkt", 0755);
+	mkdir(IO_RUN, 0755);
+	return load_app(name, modes);
+}
+
+/* An app removed from a mutable pod: an attached session ends, its descriptors and files go. */
+void appio_remove(const char *name)
+{
+	static const char *const files[] = { "tty", "stdin", "stdout", "stderr", "attached" };
+	struct app_io *a = appio_find(name);
+	char p[600];
+	if (!a) return;
+	if (a->holder) session_abort(a->holder);
+	int fds[] = { a->master, a->in, a->out, a->err, a->listen, a->mark };
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0) close(fds[i]);
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		snprintf(p, sizeof p, IO_RUN "/%s/%s", a->name, files[i]);
+		unlink(p);
+	}
+	snprintf(p, sizeof p, IO_RUN "/%s", a->name);
+	rmdir(p);
+	memset(a, 0, sizeof *a);
+	a->mark = a->listen = a->master = a->in = a->out = a->err = -1;
 }
 
 struct app_io *appio_find(const char *name)
 {
 	for (int i = 0; i < napps; i++)
-		if (strcmp(apps[i].name, name) == 0) return &apps[i];
+		if (apps[i].name[0] && strcmp(apps[i].name, name) == 0) return &apps[i];
 	return NULL;
 }
 

@@ -10,7 +10,7 @@ mkdir -p "$(dirname "$out")"
 tmp=$(mktemp "$(dirname "$out")/.rkt-agent.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 gcc -static -O2 -s -std=gnu11 -Wall -Wextra -pthread \
-  -o "$tmp" "$here/agent.c" "$here/session.c" "$here/app-context.c" "$here/request.c" "$here/frame.c" "$here/io.c" "$here/app-io.c"
+  -o "$tmp" "$here/agent.c" "$here/session.c" "$here/app-context.c" "$here/request.c" "$here/frame.c" "$here/io.c" "$here/app-io.c" "$here/app-ctl.c" "$here/app-request.c"
 chmod 0755 "$tmp"
 mv -f "$tmp" "$out"
 trap - EXIT

@@ -24,6 +24,7 @@ int frame_check_from_host(uint8_t type, uint32_t len)
 	switch (type) {
 	case FRAME_EXEC:      /* its payload is parse_request()'s business */
 	case FRAME_ATTACH:    /* and this one parse_attach()'s */
+	case FRAME_APP:       /* and this one parse_app_request()'s */
 	case FRAME_STDIN:
 	case FRAME_STDIN_EOF: /* a payload, though there should be none, is ignored */
 		return 0;

@@ -30,13 +30,7 @@ void buf_consume(struct buf *b, size_t len)
 }
 
 
-struct cursor {
-	const uint8_t *p;
-	uint32_t left;
-	int bad;
-};
-
-static uint32_t take_u32(struct cursor *c)
+uint32_t take_u32(struct cursor *c)
 {
 	uint32_t v;
 	if (c->left < 4) { c->bad = 1; return 0; }
@@ -45,7 +39,7 @@ static uint32_t take_u32(struct cursor *c)
 	return v;
 }
 
-static char *take_str(struct cursor *c)
+char *take_str(struct cursor *c)
 {
 	uint32_t n = take_u32(c);
 	char *s;

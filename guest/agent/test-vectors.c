@@ -1,16 +1,18 @@
 /*
- * test-vectors: holds the agent's own frame codec (frame.c, request.c) to
- * the golden vectors of vectors.txt (its syntax is described there):
+ * test-vectors: holds the agent's own frame codec (frame.c, request.c,
+ * app-request.c) to the golden vectors of vectors.txt (its syntax is
+ * described there):
  *
- *   gcc -std=gnu11 -o test-vectors test-vectors.c frame.c request.c
+ *   gcc -std=gnu11 -o test-vectors test-vectors.c frame.c request.c app-request.c
  *   ./test-vectors vectors.txt
  *
  * Host-to-guest vectors are cut and judged as the agent does (frame_size,
- * frame_check_from_host, parse_request). Guest-to-host frames are written
- * as the agent writes them (frame_append*) and compared byte for byte;
- * judging bytes from the guest is the host's part, checked by the
- * TypeScript test. Prints every failure and a summary line; exits 1 on any
- * failure or a line it cannot read. Run by test/unit/guest-agent-vectors.test.ts.
+ * frame_check_from_host, parse_request, parse_attach, parse_app_request).
+ * Guest-to-host frames are written as the agent writes them
+ * (frame_append*) and compared byte for byte; judging bytes from the guest
+ * is the host's part, checked by the TypeScript test. Prints every failure
+ * and a summary line; exits 1 on any failure or a line it cannot read. Run
+ * by test/unit/guest-agent-vectors.test.ts.
  */
 #define _GNU_SOURCE
 #include "agent.h"
@@ -114,7 +116,7 @@ static int tokenize(char *p, struct tok *t, int max)
 
 static const struct { const char *name; uint8_t code; } TYPES[] = {
 	{ "EXEC", FRAME_EXEC }, { "STDIN", FRAME_STDIN }, { "STDIN_EOF", FRAME_STDIN_EOF },
-	{ "RESIZE", FRAME_RESIZE }, { "SIGNAL", FRAME_SIGNAL }, { "ATTACH", FRAME_ATTACH }, { "SESSION", FRAME_SESSION },
+	{ "RESIZE", FRAME_RESIZE }, { "SIGNAL", FRAME_SIGNAL }, { "ATTACH", FRAME_ATTACH }, { "APP", FRAME_APP }, { "SESSION", FRAME_SESSION },
 	{ "STDOUT", FRAME_STDOUT }, { "STDERR", FRAME_STDERR }, { "EXIT", FRAME_EXIT },
 	{ "ERROR", FRAME_ERROR },
 };
@@ -240,6 +242,37 @@ static void check_attach(const struct vec *v, const uint8_t *p, uint32_t len)
 	free(r.app);
 }
 
+static void check_app(const struct vec *v, const uint8_t *p, uint32_t len)
+{
+	static const char *const ops[] = { [APP_PING] = "ping", [APP_ADD] = "add", [APP_START] = "start", [APP_STOP] = "stop", [APP_RM] = "rm" };
+	struct app_request r;
+	const struct field *f;
+	if (parse_app_request(&r, p, len) < 0) {
+		fail(v, "parse_app_request() refused it");
+		free_app_request(&r);
+		return;
+	}
+	expect_num(v, "session", r.session);
+	expect_bytes(v, "op", ops[r.op], strlen(ops[r.op]));
+	expect_bytes(v, "app", r.app, strlen(r.app));
+	expect_bytes(v, "io", r.io, strlen(r.io));
+	if ((f = field(v, "units"))) {
+		if ((uint32_t)f->n != 2 * r.nunits) fail(v, "units: decoded %u, want %d", r.nunits, f->n / 2);
+		for (uint32_t i = 0; i < r.nunits && 2 * i + 1 < (uint32_t)f->n; i++) {
+			if (strcmp(r.unit_name[i], f->v[2 * i].s) != 0) fail(v, "units[%u]: decoded name \"%s\"", i, r.unit_name[i]);
+			if (strcmp(r.unit_text[i], f->v[2 * i + 1].s) != 0) fail(v, "units[%u]: decoded text \"%s\"", i, r.unit_text[i]);
+		}
+	}
+	if ((f = field(v, "binds"))) {
+		if ((uint32_t)f->n != 2 * r.nbinds) fail(v, "binds: decoded %u, want %d", r.nbinds, f->n / 2);
+		for (uint32_t i = 0; i < r.nbinds && 2 * i + 1 < (uint32_t)f->n; i++) {
+			if (strcmp(r.bind_ro[i] ? "ro" : "rw", f->v[2 * i].s) != 0) fail(v, "binds[%u]: decoded %s", i, r.bind_ro[i] ? "ro" : "rw");
+			if (strcmp(r.bind_path[i], f->v[2 * i + 1].s) != 0) fail(v, "binds[%u]: decoded path \"%s\"", i, r.bind_path[i]);
+		}
+	}
+	free_app_request(&r);
+}
+
 /* As the agent's read_port() and handle_frame() take bytes from the host. */
 static void check_from_host(const struct vec *v)
 {
@@ -275,6 +308,13 @@ static void check_from_host(const struct vec *v)
 		return;
 	}
 	if (strcmp(v->verdict, "refused") == 0) {
+		if (code == FRAME_APP) {
+			struct app_request a;
+			rc = parse_app_request(&a, p, len);
+			free_app_request(&a);
+			if (rc == 0) fail(v, "parse_app_request() accepted it");
+			return;
+		}
 		if (code == FRAME_ATTACH) {
 			struct attach_request a;
 			rc = parse_attach(&a, p, len);
@@ -284,7 +324,7 @@ static void check_from_host(const struct vec *v)
 		}
 		rc = parse_request(&r, p, len);
 		free_request(&r);
-		if (code != FRAME_EXEC) fail(v, "only EXEC and ATTACH can be refused");
+		if (code != FRAME_EXEC) fail(v, "only EXEC, ATTACH and APP can be refused");
 		else if (rc == 0) fail(v, "parse_request() accepted it");
 		return;
 	}
@@ -299,6 +339,7 @@ static void check_from_host(const struct vec *v)
 	case FRAME_RESIZE: expect_num(v, "rows", get_u16(p)); expect_num(v, "cols", get_u16(p + 2)); break;
 	case FRAME_SIGNAL: expect_num(v, "signal", p[0]); break;
 	case FRAME_ATTACH: check_attach(v, p, len); break;
+	case FRAME_APP: check_app(v, p, len); break;
 	default: fail(v, "'%s' is not a host-to-guest type", v->type);
 	}
 }

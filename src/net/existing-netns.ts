@@ -1,4 +1,4 @@
-import { execInNetns, isLiveNetns } from './netns.js';
+import { execInNetns, isNetns } from './netns.js';
 import { NetworkSetupError } from './errors.js';
 import type { JsonObject } from './config.js';
 import type { NetworkState } from './state.js';
@@ -35,7 +35,7 @@ async function ipJson<T>(netns: string, argv: string[]): Promise<T[]> {
 
 /** The namespace's interfaces as the pod's networks, already "added" (nothing to run, nothing to undo). */
 export async function existingNetworks(netns: string): Promise<NetworkState[]> {
-  if (!isLiveNetns(netns)) throw new NetworkSetupError(`${netns} is not a network namespace (any more); the pod cannot join it`);
+  if (!isNetns(netns)) throw new NetworkSetupError(`${netns} is not a network namespace (any more); the pod cannot join it`);
   const links = (await ipJson<IpAddr>(netns, ['addr', 'show'])).filter((l) => l.link_type !== 'loopback' && l.ifname !== 'lo');
   const routes = [...(await ipJson<IpRoute>(netns, ['-4', 'route', 'show'])), ...(await ipJson<IpRoute>(netns, ['-6', 'route', 'show']))];
   return links.map((l): NetworkState => {

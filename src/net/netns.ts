@@ -34,6 +34,16 @@ export function isLiveNetns(p: string): boolean {
   }
 }
 
+/** A namespace bind mount, or a process's namespace (/proc/PID/ns/net, a link to "net:[INODE]"). */
+export function isNetns(p: string): boolean {
+  if (isLiveNetns(p)) return true;
+  try {
+    return /^net:\[\d+\]$/.test(fs.readlinkSync(p));
+  } catch {
+    return false;
+  }
+}
+
 async function ip(args: string[], what: string): Promise<string> {
   const r = await execa('ip', args, { reject: false });
   if (r.failed) throw new NetworkSetupError(oneLine(`${what}: ip ${args.join(' ')} failed: ${String(r.stderr || r.message).trim()}`));

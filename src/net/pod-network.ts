@@ -11,7 +11,7 @@ import { withNetLock } from './hostlock.js';
 import { pruneSharedPortmapChains, removeTaggedRules } from './iptables.js';
 import { parseNetList } from './netlist.js';
 import { existingNetworks } from './existing-netns.js';
-import { createNetns, deleteNetns, inNetns, isLiveNetns, netnsName, netnsPathOf } from './netns.js';
+import { createNetns, deleteNetns, inNetns, isLiveNetns, isNetns, netnsName, netnsPathOf } from './netns.js';
 import { checkHostPortsFree, portmapPluginConf, portmapRuntimeConfig } from './ports.js';
 import { STATE_VERSION, readState, writeState, type NetworkState, type PodNetState, type PortMapping, type TapState } from './state.js';
 
@@ -130,7 +130,7 @@ async function undo(podDir: string, st: PodNetState): Promise<void> {
     }
   };
   const netns = st.netnsPath;
-  const live = netns !== undefined && isLiveNetns(netns);
+  const live = netns !== undefined && (st.external ? isNetns(netns) : isLiveNetns(netns));
   if (live) for (const t of st.taps) await attempt(`tap ${t.name}`, () => removeTap(netns, t));
   for (const n of [...st.networks].reverse()) {
     if (n.phase === 'pending' || st.external) continue;

@@ -3,12 +3,18 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LINUX_CAPABILITIES } from '../appc/capabilities.js';
+import type { RuntimeApp } from '../appc/types.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { mountsUnder, readMountinfo } from '../util/mounts.js';
 import { mapConfig, mapProcess, type OciPlan, type ProcessIdentity } from './config.js';
 import { OciError } from './errors.js';
-import type { Rkt } from './rkt.js';
-import { currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
-import { spawnStandIn } from './standin.js';
+import { rktError, type Rkt } from './rkt.js';
+import { checkId, currentStatus, isAlive, notFound, processStart, type ContainerState, type StateDir } from './state.js';
+import { isDevNull, spawnDetached, spawnStandIn } from './standin.js';
+import { STREAMS, parseAttachMode, streamAnnotations, type AppStreams } from '../appc/app-streams.js';
+import { Pod } from '../pod/pod.js';
+import { attachArgv } from '../stage1/args.js';
+import { crossingEnv, entrypointCommand } from '../stage1/invoke.js';
 
 // runc's commands, as containerd's runc v2 shim calls them, on rkt's
 // mutable pods: a CRI sandbox is a pod started with rkt app sandbox, a
@@ -22,6 +28,8 @@ const READY_TIMEOUT_MS = 600_000;
 export interface Ctx {
   states: StateDir;
   rkt: Rkt;
+  /** The console helper (dist/oci/rkt-oci-console). */
+  consoleHelper: string;
 }
 
 export interface CreateOptions {
@@ -46,9 +54,11 @@ function readJson(file: string, what: string): unknown {
   }
 }
 
-function noTerminal(terminal: boolean, consoleSocket: string | undefined, where: string): void {
-  if (terminal) throw new OciError(`${where}.terminal: this runtime gives apps no terminal yet; run the container without a tty`);
-  if (consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
+/** runc's rules: a terminal goes through a console socket, and a console socket is only for a terminal. */
+function consoleOf(ctx: Ctx, terminal: boolean, consoleSocket: string | undefined): { helper: string; socket: string } | undefined {
+  if (terminal && consoleSocket === undefined) throw new OciError('process.terminal needs --console-socket: this runtime sends the terminal there, as runc does');
+  if (!terminal && consoleSocket !== undefined) throw new OciError('--console-socket is only for a process with a terminal (process.terminal)');
+  return consoleSocket === undefined ? undefined : { helper: ctx.consoleHelper, socket: path.resolve(consoleSocket) };
 }
 
 function writePidFile(file: string | undefined, pid: number): void {
@@ -70,11 +80,11 @@ async function startSandbox(ctx: Ctx, id: string, plan: OciPlan): Promise<{ uuid
   const flags = [`--uuid-file-save=${uuidFile}`, `--annotation=rkt-ts/oci-container-id=${id}`];
   if (plan.netns !== undefined) flags.push(`--net-namespace=${plan.netns}`);
   if (plan.hostname !== undefined) flags.push(`--hostname=${plan.hostname}`);
-  const child = ctx.rkt.spawnSandbox(flags);
+  const child = ctx.rkt.spawnSandbox(flags, path.join(ctx.states.dir(id), 'sandbox.log'));
   let code: number | null = null;
   child.once('exit', (c, s) => (code = c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0)));
   child.once('error', () => (code = 254));
-  const early = () => new OciError(`rkt app sandbox exited with status ${code} before the pod was ready (its error is on the container's stderr)`);
+  const early = () => new OciError(`rkt app sandbox exited with status ${code} before the pod was ready: ${rktError(fs.readFileSync(path.join(ctx.states.dir(id), 'sandbox.log'), 'utf8')) || 'it said nothing'}`);
   let uuid = '';
   for (let waited = 0; ; waited += 50) {
     if (code !== null) throw early();
@@ -115,15 +125,54 @@ function podExists(ctx: Ctx, uuid: string): boolean {
   return fs.readdirSync(pods).some((d) => fs.existsSync(path.join(pods, d, uuid)));
 }
 
+/** The app's stream modes: a terminal, or a stream for each of our stdio the shim did not leave as /dev/null. */
+function streamModes(terminal: boolean): AppStreams {
+  if (terminal) return { stdin: 'tty', stdout: 'tty', stderr: 'tty' };
+  return { stdin: isDevNull(0) ? 'null' : 'stream', stdout: isDevNull(1) ? 'null' : 'stream', stderr: isDevNull(2) ? 'null' : 'stream' };
+}
+
+/**
+ * rbind of a tree with no mount below its top is a plain bind: the same
+ * files, and one the kvm flavor can share (it refuses recursive volumes).
+ */
+function plainWhereSame(ra: RuntimeApp): RuntimeApp {
+  const table = readMountinfo();
+  const mounts = ra.mounts?.map((m) => {
+    const v = m.appVolume;
+    if (v?.kind !== 'host' || v.recursive !== true || v.source === undefined) return m;
+    const real = fs.realpathSync(v.source);
+    return mountsUnder(real, table).some((p) => p !== real) ? m : { ...m, appVolume: { ...v, recursive: false } };
+  });
+  return { ...ra, ...(mounts && { mounts }) };
+}
+
+/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
+function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
+  const pod = Pod.find(ctx.rkt.dataDir, uuid);
+  const pid = pod.pid();
+  if (pid === undefined) throw new OciError(`pod ${uuid} has not given its pid yet`);
+  const { action, endpoints } = parseAttachMode(mode);
+  const { argv, cwd } = entrypointCommand(pod.paths, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
+  return { argv, cwd, env: crossingEnv(pod.paths, pid, app) };
+}
+
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
-async function addApp(ctx: Ctx, id: string, uuid: string, plan: OciPlan): Promise<{ pid: number; pidStart: string }> {
-  const ra = plan.app!;
+async function addApp(ctx: Ctx, id: string, uuid: string, podPid: number, plan: OciPlan, console: { helper: string; socket: string } | undefined): Promise<{ pid: number; pidStart: string }> {
+  const modes = streamModes(console !== undefined);
+  const ra = plainWhereSame({ ...plan.app!, annotations: [...(plan.app!.annotations ?? []), ...streamAnnotations(modes)] });
   const raFile = path.join(ctx.states.dir(id), 'runtime-app.json');
   fs.writeFileSync(raFile, JSON.stringify(ra));
   await ctx.rkt.run(['app', 'add', uuid, `--rootfs-dir=${plan.rootfs}`, `--runtime-app=${raFile}`]);
   const podDir = ctx.rkt.podDir(uuid);
+  const wanted = console ? 'tty' : STREAMS.filter((n) => modes[n] === 'stream').join(',');
   try {
-    return await spawnStandIn(path.join(podDir, 'exit-status', ra.name), path.join(podDir, 'appsinfo', ra.name));
+    return await spawnStandIn({
+      statusFile: path.join(podDir, 'exit-status', ra.name),
+      appInfoDir: path.join(podDir, 'appsinfo', ra.name),
+      podPid,
+      ...(wanted !== '' && { attach: attachCommand(ctx, uuid, ra.name, wanted) }),
+      ...(console && { console }),
+    });
   } catch (err) {
     await ctx.rkt.run(['app', 'rm', uuid, `--app=${ra.name}`], { allowFail: true });
     throw err;
@@ -131,9 +180,11 @@ async function addApp(ctx: Ctx, id: string, uuid: string, plan: OciPlan): Promis
 }
 
 export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise<void> {
+  checkId(id);
   const bundle = path.resolve(opts.bundle ?? process.cwd());
   const plan = mapConfig(id, readJson(path.join(bundle, 'config.json'), 'the bundle config'), bundle);
-  noTerminal(plan.terminal, opts.consoleSocket, 'process');
+  const console = consoleOf(ctx, plan.terminal && plan.role !== 'sandbox', plan.role === 'sandbox' ? undefined : opts.consoleSocket);
+  if (plan.role === 'sandbox' && opts.consoleSocket !== undefined) throw new OciError('--console-socket: a sandbox runs no process of its own in this runtime, so it has no terminal');
   if (plan.role !== 'sandbox' && !fs.statSync(plan.rootfs, { throwIfNoEntry: false })?.isDirectory()) throw new OciError(`root.path ${plan.rootfs} is not a directory`);
   let sandbox: ContainerState | undefined;
   if (plan.role === 'container') {
@@ -150,7 +201,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
     let pidStart: string;
     if (plan.role === 'container') {
       uuid = sandbox!.podUuid;
-      ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+      ({ pid, pidStart } = await addApp(ctx, id, uuid, sandbox!.pid, plan, console));
     } else {
       const s = await startSandbox(ctx, id, plan);
       uuid = s.uuid;
@@ -158,7 +209,7 @@ export async function create(ctx: Ctx, id: string, opts: CreateOptions): Promise
       if (plan.role === 'sandbox') {
         pid = s.child.pid!;
         pidStart = processStart(pid) ?? '';
-      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, plan));
+      } else ({ pid, pidStart } = await addApp(ctx, id, uuid, s.child.pid!, plan, console));
     }
     const st: ContainerState = {
       version: 1,
@@ -204,7 +255,7 @@ export function start(ctx: Ctx, id: string): Promise<void> {
   });
 }
 
-export function stateJson(ctx: Ctx, id: string): string {
+export function stateJson(ctx: Pick<Ctx, 'states'>, id: string): string {
   const st = ctx.states.read(id);
   const status = currentStatus(st);
   const out = {
@@ -315,16 +366,20 @@ export async function exec(ctx: Ctx, id: string, opts: ExecOptions): Promise<num
   if (st.role === 'sandbox') throw new OciError(`container ${id} is a sandbox, which runs no process of its own in this runtime; exec in one of its containers`);
   if (opts.process === undefined) throw new OciError('exec needs --process FILE (a process.json)');
   const p = mapProcess(readJson(opts.process, 'the process'), 'process');
-  noTerminal(p.terminal || opts.tty, opts.consoleSocket, 'process');
+  const console = consoleOf(ctx, p.terminal || opts.tty, opts.consoleSocket);
   sameIdentity(p.identity, st.identity);
-  const child = spawn(ctx.rkt.bin, [...ctx.rkt.config.rktArgs, 'enter', `--app=${st.app}`, st.podUuid, ...p.exec], { stdio: 'inherit', detached: opts.detach });
-  const pid = child.pid;
-  if (pid === undefined) throw new OciError(`cannot run ${ctx.rkt.bin}`);
-  writePidFile(opts.pidFile, pid);
-  if (opts.detach) {
-    child.unref();
+  const argv = ctx.rkt.argv(['enter', `--app=${st.app}`, st.podUuid, ...p.exec]);
+  if (opts.detach || console) {
+    const proc = await spawnDetached(argv, { stdio: 'inherit', ...(console && { console }) });
+    writePidFile(opts.pidFile, proc.pid);
+    if (opts.detach) return 0;
+    await waitExit(proc.pid, proc.pidStart, Number.MAX_SAFE_INTEGER);
+    // not our child once the helper has made it a session leader: its status is the shim's to read
     return 0;
   }
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+  if (child.pid === undefined) throw new OciError(`cannot run ${argv[0]}`);
+  writePidFile(opts.pidFile, child.pid);
   return new Promise((resolve) => child.once('exit', (c, s) => resolve(c ?? 128 + (os.constants.signals[s as NodeJS.Signals] ?? 0))));
 }
 

@@ -151,6 +151,7 @@ export function mapProcess(v: unknown, where = 'process'): ProcessMapping {
   if (!cwd.startsWith('/')) throw new OciError(`${where}.cwd "${cwd}" must be an absolute path`);
   const user = obj(p.user ?? {}, `${where}.user`);
   onlyKnown(user, `${where}.user`, ['uid', 'gid', 'additionalGids']);
+  if (user.additionalGids !== undefined && !Array.isArray(user.additionalGids)) throw new OciError(`${where}.user.additionalGids must be a list`);
   const identity: ProcessIdentity = {
     env,
     cwd,
@@ -158,7 +159,6 @@ export function mapProcess(v: unknown, where = 'process'): ProcessMapping {
     gid: uint32(user.gid ?? 0, `${where}.user.gid`),
     additionalGids: (user.additionalGids === undefined ? [] : (user.additionalGids as unknown[])).map((g, i) => uint32(g, `${where}.user.additionalGids[${i}]`)),
   };
-  if (user.additionalGids !== undefined && !Array.isArray(user.additionalGids)) throw new OciError(`${where}.user.additionalGids must be a list`);
   const terminal = p.terminal === undefined ? false : p.terminal === true ? true : p.terminal === false ? false : (() => { throw new OciError(`${where}.terminal must be true or false`); })();
   const isolators: Isolator[] = [];
   const caps = capabilities(p.capabilities);

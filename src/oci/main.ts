@@ -74,6 +74,8 @@ export interface Launcher {
   flavor: string;
   /** bin/rkt of this checkout. */
   rkt: string;
+  /** dist/oci/rkt-oci-console of this checkout. */
+  console: string;
 }
 
 export async function run(argv: string[], launcher: Launcher): Promise<number> {
@@ -97,7 +99,7 @@ export async function run(argv: string[], launcher: Launcher): Promise<number> {
       process.stdout.write(commands.features());
       return 0;
     }
-    const ctx = { states: new StateDir(g.root), rkt: new Rkt(launcher.rkt, launcher.flavor, loadRuntimeConfig()) };
+    const ctx = { states: new StateDir(g.root), rkt: new Rkt(launcher.rkt, launcher.flavor, loadRuntimeConfig()), consoleHelper: launcher.console };
     const id = positional[0]!;
     const str = (k: string) => (typeof flags[k] === 'string' ? (flags[k] as string) : undefined);
     switch (command) {

@@ -62,11 +62,16 @@ export class Rkt {
     return path.join(this.dataDir, 'pods', 'run', uuid);
   }
 
+  /** The command line of rkt with our global flags. */
+  argv(args: string[]): string[] {
+    return [this.bin, ...this.config.rktArgs, ...args];
+  }
+
   /** Run rkt to its end; its last stderr line is the error when it fails. */
   async run(args: string[], opts: { allowFail?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
     const r = await execa(this.bin, [...this.config.rktArgs, ...args], { reject: false, stdin: 'ignore', timeout: 300_000 });
     const res = { code: r.exitCode ?? 254, stdout: String(r.stdout), stderr: String(r.stderr) };
-    if (res.code !== 0 && !opts.allowFail) throw new OciError(`rkt ${args[0]}${args[1] && !args[1].startsWith('-') ? ` ${args[1]}` : ''} failed: ${lastLine(res.stderr) || `exit status ${res.code}`}`);
+    if (res.code !== 0 && !opts.allowFail) throw new OciError(`rkt ${args[0]}${args[1] && !args[1].startsWith('-') ? ` ${args[1]}` : ''} failed: ${rktError(res.stderr) || `exit status ${res.code}`}`);
     return res;
   }
 
@@ -77,15 +82,30 @@ export class Rkt {
   }
 
   /**
-   * rkt app sandbox in its own session, its stdio the caller's (the shim's,
-   * which gets the apps' output of the pod's log): it outlives us, and the
-   * shim, a subreaper, inherits it.
+   * rkt app sandbox in its own session, its output (and the pod log's) to
+   * `log`: it outlives us, and the shim, a subreaper, inherits it. The apps'
+   * streams reach the shim through their stand-ins, not through it.
    */
-  spawnSandbox(flags: string[]): ChildProcess {
-    const child = spawn(this.bin, [...this.config.rktArgs, 'app', 'sandbox', ...this.sandboxFlags(), ...flags], { detached: true, stdio: ['ignore', 'inherit', 'inherit'] });
-    child.unref();
-    return child;
+  spawnSandbox(flags: string[], log: string): ChildProcess {
+    const fd = fs.openSync(log, 'a', 0o600);
+    try {
+      const child = spawn(this.bin, [...this.config.rktArgs, 'app', 'sandbox', ...this.sandboxFlags(), ...flags], { detached: true, stdio: ['ignore', fd, fd] });
+      child.unref();
+      return child;
+    } finally {
+      fs.closeSync(fd);
+    }
   }
+}
+
+/** rkt's error in its output: its last "rkt: " line that is not a warning (after the stage1's own, if it said why), else the last line. */
+export function rktError(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim());
+  const said = (who: string) => lines.filter((l) => l.startsWith(`${who}: `) && !l.startsWith(`${who}: warning:`) && !l.startsWith(`${who}: debug:`)).pop();
+  const rkt = said('rkt');
+  const stage1 = said('stage1');
+  if (rkt === undefined) return stage1 ?? lastLine(text);
+  return stage1 === undefined ? rkt : `${stage1} (${rkt})`;
 }
 
 export function lastLine(text: string): string {

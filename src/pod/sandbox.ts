@@ -2,7 +2,7 @@ import { ManifestError, UsageError } from '../errors.js';
 import { validatePodManifest } from '../appc/pod-manifest.js';
 import type { Annotation, PodManifest } from '../appc/types.js';
 import path from 'node:path';
-import { isLiveNetns } from '../net/netns.js';
+import { isNetns } from '../net/netns.js';
 import { parseSandboxPortFlag } from '../net/ports.js';
 import { APPC_VERSION } from '../version.js';
 import { MUTABLE_ANNOTATION } from './mutable.js';
@@ -28,7 +28,7 @@ export interface SandboxArgs {
 /** --net-namespace=PATH: a live network namespace someone else made (a CRI runtime's, say) instead of rkt's networks. */
 function checkNetns(p: string, run: RunArgs, ports: number): string {
   if (!path.isAbsolute(p)) throw new UsageError(`--net-namespace=${p}: give the absolute path of a network namespace (/run/netns/NAME or /proc/PID/ns/net)`);
-  if (!isLiveNetns(p)) throw new UsageError(`--net-namespace=${p} is not a network namespace; create it first (ip netns add NAME)`);
+  if (!isNetns(p)) throw new UsageError(`--net-namespace=${p} is not a network namespace; create it first (ip netns add NAME)`);
   if (run.pod.net.length > 0) throw new UsageError('--net-namespace and --net do not go together: the namespace comes with its own interfaces');
   if (ports > 0) throw new UsageError('--net-namespace and --port do not go together: forward ports in the namespace\'s own networks');
   return p;

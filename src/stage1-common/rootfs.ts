@@ -195,13 +195,14 @@ async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift
 }
 
 async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Promise<boolean> {
-  if (spec.directory) {
+  if (spec.directory && !shift) {
     // the app's root is that directory itself, as an OCI bundle's root is: no overlay, no copy
-    if (shift) throw new RootfsError(`app ${spec.name}: a directory root cannot be shown with the pod's ids; this stage1 needs an image`);
     fs.mkdirSync(spec.rootfs, { recursive: true, mode: 0o755 });
     await bindMount(spec.treeRootfs, spec.rootfs);
     return false;
   }
+  // With the pod's ids shifted (kvm), a directory root is the overlay's lower layer like an
+  // image's tree: a writable id-mapped view of it would let the guest own files as host root.
   const upper = paths.appOverlayUpper(spec.name);
   const work = paths.appOverlayWork(spec.name);
   fs.mkdirSync(upper, { recursive: true, mode: 0o755 });

@@ -75,6 +75,19 @@ export interface InvokeOptions {
  * its exit status. `args` is given the stage1's interface version, to pass
  * only the flags that version has.
  */
+/**
+ * What invokeEntrypoint would run, for a caller that runs it itself in
+ * another process (the OCI front's stand-in runs the attach entrypoint
+ * without a stage0 process in between): the command line, its working
+ * directory and the environment it adds.
+ */
+export function entrypointCommand(paths: PodPaths, which: Entrypoint, args: (version: number) => string[]): { argv: string[]; cwd: string } {
+  const manifest = stage1Manifest(paths);
+  const entry = entrypointPath(paths, manifest, which);
+  if (!fs.existsSync(entry)) throw new Stage1Error(`stage1 entrypoint ${entry} is missing; the stage1 image is broken`);
+  return { argv: [entry, ...args(interfaceVersion(manifest))], cwd: paths.dir };
+}
+
 export function invokeEntrypoint(paths: PodPaths, which: Entrypoint, args: (version: number) => string[], opts: InvokeOptions = {}): Promise<number> {
   const manifest = stage1Manifest(paths);
   const version = interfaceVersion(manifest);

@@ -82,3 +82,55 @@ function preview(v: unknown): string {
   const text = Buffer.isBuffer(v) || v instanceof Uint8Array ? Buffer.from(v).toString('hex') : JSON.stringify(v) ?? String(v);
   return text.length > 300 ? `${text.slice(0, 300)}...` : text;
 }
+
+type Json = unknown;
+type Path = (string | number)[];
+
+function allPaths(v: Json, at: Path = []): Path[] {
+  const out: Path[] = [at];
+  if (Array.isArray(v)) v.forEach((x, i) => out.push(...allPaths(x, [...at, i])));
+  else if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) out.push(...allPaths(x, [...at, k]));
+  return out;
+}
+
+/** One change to a JSON document: replace or delete a node, add a key to an object, duplicate a list item. */
+export interface Mutation {
+  pick: number;
+  action: 'replace' | 'delete' | 'add' | 'dup';
+  key: string;
+  value: Json;
+}
+
+/** Mutations whose added keys come from `keys` (the schema's names reach its rules) or anywhere, and values from `value`. */
+export function mutationOf(keys: fc.Arbitrary<string>, value: fc.Arbitrary<Json>): fc.Arbitrary<Mutation> {
+  return fc.record({
+    pick: fc.nat(),
+    action: fc.constantFrom('replace', 'delete', 'add', 'dup'),
+    key: fc.oneof(keys, fc.string({ maxLength: 8 })),
+    value,
+  });
+}
+
+/**
+ * A valid document with some mutations applied: it reaches each rule of a
+ * parser, where random JSON rarely gets past the first field.
+ */
+export function mutate(base: Json, mutations: Mutation[]): Json {
+  const doc = structuredClone(base) as Json;
+  for (const m of mutations) {
+    const paths = allPaths(doc).slice(1);
+    if (paths.length === 0) break;
+    const p = paths[m.pick % paths.length]!;
+    const parent = p.slice(0, -1).reduce<Json>((o, k) => (o as Record<string | number, Json>)[k], doc) as Record<string | number, Json> | Json[];
+    const key = p[p.length - 1]!;
+    const target = (parent as Record<string | number, Json>)[key];
+    if (m.action === 'replace') (parent as Record<string | number, Json>)[key] = m.value;
+    else if (m.action === 'delete') {
+      if (Array.isArray(parent)) parent.splice(key as number, 1);
+      else delete (parent as Record<string, Json>)[key];
+    } else if (m.action === 'add' && typeof target === 'object' && target !== null && !Array.isArray(target)) {
+      Object.defineProperty(target, m.key, { value: m.value, enumerable: true, configurable: true, writable: true });
+    } else if (m.action === 'dup' && Array.isArray(target) && target.length > 0) target.push(structuredClone(target[m.pick % target.length]));
+  }
+  return doc;
+}

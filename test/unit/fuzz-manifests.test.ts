@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { parseImageManifest, serializeImageManifest } from '../../src/appc/image-manifest.js';
 import { parsePodManifest, serializePodManifest } from '../../src/appc/pod-manifest.js';
 import { ManifestError } from '../../src/errors.js';
-import { assertTypedError, fuzz, withinMs } from '../helpers/fuzz.js';
+import { assertTypedError, fuzz, mutationOf, mutate, withinMs } from '../helpers/fuzz.js';
 
 // Property tests of the image and pod manifest parsers: an image's manifest
 // is the image author's JSON, and a pod manifest is read back from disk.
@@ -78,14 +78,6 @@ const POD = {
 };
 
 type Json = unknown;
-type Path = (string | number)[];
-
-function allPaths(v: Json, at: Path = []): Path[] {
-  const out: Path[] = [at];
-  if (Array.isArray(v)) v.forEach((x, i) => out.push(...allPaths(x, [...at, i])));
-  else if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) out.push(...allPaths(x, [...at, k]));
-  return out;
-}
 
 /** Strings that mean something to one rule or another. */
 const tricky = fc.constantFrom(
@@ -95,38 +87,7 @@ const tricky = fc.constantFrom(
 );
 const value: fc.Arbitrary<Json> = fc.oneof(fc.jsonValue({ maxDepth: 2 }), tricky, fc.integer(), fc.constantFrom(-1, 0, 65536, 2 ** 53, 1.5, null, true, [], {}));
 
-interface Mutation {
-  pick: number;
-  action: 'replace' | 'delete' | 'add' | 'dup';
-  key: string;
-  value: Json;
-}
-const mutation: fc.Arbitrary<Mutation> = fc.record({
-  pick: fc.nat(),
-  action: fc.constantFrom('replace', 'delete', 'add', 'dup'),
-  key: fc.oneof(fc.constantFrom('name', 'value', 'set', 'limit', 'request', 'errno', 'id', 'labels', 'app', 'kind', '__proto__', 'count'), fc.string({ maxLength: 8 })),
-  value,
-});
-
-function mutate(base: Json, mutations: Mutation[]): Json {
-  const doc = structuredClone(base) as Json;
-  for (const m of mutations) {
-    const paths = allPaths(doc).slice(1);
-    if (paths.length === 0) break;
-    const p = paths[m.pick % paths.length]!;
-    const parent = p.slice(0, -1).reduce<Json>((o, k) => (o as Record<string | number, Json>)[k], doc) as Record<string | number, Json> | Json[];
-    const key = p[p.length - 1]!;
-    const target = (parent as Record<string | number, Json>)[key];
-    if (m.action === 'replace') (parent as Record<string | number, Json>)[key] = m.value;
-    else if (m.action === 'delete') {
-      if (Array.isArray(parent)) parent.splice(key as number, 1);
-      else delete (parent as Record<string, Json>)[key];
-    } else if (m.action === 'add' && typeof target === 'object' && target !== null && !Array.isArray(target)) {
-      Object.defineProperty(target, m.key, { value: m.value, enumerable: true, configurable: true, writable: true });
-    } else if (m.action === 'dup' && Array.isArray(target) && target.length > 0) target.push(structuredClone(target[m.pick % target.length]));
-  }
-  return doc;
-}
+const mutation = mutationOf(fc.constantFrom('name', 'value', 'set', 'limit', 'request', 'errno', 'id', 'labels', 'app', 'kind', '__proto__', 'count'), value);
 
 const kinds = [
   { base: IMAGE, parse: parseImageManifest, serialize: serializeImageManifest },

@@ -1,15 +1,13 @@
 import test from 'ava';
-import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
-import path from 'node:path';
 import { PassThrough } from 'node:stream';
+import { fakeAgent } from '../helpers/fake-agent.js';
 import {
   AgentConnectionError,
   AgentExecError,
   AgentInterruptedError,
   AgentProtocolError,
-  FrameDecoder,
   FrameType,
   attachToApp,
   decodeAttach,
@@ -26,45 +24,6 @@ import {
 // holds the agent's port may be hostile (a root app can kill the agent and,
 // having taken the guest over, answer in its place). The host must fail
 // cleanly and in bounded time, and hold bounded memory, whatever it sends.
-
-type Script = (frames: Frame[], sock: net.Socket) => void;
-
-interface FakeAgent {
-  socketPath: string;
-  received: Frame[];
-  sockets: net.Socket[];
-  close: () => Promise<void>;
-}
-
-async function fakeAgent(script: Script): Promise<FakeAgent> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rkt-agent-hostile-'));
-  const socketPath = path.join(dir, 'agent.sock');
-  const received: Frame[] = [];
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((sock) => {
-    sockets.push(sock);
-    const d = new FrameDecoder();
-    sock.on('data', (chunk) => {
-      received.push(...d.push(chunk));
-      script(received, sock);
-    });
-    sock.on('error', () => {});
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return {
-    socketPath,
-    received,
-    sockets,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-      }),
-  };
-}
 
 function hello(frames: Frame[]): Buffer {
   const exec = frames.find((f) => f.type === FrameType.Exec);

@@ -1,8 +1,5 @@
 import test from 'ava';
-import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
+import { fakeAgent } from '../helpers/fake-agent.js';
 import { PassThrough, Readable } from 'node:stream';
 import {
   AgentConnectionError,
@@ -83,35 +80,6 @@ test('findSessionStart skips what a previous session left, even cut mid-frame', 
 });
 
 // --- runInGuest against a fake agent speaking the guest side ----------------------
-
-type Script = (frames: Frame[], sock: net.Socket) => void;
-
-/** A unix socket server that plays the guest agent: `script` sees every frame received so far. */
-async function fakeAgent(script: Script): Promise<{ socketPath: string; received: Frame[]; close: () => Promise<void> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rkt-agent-test-'));
-  const socketPath = path.join(dir, 'agent.sock');
-  const received: Frame[] = [];
-  const server = net.createServer((sock) => {
-    const d = new FrameDecoder();
-    sock.on('data', (chunk) => {
-      received.push(...d.push(chunk));
-      script(received, sock);
-    });
-    sock.on('error', () => {});
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return {
-    socketPath,
-    received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => {
-          fs.rmSync(dir, { recursive: true, force: true });
-          resolve();
-        });
-      }),
-  };
-}
 
 /** The SESSION frame answering the EXEC among `frames`: what a real agent sends first. */
 function hello(frames: Frame[]): Buffer {

@@ -27,6 +27,7 @@ import {
   type HostMessage,
 } from '../../stage1-kvm/agent-client.js';
 import { REPO } from '../helpers/rkt.js';
+import { decodeApp, encodeApp, type AppRequest } from '../../stage1-kvm/agent-app.js';
 
 const AGENT_DIR = path.join(REPO, 'guest/agent');
 const VECTORS = path.join(AGENT_DIR, 'vectors.txt');
@@ -132,6 +133,22 @@ const text = (v: Vector, key: string): string => bytesOf(v, key).toString('utf8'
 const num = (v: Vector, key: string): number => Number(text(v, key));
 const texts = (v: Vector, key: string): string[] => values(v, key).map((b) => b.toString('utf8'));
 
+/** Pairs of a list: [a, b, c, d] -> [[a, b], [c, d]]. */
+function pairs(list: string[]): [string, string][] {
+  return Array.from({ length: list.length / 2 }, (_, i) => [list[2 * i]!, list[2 * i + 1]!]);
+}
+
+/** An APP vector's request, as decodeApp returns it. */
+function appRequestOf(v: Vector): AppRequest {
+  return {
+    op: text(v, 'op') as AppRequest['op'],
+    app: text(v, 'app'),
+    io: text(v, 'io'),
+    units: pairs(texts(v, 'units')),
+    binds: pairs(texts(v, 'binds')).map(([mode, p]) => ({ readOnly: mode === 'ro', path: p })),
+  };
+}
+
 /** The vector's meaning, as decodeHostFrame returns it. */
 function hostMeaning(v: Vector): HostMessage {
   switch (v.type) {
@@ -166,6 +183,8 @@ function hostMeaning(v: Vector): HostMessage {
         session: num(v, 'session'),
         request: { app: text(v, 'app'), stdin: num(v, 'stdin') === 1, stdout: num(v, 'stdout') === 1, stderr: num(v, 'stderr') === 1, rows: num(v, 'rows'), cols: num(v, 'cols') },
       };
+    case 'APP':
+      return { type: 'APP', payload: encodeApp(appRequestOf(v), num(v, 'session')) };
     default:
       throw new Error(`${v.name}: ${v.type} is not a host-to-guest type`);
   }
@@ -203,6 +222,8 @@ function encodeHost(m: HostMessage): Buffer {
       return encodeFrame(FrameType.Signal, Buffer.from([m.signal]));
     case 'ATTACH':
       return encodeFrame(FrameType.Attach, encodeAttach(m.request, m.session));
+    case 'APP':
+      return encodeFrame(FrameType.App, m.payload);
   }
 }
 
@@ -236,7 +257,7 @@ function frames(bytes: Buffer): { frames: Frame[]; buffered: number } | AgentPro
 
 test('the vectors cover every frame type in its direction, and every verdict', (t) => {
   const names = (dir: string): Set<string | undefined> => new Set(vectors.filter((v) => v.dir === dir && v.verdict === 'frame').map((v) => v.type));
-  t.deepEqual([...names('h2g')].sort(), ['ATTACH', 'EXEC', 'RESIZE', 'SIGNAL', 'STDIN', 'STDIN_EOF']);
+  t.deepEqual([...names('h2g')].sort(), ['APP', 'ATTACH', 'EXEC', 'RESIZE', 'SIGNAL', 'STDIN', 'STDIN_EOF']);
   t.deepEqual([...names('g2h')].sort(), ['ERROR', 'EXIT', 'SESSION', 'STDERR', 'STDOUT']);
   for (const dir of ['h2g', 'g2h']) {
     for (const verdict of ['incomplete', 'error']) t.true(vectors.some((v) => v.dir === dir && v.verdict === verdict), `${dir} ${verdict}`);
@@ -271,9 +292,9 @@ for (const v of vectors) {
         t.false(got instanceof AgentProtocolError, 'the frame itself is sound');
         if (got instanceof AgentProtocolError) return;
         t.is(got.frames.length, 1);
-        t.true(got.frames[0].type === FrameType.Exec || got.frames[0].type === FrameType.Attach, 'only EXEC and ATTACH can be refused');
+        t.true([FrameType.Exec, FrameType.Attach, FrameType.App].includes(got.frames[0].type as 1 | 6 | 7), 'only EXEC, ATTACH and APP can be refused');
         t.is(got.buffered, 0);
-        const decode = got.frames[0].type === FrameType.Exec ? decodeExec : decodeAttach;
+        const decode = got.frames[0].type === FrameType.Exec ? decodeExec : got.frames[0].type === FrameType.App ? decodeApp : decodeAttach;
         t.throws(() => decode(got.frames[0].payload), { instanceOf: AgentProtocolError });
         return;
       }
@@ -285,6 +306,7 @@ for (const v of vectors) {
         t.is(got.frames[0].type, typeCode(v));
         const meaning = v.dir === 'h2g' ? hostMeaning(v) : guestMeaning(v);
         t.deepEqual(decodeAs(got.frames[0]), meaning, 'decoded');
+        if (v.type === 'APP') t.deepEqual(decodeApp(got.frames[0].payload), { request: appRequestOf(v), session: num(v, 'session') }, 'the APP request decoded');
         const encoded = v.dir === 'h2g' ? encodeHost(meaning as HostMessage) : encodeGuest(meaning as GuestMessage);
         t.is(encoded.toString('hex'), v.bytes.toString('hex'), 'encoded');
         return;
@@ -304,7 +326,7 @@ test("the agent's C codec agrees with the same vectors (guest/agent/test-vectors
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rkt-agent-vectors-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const bin = path.join(dir, 'test-vectors');
-  const sources = ['test-vectors.c', 'frame.c', 'request.c'].map((f) => path.join(AGENT_DIR, f));
+  const sources = ['test-vectors.c', 'frame.c', 'request.c', 'app-request.c'].map((f) => path.join(AGENT_DIR, f));
   const cc = await execa('gcc', ['-std=gnu11', '-Wall', '-Wextra', '-O1', '-o', bin, ...sources], { reject: false, all: true });
   t.is(cc.exitCode, 0, `gcc failed:\n${cc.all}`);
   if (cc.exitCode !== 0) return;

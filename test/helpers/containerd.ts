@@ -57,7 +57,7 @@ export class Containerd {
     // deepest first, so that removing them in order empties their parents
     this.hostDirs = [...cgroups, '/run/containerd/fifo', '/run/containerd/s', '/run/containerd'].filter((d) => !fs.existsSync(d));
     this.handlers = handlers;
-    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'containerd-test-'));
+    this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctrd-'));
     this.socket = path.join(this.dir, 'containerd.sock');
     this.config = path.join(this.dir, 'config.toml');
     this.logFile = path.join(this.dir, 'containerd.log');

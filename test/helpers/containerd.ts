@@ -80,6 +80,7 @@ export class Containerd {
       // runc is always there: the CRI's default handler must exist
       cd = new Containerd([...new Set<Handler>(['runc', ...handlers])]);
       cd.release = release;
+      await cd.sharedMount();
       cd.writeConfig();
       await cd.launch();
       await cd.importImages('k8s.io');
@@ -104,6 +105,17 @@ export class Containerd {
 
   private rktGlobals(): string[] {
     return [`--dir=${this.rktDir}`, `--local-config=${path.join(this.dir, 'rkt-etc')}`, `--system-config=${path.join(this.dir, 'rkt-lib')}`];
+  }
+
+  /**
+   * The directory as a shared mount of its own, as / is on a systemd host (a
+   * Kubernetes node): a container's root that containerd mounts after its pod
+   * started reaches the pod's mount namespace by propagation. This test host's
+   * / is private, which no node's is.
+   */
+  private async sharedMount(): Promise<void> {
+    await execa('mount', ['--bind', this.dir, this.dir]);
+    await execa('mount', ['--make-rshared', this.dir]);
   }
 
   /** Where ctr makes its FIFOs for a task's stdio (`--fifo-dir`) instead of /run/containerd/fifo. */

@@ -61,6 +61,8 @@ function httpGet(host: string): Promise<string> {
 async function serverPod(t: ExecutionContext, h: Handler, name: string): Promise<{ pod: Pod; server: string; ip: string }> {
   const c = daemon();
   const pod = await runPod(c, h, name, path.join(c.dir, 'logs'));
+  // a failed assertion ends the test: its pod goes anyway, so the next test starts from a clean host
+  t.teardown(() => removePod(c, pod).catch(() => undefined));
   c.notePodNetns();
   const st = await sandboxStatus(c, pod.id);
   t.is(st.state, 'SANDBOX_READY');
@@ -112,12 +114,17 @@ for (const h of handlers) {
 
     // the pod's IP from CNI answers from the host
     t.is(await waitFor('the server from the host', 120_000, () => httpGet(ip)), SERVER_PAGE);
-    // httpd -v logs each request on stderr: the server's log has the client's and the host's
-    const serverLog = await waitFor('the server to log two requests', 60_000, async () => {
-      const l = readCriLog(path.join(pod.logDir, 'server.log'));
-      return l.filter((x) => x.stream === 'stderr').length >= 2 ? l : undefined;
+    // httpd -v logs each request ("ADDRESS:PORT: response:200") on stderr: the server's log has
+    // the client's and the host's
+    const requests = await waitFor('the server to log two requests', 60_000, async () => {
+      const l = readCriLog(path.join(pod.logDir, 'server.log')).filter((x) => /response:200/.test(x.message));
+      return l.length >= 2 ? l : undefined;
+    }).catch((err: Error) => {
+      t.fail(`${err.message}; the server's log: ${JSON.stringify(readCriLog(path.join(pod.logDir, 'server.log')))}`);
+      return [];
     });
-    t.true(serverLog.some((l) => l.message.includes('127.0.0.1')), 'the client came from localhost of the pod');
+    t.true(requests.some((l) => l.message.includes('127.0.0.1')), 'the client came from localhost of the pod');
+    t.deepEqual([...new Set(requests.map((l) => l.stream))], ['stderr'], "the server's stderr logged as stderr");
 
     // ExecSync: both streams and the exit status, with the image's environment and the pod's
     const ex = await execSync(c, server, ['/bin/sh', '-c', 'echo out $POD_NAME $(pwd); echo err >&2; exit 3']);

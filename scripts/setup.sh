@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   systemd systemd-container dbus-daemon                          # guest and nspawn init; systemd-nspawn; enter in nspawn
   containernetworking-plugins iproute2 iptables                 # pod networking (CNI)
   docker-registry skopeo umoci apache2-utils openssl            # docker:// tests: a local registry, pushing, OCI layouts, htpasswd -B, a throw-away CA
+  containerd                                                     # the containerd/CRI tests start their own private containerd (1.6, CRI plugin and ctr included)
 )
 
 missing=()

@@ -19,17 +19,23 @@ export function needFlyStage1(): void {
 
 export type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-export function apiClient(address: string): Client {
-  const def = loader.loadSync(path.join(REPO, 'api', 'v1alpha', 'api.proto'), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true });
-  const pkg = grpc.loadPackageDefinition(def).v1alpha as grpc.GrpcObject;
-  const Ctor = pkg.PublicAPI as grpc.ServiceClientConstructor;
+/** A client of `service` in package `pkg` (dotted) of the repository's proto file `proto`, at a grpc-js address. */
+export function protoClient(proto: string, pkg: string, service: string, address: string): Client {
+  const def = loader.loadSync(path.join(REPO, proto), { keepCase: true, longs: String, enums: String, defaults: true, arrays: true });
+  let ns = grpc.loadPackageDefinition(def);
+  for (const part of pkg.split('.')) ns = ns[part] as grpc.GrpcObject;
+  const Ctor = ns[service] as grpc.ServiceClientConstructor;
   return new Ctor(address, grpc.credentials.createInsecure()) as unknown as Client;
 }
 
+export function apiClient(address: string): Client {
+  return protoClient('api/v1alpha/api.proto', 'v1alpha', 'PublicAPI', address);
+}
+
 /** One unary call; rejects with the gRPC ServiceError (its .code is the status). */
-export function call<T>(client: Client, method: string, req: object): Promise<T> {
+export function call<T>(client: Client, method: string, req: object, timeoutMs = 60_000): Promise<T> {
   return new Promise((resolve, reject) => {
-    client[method]!(req, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)));
+    client[method]!(req, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: T) => (err ? reject(err) : resolve(res)));
   });
 }
 

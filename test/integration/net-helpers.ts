@@ -33,6 +33,11 @@ const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
 
 /** Hold the host for the test; registered first so it is released after every other teardown. */
 export async function exclusiveHost(t: ExecutionContext): Promise<void> {
+  t.teardown(await holdHost());
+}
+
+/** Hold the host until the returned function is called (for hooks and helpers that outlive one test). */
+export async function holdHost(): Promise<() => Promise<void>> {
   fs.mkdirSync(path.dirname(TEST_LOCK), { recursive: true });
   let lock: FileLock | undefined;
   while (!lock) {
@@ -45,11 +50,11 @@ export async function exclusiveHost(t: ExecutionContext): Promise<void> {
   }
   const forward = fs.readFileSync(IP_FORWARD, 'utf8').trim();
   const held = lock;
-  t.teardown(async () => {
-    // the ptp plugin turns on IP forwarding; turn it back off if it was off and no pod is left
+  return async () => {
+    // the ptp and bridge plugins turn on IP forwarding; turn it back off if it was off and no pod is left
     if (forward === '0' && (await cniVeths()).length === 0) fs.writeFileSync(IP_FORWARD, '0');
     held.release();
-  });
+  };
 }
 
 async function cniVeths(): Promise<string[]> {

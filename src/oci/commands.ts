@@ -146,14 +146,23 @@ function plainWhereSame(ra: RuntimeApp): RuntimeApp {
   return { ...ra, ...(mounts && { mounts }) };
 }
 
-/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
-function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
+/**
+ * A stage1 entrypoint on one app of the pod, as rkt runs it (in the pod
+ * directory, with the variables that reach across to stage1) but without a
+ * stage0 process in between: the stand-in's attach, exec's enter.
+ */
+export function entrypointOnApp(ctx: Ctx, uuid: string, app: string, which: 'attach' | 'enter', args: (podPid: number) => string[], env: NodeJS.ProcessEnv = {}): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
   const pod = Pod.find(ctx.rkt.dataDir, uuid);
   const pid = pod.pid();
   if (pid === undefined) throw new OciError(`pod ${uuid} has not given its pid yet`);
+  const { command: argv } = entrypointCommand(pod.paths, which, () => args(pid));
+  return { argv, cwd: pod.paths.dir, env: { ...crossingEnv(pod.paths, pid, app), ...env } };
+}
+
+/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
+function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
   const { action, endpoints } = parseAttachMode(mode);
-  const { command: argv } = entrypointCommand(pod.paths, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
-  return { argv, cwd: pod.paths.dir, env: crossingEnv(pod.paths, pid, app) };
+  return entrypointOnApp(ctx, uuid, app, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
 }
 
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */

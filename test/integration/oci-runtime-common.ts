@@ -251,10 +251,14 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     const det = await w.oci(['exec', '--detach', '--process', proc, '--pid-file', pidFile, 'c1']);
     t.is(det.code, 0, det.stderr);
     t.true(Number(fs.readFileSync(pidFile, 'utf8')) > 0, 'a detached exec writes its pid file');
-    fs.writeFileSync(proc, JSON.stringify({ ...config.process, cwd: '/tmp', args: ['/bin/true'] }));
-    const badExec = await w.oci(['exec', '--process', proc, 'c1']);
-    t.not(badExec.code, 0);
-    t.regex(badExec.stderr, /process\.cwd differs/);
+    // a process of its own: its env (only), cwd and user, not the app's
+    const own = { ...config.process, env: ['PATH=/bin', 'ONLY=this'], cwd: '/bin', user: { uid: 1000, gid: 1001, additionalGids: [1234] }, args: ['/bin/sh', '-c', 'echo $(id -u) $(id -g) $(id -G) $(pwd) $PATH ${ONLY} ${HOME:-nohome}'] };
+    fs.writeFileSync(proc, JSON.stringify(own));
+    const ownExec = await w.oci(['exec', '--process', proc, 'c1']);
+    t.is(ownExec.code, 0, ownExec.stderr);
+    t.is(ownExec.stdout.trim(), '1000 1001 1001 1234 /bin /bin this nohome', "the exec runs with its process's env, cwd and user");
+    fs.writeFileSync(proc, JSON.stringify({ ...own, cwd: '/no/such/dir' }));
+    t.not((await w.oci(['exec', '--process', proc, 'c1'])).code, 0, 'an exec in a directory that is not there fails');
 
     const busy = await w.oci(['delete', 'c1']);
     t.not(busy.code, 0);

@@ -279,6 +279,30 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     await nothingLeft(t, w, uuid, cDir);
   });
 
+  test('the pod ended from outside (its shim gone): delete --force of the sandbox and its container at once succeeds and leaves nothing', async (t) => {
+    const w = await world(t);
+    const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb2' } }));
+    const out = w.env.file('gone-output');
+    const sb = await createLikeShim(w, 'sb2', sbDir, out);
+    t.is((await w.oci(['start', 'sb2'])).code, 0);
+    const cDir = bundle(w, 'ctr', () => spec(w, { args: ['/bin/sh', '-c', 'while true; do sleep 0.2; done'] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb2', 'io.kubernetes.cri.container-name': 'gone' } }));
+    const c = await createLikeShim(w, 'c2', cDir, out);
+    t.is((await w.oci(['start', 'c2'])).code, 0);
+    const uuid = fs.readFileSync(path.join(w.root, 'sb2', 'pod-uuid'), 'utf8').trim();
+    // as after the shim was killed: nobody asked the runtime; the pod just went
+    t.is((await w.env.run(['stop', '--force', uuid])).exitCode, 0);
+    await c.reaper;
+    await sb.reaper;
+    // containerd cleans up after a dead shim with a forced delete of each id, at the same time
+    const [dc, ds] = await Promise.all([w.oci(['delete', '--force', 'c2']), w.oci(['delete', '--force', 'sb2'])]);
+    t.is(dc.code, 0, dc.stderr);
+    t.is(ds.code, 0, ds.stderr);
+    t.deepEqual(fs.readdirSync(w.root).filter((d) => d === 'c2' || d === 'sb2'), [], 'no record is left');
+    t.regex((await w.oci(['delete', '--force', 'c2'])).stderr, /does not exist/);
+    await w.env.run(['gc', '--grace-period=0s']);
+    await nothingLeft(t, w, uuid, cDir);
+  });
+
   if (opts.terminal) test('a container with a terminal: the pty master goes over --console-socket, the app runs on it, the pid-file process exits with its status', async (t) => {
     const w = await world(t);
     const dir = bundle(w, 'tty', () => spec(w, { args: ['/bin/sh'], terminal: true, env: ['PATH=/bin', 'TERM=xterm'] }));

@@ -171,6 +171,20 @@ async function nothingLeft(t: ExecutionContext, w: World, uuidText: string, mark
   t.true(fs.existsSync(w.netns), 'the network namespace, not the runtime\'s, is still there');
 }
 
+/** A CRI sandbox and a container in it running `script`, both created as the shim does and started. */
+async function sandboxAndContainer(t: ExecutionContext, w: World, sbId: string, cId: string, script: string) {
+  const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': sbId } }));
+  const out = w.env.file(`${sbId}-output`);
+  const sb = await createLikeShim(w, sbId, sbDir, out);
+  t.is((await w.oci(['start', sbId])).code, 0);
+  t.is((await stateOf(w, sbId)).status, 'running');
+  const cDir = bundle(w, 'ctr', () => spec(w, { args: ['/bin/sh', '-c', script] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': sbId, 'io.kubernetes.cri.container-name': 'worker' } }));
+  const c = await createLikeShim(w, cId, cDir, out);
+  t.is((await w.oci(['start', cId])).code, 0);
+  t.is((await stateOf(w, cId)).status, 'running');
+  return { sb, c, cDir };
+}
+
 /** The runtime's tests, for the flavor whose launcher is `launcher`, its stage1 given by `sandboxArgs` (called once the test files' before hooks ran). */
 export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], opts: { terminal: boolean }): void {
   OCI = launcher;
@@ -226,17 +240,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
 
   test('a CRI sandbox and a container in it: exec, kill, delete without --force refused while running, nothing left', async (t) => {
     const w = await world(t);
-    const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb1' } }));
-    const out = w.env.file('sandbox-output');
-    const sb = await createLikeShim(w, 'sb1', sbDir, out);
-    t.is((await w.oci(['start', 'sb1'])).code, 0);
-    t.is((await stateOf(w, 'sb1')).status, 'running');
-    const cDir = bundle(w, 'ctr', () =>
-      spec(w, { args: ['/bin/sh', '-c', 'trap "exit 143" TERM; while true; do sleep 0.2; done'] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb1', 'io.kubernetes.cri.container-name': 'worker' } }),
-    );
-    const c = await createLikeShim(w, 'c1', cDir, out);
-    t.is((await w.oci(['start', 'c1'])).code, 0);
-    t.is((await stateOf(w, 'c1')).status, 'running');
+    const { sb, c, cDir } = await sandboxAndContainer(t, w, 'sb1', 'c1', 'trap "exit 143" TERM; while true; do sleep 0.2; done');
     const ps = await w.oci(['ps', '--format', 'json', 'c1']);
     t.deepEqual(JSON.parse(ps.stdout), [c.pid]);
     t.log(`resident memory of the stand-in: ${rssKiB(c.pid)} KiB; with the processes it started (the attach): ${treeRssKiB(c.pid)} KiB`);
@@ -281,13 +285,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
 
   test('the pod ended from outside (its shim gone): delete --force of the sandbox and its container at once succeeds and leaves nothing', async (t) => {
     const w = await world(t);
-    const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb2' } }));
-    const out = w.env.file('gone-output');
-    const sb = await createLikeShim(w, 'sb2', sbDir, out);
-    t.is((await w.oci(['start', 'sb2'])).code, 0);
-    const cDir = bundle(w, 'ctr', () => spec(w, { args: ['/bin/sh', '-c', 'while true; do sleep 0.2; done'] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb2', 'io.kubernetes.cri.container-name': 'gone' } }));
-    const c = await createLikeShim(w, 'c2', cDir, out);
-    t.is((await w.oci(['start', 'c2'])).code, 0);
+    const { sb, c, cDir } = await sandboxAndContainer(t, w, 'sb2', 'c2', 'while true; do sleep 0.2; done');
     const uuid = fs.readFileSync(path.join(w.root, 'sb2', 'pod-uuid'), 'utf8').trim();
     // as after the shim was killed: nobody asked the runtime; the pod just went
     t.is((await w.env.run(['stop', '--force', uuid])).exitCode, 0);

@@ -3,13 +3,15 @@ import { RktError } from '../src/errors.js';
 import { log, say } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { loadAppSpecs, pickApp } from '../src/stage1-common/app-spec.js';
+import { enteredAs } from '../src/stage1-common/enter-process.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { isPodProcess } from '../src/stage1-common/status.js';
 import { AgentExecError, AgentInterruptedError, runInGuest } from './agent-client.js';
 import { agentSocketPaths } from './pod-files.js';
 
 // rkt enter for kvm: the command runs in the VM, in the app's rootfs with
-// the app's credentials, environment and working directory, started by the
+// the app's credentials, environment and working directory (or those the
+// caller chose: enter-process.ts), started by the
 // guest agent over the virtio-serial port rkt.agent (guest/agent/PROTOCOL.md).
 // No SSH, no network: the port is a socket in the pod directory.
 
@@ -18,7 +20,7 @@ export async function enter(argv: string[]): Promise<number> {
   enableDebug(args.debug);
   const paths = new PodPaths(process.cwd());
   if (!isPodProcess(paths, args.pid)) throw new RktError(`process ${args.pid} is not this pod's stage1; the pod is not running`);
-  const spec = pickApp(loadAppSpecs(paths), args.appName);
+  const spec = enteredAs(pickApp(loadAppSpecs(paths), args.appName), args.process);
   const env = spec.env.map((e) => `${e.name}=${e.value}`);
   // A terminal program needs TERM; the app's own value wins if it has one.
   if (process.env.TERM && !spec.env.some((e) => e.name === 'TERM')) env.push(`TERM=${process.env.TERM}`);

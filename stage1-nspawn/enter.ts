@@ -6,6 +6,7 @@ import { RktError, UsageError, isErrno, whyUnreadable } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
 import { DEFAULT_PATH, loadAppSpecs, type AppSpec, pickApp } from '../src/stage1-common/app-spec.js';
+import { ENTER_ENV_VAR, enteredAs } from '../src/stage1-common/enter-process.js';
 import { enableDebug, parseEnterArgs } from '../src/stage1-common/entry.js';
 import { resolveInRoot } from '../src/stage1-common/rootfs.js';
 import { readPinned } from '../src/util/pinned-file.js';
@@ -13,7 +14,7 @@ import { exitStatusOf } from '../src/stage1-common/status.js';
 import { NspawnHostError } from './errors.js';
 import { which } from './nspawn-args.js';
 import { isPodInit } from './pod-process.js';
-import { hostUnitCopy } from './pod-units.js';
+import { addEnteredCredentials, hostUnitCopy } from './pod-units.js';
 import { enterProperties, escapeExecArg } from './enter-props.js';
 
 // rkt enter for nspawn: the command runs as a transient unit of the pod's
@@ -24,7 +25,9 @@ import { enterProperties, escapeExecArg } from './enter-props.js';
 // it all, as it did for the app. systemd-run runs inside the pod (nsenter
 // into the namespaces and root of the pod's init) and needs the pod's
 // system bus to follow the unit and pass on our terminal or our standard
-// streams; the bus is started on first use.
+// streams; the bus is started on first use. The caller may ask for another
+// environment, directory or user (enter-process.ts): those settings of the
+// unit are replaced, the rest kept.
 
 const DBUS_START_TIMEOUT_S = '10';
 /** Far more than any generated app unit. */
@@ -73,7 +76,7 @@ export async function enter(argv: string[]): Promise<number> {
   const paths = new PodPaths(process.cwd());
   const uuid = path.basename(fs.realpathSync(paths.dir));
   if (!isPodInit(args.pid, uuid)) throw new RktError(`process ${args.pid} is not this pod's container; the pod is not running`);
-  const spec = pickApp(loadAppSpecs(paths), args.appName);
+  const spec = enteredAs(pickApp(loadAppSpecs(paths), args.appName), args.process);
   const nsenter = which('nsenter');
   if (nsenter === undefined) throw new NspawnHostError('rkt enter needs nsenter (util-linux) on the host');
   let unitText: string;
@@ -84,10 +87,11 @@ export async function enter(argv: string[]): Promise<number> {
     if (!isErrno(err, 'ENOENT')) throw new RktError(`the unit of app ${spec.name} ${whyUnreadable(err)}`, { cause: err });
     throw new RktError(`app ${spec.name} has no unit in this pod; was the pod started by this stage1?`, { cause: err });
   }
+  if (args.process.uid !== undefined || args.process.gid !== undefined || args.process.supplementaryGids) addEnteredCredentials(paths.stage1Rootfs, paths.dir, spec);
   const command = [resolveCommand(spec, args.pid, args.command[0]!), ...args.command.slice(1)];
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
   const unit = `rkt-enter-${spec.name}-${crypto.randomBytes(4).toString('hex')}.service`;
-  const props = enterProperties(unitText, { term: process.env.TERM });
+  const props = enterProperties(unitText, { term: process.env.TERM, process: args.process });
   const run = [
     '/usr/bin/systemd-run',
     '--quiet',
@@ -103,7 +107,7 @@ export async function enter(argv: string[]): Promise<number> {
   startBus(nsenter, args.pid);
   const full = nsenterArgv(nsenter, args.pid, run);
   log().debug({ argv: full }, `entering app ${spec.name}`);
-  const child = spawn(full[0]!, full.slice(1), { stdio: 'inherit', env: { ...process.env, SYSTEMD_LOG_LEVEL: args.debug ? 'info' : 'err' } });
+  const child = spawn(full[0]!, full.slice(1), { stdio: 'inherit', env: { ...process.env, [ENTER_ENV_VAR]: undefined, SYSTEMD_LOG_LEVEL: args.debug ? 'info' : 'err' } });
   // With a terminal, ^C is a keystroke for the command; without one, the
   // signal reaches systemd-run too, which would stop waiting and leave the
   // unit behind: the unit gets the signal itself.

@@ -5,6 +5,8 @@ import type { AppSpec } from '../src/stage1-common/app-spec.js';
 import { POD_ROOT } from '../src/stage1-common/app-reports.js';
 import { credentialEntries } from '../src/stage1-common/credentials.js';
 import { appUnitFiles, appUnitName, appUnitNames, podTarget, reportHooks, type AppUnitOptions, type StdioSpec } from '../src/stage1-common/units.js';
+import { writeFileAtomic } from '../src/util/atomic.js';
+import { FileLock } from '../src/util/lock.js';
 import type { SeccompUnitPlan } from './seccomp.js';
 
 // What the run entrypoint writes into the pod's stage1 rootfs (the
@@ -142,16 +144,36 @@ function readOr(file: string, dflt: string): string {
   }
 }
 
-/** The pod's systemd must resolve every app's numeric user and groups (see credentialEntries). */
-function addCredentials(rootfs: string, specs: readonly AppSpec[]): void {
+/**
+ * The pod's systemd must resolve every app's numeric user and groups (see
+ * credentialEntries). The files are replaced whole, and an app added and a
+ * command entered as another user may add to them at once: the host's unit
+ * directory of the pod is locked meanwhile.
+ */
+function addCredentials(rootfs: string, podDir: string, specs: readonly Pick<AppSpec, 'uid' | 'gid' | 'supplementaryGids'>[]): void {
+  fs.mkdirSync(path.join(podDir, 'nspawn-units'), { recursive: true, mode: 0o700 });
+  const lock = FileLock.acquire(path.join(podDir, 'nspawn-units'), 'exclusive', { what: 'the pod\'s users and groups' });
+  try {
+    addCredentialsLocked(rootfs, specs);
+  } finally {
+    lock.release();
+  }
+}
+
+function addCredentialsLocked(rootfs: string, specs: readonly Pick<AppSpec, 'uid' | 'gid' | 'supplementaryGids'>[]): void {
   const passwdFile = path.join(rootfs, 'etc/passwd');
   const groupFile = path.join(rootfs, 'etc/group');
   const passwd = readOr(passwdFile, '');
   const group = readOr(groupFile, '');
   const add = credentialEntries(specs, passwd, group);
   const joined = (old: string, lines: string[]): string => (old === '' || old.endsWith('\n') ? old : `${old}\n`) + lines.map((l) => `${l}\n`).join('');
-  if (add.passwd.length > 0) write(passwdFile, joined(passwd, add.passwd));
-  if (add.group.length > 0) write(groupFile, joined(group, add.group));
+  if (add.passwd.length > 0) writeFileAtomic(passwdFile, joined(passwd, add.passwd));
+  if (add.group.length > 0) writeFileAtomic(groupFile, joined(group, add.group));
+}
+
+/** A command entered as a user or groups of its own (an OCI exec's): the pod's systemd must resolve them too. */
+export function addEnteredCredentials(rootfs: string, podDir: string, ids: Pick<AppSpec, 'uid' | 'gid' | 'supplementaryGids'>): void {
+  addCredentials(rootfs, podDir, [ids]);
 }
 
 /**
@@ -173,7 +195,7 @@ function writeAppUnits(rootfs: string, podDir: string, spec: AppSpec, opts: Nspa
 /** An app added to a running mutable pod: its units and the ids its systemd must resolve (the pod's systemd is reloaded after). */
 export function writeAddedApp(rootfs: string, podDir: string, spec: AppSpec, opts: NspawnUnitOptions): void {
   writeAppUnits(rootfs, podDir, spec, opts);
-  addCredentials(rootfs, [spec]);
+  addCredentials(rootfs, podDir, [spec]);
 }
 
 /** Undo writeAddedApp, and the app's bookkeeping in the container root; what is already gone is no error. */
@@ -195,7 +217,7 @@ export function writePodConfig(rootfs: string, podDir: string, specs: readonly A
   }
   write(path.join(units, STAGE1.podTarget), podTarget(specs.map((s) => s.name), `rkt pod ${opts.uuid}`));
   write(at(STAGE1.apps), specs.map((s) => `${s.name}\n`).join(''));
-  addCredentials(rootfs, specs);
+  addCredentials(rootfs, podDir, specs);
   for (const d of [STAGE1.status, STAGE1.io, STAGE1.iottymux]) freshDir(at(d));
   fs.rmSync(at(STAGE1.mutable), { force: true });
   if (opts.mutable) write(at(STAGE1.mutable), '');

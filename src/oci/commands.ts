@@ -146,14 +146,23 @@ function plainWhereSame(ra: RuntimeApp): RuntimeApp {
   return { ...ra, ...(mounts && { mounts }) };
 }
 
-/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
-function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
+/**
+ * A stage1 entrypoint on one app of the pod, as rkt runs it (in the pod
+ * directory, with the variables that reach across to stage1) but without a
+ * stage0 process in between: the stand-in's attach, exec's enter.
+ */
+export function entrypointOnApp(ctx: Ctx, uuid: string, app: string, which: 'attach' | 'enter', args: (podPid: number) => string[], env: NodeJS.ProcessEnv = {}): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
   const pod = Pod.find(ctx.rkt.dataDir, uuid);
   const pid = pod.pid();
   if (pid === undefined) throw new OciError(`pod ${uuid} has not given its pid yet`);
+  const { command: argv } = entrypointCommand(pod.paths, which, () => args(pid));
+  return { argv, cwd: pod.paths.dir, env: { ...crossingEnv(pod.paths, pid, app), ...env } };
+}
+
+/** The stage1's attach entrypoint on the app, as `rkt attach --app=APP --mode=MODE` runs it. */
+function attachCommand(ctx: Ctx, uuid: string, app: string, mode: string): { argv: string[]; cwd: string; env: NodeJS.ProcessEnv } {
   const { action, endpoints } = parseAttachMode(mode);
-  const { command: argv } = entrypointCommand(pod.paths, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
-  return { argv, cwd: pod.paths.dir, env: crossingEnv(pod.paths, pid, app) };
+  return entrypointOnApp(ctx, uuid, app, 'attach', () => attachArgv({ action, app, debug: false, ...(endpoints && { endpoints }) }));
 }
 
 /** The app joins the pod with the bundle's root as its root; its stand-in is returned. */
@@ -310,7 +319,22 @@ async function removeApp(ctx: Ctx, st: ContainerState): Promise<void> {
   if (status.code !== 0) return;
   if ((JSON.parse(status.stdout) as { state: string }).state === 'running') await ctx.rkt.run(['app', 'stop', st.podUuid, `--app=${st.app}`], { allowFail: true });
   const rm = await ctx.rkt.run(['app', 'rm', st.podUuid, `--app=${st.app}`], { allowFail: true });
-  if (rm.code !== 0 && fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!))) throw new OciError(`cannot remove app ${st.app} of pod ${st.podUuid}: ${rm.stderr.trim().split('\n').pop()}`);
+  // a pod that stopped meanwhile (its sandbox deleted at the same time) took the app with it
+  if (rm.code !== 0 && fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!)) && (await podRunning(ctx, st))) throw new OciError(`cannot remove app ${st.app} of pod ${st.podUuid}: ${rm.stderr.trim().split('\n').pop()}`);
+}
+
+/**
+ * Whether the container's pod still runs: the rkt app sandbox process that
+ * runs it lives exactly as long (the pod's lock is no sign: rkt rm holds it
+ * too). An ended pod's remains are rkt gc's to collect, as for any pod.
+ */
+async function podRunning(ctx: Ctx, st: ContainerState): Promise<boolean> {
+  let proc: { pid: number; pidStart: string } | undefined;
+  if (st.role === 'sandbox') proc = st;
+  else if (st.role === 'standalone') proc = st.sandboxPid === undefined ? undefined : { pid: st.sandboxPid, pidStart: st.sandboxStart ?? '' };
+  else proc = ctx.states.tryRead(st.sandboxId!);
+  // a pod that has just ended (what made the removal fail) takes a moment to take its process with it
+  return proc !== undefined && isAlive(proc) && !(await waitExit(proc.pid, proc.pidStart, 10_000));
 }
 
 export async function remove(ctx: Ctx, id: string, force: boolean): Promise<void> {
@@ -324,11 +348,16 @@ export async function remove(ctx: Ctx, id: string, force: boolean): Promise<void
       throw notFound(id);
     }
     if (currentStatus(st) === 'running' && !force) throw new OciError(`cannot delete container ${id} that is not stopped: running`);
-    if (st.role === 'sandbox') await removePod(ctx, st.podUuid, isAlive(st) ? st.pid : undefined, st.pidStart);
+    // a pod that has ended but cannot be removed yet (it is still going) is left to rkt gc: the
+    // record goes anyway, or nothing would ever delete it (the shim that asked may be gone)
+    const orGc = async (err: unknown) => {
+      if (await podRunning(ctx, st)) throw err;
+    };
+    if (st.role === 'sandbox') await removePod(ctx, st.podUuid, isAlive(st) ? st.pid : undefined, st.pidStart).catch(orGc);
     else await removeApp(ctx, st);
     if (st.role === 'standalone') {
       const sandbox = st.sandboxPid === undefined ? undefined : { pid: st.sandboxPid, pidStart: st.sandboxStart ?? '' };
-      await removePod(ctx, st.podUuid, sandbox && isAlive(sandbox) ? sandbox.pid : undefined, st.sandboxStart);
+      await removePod(ctx, st.podUuid, sandbox && isAlive(sandbox) ? sandbox.pid : undefined, st.sandboxStart).catch(orGc);
     }
     // the stand-in sees its app gone within a moment; it never outlives a delete
     if (st.role !== 'sandbox' && isAlive(st) && !(await waitExit(st.pid, st.pidStart, 2000))) process.kill(st.pid, 'SIGKILL');

@@ -20,7 +20,7 @@ export const CRI_NAME = 'io.kubernetes.cri.container-name';
 
 export type Role = 'sandbox' | 'container' | 'standalone';
 
-/** The process fields an exec is compared against (rkt enter runs commands as the app runs). */
+/** The process's environment, directory and user (an exec runs with its own, through the enter entrypoint's options). */
 export interface ProcessIdentity {
   env: string[];
   cwd: string;

@@ -26,7 +26,7 @@ function idsIn(file: string): Set<number> {
  * image, which the flavor's root knows nothing of. The names (rkt-u<uid>,
  * rkt-g<gid>) are only there to be valid; the app never sees them.
  */
-export function credentialEntries(specs: readonly AppSpec[], passwd: string, group: string): CredentialEntries {
+export function credentialEntries(specs: readonly Pick<AppSpec, 'uid' | 'gid' | 'supplementaryGids'>[], passwd: string, group: string): CredentialEntries {
   const users = idsIn(passwd);
   const groups = idsIn(group);
   const out: CredentialEntries = { passwd: [], group: [] };

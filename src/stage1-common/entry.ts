@@ -2,6 +2,7 @@ import { EXIT, RktError, UsageError } from '../errors.js';
 import { reportFailure, setDebug, setProgram } from '../log.js';
 import type { AttachAction, AttachEndpoints, DnsConfMode } from '../stage1/args.js';
 import { parseDnsConfMode } from '../stage1/dns-conf.js';
+import { ENTER_PROCESS_FLAGS, parseEnterProcess, type EnterProcess } from './enter-process.js';
 
 // Argument handling shared by every flavor's entrypoints. stage0 passes
 // flags as `--name=value` (rkt's Go flag style); `--name value` is accepted
@@ -160,11 +161,13 @@ export interface EnterArgs {
   debug: boolean;
   /** Command and arguments to run inside the app. */
   command: string[];
+  /** What the command runs as where it is not its app's (enter-process.ts). */
+  process: EnterProcess;
 }
 
-/** The enter entrypoint: enter [--debug] --pid=PID [--appname=NAME] -- CMD [ARGS...] */
+/** The enter entrypoint: enter [--debug] --pid=PID [--appname=NAME] [--working-dir=DIR] [--user=UID] [--group=GID] [--supplementary-gids=G,...] [--environment] -- CMD [ARGS...] */
 export function parseEnterArgs(argv: readonly string[]): EnterArgs {
-  const p = parseFlags(argv, { booleans: ['debug'], values: ['pid', 'appname'] });
+  const p = parseFlags(argv, { booleans: ['debug', 'environment'], values: ['pid', 'appname', ...ENTER_PROCESS_FLAGS] });
   const pidText = p.values.get('pid');
   if (pidText === undefined) throw new UsageError('enter needs --pid=PID of the pod process');
   const pid = Number(pidText);
@@ -172,7 +175,7 @@ export function parseEnterArgs(argv: readonly string[]): EnterArgs {
   // Without a `--`, rkt's older stage0s put the command straight after the flags.
   const command = p.rest.length > 0 ? p.rest : p.positionals;
   if (command.length === 0) throw new UsageError('enter needs a command after "--"');
-  return { pid, debug: p.booleans.has('debug'), command, ...(p.values.has('appname') && { appName: p.values.get('appname') }) };
+  return { pid, debug: p.booleans.has('debug'), command, process: parseEnterProcess(p.values, p.booleans.has('environment')), ...(p.values.has('appname') && { appName: p.values.get('appname') }) };
 }
 
 export interface StopArgs {

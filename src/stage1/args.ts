@@ -84,8 +84,9 @@ export function gcArgv(version: number, f: { debug: boolean; localConfig?: strin
   return a;
 }
 
-export function enterArgv(f: { pid: number; appName: string }, command: readonly string[]): string[] {
-  return [`--pid=${f.pid}`, `--appname=${f.appName}`, '--', ...command];
+/** `processFlags`: the options of enterProcessArgs (stage1-common/enter-process.ts), which rkt enter does not pass. */
+export function enterArgv(f: { pid: number; appName: string; processFlags?: readonly string[] }, command: readonly string[]): string[] {
+  return [`--pid=${f.pid}`, `--appname=${f.appName}`, ...(f.processFlags ?? []), '--', ...command];
 }
 
 export function stopArgv(f: { force: boolean }, uuid: string): string[] {

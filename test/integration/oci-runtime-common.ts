@@ -171,6 +171,20 @@ async function nothingLeft(t: ExecutionContext, w: World, uuidText: string, mark
   t.true(fs.existsSync(w.netns), 'the network namespace, not the runtime\'s, is still there');
 }
 
+/** A CRI sandbox and a container in it running `script`, both created as the shim does and started. */
+async function sandboxAndContainer(t: ExecutionContext, w: World, sbId: string, cId: string, script: string) {
+  const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': sbId } }));
+  const out = w.env.file(`${sbId}-output`);
+  const sb = await createLikeShim(w, sbId, sbDir, out);
+  t.is((await w.oci(['start', sbId])).code, 0);
+  t.is((await stateOf(w, sbId)).status, 'running');
+  const cDir = bundle(w, 'ctr', () => spec(w, { args: ['/bin/sh', '-c', script] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': sbId, 'io.kubernetes.cri.container-name': 'worker' } }));
+  const c = await createLikeShim(w, cId, cDir, out);
+  t.is((await w.oci(['start', cId])).code, 0);
+  t.is((await stateOf(w, cId)).status, 'running');
+  return { sb, c, cDir };
+}
+
 /** The runtime's tests, for the flavor whose launcher is `launcher`, its stage1 given by `sandboxArgs` (called once the test files' before hooks ran). */
 export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], opts: { terminal: boolean }): void {
   OCI = launcher;
@@ -226,17 +240,7 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
 
   test('a CRI sandbox and a container in it: exec, kill, delete without --force refused while running, nothing left', async (t) => {
     const w = await world(t);
-    const sbDir = bundle(w, 'sandbox', () => spec(w, { args: ['/pause'] }, { annotations: { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': 'sb1' } }));
-    const out = w.env.file('sandbox-output');
-    const sb = await createLikeShim(w, 'sb1', sbDir, out);
-    t.is((await w.oci(['start', 'sb1'])).code, 0);
-    t.is((await stateOf(w, 'sb1')).status, 'running');
-    const cDir = bundle(w, 'ctr', () =>
-      spec(w, { args: ['/bin/sh', '-c', 'trap "exit 143" TERM; while true; do sleep 0.2; done'] }, { annotations: { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': 'sb1', 'io.kubernetes.cri.container-name': 'worker' } }),
-    );
-    const c = await createLikeShim(w, 'c1', cDir, out);
-    t.is((await w.oci(['start', 'c1'])).code, 0);
-    t.is((await stateOf(w, 'c1')).status, 'running');
+    const { sb, c, cDir } = await sandboxAndContainer(t, w, 'sb1', 'c1', 'trap "exit 143" TERM; while true; do sleep 0.2; done');
     const ps = await w.oci(['ps', '--format', 'json', 'c1']);
     t.deepEqual(JSON.parse(ps.stdout), [c.pid]);
     t.log(`resident memory of the stand-in: ${rssKiB(c.pid)} KiB; with the processes it started (the attach): ${treeRssKiB(c.pid)} KiB`);
@@ -251,10 +255,14 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     const det = await w.oci(['exec', '--detach', '--process', proc, '--pid-file', pidFile, 'c1']);
     t.is(det.code, 0, det.stderr);
     t.true(Number(fs.readFileSync(pidFile, 'utf8')) > 0, 'a detached exec writes its pid file');
-    fs.writeFileSync(proc, JSON.stringify({ ...config.process, cwd: '/tmp', args: ['/bin/true'] }));
-    const badExec = await w.oci(['exec', '--process', proc, 'c1']);
-    t.not(badExec.code, 0);
-    t.regex(badExec.stderr, /process\.cwd differs/);
+    // a process of its own: its env (only), cwd and user, not the app's
+    const own = { ...config.process, env: ['PATH=/bin', 'ONLY=this'], cwd: '/bin', user: { uid: 1000, gid: 1001, additionalGids: [1234] }, args: ['/bin/sh', '-c', 'echo $(id -u) $(id -g) $(id -G) $(pwd) $PATH ${ONLY} ${HOME:-nohome}'] };
+    fs.writeFileSync(proc, JSON.stringify(own));
+    const ownExec = await w.oci(['exec', '--process', proc, 'c1']);
+    t.is(ownExec.code, 0, ownExec.stderr);
+    t.is(ownExec.stdout.trim(), '1000 1001 1001 1234 /bin /bin this nohome', "the exec runs with its process's env, cwd and user");
+    fs.writeFileSync(proc, JSON.stringify({ ...own, cwd: '/no/such/dir' }));
+    t.not((await w.oci(['exec', '--process', proc, 'c1'])).code, 0, 'an exec in a directory that is not there fails');
 
     const busy = await w.oci(['delete', 'c1']);
     t.not(busy.code, 0);
@@ -272,6 +280,24 @@ export function ociRuntimeTests(launcher: string, sandboxArgs: () => string[], o
     t.regex(String(sbEnd.stdout), new RegExp(`reaped ${sb.pid} \\d+`), 'the sandbox process ends with its pod');
     const del = await w.oci(['delete', '--force', 'sb1']);
     t.is(del.code, 0, del.stderr);
+    await nothingLeft(t, w, uuid, cDir);
+  });
+
+  test('the pod ended from outside (its shim gone): delete --force of the sandbox and its container at once succeeds and leaves nothing', async (t) => {
+    const w = await world(t);
+    const { sb, c, cDir } = await sandboxAndContainer(t, w, 'sb2', 'c2', 'while true; do sleep 0.2; done');
+    const uuid = fs.readFileSync(path.join(w.root, 'sb2', 'pod-uuid'), 'utf8').trim();
+    // as after the shim was killed: nobody asked the runtime; the pod just went
+    t.is((await w.env.run(['stop', '--force', uuid])).exitCode, 0);
+    await c.reaper;
+    await sb.reaper;
+    // containerd cleans up after a dead shim with a forced delete of each id, at the same time
+    const [dc, ds] = await Promise.all([w.oci(['delete', '--force', 'c2']), w.oci(['delete', '--force', 'sb2'])]);
+    t.is(dc.code, 0, dc.stderr);
+    t.is(ds.code, 0, ds.stderr);
+    t.deepEqual(fs.readdirSync(w.root).filter((d) => d === 'c2' || d === 'sb2'), [], 'no record is left');
+    t.regex((await w.oci(['delete', '--force', 'c2'])).stderr, /does not exist/);
+    await w.env.run(['gc', '--grace-period=0s']);
     await nothingLeft(t, w, uuid, cDir);
   });
 

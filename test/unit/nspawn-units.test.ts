@@ -124,6 +124,24 @@ test('enter carries over the settings that shape the process, not the app lifecy
   t.deepEqual(enterProperties('[Service]\nEnvironment="TERM=vt100"\n', { term: 'xterm' }), ['Environment="TERM=vt100"']);
 });
 
+test("an entered command's own env, cwd and user replace the app's settings, the rest of the unit kept", (t) => {
+  const u = nspawnAppUnit(spec(), { seccomp: SECCOMP });
+  const props = enterProperties(u, { term: 'xterm', process: { env: [{ name: 'ONLY', value: '50% a b' }], workingDirectory: '/tmp', uid: 0, gid: 7, supplementaryGids: [] } });
+  const of = (k: string) => props.filter((p) => p.startsWith(`${k}=`)).map((p) => p.slice(k.length + 1));
+  t.deepEqual(of('User'), ['0']);
+  t.deepEqual(of('Group'), ['7']);
+  t.deepEqual(of('SupplementaryGroups'), ['']);
+  t.deepEqual(of('WorkingDirectory'), ['/tmp']);
+  t.deepEqual(of('Environment'), ['"ONLY=50% a b"', 'TERM=xterm']);
+  t.true(of('UnsetEnvironment')[0]!.split(' ').includes('HOME'), "systemd's own variables stay out");
+  t.deepEqual(of('RootDirectory'), enterProperties(u).filter((p) => p.startsWith('RootDirectory=')).map((p) => p.slice(14)), 'the root is the app\'s');
+  // only what is given is replaced
+  const cwdOnly = enterProperties(u, { process: { workingDirectory: '/srv' } });
+  t.deepEqual(cwdOnly.filter((p) => p.startsWith('User=')), ['User=1000']);
+  t.deepEqual(cwdOnly.filter((p) => p.startsWith('WorkingDirectory=')), ['WorkingDirectory=/srv']);
+  t.throws(() => enterProperties(u, { process: { env: [{ name: 'BAD-NAME', value: '' }] } }), { message: /BAD-NAME/ });
+});
+
 test('a $ in an entered command is kept literally', (t) => {
   t.is(escapeExecArg('echo $HOME $$'), 'echo $$HOME $$$$');
 });

@@ -9,7 +9,8 @@ import { Pod } from '../../src/pod/pod.js';
 import { EXTENSION_ANNOTATION, PodPaths } from '../../src/stage1/contract.js';
 import { dnsConfModeFor, dnsRequestFor, parseDnsConfMode, writeStage0DnsFiles } from '../../src/stage1/dns-conf.js';
 import { interfaceVersion } from '../../src/stage1/invoke.js';
-import { parseAppArgs, parseAttachArgs, parseEnterArgs, parseGcArgs, parseRunArgs, parseStopArgs, refuseRunFlags } from '../../src/stage1-common/entry.js';
+import { ENTER_ENV_VAR, ENTER_PROCESS_FLAGS, enteredAs, enterProcessArgs, parseEnterProcess } from '../../src/stage1-common/enter-process.js';
+import { parseAppArgs, parseAttachArgs, parseEnterArgs, parseFlags, parseGcArgs, parseRunArgs, parseStopArgs, refuseRunFlags } from '../../src/stage1-common/entry.js';
 import type { ImageManifest } from '../../src/appc/types.js';
 
 // Both sides of the stage1 contract: what stage0 passes for each interface
@@ -93,7 +94,7 @@ test('gc, enter, stop and attach as rkt passes them, read back', (t) => {
   t.deepEqual(parseGcArgs(gcArgv(5, { debug: true, localConfig: '/c' }, UUID)), { uuid: UUID, debug: true, localConfig: '/c' });
   // rkt itself passes it as two words
   t.is(parseGcArgs(['--local-config', '/c', UUID]).localConfig, '/c');
-  t.deepEqual(parseEnterArgs(enterArgv({ pid: 7, appName: 'a' }, ['/bin/sh', '-c', 'x'])), { pid: 7, appName: 'a', debug: false, command: ['/bin/sh', '-c', 'x'] });
+  t.deepEqual(parseEnterArgs(enterArgv({ pid: 7, appName: 'a' }, ['/bin/sh', '-c', 'x'])), { pid: 7, appName: 'a', debug: false, command: ['/bin/sh', '-c', 'x'], process: {} });
   t.deepEqual(parseStopArgs(stopArgv({ force: true }, UUID)), { uuid: UUID, force: true, debug: false });
   t.deepEqual(stopArgv({ force: false }, UUID), [UUID]);
   t.deepEqual(attachArgv({ action: 'auto-attach', app: 'a', debug: false }), ['--action=auto-attach', '--app=a', '--debug=false']);
@@ -209,4 +210,28 @@ test('stage0 reads what a stage1 without our extension writes where rkt\'s contr
   t.not(child, parent.pid);
   fs.writeFileSync(theirs.paths.pid, '4242\n');
   t.is(theirs.pid(), 4242);
+});
+
+test("enter's process options (an OCI exec's env, cwd and user) read back as given; the environment stays off the command line", (t) => {
+  const want = { env: [{ name: 'A', value: 'x=y z' }, { name: 'EMPTY', value: '' }], workingDirectory: '/w d', uid: 1000, gid: 0, supplementaryGids: [5, 6] };
+  const { flags, env } = enterProcessArgs(want);
+  const argv = enterArgv({ pid: 7, appName: 'a', processFlags: flags }, ['/bin/true']);
+  t.false(argv.some((w) => w.includes('x=y z')), 'no value of the environment in argv');
+  t.deepEqual(parseEnterProcess(parseFlags(argv.slice(0, argv.indexOf('--')), { booleans: ['environment'], values: ['pid', 'appname', ...ENTER_PROCESS_FLAGS] }).values, true, env), want);
+  t.deepEqual(enterProcessArgs({ supplementaryGids: [] }).flags, ['--supplementary-gids=']);
+  t.deepEqual(parseEnterProcess(new Map([['supplementary-gids', '']]), false), { supplementaryGids: [] });
+  t.deepEqual(enteredAs({ env: [], workingDirectory: '/', uid: 1, gid: 2, supplementaryGids: [3] }, { uid: 0 }), { env: [], workingDirectory: '/', uid: 0, gid: 2, supplementaryGids: [3] });
+  for (const [values, environment, message] of [
+    [[['working-dir', 'rel']], false, /absolute/],
+    [[['user', 'root']], false, /numeric/],
+    [[['group', '-1']], false, /numeric/],
+    [[['supplementary-gids', '1,,2']], false, /numeric/],
+    [[['user', '4294967295']], false, /numeric/],
+    [[], true, /is not set/],
+  ] as const) {
+    t.throws(() => parseEnterProcess(new Map(values as unknown as [string, string][]), environment, {}), { instanceOf: UsageError, message });
+  }
+  for (const bad of ['{}', '["NOEQUALS"]', '["=v"]', '[1]', 'not json']) {
+    t.throws(() => parseEnterProcess(new Map(), true, { [ENTER_ENV_VAR]: bad }), { instanceOf: UsageError, message: /JSON list/ }, bad);
+  }
 });

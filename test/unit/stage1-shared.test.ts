@@ -37,7 +37,7 @@ test('run flags as stage0 passes them', (t) => {
 });
 
 test('enter, stop and gc flags', (t) => {
-  t.deepEqual(parseEnterArgs(['--pid=42', '--appname=web', '--', '/bin/sh', '-c', 'echo --x']), { pid: 42, debug: false, appName: 'web', command: ['/bin/sh', '-c', 'echo --x'] });
+  t.deepEqual(parseEnterArgs(['--pid=42', '--appname=web', '--', '/bin/sh', '-c', 'echo --x']), { pid: 42, debug: false, appName: 'web', command: ['/bin/sh', '-c', 'echo --x'], process: {} });
   t.throws(() => parseEnterArgs(['--appname=web', '--', 'ls']), { message: /--pid/ });
   t.throws(() => parseEnterArgs(['--pid=x', '--', 'ls']), { message: /not a process id/ });
   t.throws(() => parseEnterArgs(['--pid=1']), { message: /command/ });

@@ -73,7 +73,7 @@ test('every flavor\'s entrypoints refuse a flag outside the contract with a usag
   const flavors = [
     { aci: FLY_ACI, run: '/run', gc: '/gc', mutable: false },
     { aci: path.join(REPO, 'build', 'stage1-coreos.aci'), run: '/nspawn/run', gc: '/nspawn/gc', mutable: true },
-    { aci: KVM_ACI, run: '/kvm/run', gc: '/kvm/gc', mutable: false },
+    { aci: KVM_ACI, run: '/kvm/run', gc: '/kvm/gc', mutable: true },
   ];
   for (const f of flavors) {
     const { env } = await world(t, f.aci);
@@ -86,7 +86,7 @@ test('every flavor\'s entrypoints refuse a flag outside the contract with a usag
     const entry = (which: string, args: string[]) => execa(path.join(dir, 'stage1', 'rootfs', which), args, { cwd: dir, reject: false });
     for (const [which, args, why] of [
       [f.run, ['--bogus', uuid], /^stage1: unknown flag --bogus$/m],
-      // only nspawn runs mutable pods (rkt app sandbox)
+      // fly runs no mutable pods (rkt app sandbox); nspawn and kvm do
       ...(f.mutable ? [] : ([[f.run, ['--mutable', uuid], /cannot honour --mutable: .*does not run mutable pods/]] as const)),
       [f.run, ['--dns-conf-mode=resolv=somewhere', uuid], /--dns-conf-mode=resolv=somewhere: expected/],
       [f.gc, ['--force', uuid], /^stage1: unknown flag --force$/m],

@@ -45,6 +45,7 @@ struct app_io {
 	char name[256];
 	int mode[3];          /* stdin, stdout, stderr: IO_* */
 	int master;           /* pty master, if any stream is IO_TTY */
+	int slave;            /* its slave, held so that the terminal never hangs up (app-io.c) */
 	int in, out, err;     /* FIFOs of the IO_STREAM streams, held read-write */
 	struct session *holder; /* the attached session, if any */
 	int mark;             /* the "attached" file, flocked while output is on its way */

@@ -9,7 +9,7 @@
  * makes each such app's endpoints in /run/rkt/io/<app>/, which the unit
  * names (units.ts: StandardInput=file:..., TTYPath=...):
  *   tty     a pseudo-terminal; "tty" links to its slave, the agent keeps
- *           the master
+ *           the master and one slave (see make_tty)
  *   stdin, stdout, stderr
  *           FIFOs for the streams in "stream" mode; the agent keeps each
  *           open read-write, so that the app's open never blocks and the
@@ -89,6 +89,17 @@ static int make_tty(struct app_io *a, const char *dir)
 		close(m);
 		return -1;
 	}
+	/*
+	 * The agent holds a slave too: otherwise every last close of the slave
+	 * hangs the terminal up (the master reads EIO, and an attached session
+	 * stops reading it for good), and systemd opens and closes TTYPath=
+	 * before it starts the app (TTYReset=). A session attached before the
+	 * app starts (the OCI front's attach, at create) would lose all input.
+	 */
+	if ((a->slave = open(pts, O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0) {
+		close(m);
+		return -1;
+	}
 	fcntl(m, F_SETFL, fcntl(m, F_GETFL) | O_NONBLOCK);
 	a->master = m;
 	return 0;
@@ -99,7 +110,7 @@ static int setup_app(struct app_io *a)
 	char dir[400];
 	snprintf(dir, sizeof dir, IO_RUN "/%s", a->name);
 	if (mkdir(dir, 0755) < 0 && errno != EEXIST) return -1;
-	a->master = a->in = a->out = a->err = a->listen = -1;
+	a->master = a->slave = a->in = a->out = a->err = a->listen = -1;
 	if ((a->mode[0] == IO_TTY || a->mode[1] == IO_TTY || a->mode[2] == IO_TTY) && make_tty(a, dir) < 0) return -1;
 	/* the app may run as any user: the FIFOs are its stdio, like a terminal would be */
 	if (a->mode[0] == IO_STREAM && listen_stdin(a, dir) < 0) return -1;
@@ -121,7 +132,7 @@ static int load_app(const char *name, const char *line)
 		return -1;
 	}
 	memset(a, 0, sizeof *a);
-	a->mark = a->listen = a->master = a->in = a->out = a->err = -1;
+	a->mark = a->listen = a->master = a->slave = a->in = a->out = a->err = -1;
 	if (sscanf(line, "%15s %15s %15s", w[0], w[1], w[2]) != 3 ||
 	    (a->mode[0] = parse_mode(w[0])) < 0 || (a->mode[1] = parse_mode(w[1])) < 0 || (a->mode[2] = parse_mode(w[2])) < 0) {
 		errno = EINVAL;
@@ -177,7 +188,7 @@ void appio_remove(const char *name)
 	char p[600];
 	if (!a) return;
 	if (a->holder) session_abort(a->holder);
-	int fds[] = { a->master, a->in, a->out, a->err, a->listen, a->mark };
+	int fds[] = { a->master, a->slave, a->in, a->out, a->err, a->listen, a->mark };
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		if (fds[i] >= 0) close(fds[i]);
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -187,7 +198,7 @@ void appio_remove(const char *name)
 	snprintf(p, sizeof p, IO_RUN "/%s", a->name);
 	rmdir(p);
 	memset(a, 0, sizeof *a);
-	a->mark = a->listen = a->master = a->in = a->out = a->err = -1;
+	a->mark = a->listen = a->master = a->slave = a->in = a->out = a->err = -1;
 }
 
 struct app_io *appio_find(const char *name)

@@ -5,6 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { REPO, RKT, type RktEnv } from '../helpers/rkt.js';
 import { buildAci } from '../helpers/aci.js';
 import { listPods, podStatus, processesWith, waitFor } from '../helpers/pods.js';
+import { spawnTerm } from '../helpers/term.js';
 import { KVM, runInBackground, setup, stderrOf, waitReady } from './kvm-common.js';
 
 // rkt's app commands on the kvm stage1, as a user runs them: a sandbox VM in
@@ -211,6 +212,30 @@ test.serial('a kvm sandbox takes apps: add, start, enter, attach, a read-only vo
   const ended = await podStatus(env, uuid);
   t.is(ended.state, 'exited');
   t.deepEqual(ended.apps.map((a) => [a.name, a.exit_code]), [['last', 7]]);
+  await assertNothingLeft(t, env, uuid);
+});
+
+test.serial('an added app with a terminal: rkt attach --mode=tty, attached before the app starts, types into its shell, and its exit status is recorded', async (t) => {
+  const { env, image } = await setup(t, { exec: ['/bin/sh'], user: '0', group: '0' });
+  const sb = await sandbox(t, env);
+  const { uuid } = sb;
+  await ok(env, ['--insecure-options=image', 'app', 'add', uuid, image, '--name=shell', '--stdin=tty', '--stdout=tty', '--stderr=tty', '--exec=/bin/sh']);
+  // attached first, as the OCI front's stand-in is: systemd opening and closing the terminal as it starts the app must not hang the session up
+  const term = spawnTerm(RKT, [...env.globals(), 'attach', '--app=shell', '--mode=tty', uuid], { cwd: env.root, waitMs: 180_000 });
+  t.teardown(() => term.kill());
+  await term.waitFor(/Ctrl-\]/);
+  await ok(env, ['app', 'start', uuid, '--app=shell']);
+  // (what is typed before the shell runs is flushed when systemd resets the terminal for it, as TTYReset= does)
+  await term.waitFor(/\/ # /);
+  term.write('[ -t 0 ] && echo "typed-$((6 * 7))"\r');
+  await term.waitFor(/typed-42/);
+  term.write('exit 3\r');
+  await waitFor('the shell to exit', async () => (await appStatus(env, uuid, 'shell')).state === 'exited', 60_000);
+  t.is((await appStatus(env, uuid, 'shell')).exit_code, 3, 'the status of the shell the user typed exit 3 into');
+  // the session lasts until the user detaches or the pod stops (guest/agent/PROTOCOL.md, "An attach session")
+  term.write('\x1d');
+  t.is(await term.exited, 0, term.output());
+  t.is((await stopSandbox(env, sb)).status, 3);
   await assertNothingLeft(t, env, uuid);
 });
 

@@ -13,8 +13,4 @@ test.before(async () => {
   needFile(KVM_ACI, 'run scripts/setup.sh, which builds the stage1 images');
 });
 
-ociRuntimeTests(path.join(REPO, 'bin/rkt-oci-kvm'), () => [`--stage1-path=${KVM_ACI}`], {
-  // known broken: what is typed on the terminal does not reach a kvm app in tty mode through
-  // rkt attach --mode=tty, and the app never ends (docs/oci-runtime.md, Limits)
-  terminal: false,
-});
+ociRuntimeTests(path.join(REPO, 'bin/rkt-oci-kvm'), () => [`--stage1-path=${KVM_ACI}`], { terminal: true });

@@ -5,6 +5,8 @@ import { log } from '../src/log.js';
 import type { AppSpec, VolumeMount } from '../src/stage1-common/app-spec.js';
 import { GUEST_IDS, hostId } from '../src/stage1-common/pod-ids.js';
 import { RootfsError, type IdShift } from '../src/stage1-common/rootfs.js';
+import { mountOf } from '../src/util/mounts.js';
+import { overlayLayersAt, OverlayOptionsError } from '../src/util/overlay-layers.js';
 import { KvmHostError } from './errors.js';
 
 // Guest ids are not host ids (kvm over virtio-fs). virtiofsd runs in a user
@@ -73,7 +75,42 @@ export async function idmapBind(helper: string, source: string, target: string, 
   const argv = ['bind', ...(readOnly ? ['--ro'] : []), ...mapArgs(maps), source, target];
   log().debug({ argv: [helper, ...argv] }, 'id-mapped bind');
   const r = await execa(helper, argv, { reject: false, stdin: 'ignore' });
-  if (r.exitCode !== 0) throw new KvmHostError(`cannot share ${source} with the guest: ${String(r.stderr).trim() || r.message}`);
+  if (r.exitCode === 0) return;
+  const why = String(r.stderr).trim() || (r.message ?? 'failed');
+  if (!why.includes('mount_setattr')) throw new KvmHostError(`cannot share ${source} with the guest: ${why}`);
+  const fsType = mountOf(fs.realpathSync(source))?.fsType ?? 'unknown';
+  throw new KvmHostError(`cannot share ${source} with the guest: its filesystem (${fsType}) does not support id-mapped mounts (${why}); use a directory on one that does, such as ext4, xfs or btrfs, or an overlay of such directories`);
+}
+
+/**
+ * An app's tree shown read-only with the pod's ids, as the lower layers
+ * of its overlay. An overlay mount (containerd's snapshot, an OCI bundle's
+ * root) cannot be id-mapped itself, so each of its layers is, in its
+ * order, below `target`; the guest's writes go to the app's own upper
+ * layer as for any tree.
+ */
+async function mountTree(helper: string, base: number, tree: string, target: string): Promise<string[]> {
+  const real = fs.realpathSync(tree);
+  let overlay: ReturnType<typeof overlayLayersAt>;
+  try {
+    overlay = overlayLayersAt(real);
+  } catch (err) {
+    if (err instanceof OverlayOptionsError) throw new KvmHostError(`cannot share ${tree} with the guest: ${err.message}`);
+    throw err;
+  }
+  if (overlay === undefined) {
+    await idmapBind(helper, real, target, guestView(base), true);
+    return [target];
+  }
+  const lowers: string[] = [];
+  for (const [i, layer] of overlay.layers.entries()) {
+    const at = path.join(target, String(i));
+    fs.mkdirSync(at, { mode: 0o755 });
+    await idmapBind(helper, layer, at, guestView(base), true);
+    lowers.push(at);
+  }
+  log().debug({ tree, layers: overlay.layers }, 'an overlay tree shared layer by layer');
+  return lowers;
 }
 
 async function plainBind(source: string, target: string, readOnly: boolean): Promise<void> {
@@ -88,7 +125,7 @@ async function plainBind(source: string, target: string, readOnly: boolean): Pro
 export function guestIdShift(base: number, helper: string): IdShift {
   return {
     hostId: (id) => hostId({ base }, id),
-    mountLower: (tree, target) => idmapBind(helper, tree, target, guestView(base), true),
+    mountLower: (tree, target) => mountTree(helper, base, tree, target),
     async bindHostVolume(spec: AppSpec, m: VolumeMount, target: string) {
       if (m.recursive) throw new RootfsError(`volume "${m.volume}": a recursive host volume cannot be shared with the kvm guest over virtio-fs (its submounts would keep host ids); set recursive=false`);
       const st = fs.statSync(m.source);

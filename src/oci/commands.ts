@@ -313,14 +313,35 @@ export function kill(ctx: Ctx, id: string, signal: string, _all: boolean): Promi
   });
 }
 
+/** How long a delete waits for a pod that is going down to be gone: a kvm guest's shutdown under tcg takes a while. */
+const POD_END_MS = 120_000;
+
+function appStatus(ctx: Ctx, st: ContainerState): ReturnType<Rkt['run']> {
+  return ctx.rkt.run(['app', 'status', st.podUuid, `--app=${st.app}`, '--format=json'], { allowFail: true });
+}
+
+/** Whether the pod of `st` stops running within `ms`: rkt app status then fails. */
+async function podEnds(ctx: Ctx, st: ContainerState, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  do {
+    if ((await appStatus(ctx, st)).code !== 0) return true;
+    await new Promise((r) => setTimeout(r, 1000));
+  } while (Date.now() < deadline);
+  return false;
+}
+
 async function removeApp(ctx: Ctx, st: ContainerState): Promise<void> {
   if (!fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!))) return;
-  const status = await ctx.rkt.run(['app', 'status', st.podUuid, `--app=${st.app}`, '--format=json'], { allowFail: true });
+  const status = await appStatus(ctx, st);
   if (status.code !== 0) return;
   if ((JSON.parse(status.stdout) as { state: string }).state === 'running') await ctx.rkt.run(['app', 'stop', st.podUuid, `--app=${st.app}`], { allowFail: true });
   const rm = await ctx.rkt.run(['app', 'rm', st.podUuid, `--app=${st.app}`], { allowFail: true });
-  // a pod that stopped meanwhile (its sandbox deleted at the same time) took the app with it
-  if (rm.code !== 0 && fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!)) && (await podRunning(ctx, st))) throw new OciError(`cannot remove app ${st.app} of pod ${st.podUuid}: ${rm.stderr.trim().split('\n').pop()}`);
+  if (rm.code === 0 || !fs.existsSync(path.join(ctx.rkt.podDir(st.podUuid), 'appsinfo', st.app!))) return;
+  // the pod may have stopped or be ending under the rm (containerd deletes a dead shim's sandbox
+  // and containers at once; a kvm guest going down drops the agent's connection): the app then
+  // ends with its pod
+  if (!(await podRunning(ctx, st)) || (await podEnds(ctx, st, POD_END_MS))) return;
+  throw new OciError(`cannot remove app ${st.app} of pod ${st.podUuid}: ${rm.stderr.trim().split('\n').pop()}`);
 }
 
 /**

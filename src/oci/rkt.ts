@@ -104,8 +104,15 @@ export function rktError(text: string): string {
   const said = (who: string) => lines.filter((l) => l.startsWith(`${who}: `) && !l.startsWith(`${who}: warning:`) && !l.startsWith(`${who}: debug:`)).pop();
   const rkt = said('rkt');
   const stage1 = said('stage1');
-  if (rkt === undefined) return stage1 ?? lastLine(text);
+  if (rkt === undefined) return stage1 ?? crashLine(lines) ?? lastLine(text);
   return stage1 === undefined ? rkt : `${stage1} (${rkt})`;
+}
+
+/** Node's report of an uncaught error ends with its version: the error's own line says more. */
+function crashLine(lines: string[]): string | undefined {
+  if (!/^Node\.js v\d/.test(lines.filter((l) => l !== '').pop() ?? '')) return undefined;
+  const error = lines.find((l) => /^[A-Za-z]*Error\b/.test(l));
+  return error === undefined ? undefined : `rkt crashed: ${error}`;
 }
 
 export function lastLine(text: string): string {

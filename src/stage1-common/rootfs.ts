@@ -156,8 +156,11 @@ export interface ExtraMount {
  */
 export interface IdShift {
   hostId(id: number): number;
-  /** Mount `tree` read-only at `target`, its owners shown as the pod's ids. */
-  mountLower(tree: string, target: string): Promise<void>;
+  /**
+   * Show `tree` read-only at or below `target` (an empty directory), its
+   * owners shown as the pod's ids; the overlay's lower layers, topmost first.
+   */
+  mountLower(tree: string, target: string): Promise<string[]>;
   /** Bind the host volume of `m` on `target` for `spec`'s app. */
   bindHostVolume(spec: AppSpec, m: VolumeMount, target: string): Promise<void>;
 }
@@ -183,15 +186,15 @@ function overlaySafe(p: string): boolean {
 }
 
 /** The overlay's lower layer seen with the pod's ids, and its upper root owned like the image's root. */
-async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift: IdShift): Promise<string> {
+async function shiftedLower(paths: PodPaths, spec: AppSpec, upper: string, shift: IdShift): Promise<string[]> {
   if (!overlaySafe(paths.appOverlayUpper(spec.name))) throw new RootfsError(`app ${spec.name}: the pod's path contains a character overlayfs options cannot carry`);
   const lower = path.join(path.dirname(upper), 'lower');
   fs.mkdirSync(lower, { recursive: true, mode: 0o755 });
-  await shift.mountLower(spec.treeRootfs, lower);
+  const layers = await shift.mountLower(spec.treeRootfs, lower);
   const top = fs.statSync(spec.treeRootfs);
   fs.chownSync(upper, shift.hostId(top.uid), shift.hostId(top.gid));
   fs.chmodSync(upper, top.mode & 0o7777);
-  return lower;
+  return layers;
 }
 
 async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Promise<boolean> {
@@ -211,7 +214,7 @@ async function mountImage(paths: PodPaths, spec: AppSpec, shift?: IdShift): Prom
   if (shift) {
     // no private copy here: it would hold the image's owners, not the pod's
     const lower = await shiftedLower(paths, spec, upper, shift);
-    await mount(['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, spec.rootfs]);
+    await mount(['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower.join(':')},upperdir=${upper},workdir=${work}`, spec.rootfs]);
     return true;
   }
   let why: string;

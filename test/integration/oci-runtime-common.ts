@@ -25,7 +25,7 @@ export async function needPython(): Promise<void> {
 let OCI = '';
 let SANDBOX_ARGS: () => string[] = () => [];
 
-interface World {
+export interface World {
   env: RktEnv;
   root: string;
   log: string;
@@ -34,7 +34,7 @@ interface World {
   oci(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
 }
 
-async function world(t: ExecutionContext): Promise<World> {
+export async function world(t: ExecutionContext): Promise<World> {
   // a kvm pod boots a VM, under tcg here: minutes, not seconds
   t.timeout(30 * 60_000);
   const env = new RktEnv('rkt-oci-');
@@ -90,7 +90,7 @@ function treeRssKiB(pid: number): number {
 }
 
 /** A bundle: config.json and a busybox rootfs, built by hand as an image unpacker would. */
-function bundle(w: World, name: string, config: (rootfs: string) => Record<string, unknown>): string {
+export function bundle(w: World, name: string, config: (rootfs: string) => Record<string, unknown>): string {
   const dir = w.env.file(`bundle-${name}`);
   const rootfs = path.join(dir, 'rootfs');
   fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
@@ -105,7 +105,7 @@ function bundle(w: World, name: string, config: (rootfs: string) => Record<strin
 }
 
 /** What the runc shim's default spec (containerd 1.6) holds, around the process and annotations a test gives. */
-function spec(w: World, proc: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function spec(w: World, proc: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   const caps = ['CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE'];
   return {
     ociVersion: '1.0.2-dev',
@@ -142,7 +142,7 @@ function spec(w: World, proc: Record<string, unknown>, extra: Record<string, unk
 }
 
 /** create under a subreaper, as the shim runs it; resolves once create has returned, with the subreaper still reaping. */
-async function createLikeShim(w: World, id: string, dir: string, out: string, input = '-', extra: string[] = []): Promise<{ reaper: ResultPromise; pid: number }> {
+export async function createLikeShim(w: World, id: string, dir: string, out: string, input = '-', extra: string[] = []): Promise<{ reaper: ResultPromise; pid: number }> {
   const pidFile = path.join(dir, 'init.pid');
   const reaper = execa('python3', [SUBREAPER, pidFile, out, input, OCI, '--root', w.root, '--log', w.log, '--log-format', 'json', 'create', '--bundle', dir, '--pid-file', pidFile, ...extra, id], { env: w.envVars, stdin: 'ignore', reject: false });
   let text = '';
@@ -160,7 +160,7 @@ async function stateOf(w: World, id: string): Promise<{ status: string; pid: num
   return JSON.parse(r.stdout);
 }
 
-async function nothingLeft(t: ExecutionContext, w: World, uuidText: string, marker: string): Promise<void> {
+export async function nothingLeft(t: ExecutionContext, w: World, uuidText: string, marker: string): Promise<void> {
   t.deepEqual(mountsMentioning(marker), [], 'no mount of the bundle is left');
   t.deepEqual(mountsMentioning(uuidText), [], 'no mount of the pod is left');
   // the stand-ins and their attaches name the pod; the sandbox's rkt names the state dir

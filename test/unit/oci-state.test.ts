@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseSignal, stateJson } from '../../src/oci/commands.js';
 import { OciError } from '../../src/oci/errors.js';
+import { rktError } from '../../src/oci/rkt.js';
 import { run } from '../../src/oci/main.js';
 import { tempDir } from '../helpers/tmp.js';
 import { StateDir, checkId, currentStatus, processStart, type ContainerState } from '../../src/oci/state.js';
@@ -115,4 +116,11 @@ test("the command line: runc's global flags, errors as one line on stderr and a 
   const line = JSON.parse(fs.readFileSync(log, 'utf8').trim());
   t.like(line, { level: 'error', msg: 'container nope does not exist' });
   t.deepEqual(fs.readdirSync(dir).sort(), ['log.json'], 'no record for anything refused');
+});
+
+test('rktError: a crash of rkt itself is told by its error line, not by node\'s version line', (t) => {
+  const crash = 'file:///x/rkt.js:1\n  throw err;\n  ^\n\nTypeError: Cannot read properties of undefined (reading \'pid\')\n    at f (file:///x/rkt.js:1:2)\n\nNode.js v20.20.2\n';
+  t.is(rktError(crash), "rkt crashed: TypeError: Cannot read properties of undefined (reading 'pid')");
+  t.is(rktError('rkt: warning: w\nrkt: pod x is not running\n'), 'rkt: pod x is not running');
+  t.is(rktError('something odd\n'), 'something odd');
 });

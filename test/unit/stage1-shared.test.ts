@@ -109,7 +109,7 @@ test('ensureMountTarget creates targets inside the root, through symlinks, repla
 });
 
 test('mountsUnder lists mounts below a directory, deepest first', (t) => {
-  const m = (p: string): MountInfo => ({ id: 1, parentId: 0, mountPoint: p, fsType: 'x', source: 'x' });
+  const m = (p: string): MountInfo => ({ id: 1, parentId: 0, mountPoint: p, root: '/', fsType: 'x', source: 'x', superOptions: 'rw' });
   const table = [m('/'), m('/pod'), m('/pod/a'), m('/pod/a/b/c'), m('/podx'), m('/pod/a/b')];
   t.deepEqual(mountsUnder('/pod', table), ['/pod/a/b/c', '/pod/a/b', '/pod/a', '/pod']);
 });

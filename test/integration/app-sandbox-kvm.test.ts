@@ -247,9 +247,10 @@ test.serial('adding, starting, stopping and removing 20 apps in turn leaves no m
   const { uuid } = sb;
   const run = Number(fs.readFileSync(path.join(sb.dir, 'pid'), 'utf8'));
   const vfs = virtiofsdSandbox(sb.dir);
-  const rootLine = fs.readFileSync(`/proc/${run}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/run/rkt/guest/root')!;
+  // the last mount at a path is the one on top, which virtiofsd serves (one below it would be the host's, inherited)
+  const rootLine = fs.readFileSync(`/proc/${run}/mountinfo`, 'utf8').split('\n').filter((l) => l.split(' ')[4] === '/run/rkt/guest/root').pop()!;
   t.regex(rootLine, / shared:\d+ /, "the guest's root is a shared mount in the run entrypoint's namespace");
-  const vfsRoot = fs.readFileSync(`/proc/${vfs}/mountinfo`, 'utf8').split('\n').find((l) => l.split(' ')[4] === '/')!;
+  const vfsRoot = fs.readFileSync(`/proc/${vfs}/mountinfo`, 'utf8').split('\n').filter((l) => l.split(' ')[4] === '/').pop()!;
   t.regex(vfsRoot, / master:\d+/, "virtiofsd's root is a slave: it receives the app mounts");
   const before = { host: mountsOf(run, uuid), virtiofsd: mountsOf(vfs, uuid), guest: await guestState(sb), processes: (await processesWith(uuid)).length };
   t.is(before.guest.mounts, 0);

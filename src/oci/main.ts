@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import * as commands from './commands.js';
+import * as reports from './reports.js';
 import { exec } from './exec.js';
 import { OciError } from './errors.js';
 import { loadRuntimeConfig, Rkt } from './rkt.js';
@@ -97,7 +98,7 @@ export async function run(argv: string[], launcher: Launcher): Promise<number> {
     const positional = command === 'exec' ? rest.slice(0, 1) : rest;
     if (positional.length < min || (positional.length > max && command !== 'exec')) throw new OciError(`"${command}" requires ${min === max ? `exactly ${min}` : `${min} to ${max}`} argument(s)`);
     if (command === 'features') {
-      process.stdout.write(commands.features());
+      process.stdout.write(reports.features());
       return 0;
     }
     const ctx = { states: new StateDir(g.root), rkt: new Rkt(launcher.rkt, launcher.flavor, loadRuntimeConfig()), consoleHelper: launcher.console };
@@ -111,7 +112,7 @@ export async function run(argv: string[], launcher: Launcher): Promise<number> {
         await commands.start(ctx, id);
         return 0;
       case 'state':
-        process.stdout.write(commands.stateJson(ctx, id));
+        process.stdout.write(reports.stateJson(ctx, id));
         return 0;
       case 'kill':
         await commands.kill(ctx, id, positional[1] ?? 'SIGTERM', flags.all === true);
@@ -120,7 +121,7 @@ export async function run(argv: string[], launcher: Launcher): Promise<number> {
         await commands.remove(ctx, id, flags.force === true);
         return 0;
       case 'ps':
-        process.stdout.write(commands.ps(ctx, id, str('format') ?? 'table'));
+        process.stdout.write(reports.ps(ctx, id, str('format') ?? 'table'));
         return 0;
       case 'exec': {
         if (rest.length > 1 && str('process') === undefined) throw new OciError('exec: give the process as --process FILE (a command line after the id is not supported)');

@@ -1,7 +1,8 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseSignal, stateJson } from '../../src/oci/commands.js';
+import { parseSignal } from '../../src/oci/commands.js';
+import { stateJson } from '../../src/oci/reports.js';
 import { OciError } from '../../src/oci/errors.js';
 import { rktError } from '../../src/oci/rkt.js';
 import { run } from '../../src/oci/main.js';

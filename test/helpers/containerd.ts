@@ -5,6 +5,7 @@ import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { TestFn } from 'ava';
 import { execa, type Result } from 'execa';
 import { call, protoClient, type Client } from './api-client.js';
 import { REPO, RKT } from './rkt.js';
@@ -401,4 +402,27 @@ export class Containerd {
       }
     }
   }
+}
+
+/**
+ * One private containerd for a test file, started before its tests (with
+ * `prepare`, e.g. importing images) and stopped after them, failed or not;
+ * the returned function gives it to the tests.
+ */
+export function containerdForFile(test: TestFn, handlers: Handler[], prepare?: (cd: Containerd) => Promise<void>): () => Containerd {
+  let cd: Containerd | undefined;
+  test.before(async (t) => {
+    t.timeout(10 * 60_000);
+    cd = await Containerd.start(handlers);
+    await prepare?.(cd);
+  });
+  test.after.always(async (t) => {
+    // a pod a failed test left behind is stopped here: a VM under tcg takes its time
+    t.timeout(15 * 60_000);
+    await cd?.stop();
+  });
+  return () => {
+    if (!cd) throw new Error('containerd did not start');
+    return cd;
+  };
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServiceError } from '@grpc/grpc-js';
 import { call } from '../helpers/api-client.js';
-import { Containerd, handlersUnderTest, type Handler } from '../helpers/containerd.js';
+import { containerdForFile, handlersUnderTest, type Handler } from '../helpers/containerd.js';
 import { CLIENT_IMAGE, SERVER_IMAGE, SERVER_PAGE, SERVER_PORT } from '../helpers/cri-images.js';
 import {
   CRI_DEADLINE,
@@ -25,23 +25,7 @@ import {
 // time (a kvm pod is a VM, slow under tcg): the tests are serial.
 
 const handlers = handlersUnderTest();
-let cd: Containerd | undefined;
-
-test.before(async (t) => {
-  t.timeout(10 * 60_000);
-  cd = await Containerd.start(handlers);
-});
-
-test.after.always(async (t) => {
-  // a pod a failed test left behind is stopped here: a VM under tcg takes its time
-  t.timeout(15 * 60_000);
-  await cd?.stop();
-});
-
-function daemon(): Containerd {
-  if (!cd) throw new Error('containerd did not start');
-  return cd;
-}
+const daemon = containerdForFile(test, handlers);
 
 /** GET / of the pod's server from the host, retried while the server comes up. */
 function httpGet(host: string): Promise<string> {

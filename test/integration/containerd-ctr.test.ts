@@ -1,5 +1,5 @@
 import test from 'ava';
-import { Containerd, CTR_NAMESPACE as NS, handlerBinary, handlersUnderTest } from '../helpers/containerd.js';
+import { containerdForFile, CTR_NAMESPACE as NS, handlerBinary, handlersUnderTest, type Containerd } from '../helpers/containerd.js';
 import { IDLE, SERVER_IMAGE } from '../helpers/cri-images.js';
 import { waitFor } from '../helpers/cri-pod.js';
 
@@ -8,24 +8,7 @@ import { waitFor } from '../helpers/cri-pod.js';
 // errors a user gets for the wrong order.
 
 const handlers = handlersUnderTest();
-let cd: Containerd | undefined;
-
-test.before(async (t) => {
-  t.timeout(10 * 60_000);
-  cd = await Containerd.start(handlers);
-  await cd.importImages(NS);
-});
-
-test.after.always(async (t) => {
-  // a pod a failed test left behind is stopped here: a VM under tcg takes its time
-  t.timeout(15 * 60_000);
-  await cd?.stop();
-});
-
-function daemon(): Containerd {
-  if (!cd) throw new Error('containerd did not start');
-  return cd;
-}
+const daemon = containerdForFile(test, handlers, (cd) => cd.importImages(NS));
 
 for (const h of handlers) {
   const runtime = (c: Containerd) => ['--runc-binary', handlerBinary(h), '--runc-root', c.handlerRoot(h), '--fifo-dir', c.fifoDir];

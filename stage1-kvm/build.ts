@@ -26,8 +26,9 @@ const IMAGE_NAME = 'coreos.com/rkt/stage1-kvm';
 
 function launcher(entry: string): string {
   // The entrypoints run on the host, with the host's node (>= 20, on PATH);
-  // `exec` keeps the pid stage0 started, which is the pod's pid for run.
-  return `#!/bin/sh\n# rkt stage1-kvm ${entry} entrypoint. Requires node >= 20 on the host PATH.\nexec node "$(dirname "$0")/${entry}.main.mjs" "$@"\n`;
+  // `exec` keeps the pid stage0 started, which is the pod's pid for run; ${0%/*}
+  // rather than dirname(1), one program less before node starts (stage0 runs it by its full path).
+  return `#!/bin/sh\n# rkt stage1-kvm ${entry} entrypoint. Requires node >= 20 on the host PATH.\nexec node "\${0%/*}/${entry}.main.mjs" "$@"\n`;
 }
 
 /**

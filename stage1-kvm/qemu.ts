@@ -188,13 +188,10 @@ export function makeQemuDir(podDir: string, ids: HostIds, template = false): voi
   fs.chownSync(dir, 0, ids.gid);
   fs.chmodSync(dir, 0o770);
   const fifos: PodFile[] = ['stdout', 'stderr', 'report', ...(template ? (['template'] as const) : [])];
-  for (const f of fifos) {
-    for (const end of ['in', 'out']) {
-      const p = `${podFile(podDir, f)}.${end}`;
-      mkfifo(p);
-      fs.chownSync(p, ids.uid, ids.gid);
-    }
-  }
+  // one mkfifo(1) for all of them: each exec cost about 4 ms before the VM could start
+  const paths = fifos.flatMap((f) => ['in', 'out'].map((end) => `${podFile(podDir, f)}.${end}`));
+  mkfifo(...paths);
+  for (const p of paths) fs.chownSync(p, ids.uid, ids.gid);
 }
 
 /**

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { TCG_WARNING, chooseAccel, kvmProblem, type AccelProbe } from '../../stage1-kvm/accel.js';
 import { KvmHostError } from '../../stage1-kvm/errors.js';
 import { UsageError } from '../../src/errors.js';
-import { hostTscKhz, kernelCmdline, kernelPath, mhzToKhz, tscKhzFromKernelLog, type TscSources } from '../../stage1-kvm/kernel.js';
+import { hostTscKhz, kernelCmdline, kernelPath, kmsgText, mhzToKhz, tscKhzFromKernelLog, type TscSources } from '../../stage1-kvm/kernel.js';
 import { MiB, vmSize } from '../../stage1-kvm/sizing.js';
 
 const VMX = 'processor\t: 0\nflags\t\t: fpu vme tsc msr vmx sse2\n';
@@ -81,6 +81,14 @@ test('TSC rate: override, sysfs, kernel log, cpuinfo, in that order', (t) => {
   t.is(mhzToKhz('2596.1'), 2596100);
   t.is(mhzToKhz('3000'), 3000000);
   t.is(tscKhzFromKernelLog('nothing'), undefined);
+});
+
+test('TSC rate: /dev/kmsg records read as the kernel log', (t) => {
+  // what read(2) on /dev/kmsg returns: one record, its dictionary on continuation lines
+  const records = ['6,112,95000,-;tsc: Detected 2100.000 MHz processor\n', '6,900,1200000,-;tsc: Refined TSC clocksource calibration: 2099.998 MHz\n SUBSYSTEM=tsc\n', '4,901,1300000,c;a;b\n'];
+  const log = records.map(kmsgText).join('\n');
+  t.is(log, 'tsc: Detected 2100.000 MHz processor\ntsc: Refined TSC clocksource calibration: 2099.998 MHz\na;b');
+  t.is(tscKhzFromKernelLog(log), 2099998);
 });
 
 const UUID = '0c7d4f36-9a52-4a53-b1c5-2b8a3f1e0d11';

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Pod start-to-exit with the fly stage1 against `runc run` on the same rootfs, in one
-# run (interleaved); then `rkt list` with 1,000 exited pods.
+# run (interleaved), with `node -e 0` in the same rounds: the Node.js runtime's own start-up,
+# which every pod of this TypeScript rkt crosses twice (stage0, the fly run entrypoint);
+# then `rkt list` with 1,000 exited pods.
 # Usage: bench/fly-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -19,7 +21,8 @@ $rkt run --stage1-name=fly example.com/true >/dev/null  # warm the tree store
 bench_base base-rkt-fly "@RKT@ run --stage1-name=fly example.com/true --exec /bin/true"
 bench_time "$runs" 2 "$work/run.json" \
   rkt-fly "$rkt run --stage1-name=fly example.com/true --exec /bin/true" \
-  runc "runc run --bundle $work/bundle bench-\$\$" "${base_cmds[@]}"
+  runc "runc run --bundle $work/bundle bench-\$\$" \
+  node-e-0 "node -e 0" "${base_cmds[@]}"
 
 # rkt list over 1,000 exited pods (made by copying one exited pod directory)
 one=$(ls "$work/data/pods/run" | head -1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A kvm pod from `rkt run` to exit against the floor: the same qemu booting the same kernel
 # with an initramfs whose init powers off at once, in one run (interleaved); then the host memory
-# (RSS and PSS) of every process of an idle one-app pod, `rkt run` itself included.
+# (RSS and PSS) of every process of an idle one-app pod, `rkt run` itself included, and of an
+# idle node process (the floor of the pod's run entrypoint).
 # Usage: bench/kvm-run.sh [RUNS]  (as root, after scripts/setup.sh and npm run build)
 set -euo pipefail
 source "$(dirname "$(readlink -f "$0")")/lib.sh"
@@ -38,3 +39,11 @@ bench_pod_memory "$stage0"
 echo "idle one-app kvm pod, host memory in all: RSS $((mem_rss / 1024)) MiB, PSS $((mem_pss / 1024)) MiB, guest memory touched $((mem_guest / 1024)) MiB, RSS beyond it $(((mem_rss - mem_guest) / 1024)) MiB"
 $rkt stop --force "$(cat "$work/uuid")" >/dev/null 2>&1 || true
 wait || true
+
+# the floor of the pod's resident Node.js process (the run entrypoint): node doing nothing
+node -e 'setTimeout(() => {}, 1e9)' &
+idle=$!
+bench_on_exit "kill -9 $idle"
+sleep 1
+echo "an idle node process: RSS $(ps -o rss= -p "$idle" | tr -d ' ') KiB, PSS $(awk '/^Pss:/ { print $2 }' /proc/"$idle"/smaps_rollup) KiB"
+kill "$idle"

@@ -19,6 +19,8 @@
 #                      busybox init powers off at once; $accel: tcg, or kvm where usable
 #   bench_medians JSON print each command's median from a hyperfine --export-json file and the
 #                      ratio of the first command's median to each other's (bench/ratio.mjs)
+#   bench_nspawn_peer UUID  systemd-nspawn alone booting a copy of pod UUID's stage1 rootfs:
+#                      $nspawn_peer, $nspawn_reset (below)
 #   bench_pod_memory PID...  the host memory of the process trees under each PID (`rkt run`s):
 #                      one line per process (RSS, PSS, and for qemu the guest memory it has
 #                      touched: the RSS of its memfd guest RAM), then the sums in KiB in
@@ -97,6 +99,26 @@ bench_pod_memory() {
 bench_base() {
   [ -n "${BENCH_BASE:-}" ] || return 0
   base_cmds+=("$1" "${2//@RKT@/$rkt_base}")
+}
+
+# bench_nspawn_peer UUID: systemd-nspawn alone, booting a copy of pod UUID's stage1 rootfs
+# (its generated rkt-pod.target and app unit included), with the app rootfs copied where the
+# flavor mounts its overlay and the app's stdout/stderr FIFOs and the report FIFO (read by rkt
+# on the host) made plain files: the same systemd on the same target, with the arguments the
+# flavor passes (minus --machine/--uuid/--hostname; nspawn stays in the caller's cgroups: the
+# flavor first joins per-pod ones). Sets $nspawn_peer (the command) and $nspawn_reset (clears
+# the statuses a run leaves); checks the peer once.
+bench_nspawn_peer() {
+  local peer="$work/peer"
+  bench_need systemd-nspawn systemd-container
+  cp -a "$work/data/pods/run/$1/stage1/rootfs" "$peer"
+  cp -a "$work/aci/rootfs/." "$peer/opt/stage2/true/rootfs/"
+  rm -f "$peer"/rkt/io/std{out,err} "$peer/rkt/report" && touch "$peer"/rkt/io/std{out,err} "$peer/rkt/report"
+  nspawn_reset="rm -f $peer/rkt/status/* $peer/rkt/started/* $peer/rkt/oom/*"
+  $nspawn_reset
+  nspawn_peer="systemd-nspawn --quiet --boot --directory=$peer --register=no --keep-unit --console=read-only --resolv-conf=off --timezone=off --link-journal=no --kill-signal=SIGRTMIN+4 -- --unit=rkt-pod.target --log-target=console --log-level=warning --show-status=no"
+  $nspawn_peer >/dev/null 2>&1 && [ "$(cat "$peer/rkt/status/true")" = 0 ] || { echo "bench: the direct systemd-nspawn peer did not run the app" >&2; exit 1; }
+  $nspawn_reset
 }
 
 bench_kvm_floor() {

@@ -77,10 +77,18 @@ export function readPinned(file: string, within: string | undefined, maxBytes: n
   try {
     const fd = pinned.reopen(fs.constants.O_RDONLY);
     try {
-      // read to one byte past the limit: the file may grow while it is read
-      const buf = Buffer.alloc(maxBytes + 1);
+      // Read to one byte past the limit: the file may grow while it is read. The buffer
+      // starts at the file's size (a limit-sized one, zero-filled per file, was most of
+      // `rkt list`'s time over many pods) and grows up to that byte.
+      let buf = Buffer.allocUnsafe(Math.min(maxBytes + 1, fs.fstatSync(fd).size + 1));
       let n = 0;
-      while (n < buf.length) {
+      for (;;) {
+        if (n === buf.length) {
+          if (n > maxBytes) break;
+          const bigger = Buffer.allocUnsafe(Math.min(maxBytes + 1, n * 2));
+          buf.copy(bigger, 0, 0, n);
+          buf = bigger;
+        }
         const got = fs.readSync(fd, buf, n, buf.length - n, null);
         if (got === 0) break;
         n += got;

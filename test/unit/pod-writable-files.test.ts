@@ -85,6 +85,21 @@ test('readPinned stays within its tree and refuses files larger than asked', (t)
   t.throws(() => readPinned(path.join(root, 'etc/unit'), root, 100), { instanceOf: UnexpectedFileError, message: /outside/ });
 });
 
+test('readPinned: exactly at the limit, one byte over, empty, and longer than its size says', (t) => {
+  const dir = tmp(t);
+  const f = path.join(dir, 'f');
+  fs.writeFileSync(f, 'x'.repeat(5000));
+  t.is(readPinned(f, undefined, 5000), 'x'.repeat(5000));
+  t.throws(() => readPinned(f, undefined, 4999), { instanceOf: UnexpectedFileError, message: /larger than/ });
+  fs.writeFileSync(f, '');
+  t.is(readPinned(f, undefined, 10), '');
+  // a file whose size says 0 but which reads longer (as /proc's do): the buffer grows to the limit
+  const status = readPinned('/proc/self/status', undefined, 1 << 16);
+  t.regex(status, /^Name:/);
+  t.true(status.length > 100);
+  t.throws(() => readPinned('/proc/self/status', undefined, 10), { instanceOf: UnexpectedFileError, message: /larger than/ });
+});
+
 test('FifoFeed: a symlink planted at the stdin FIFO once the pod runs is never followed', async (t) => {
   const dir = tmp(t);
   const fifo = path.join(dir, 'stdin');

@@ -47,3 +47,4 @@ bench_on_exit "kill -9 $idle"
 sleep 1
 echo "an idle node process: RSS $(ps -o rss= -p "$idle" | tr -d ' ') KiB, PSS $(awk '/^Pss:/ { print $2 }' /proc/"$idle"/smaps_rollup) KiB"
 kill "$idle"
+wait "$idle" 2>/dev/null || true

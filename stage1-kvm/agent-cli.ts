@@ -4,7 +4,7 @@
 //     [--groups G,G] [--cwd DIR] [--env NAME=VALUE]... -- COMMAND [ARG]...
 //   node dist/stage1-kvm/agent-cli.js SOCKET --guest-state
 //     a mutable pod's guest, as its agent sees it (agent-app.ts): mounts of
-//     apps, units of apps, processes, as "mounts=N units=N processes=N"
+//     apps, units of apps, user-space processes, as "mounts=N units=N processes=N"
 
 import os from 'node:os';
 import path from 'node:path';

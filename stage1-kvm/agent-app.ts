@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { RktError } from '../src/errors.js';
 import { sanitizeLine } from '../src/util/untrusted-text.js';
 import { AgentExecError, AgentProtocolError, FrameType, PayloadReader, PROTOCOL_VERSION, encodeFrame, guestText, str, u32 } from './agent-protocol.js';
-import { runSession } from './agent-client.js';
+import { runSession } from './agent-session.js';
 
 export const AppOp = { ping: 1, add: 2, start: 3, stop: 4, rm: 5 } as const;
 export type AppOpName = keyof typeof AppOp;

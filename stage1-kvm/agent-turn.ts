@@ -9,7 +9,7 @@ import { FileLock } from '../src/util/lock.js';
 // and waits only when every port is in use: that wait is on other host
 // processes (it ends when one of their sessions does, or by a signal), and
 // once a client holds a port, qemu accepts it at once: the time until the
-// guest answers is the guest's alone, and agent-client.ts bounds it.
+// guest answers is the guest's alone, and agent-session.ts bounds it.
 
 const POLL_MS = 100;
 

@@ -31,7 +31,7 @@ export async function enter(argv: string[]): Promise<number> {
   // shell does) cannot keep `rkt enter` alive. SIGINT too with a terminal,
   // where ^C is a keystroke for the guest and a SIGINT comes from kill;
   // without one, the first SIGINT is passed on to the command (a ^C), a
-  // second one disconnects (agent-client.ts).
+  // second one disconnects (agent-session.ts).
   const abort = new AbortController();
   let endedBy: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {

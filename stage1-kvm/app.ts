@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { RktError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { PodPaths } from '../src/stage1/contract.js';
@@ -11,7 +10,7 @@ import { enableDebug, parseAppArgs, type AppEntryArgs } from '../src/stage1-comm
 import { which } from '../src/stage1-common/host-tools.js';
 import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, KVM_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
-import { inRunNamespace } from '../src/stage1-common/mutable-pod.js';
+import { inRunNamespace, waitForRecordedExit } from '../src/stage1-common/mutable-pod.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { isPodProcess, readPid } from '../src/stage1-common/status.js';
 import { appUnitNames } from '../src/stage1-common/units.js';
@@ -142,20 +141,12 @@ export async function appStart(argv: string[]): Promise<number> {
 /** Bounds on what the guest is asked: adding and removing take a few systemctl calls. */
 const GUEST_OP_MS = 120_000;
 
-/** How long the run entrypoint may take to record an exit the guest has reported: it polls the report channel. */
-const RECORD_WAIT_MS = 10_000;
-
 export async function appStop(argv: string[]): Promise<number> {
   const { args, pod } = openApp(argv, 'stop');
   appSpec(pod.paths, args.app);
   // the guest's systemctl stop returns once the app's exit hook has reported its status
   await appRequest(pod.sockets, { op: 'stop', app: args.app }, { what: `cannot stop app ${args.app}`, signal: AbortSignal.timeout(GUEST_OP_MS + stopTimeoutMs()) });
-  const file = pod.paths.appStatus(args.app);
-  const deadline = Date.now() + RECORD_WAIT_MS;
-  while (!fs.existsSync(file)) {
-    if (Date.now() >= deadline) throw new RktError(`app ${args.app} was stopped, but its exit status did not reach the host within ${RECORD_WAIT_MS / 1000} s`);
-    await sleep(50);
-  }
+  await waitForRecordedExit(pod.paths, args.app);
   return 0;
 }
 

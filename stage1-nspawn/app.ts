@@ -11,7 +11,7 @@ import { withAllCapabilities } from '../src/stage1-common/insecure.js';
 import { checkIsolators, NSPAWN_ISOLATORS, SECCOMP_ISOLATORS } from '../src/stage1-common/isolator-support.js';
 import { prepareUnitRootfs } from '../src/stage1-common/rootfs.js';
 import { appUnitName, appUnitNames } from '../src/stage1-common/units.js';
-import { inRunNamespace } from '../src/stage1-common/mutable-pod.js';
+import { inRunNamespace, waitForRecordedExit } from '../src/stage1-common/mutable-pod.js';
 import { unmountAllUnder } from '../src/util/mounts.js';
 import { NspawnHostError } from './errors.js';
 import { which } from './nspawn-args.js';
@@ -148,8 +148,9 @@ export async function appStart(argv: string[]): Promise<number> {
 export async function appStop(argv: string[]): Promise<number> {
   const { args, pod } = openApp(argv, 'stop');
   appSpec(pod.paths, args.app);
-  // stopping waits for the app's exit hook, which reports its status
+  // stopping waits for the app's exit hook, which reports its status; the host records it a moment later
   mustSystemctl(pod, ['stop', appUnitName(args.app)], `cannot stop app ${args.app}`);
+  await waitForRecordedExit(pod.paths, args.app);
   return 0;
 }
 

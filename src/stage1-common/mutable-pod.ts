@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RktError } from '../errors.js';
 import { log } from '../log.js';
 import { readRunOptions, type PodPaths } from '../stage1/contract.js';
@@ -32,6 +33,24 @@ export async function inRunNamespace(paths: PodPaths, nsenter: string, run: numb
   });
 }
 
+
+/** How long the run entrypoint may take to record an exit its pod has reported: it reads the report channel as reports come. */
+const RECORD_WAIT_MS = 10_000;
+
+/**
+ * After the pod's systemd has stopped an app (its exit hook has sent the
+ * status), wait until the run entrypoint has recorded that status on the
+ * host: `rkt app stop` returns then, so that a `rkt app rm` right after it
+ * (as containerd does) finds the app exited, not still running.
+ */
+export async function waitForRecordedExit(paths: PodPaths, app: string): Promise<void> {
+  const file = paths.appStatus(app);
+  const deadline = Date.now() + RECORD_WAIT_MS;
+  while (!fs.existsSync(file)) {
+    if (Date.now() >= deadline) throw new RktError(`app ${app} was stopped, but its exit status did not reach the host within ${RECORD_WAIT_MS / 1000} s`);
+    await sleep(50);
+  }
+}
 
 /**
  * Which incarnation of an app this is: an app removed and added again

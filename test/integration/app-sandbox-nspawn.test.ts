@@ -151,6 +151,8 @@ test('adding, starting, stopping and removing 20 apps in turn leaves no mount, u
     t.is((await appStatus(ne, uuid, name)).state, 'running');
     t.is((await processesWith(marker)).length, 1, `${name} runs, alone`);
     await ok(ne, ['app', 'stop', uuid, `--app=${name}`]);
+    // recorded by the time app stop returns, as containerd's stop then remove expects
+    t.is((await appStatus(ne, uuid, name)).exit_code, 143, `${name}'s SIGTERM is its status once app stop returns`);
     await ok(ne, ['app', 'rm', uuid, `--app=${name}`]);
   }
   t.deepEqual(mounts(), before.mounts, "the run entrypoint's mounts are as before");
